@@ -1,0 +1,25 @@
+"""The Django app: connects receivers for observed models when Django is ready."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+from django.utils.module_loading import import_string
+
+from .settings import get_settings
+
+__all__ = ["GqlObserverConfig"]
+
+
+class GqlObserverConfig(AppConfig):
+    name = "gql_observer"
+    verbose_name = "GraphQL observer"
+
+    def ready(self) -> None:
+        """Called when Django is ready: import the schema (so every process that
+        writes models knows the observed ones) and connect their receivers."""
+        from . import signals
+
+        schema = get_settings()["SCHEMA"]
+        if schema:
+            import_string(schema)
+        signals.connect_all()

@@ -1,0 +1,166 @@
+"""The whole ASGI application with safe defaults, in one call.
+
+HTTP ``/graphql/`` serves queries and mutations (and GraphiQL on GET);
+the websocket on the same path speaks graphql-transport-ws and legacy
+graphql-ws; everything else goes to Django. Websockets get Channels'
+session authentication and an Origin check against ``ALLOWED_HOSTS``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+from typing import Any
+
+from channels.auth import AuthMiddlewareStack
+from channels.routing import ProtocolTypeRouter, URLRouter
+from channels.security.websocket import OriginValidator
+from django.conf import settings
+from django.urls import re_path
+from django.utils.module_loading import import_string
+from strawberry.channels import GraphQLHTTPConsumer, GraphQLWSConsumer
+from strawberry.schema import BaseSchema
+
+from .hub import current_hub
+from .settings import get_settings
+
+__all__ = ["HostOriginValidator", "Lifespan", "ObserverHTTPConsumer", "ObserverWSConsumer",
+           "application", "load_schema"]
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+ASGIApp = Any
+_UNPKG = "https://unpkg.com"
+
+
+class ObserverWSConsumer(GraphQLWSConsumer):
+    """Strawberry's websocket consumer, configured from ``GQL_OBSERVER``.
+
+    It has no channel-layer channel of its own: changes reach it through the
+    process's hub, so a connection costs no layer channel and no receive task.
+    (strawberry's ``listen_to_channel`` therefore does not work here; subclass
+    and set ``channel_layer_alias = "default"`` if your own fields need it.)
+    """
+
+    channel_layer_alias = "gql_observer.no-channel-per-connection"
+
+    def __init__(self, schema: BaseSchema, **kwargs: Any) -> None:
+        options = get_settings()
+        kwargs.setdefault(
+            "connection_init_wait_timeout",
+            dt.timedelta(seconds=options["CONNECTION_INIT_TIMEOUT"]),
+        )
+        kwargs.setdefault("max_subscriptions_per_connection",
+                          options["MAX_OPERATIONS_PER_CONNECTION"])
+        super().__init__(schema, **kwargs)
+
+
+class ObserverHTTPConsumer(GraphQLHTTPConsumer):
+    """Strawberry's HTTP consumer; GraphiQL's assets may come from your own server."""
+
+    async def render_graphql_ide(self, request: Any) -> Any:
+        response = await super().render_graphql_ide(request)
+        base = get_settings()["GRAPHIQL_ASSETS_URL"]
+        if base:
+            response.content = response.content.replace(
+                _UNPKG.encode(), base.rstrip("/").encode()
+            )
+        return response
+
+
+class HostOriginValidator(OriginValidator):  # type: ignore[misc]
+    """Refuse a websocket handshake whose Origin is not in ``ALLOWED_HOSTS``.
+
+    Browsers always send Origin, so cross-site websocket hijacking is refused.
+    A handshake without Origin comes from a non-browser client (Node ``ws``,
+    Python ``websockets``) that no other site can drive, and is let through;
+    Channels' ``AllowedHostsOriginValidator`` refuses those.
+    """
+
+    def __init__(self, application: ASGIApp) -> None:
+        allowed = list(settings.ALLOWED_HOSTS)
+        if settings.DEBUG and not allowed:
+            allowed = ["localhost", "127.0.0.1", "[::1]"]
+        super().__init__(application, allowed)
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
+        if not any(name == b"origin" for name, _ in scope.get("headers", [])):
+            return await self.application(scope, receive, send)
+        return await super().__call__(scope, receive, send)
+
+
+class Lifespan:
+    """ASGI lifespan: on shutdown, complete every subscription and leave every group."""
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                hub = current_hub()
+                if hub is not None:
+                    await hub.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def load_schema() -> BaseSchema:
+    """The schema named by ``GQL_OBSERVER["SCHEMA"]``."""
+    path = get_settings()["SCHEMA"]
+    if not path:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            'Pass a schema to application(schema) or set GQL_OBSERVER = {"SCHEMA": '
+            '"myproject.schema.schema"} in your settings.'
+        )
+    schema: BaseSchema = import_string(path)
+    return schema
+
+
+def application(
+    schema: BaseSchema | None = None,
+    *,
+    path: str = "graphql/",
+    django_application: ASGIApp | None = None,
+) -> ASGIApp:
+    """Build the ASGI application: GraphQL over HTTP and websocket at ``path``,
+    Django for every other URL, lifespan for a clean shutdown.
+
+    Call it in your ``asgi.py`` after ``django.setup()`` (or after
+    ``get_asgi_application()``)::
+
+        django_asgi = get_asgi_application()
+        from gql_observer.asgi import application as gql_application
+        application = gql_application(django_application=django_asgi)
+    """
+    if schema is None:
+        schema = load_schema()
+    if django_application is None:
+        from django.core.asgi import get_asgi_application
+
+        django_application = get_asgi_application()
+    graphiql = get_settings()["GRAPHIQL"]
+    if graphiql is None:
+        graphiql = bool(settings.DEBUG)
+    pattern = rf"^{re.escape(path.strip('/'))}/?$"
+    http = ObserverHTTPConsumer.as_asgi(schema=schema,
+                                        graphql_ide="graphiql" if graphiql else None)
+    websocket = ObserverWSConsumer.as_asgi(schema=schema)
+    return ProtocolTypeRouter(
+        {
+            "http": URLRouter(
+                [
+                    re_path(pattern, AuthMiddlewareStack(http)),
+                    re_path(r"", django_application),
+                ]
+            ),
+            "websocket": HostOriginValidator(AuthMiddlewareStack(URLRouter([
+                re_path(pattern, websocket),
+            ]))),
+            "lifespan": Lifespan(),
+        }
+    )

@@ -1,0 +1,80 @@
+"""``observe``: the decorator that puts a strawberry-django type on the live API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
+from django.db.models import Field, Model
+
+from . import registry
+from .definition import ObservedDefinition
+
+__all__ = ["observe"]
+
+T = TypeVar("T", bound=type[Any])
+
+
+def _lower_camel(name: str) -> str:
+    return name[:1].lower() + name[1:]
+
+
+def _exposed_fields(model: type[Model], type_: type[Any]) -> tuple[Field[Any, Any], ...]:
+    definition = type_.__strawberry_definition__
+    names = {getattr(f, "django_name", None) or f.python_name for f in definition.fields}
+    exposed: list[Field[Any, Any]] = []
+    for field in model._meta.concrete_fields:
+        if field.name in names or field.attname in names or field.primary_key:
+            exposed.append(field)
+    return tuple(exposed)
+
+
+def observe(model: type[Model], *, name: str | None = None,
+            lookup: str = "pk") -> Callable[[T], T]:
+    """Expose ``model`` through the decorated strawberry(-django) type, live.
+
+    Adds a Query field and a Subscription field, both named ``name`` (default:
+    the model's name in lowerCamelCase), taking ``pk: ID!`` (matched against the
+    model field ``lookup``) and ``requestId: JSON``, returning the envelope
+    ``{action errors responseStatus requestId data}``. Put it above
+    ``@strawberry_django.type``::
+
+        @gql_observer.observe(User)
+        @strawberry_django.type(User, fields=["id", "username", "email"])
+        class UserType: ...
+    """
+    if not (isinstance(model, type) and issubclass(model, Model)):
+        raise ImproperlyConfigured(f"observe() takes a Django model class, not {model!r}.")
+    if lookup != "pk":
+        try:
+            field = model._meta.get_field(lookup)
+        except FieldDoesNotExist:
+            raise ImproperlyConfigured(
+                f"observe({model.__name__}, lookup={lookup!r}): {model.__name__} has no field "
+                f"{lookup!r}."
+            ) from None
+        if not getattr(field, "unique", False):
+            raise ImproperlyConfigured(
+                f"observe({model.__name__}, lookup={lookup!r}): the lookup field must be "
+                "unique (unique=True), or one pk could name several instances."
+            )
+
+    def decorate(type_: T) -> T:
+        if not hasattr(type_, "__strawberry_definition__"):
+            raise ImproperlyConfigured(
+                f"observe() must decorate a strawberry type; put @observe({model.__name__}) "
+                f"above @strawberry_django.type({model.__name__}) on {type_.__qualname__}."
+            )
+        definition = ObservedDefinition(
+            model=model,
+            type_=type_,
+            field_name=name or _lower_camel(model.__name__),
+            lookup=lookup,
+            exposed=_exposed_fields(model, type_),
+        )
+        type_.__gql_observer_definition__ = definition
+        registry.register(definition)
+        return type_
+
+    return decorate

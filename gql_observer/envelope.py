@@ -1,0 +1,73 @@
+"""The DCRF envelope as a GraphQL type: ``{action errors responseStatus requestId data}``."""
+
+from __future__ import annotations
+
+from typing import Any, Final, Literal
+
+import strawberry
+from strawberry.scalars import JSON
+
+from .definition import ObservedDefinition
+
+__all__ = [
+    "CREATED",
+    "DELETED",
+    "NOT_FOUND",
+    "OK",
+    "EnvelopeAction",
+    "envelope",
+    "envelope_type",
+]
+
+EnvelopeAction = Literal["retrieve", "subscribe_instance", "update", "delete"]
+
+OK: Final = 200
+CREATED: Final = 201
+DELETED: Final = 204
+NOT_FOUND: Final = 404
+
+_types: dict[int, type[Any]] = {}
+
+
+def envelope_type(definition: ObservedDefinition) -> type[Any]:
+    """The strawberry type ``<TypeName>Envelope`` of ``definition`` (built once)."""
+    cached = _types.get(id(definition))
+    if cached is not None:
+        return cached
+    name = f"{definition.type_name}Envelope"
+    namespace: dict[str, Any] = {
+        "__annotations__": {
+            "action": str,
+            "errors": list[str],
+            "response_status": int,
+            "request_id": JSON | None,
+            "data": definition.type_ | None,
+        },
+        "__module__": __name__,
+        "__doc__": (
+            f"What happened to one {definition.type_name}, as djangochannelsrestframework "
+            "reports it: the action, its status (HTTP-like), the client's requestId echoed, "
+            "and the instance (null when there is none to show)."
+        ),
+    }
+    cls = strawberry.type(type(name, (), namespace), name=name)
+    _types[id(definition)] = cls
+    return cls
+
+
+def envelope(
+    definition: ObservedDefinition,
+    action: EnvelopeAction,
+    status: int,
+    request_id: Any,
+    data: Any = None,
+    errors: list[str] | None = None,
+) -> Any:
+    """One envelope value of ``definition``'s envelope type."""
+    return envelope_type(definition)(
+        action=action,
+        errors=errors or [],
+        response_status=status,
+        request_id=request_id,
+        data=data,
+    )

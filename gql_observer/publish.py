@@ -1,0 +1,201 @@
+"""Sending change events to the channel layer, after the commit, in order.
+
+The writer (a request thread, a shell, a task runner) only hands the event to
+a :class:`Publisher`, which sends it from one event loop with one connection
+pool, batching whatever queued up meanwhile. ``async_to_sync(group_send)`` per
+save, as the peers do, builds an event loop and a Redis connection every time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import threading
+from typing import Any
+
+from channels.layers import InMemoryChannelLayer, channel_layers
+
+from .events import ChangeEvent
+from .settings import get_settings
+
+__all__ = ["Publisher", "flush", "publish", "set_local_publisher"]
+
+logger = logging.getLogger(__name__)
+
+
+class Publisher:
+    """Sends events from one event loop, in the order they were submitted.
+
+    Events queued while a send is in flight go out as one batch, merged per
+    instance: the last action of an instance wins, so a burst of saves costs
+    one message per instance.
+    """
+
+    __slots__ = ("_done", "_layer", "_loop", "_pending", "_queue", "_task", "_timeout", "sent")
+
+    def __init__(self, layer: Any, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+        self._layer = layer
+        self._loop = loop
+        self._timeout = timeout
+        self._queue: asyncio.Queue[ChangeEvent] = asyncio.Queue()
+        # Submitted but not yet handed to the layer; guarded by ``_done``.
+        self._pending = 0
+        self._done = threading.Condition()
+        self._task: asyncio.Task[None] | None = None
+        #: Messages handed to the channel layer so far (for tests and metrics).
+        self.sent = 0
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def start(self) -> None:
+        """Start the send loop; call from the publisher's own loop."""
+        self._task = self._loop.create_task(self._run(), name="gql_observer.publisher")
+
+    async def stop(self) -> None:
+        """Send what is queued, then stop."""
+        if self._task is None:
+            return
+        await self._drained()
+        self._task.cancel()
+        try:
+            await self._task
+        except asyncio.CancelledError:
+            pass
+        self._task = None
+
+    def submit(self, event: ChangeEvent) -> None:
+        """Queue ``event``; safe from any thread."""
+        with self._done:
+            self._pending += 1
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            self._queue.put_nowait(event)
+        else:
+            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Block (from another thread) until everything submitted was sent."""
+        with self._done:
+            return self._done.wait_for(lambda: self._pending == 0, timeout)
+
+    async def _drained(self) -> None:
+        while self._pending:
+            await asyncio.sleep(0.01)
+
+    async def _run(self) -> None:
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty():
+                batch.append(self._queue.get_nowait())
+            merged: dict[str, ChangeEvent] = {}
+            for event in batch:
+                merged.pop(event["group"], None)  # keep the latest, in its place
+                merged[event["group"]] = event
+            for event in merged.values():
+                await self._send(event)
+            with self._done:
+                self._pending -= len(batch)
+                if self._pending == 0:
+                    self._done.notify_all()
+
+    async def _send(self, event: ChangeEvent) -> None:
+        try:
+            await asyncio.wait_for(
+                self._layer.group_send(event["group"], dict(event)), self._timeout
+            )
+            self.sent += 1
+        except Exception:
+            # The hub resynchronises its subscribers when the layer comes back.
+            logger.exception("Could not publish %s of %s %s", event["action"], event["model"],
+                             event["pk"])
+
+
+class _ThreadPublisher:
+    """A :class:`Publisher` on a daemon thread of its own (one per process)."""
+
+    def __init__(self, alias: str, timeout: float) -> None:
+        self.pid = os.getpid()
+        loop = asyncio.new_event_loop()
+        # A layer instance of its own: connection pools belong to one loop.
+        layer = channel_layers.make_backend(alias)
+        self.publisher = Publisher(layer, loop, timeout)
+        started = threading.Event()
+
+        def run() -> None:
+            asyncio.set_event_loop(loop)
+            self.publisher.start()
+            loop.call_soon(started.set)
+            loop.run_forever()
+
+        self.thread = threading.Thread(target=run, name="gql_observer.publisher", daemon=True)
+        self.thread.start()
+        started.wait()
+
+
+_lock = threading.Lock()
+_thread_publisher: _ThreadPublisher | None = None
+#: Set by the hub when the layer is in-memory: only its loop can reach receivers.
+_local_publisher: Publisher | None = None
+
+
+def set_local_publisher(publisher: Publisher | None) -> None:
+    """Route events to ``publisher`` (the in-memory layer's hub) or stop doing so."""
+    global _local_publisher
+    _local_publisher = publisher
+
+
+def _publisher() -> Publisher | None:
+    global _thread_publisher
+    alias = get_settings()["CHANNEL_LAYER"]
+    layer = channel_layers[alias]
+    if isinstance(layer, InMemoryChannelLayer):
+        # Nobody outside this process can listen; inside it, only the hub's loop.
+        local = _local_publisher
+        if local is None or local.loop.is_closed():
+            return None
+        return local
+    current = _thread_publisher
+    if current is None or current.pid != os.getpid():  # first use, or forked
+        with _lock:
+            current = _thread_publisher
+            if current is None or current.pid != os.getpid():
+                current = _ThreadPublisher(alias, get_settings()["PUBLISH_TIMEOUT"])
+                _thread_publisher = current
+    return current.publisher
+
+
+def publish(event: ChangeEvent) -> None:
+    """Hand ``event`` to this process's publisher; never raises into the writer."""
+    try:
+        publisher = _publisher()
+        if publisher is None:
+            logger.debug("No subscriber can be reached in this process; dropped %s", event)
+            return
+        publisher.submit(event)
+    except Exception:
+        logger.exception("Could not queue %s of %s %s", event["action"], event["model"],
+                         event["pk"])
+
+
+def flush(timeout: float | None = None) -> bool:
+    """Wait until this process's thread publisher has sent everything queued.
+
+    Registered with ``atexit``, so a shell that exits right after ``save()``
+    still delivers its change.
+    """
+    current = _thread_publisher
+    if current is None or current.pid != os.getpid():
+        return True
+    return current.publisher.wait_idle(
+        get_settings()["PUBLISH_TIMEOUT"] if timeout is None else timeout
+    )
+
+
+atexit.register(flush)

@@ -1,0 +1,47 @@
+"""The registry of observed types, by GraphQL field name and by model."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+from django.core.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from django.db.models import Model
+
+    from .definition import ObservedDefinition
+
+__all__ = ["definitions", "for_model", "on_register", "register"]
+
+_by_name: dict[str, ObservedDefinition] = {}
+_listeners: list[Callable[[ObservedDefinition], None]] = []
+
+
+def register(definition: ObservedDefinition) -> None:
+    """Add ``definition``; a second type under the same field name is an error."""
+    existing = _by_name.get(definition.field_name)
+    if existing is not None and existing.type_ is not definition.type_:
+        raise ImproperlyConfigured(
+            f"Two observed types want the GraphQL field {definition.field_name!r}: "
+            f"{existing.type_.__qualname__} and {definition.type_.__qualname__}. "
+            "Give one of them observe(..., name='otherName')."
+        )
+    _by_name[definition.field_name] = definition
+    for listener in _listeners:
+        listener(definition)
+
+
+def on_register(listener: Callable[[ObservedDefinition], None]) -> None:
+    """Call ``listener`` for every definition registered from now on."""
+    _listeners.append(listener)
+
+
+def definitions() -> Iterator[ObservedDefinition]:
+    """Every registered definition, in registration order."""
+    return iter(list(_by_name.values()))
+
+
+def for_model(model: type[Model]) -> list[ObservedDefinition]:
+    """The definitions observing ``model``."""
+    return [d for d in _by_name.values() if d.model is model]

@@ -1,0 +1,160 @@
+"""The Query and Subscription fields of every observed type, and a schema builder."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncGenerator, Sequence
+from typing import Any
+
+import strawberry
+from strawberry import Info
+from strawberry.scalars import JSON
+from strawberry.tools import merge_types
+from strawberry.types.field import StrawberryField
+
+from . import registry
+from .definition import ObservedDefinition
+from .envelope import CREATED, DELETED, NOT_FOUND, OK, envelope, envelope_type
+from .groups import instance_group
+from .hub import CLOSED, get_hub
+from .settings import get_settings
+from .visibility import context_key, deleted_instance, normalize_pk, read
+
+__all__ = ["build_schema", "query_field", "query_type", "subscription_field", "subscription_type"]
+
+logger = logging.getLogger(__name__)
+
+NOT_FOUND_ERROR = "Not found."
+
+
+def query_field(definition: ObservedDefinition) -> StrawberryField:
+    """``<name>(pk: ID!, requestId: JSON): <Type>Envelope!`` — retrieve one instance."""
+
+    async def resolve(info: Info, pk: strawberry.ID, request_id: JSON | None = None) -> Any:
+        value = normalize_pk(definition, pk)
+        obj = None if value is None else await read(definition, info, value)
+        if obj is None:
+            return envelope(definition, "retrieve", NOT_FOUND, request_id, None, [NOT_FOUND_ERROR])
+        return envelope(definition, "retrieve", OK, request_id, obj)
+
+    resolve.__annotations__ = {
+        "info": Info, "pk": strawberry.ID, "request_id": JSON | None,
+        "return": envelope_type(definition),
+    }
+    return strawberry.field(
+        resolver=resolve,
+        name=definition.field_name,
+        description=f"Retrieve one {definition.type_name}.",
+    )
+
+
+def subscription_field(definition: ObservedDefinition) -> StrawberryField:
+    """``<name>(pk: ID!, requestId: JSON): <Type>Envelope!`` — every committed change."""
+
+    async def subscribe(
+        info: Info, pk: strawberry.ID, request_id: JSON | None = None
+    ) -> AsyncGenerator[Any, None]:
+        def gone(action: Any) -> Any:
+            return envelope(definition, action, NOT_FOUND, request_id, None, [NOT_FOUND_ERROR])
+
+        value = normalize_pk(definition, pk)
+        if value is None:
+            yield gone("subscribe_instance")
+            return
+        key = context_key(definition, info)
+        instance_pk = value
+        if definition.lookup != "pk":
+            found = await read(definition, info, value)
+            if found is None:
+                yield gone("subscribe_instance")
+                return
+            instance_pk = found.pk
+        group = instance_group(get_settings()["GROUP_PREFIX"], definition.model_label, instance_pk)
+        hub = get_hub()
+        # Join before the first read: a commit between the two is then seen.
+        subscription = await hub.join(group)
+        try:
+            obj = await read(definition, info, value)
+            if obj is None:
+                yield gone("subscribe_instance")
+                return
+            yield envelope(definition, "subscribe_instance", CREATED, request_id)
+
+            async def reread() -> Any:
+                return await read(definition, info, value)
+
+            while True:
+                delivery = await subscription.next()
+                if delivery is CLOSED:
+                    return
+                if delivery.action == "delete":
+                    assert delivery.last is not None
+                    last = deleted_instance(definition, delivery.last)
+                    yield envelope(definition, "delete", DELETED, request_id, last)
+                    return
+                obj = await delivery.read(key, reread)
+                if obj is None:
+                    # Deleted meanwhile, or no longer visible: fail closed, end here.
+                    yield gone("update")
+                    return
+                yield envelope(definition, "update", OK, request_id, obj)
+        finally:
+            hub.leave(subscription)
+
+    subscribe.__annotations__ = {
+        "info": Info, "pk": strawberry.ID, "request_id": JSON | None,
+        "return": AsyncGenerator[envelope_type(definition), None],  # type: ignore[misc]
+    }
+    return strawberry.subscription(
+        resolver=subscribe,
+        name=definition.field_name,
+        description=f"Every committed change of one {definition.type_name}.",
+    )
+
+
+def _type(name: str, fields: dict[str, StrawberryField], doc: str) -> type[Any]:
+    return strawberry.type(type(name, (), {**fields, "__doc__": doc, "__module__": __name__}))
+
+
+def query_type(name: str = "ObservedQuery") -> type[Any]:
+    """A Query type with the retrieve field of every observed type."""
+    fields = {d.field_name: query_field(d) for d in registry.definitions()}
+    return _type(name, fields, "Retrieve observed instances.")
+
+
+def subscription_type(name: str = "ObservedSubscription") -> type[Any]:
+    """A Subscription type with the live field of every observed type."""
+    fields = {d.field_name: subscription_field(d) for d in registry.definitions()}
+    return _type(name, fields, "Watch observed instances.")
+
+
+def build_schema(
+    *,
+    query: type[Any] | None = None,
+    mutation: type[Any] | None = None,
+    subscription: type[Any] | None = None,
+    types: Sequence[type[Any]] = (),
+    **schema_options: Any,
+) -> strawberry.Schema:
+    """A strawberry Schema with your own root types plus every observed field.
+
+    ``query``/``subscription`` are merged with the observed fields (a name
+    clash is an error); everything in ``schema_options`` goes to
+    ``strawberry.Schema`` as it is.
+    """
+    if not any(True for _ in registry.definitions()):
+        raise ValueError(
+            "No observed types: decorate a strawberry-django type with @observe(Model) "
+            "and import its module before build_schema()."
+        )
+    root_query = merge_types("Query", (*([query] if query else []), query_type()))
+    root_subscription = merge_types(
+        "Subscription", (*([subscription] if subscription else []), subscription_type())
+    )
+    return strawberry.Schema(
+        query=root_query,
+        mutation=mutation,
+        subscription=root_subscription,
+        types=types,
+        **schema_options,
+    )

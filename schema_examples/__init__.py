@@ -1,0 +1,1 @@
+"""A runnable Django project: the DCRF "Observer model instance" example in GraphQL."""

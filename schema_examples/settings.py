@@ -1,0 +1,72 @@
+"""Settings of the demo project; ``DATABASE_URL``, ``REDIS_URL``, ``ALLOWED_HOSTS``
+and ``DEBUG`` come from the environment."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import dj_database_url
+
+ROOT = Path(__file__).resolve().parent.parent
+VAR = ROOT / "var"
+
+SECRET_KEY = os.environ.get("SECRET_KEY", "schema-examples-not-a-secret")
+DEBUG = os.environ.get("DEBUG", "1") not in {"0", "false", "False", ""}
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"] + [
+    host for host in os.environ.get("ALLOWED_HOSTS", "").split(",") if host
+]
+
+INSTALLED_APPS = [
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "strawberry_django",
+    "gql_observer",
+    "schema_examples.users.apps.UsersConfig",
+]
+MIDDLEWARE = [
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+]
+ROOT_URLCONF = "schema_examples.urls"
+ASGI_APPLICATION = "schema_examples.asgi.application"
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("DATABASE_URL") or f"sqlite:///{VAR / 'demo.sqlite3'}",
+        conn_max_age=0,
+    )
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+
+def channel_layers(redis_url: str | None) -> dict[str, Any]:
+    """The in-memory layer for one process; channels_redis when ``redis_url`` is set."""
+    if not redis_url:
+        return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    return {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {
+                # channels_redis blocks 5 s in BZPOPMIN; a read timeout of the same
+                # length would cut idle connections (channels_redis #422).
+                "hosts": [{"address": redis_url, "socket_timeout": 30}],
+                "prefix": os.environ.get("CHANNELS_PREFIX", "asgi"),
+            },
+        }
+    }
+
+
+CHANNEL_LAYERS = channel_layers(os.environ.get("REDIS_URL"))
+
+GQL_OBSERVER = {"SCHEMA": "schema_examples.schema.schema"}
+
+USE_TZ = True
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"console": {"class": "logging.StreamHandler"}},
+    "loggers": {"gql_observer": {"handlers": ["console"], "level": "INFO"}},
+}

@@ -1,0 +1,7 @@
+"""Django's own URLs: none; GraphQL is served by the ASGI application."""
+
+from __future__ import annotations
+
+from django.urls import URLPattern
+
+urlpatterns: list[URLPattern] = []

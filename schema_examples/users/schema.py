@@ -1,0 +1,78 @@
+"""The seed's User example: ``UserType`` observed, plus mutations to change users
+from GraphiQL without a shell. ``password`` is write-only: in no type."""
+
+from __future__ import annotations
+
+import strawberry
+import strawberry_django
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from django.core.exceptions import ValidationError
+
+import gql_observer
+
+
+@gql_observer.observe(User)
+@strawberry_django.type(User, fields=["id", "username", "email"])
+class UserType:
+    pass
+
+
+def _get(pk: strawberry.ID) -> User:
+    try:
+        return User.objects.get(pk=pk)
+    except (User.DoesNotExist, ValueError, ValidationError):
+        raise ValueError(f"No user with pk {pk!r}.") from None
+
+
+def _validated(user: User, exclude: list[str]) -> User:
+    try:
+        user.full_clean(exclude=exclude)
+    except ValidationError as error:
+        raise ValueError("; ".join(error.messages)) from None
+    return user
+
+
+@sync_to_async
+def _create(username: str, email: str, password: str) -> User:
+    user = User(username=username, email=email)
+    user.set_password(password)
+    _validated(user, exclude=["password"]).save()
+    return user
+
+
+@sync_to_async
+def _update(pk: strawberry.ID, username: str | None, email: str | None) -> User:
+    user = _get(pk)
+    if username is not None:
+        user.username = username
+    if email is not None:
+        user.email = email
+    _validated(user, exclude=["password"]).save()
+    return user
+
+
+@sync_to_async
+def _delete(pk: strawberry.ID) -> User:
+    user = _get(pk)
+    pk_value = user.pk
+    user.delete()
+    user.pk = pk_value  # Django clears it; the answer still names the user
+    return user
+
+
+@strawberry.type
+class Mutation:
+    @strawberry.mutation(description="Create a user; the password is stored hashed.")
+    async def create_user(self, username: str, email: str, password: str) -> UserType:
+        return await _create(username, email, password)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Change a user's username and/or email.")
+    async def update_user(
+        self, pk: strawberry.ID, username: str | None = None, email: str | None = None
+    ) -> UserType:
+        return await _update(pk, username, email)  # type: ignore[return-value]
+
+    @strawberry.mutation(description="Delete a user; answers with its last values.")
+    async def delete_user(self, pk: strawberry.ID) -> UserType:
+        return await _delete(pk)  # type: ignore[return-value]
