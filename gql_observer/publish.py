@@ -16,11 +16,12 @@ import threading
 from typing import Any
 
 from channels.layers import InMemoryChannelLayer, channel_layers
+from django.core.signals import setting_changed
 
 from .events import ChangeEvent
 from .settings import get_settings
 
-__all__ = ["Publisher", "flush", "publish", "set_local_publisher"]
+__all__ = ["Publisher", "flush", "publish", "reset", "set_local_publisher"]
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +144,26 @@ _lock = threading.Lock()
 _thread_publisher: _ThreadPublisher | None = None
 #: Set by the hub when the layer is in-memory: only its loop can reach receivers.
 _local_publisher: Publisher | None = None
+
+
+def reset() -> None:
+    """Stop this process's thread publisher; the next publish starts a new one
+    (called when ``CHANNEL_LAYERS`` or ``GQL_OBSERVER`` change, as in tests)."""
+    global _thread_publisher
+    with _lock:
+        current, _thread_publisher = _thread_publisher, None
+    if current is not None and current.pid == os.getpid():
+        current.publisher.wait_idle(1.0)
+        current.publisher.loop.call_soon_threadsafe(current.publisher.loop.stop)
+        current.thread.join(1.0)
+
+
+def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:
+    if setting in {"CHANNEL_LAYERS", "GQL_OBSERVER"}:
+        reset()
+
+
+setting_changed.connect(_on_setting_changed)
 
 
 def set_local_publisher(publisher: Publisher | None) -> None:

@@ -4,7 +4,6 @@ that leaves on commit."""
 from __future__ import annotations
 
 import logging
-from functools import partial
 from typing import Any
 
 from django.db import transaction
@@ -47,11 +46,53 @@ def _event(instance: Model, action: Action) -> ChangeEvent:
     }
 
 
+class _Announce:
+    """The on_commit callback of one event, remembering the savepoints it was
+    registered in: Django drops it if any of them rolls back."""
+
+    __slots__ = ("event", "savepoints")
+
+    def __init__(self, event: ChangeEvent, savepoints: frozenset[str]) -> None:
+        self.event = event
+        self.savepoints = savepoints
+
+    def __call__(self) -> None:
+        publish(self.event)
+
+
+def _announced(connection: Any, event: ChangeEvent) -> bool:
+    """Whether this transaction already holds a callback for the same change that
+    runs whenever a new one would (registered in no savepoint that the current
+    position could survive without)."""
+    pending: dict[str, _Announce] | None = getattr(connection, "_gqlobs_pending", None)
+    if not pending:
+        return False
+    earlier = pending.get(event["group"])
+    if earlier is None or earlier.event["action"] != event["action"]:
+        return False
+    if not earlier.savepoints <= set(connection.savepoint_ids):
+        return False
+    return any(func is earlier for _, func, _ in connection.run_on_commit)
+
+
 def _on_commit(event: ChangeEvent, using: str) -> None:
-    # One callback per save: Django drops those of a rolled-back savepoint, so
-    # nothing a rollback undid is ever announced. robust: a failing publish is
-    # logged by Django, never raised into the writer's commit.
-    transaction.on_commit(partial(publish, event), using=using, robust=True)
+    # Django drops the callbacks of a rolled-back savepoint, so nothing a
+    # rollback undid is ever announced. Several saves of one instance in one
+    # transaction become one event. robust: a failing publish is logged by
+    # Django, never raised into the writer's commit.
+    connection = transaction.get_connection(using)
+    if not connection.in_atomic_block:
+        publish(event)
+        return
+    if _announced(connection, event):
+        return
+    pending: dict[str, _Announce] | None = getattr(connection, "_gqlobs_pending", None)
+    if pending is None or not connection.run_on_commit:
+        # No callback is pending: whatever the dict holds ran or was rolled back.
+        pending = connection._gqlobs_pending = {}
+    callback = _Announce(event, frozenset(connection.savepoint_ids))
+    transaction.on_commit(callback, using=using, robust=True)
+    pending[event["group"]] = callback
 
 
 def _saved(sender: type[Model], instance: Model, created: bool, raw: bool, using: str,

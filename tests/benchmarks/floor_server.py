@@ -1,0 +1,90 @@
+"""F, the floor: a bare ``websockets`` server that fans one pre-encoded frame out to every client.
+
+Clients connect to ws://HOST:PORT/ and get an ``ack`` frame; ``GET /bench/save/?marker=M``
+encodes one DCRF-style envelope carrying M once and ``broadcast()``s it to every connected
+client, then answers ``{"t_call", "t_return"}`` (``time.monotonic()`` around the broadcast).
+No Django, no channel layer, no GraphQL: what is left is the websocket writes themselves.
+
+    python -m tests.benchmarks.floor_server --port 8765
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import time
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import ServerConnection, broadcast, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+CLIENTS: set[ServerConnection] = set()
+
+
+def _json_response(body: dict[str, object]) -> Response:
+    data = json.dumps(body).encode()
+    headers = Headers([("Content-Type", "application/json"), ("Content-Length", str(len(data)))])
+    return Response(HTTPStatus.OK.value, "OK", headers, data)
+
+
+def process_request(connection: ServerConnection, request: Request) -> Response | None:
+    url = urlsplit(request.path)
+    if url.path == "/bench/ping/":
+        return _json_response({"ok": True, "clients": len(CLIENTS)})
+    if url.path == "/bench/save/":
+        query = parse_qs(url.query)
+        marker = query["marker"][0]
+        pk = query.get("pk", ["1"])[0]
+        t_call = time.monotonic()
+        frame = json.dumps(
+            {
+                "errors": [],
+                "data": {"id": int(pk), "username": marker, "email": f"user{pk}@example.com"},
+                "action": "update",
+                "response_status": 200,
+                "request_id": 1,
+            }
+        )
+        broadcast(CLIENTS, frame)
+        t_return = time.monotonic()
+        return _json_response({"t_call": t_call, "t_return": t_return, "clients": len(CLIENTS)})
+    return None
+
+
+async def handler(connection: ServerConnection) -> None:
+    CLIENTS.add(connection)
+    try:
+        await connection.send('{"type": "ack"}')
+        async for _ in connection:
+            pass
+    finally:
+        CLIENTS.discard(connection)
+
+
+async def main(host: str, port: int) -> None:
+    async with serve(
+        handler,
+        host,
+        port,
+        process_request=process_request,
+        ping_interval=None,
+        compression=None,
+        max_queue=None,
+    ) as server:
+        await server.serve_forever()
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, required=True)
+    args = parser.parse_args()
+    try:
+        import uvloop
+
+        uvloop.run(main(args.host, args.port))
+    except ImportError:
+        asyncio.run(main(args.host, args.port))

@@ -1,0 +1,109 @@
+"""P2: strawberry's channels recipe.
+
+``GraphQLWSConsumer`` at ws://.../graphql/ (graphql-transport-ws); the subscription resolver
+joins group ``user.<pk>`` through ``listen_to_channel`` and yields what each message carries;
+a ``post_save`` receiver does ``async_to_sync(get_channel_layer().group_send)(...)`` with the
+saved fields in the message (the recipe's way: no database read per subscriber). The resolver
+first yields a ``subscribe_instance``/201 envelope once the group is joined, so clients (and the
+benchmark) know when the subscription is live, as with DCRF and gql_observer.
+Serve with: ``uvicorn tests.benchmarks.peers.p2_asgi:application``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncGenerator
+
+os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.benchmarks.peers.settings")
+os.environ.setdefault("BENCH_SYSTEM", "P2")
+
+from django.core.asgi import get_asgi_application  # noqa: E402
+
+django_asgi_app = get_asgi_application()
+
+import strawberry  # noqa: E402
+from asgiref.sync import async_to_sync  # noqa: E402
+from channels.auth import AuthMiddlewareStack  # noqa: E402
+from channels.layers import get_channel_layer  # noqa: E402
+from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
+from django.contrib.auth.models import User  # noqa: E402
+from django.db.models.signals import post_save  # noqa: E402
+from django.urls import re_path  # noqa: E402
+from strawberry.channels import GraphQLWSConsumer  # noqa: E402
+from strawberry.scalars import JSON  # noqa: E402
+from strawberry.types import Info  # noqa: E402
+
+
+@strawberry.type
+class UserType:
+    id: strawberry.ID
+    username: str
+    email: str
+
+
+@strawberry.type
+class UserEnvelope:
+    action: str
+    errors: list[str]
+    response_status: int
+    request_id: JSON
+    data: UserType | None
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def ping(self) -> str:
+        return "pong"
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def user(
+        self, info: Info, pk: strawberry.ID, request_id: JSON
+    ) -> AsyncGenerator[UserEnvelope, None]:
+        ws = info.context["ws"]
+        async with ws.listen_to_channel("user.updated", groups=[f"user.{pk}"]) as cm:
+            yield UserEnvelope(
+                action="subscribe_instance",
+                errors=[],
+                response_status=201,
+                request_id=request_id,
+                data=None,
+            )
+            async for msg in cm:
+                yield UserEnvelope(
+                    action="update",
+                    errors=[],
+                    response_status=200,
+                    request_id=request_id,
+                    data=UserType(id=msg["pk"], username=msg["username"], email=msg["email"]),
+                )
+
+
+schema = strawberry.Schema(query=Query, subscription=Subscription)
+
+
+def user_saved(sender: type[User], instance: User, **kwargs: object) -> None:
+    async_to_sync(get_channel_layer().group_send)(
+        f"user.{instance.pk}",
+        {
+            "type": "user.updated",
+            "pk": str(instance.pk),
+            "username": instance.username,
+            "email": instance.email,
+        },
+    )
+
+
+post_save.connect(user_saved, sender=User, dispatch_uid="bench-p2-user-saved")
+
+application = ProtocolTypeRouter(
+    {
+        "http": django_asgi_app,
+        "websocket": AuthMiddlewareStack(
+            URLRouter([re_path(r"^graphql/?$", GraphQLWSConsumer.as_asgi(schema=schema))])
+        ),
+    }
+)

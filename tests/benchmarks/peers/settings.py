@@ -1,0 +1,59 @@
+"""Django settings shared by the peer servers (P1, P2); everything comes from the environment.
+
+BENCH_DATABASE_URL  dj-database-url string (default: a SQLite file in /tmp)
+BENCH_REDIS_URL     redis://127.0.0.1:6379/<db>; unset = InMemoryChannelLayer
+BENCH_SYSTEM        "P1" or "P2" (only changes which apps are installed)
+CONN_MAX_AGE        seconds a database connection is kept (default 60: persistent, the
+                    peers' best case; with Django's default 0, DCRF's read per subscriber
+                    would open a new PostgreSQL connection each time)
+"""
+
+from __future__ import annotations
+
+import os
+
+import dj_database_url
+
+SYSTEM = os.environ.get("BENCH_SYSTEM", "P1")
+
+SECRET_KEY = "fanout-benchmark-not-secret"
+DEBUG = False  # DEBUG=True would keep every SQL query in memory and skew RSS and latency
+ALLOWED_HOSTS = ["127.0.0.1", "localhost"]
+USE_TZ = True
+ROOT_URLCONF = "tests.benchmarks.peers.urls"
+DEFAULT_AUTO_FIELD = "django.db.models.AutoField"
+
+INSTALLED_APPS = [
+    "django.contrib.contenttypes",
+    "django.contrib.auth",
+    "django.contrib.sessions",
+]
+if SYSTEM == "P1":
+    INSTALLED_APPS += ["rest_framework"]
+
+MIDDLEWARE: list[str] = []
+
+DATABASES = {
+    "default": dj_database_url.parse(
+        os.environ.get("BENCH_DATABASE_URL", "sqlite:////tmp/gqlo-bench-peers.sqlite3"),
+        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60")),
+    )
+}
+
+_redis_url = os.environ.get("BENCH_REDIS_URL")
+if _redis_url:
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": _redis_url}]},
+        }
+    }
+else:
+    CHANNEL_LAYERS = {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"stderr": {"class": "logging.StreamHandler"}},
+    "root": {"handlers": ["stderr"], "level": "WARNING"},
+}

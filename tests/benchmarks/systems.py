@@ -1,0 +1,157 @@
+"""The systems the fan-out benchmark compares, each one adapter: how to prepare, serve, subscribe
+and trigger a save. The orchestrator (fanout.py) uses the server half, the load workers
+(loadgen.py) the client half. Adding a system = adding one ``System`` here.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BENCH_VENV = REPO / ".venv-bench"
+MAIN_VENV = REPO / ".venv"
+
+
+def bench_python() -> str:
+    candidate = BENCH_VENV / "bin" / "python"
+    return str(candidate) if candidate.exists() else sys.executable
+
+
+def main_python() -> str:
+    candidate = MAIN_VENV / "bin" / "python"
+    return str(candidate) if candidate.exists() else sys.executable
+
+
+GQL_SUBSCRIPTION = (
+    'subscription { user(pk: "%(pk)s", requestId: 1) '
+    "{ action responseStatus requestId data { id username email } } }"
+)
+
+
+@dataclass(frozen=True)
+class System:
+    key: str
+    label: str
+    # client half
+    ws_path: str
+    client: str  # "floor" | "dcrf" | "gql": how to subscribe and recognise the ack
+    trigger: str  # "get": GET /bench/save/?pk=&marker= ; "mutation": POST updateUser to /graphql/
+    # server half
+    python: str = ""
+    module_args: tuple[str, ...] = ()  # after "python"; "{port}" is replaced
+    django_settings: str | None = None  # for the prepare step (None = nothing to prepare)
+    uses_database: bool = True
+    env_style: str = "bench"  # "bench": BENCH_* variables; "demo": DATABASE_URL / REDIS_URL
+    extra_env: dict[str, str] = field(default_factory=dict)
+
+    def server_cmd(self, port: int) -> list[str]:
+        return [self.python, *(a.replace("{port}", str(port)) for a in self.module_args)]
+
+    def env(self, database_url: str | None, redis_url: str | None) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("BENCH_", "VIRTUAL_ENV"))}
+        env.pop("DATABASE_URL", None)
+        env.pop("REDIS_URL", None)
+        env.pop("DJANGO_SETTINGS_MODULE", None)
+        env["PYTHONPATH"] = str(REPO)
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.env_style == "demo":
+            if database_url:
+                env["DATABASE_URL"] = database_url
+            if redis_url:
+                env["REDIS_URL"] = redis_url
+        else:
+            env["BENCH_SYSTEM"] = self.key
+            if database_url:
+                env["BENCH_DATABASE_URL"] = database_url
+            if redis_url:
+                env["BENCH_REDIS_URL"] = redis_url
+        if self.django_settings:
+            env["DJANGO_SETTINGS_MODULE"] = self.django_settings
+        env.update(self.extra_env)
+        return env
+
+    def unavailable(self) -> str | None:
+        """Why this system cannot run here, or None."""
+        if self.key == "P0":
+            missing = [p for p in ("gql_observer", "schema_examples") if not (REPO / p).is_dir()]
+            if missing:
+                return f"{', '.join(missing)} not in {REPO} yet"
+            if not (REPO / "schema_examples" / "__main__.py").exists():
+                return "schema_examples/__main__.py (the serve command) not written yet"
+        if not Path(self.python).exists():
+            return f"interpreter {self.python} missing (run --setup)"
+        return None
+
+
+UVICORN = (
+    "-m",
+    "uvicorn",
+    "--host",
+    "127.0.0.1",
+    "--port",
+    "{port}",
+    "--log-level",
+    "warning",
+    "--no-access-log",
+    "--lifespan",
+    "off",
+)
+
+SYSTEMS: dict[str, System] = {
+    "F": System(
+        key="F",
+        label="F floor (bare websockets)",
+        ws_path="/",
+        client="floor",
+        trigger="get",
+        python=bench_python(),
+        module_args=("-m", "tests.benchmarks.floor_server", "--port", "{port}"),
+        uses_database=False,
+    ),
+    "P0": System(
+        key="P0",
+        label="P0 gql_observer",
+        ws_path="/graphql/",
+        client="gql",
+        trigger="mutation",
+        python=main_python(),
+        module_args=(
+            "-m",
+            "schema_examples",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "{port}",
+            "--log-level",
+            "warning",
+        ),
+        django_settings="schema_examples.settings",
+        env_style="demo",
+        extra_env={"DEBUG": "0"},
+    ),
+    "P1": System(
+        key="P1",
+        label="P1 DCRF 1.3 ObserverModelInstanceMixin",
+        ws_path="/ws/",
+        client="dcrf",
+        trigger="get",
+        python=bench_python(),
+        module_args=(*UVICORN, "tests.benchmarks.peers.p1_asgi:application"),
+        django_settings="tests.benchmarks.peers.settings",
+    ),
+    "P2": System(
+        key="P2",
+        label="P2 strawberry channels recipe",
+        ws_path="/graphql/",
+        client="gql",
+        trigger="get",
+        python=bench_python(),
+        module_args=(*UVICORN, "tests.benchmarks.peers.p2_asgi:application"),
+        django_settings="tests.benchmarks.peers.settings",
+    ),
+}
+ORDER = ("F", "P0", "P1", "P2")

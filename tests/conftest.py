@@ -1,0 +1,87 @@
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
+
+from gql_observer import hub as hub_module
+from gql_observer.testing import GraphQLTransportWSCommunicator
+
+REDIS_URL = os.environ.get("GQLOBS_TEST_REDIS", "redis://127.0.0.1:6379/9")
+
+USER_FIELDS = "action errors responseStatus requestId data { id username email }"
+SUBSCRIBE_USER = f"subscription ($pk: ID!, $rid: JSON) {{ user(pk: $pk, requestId: $rid) {{ {USER_FIELDS} }} }}"
+QUERY_USER = f"query ($pk: ID!, $rid: JSON) {{ user(pk: $pk, requestId: $rid) {{ {USER_FIELDS} }} }}"
+
+
+@pytest.fixture(scope="session")
+def application() -> Any:
+    from schema_examples.asgi import application
+
+    return application
+
+
+@pytest.fixture(autouse=True)
+async def _close_hub() -> AsyncIterator[None]:
+    """Every test leaves no hub, task or group behind."""
+    yield
+    current = hub_module.current_hub()
+    if current is not None and not current.loop.is_closed():
+        await current.close()
+
+
+@pytest.fixture
+def users(transactional_db: None) -> list[User]:
+    """The demo's seed: users 1-3."""
+    created = []
+    for n in (1, 2, 3):
+        user = User(pk=n, username=f"test {n}", email=f"{n}@example.com")
+        user.set_password(f"secret-{n}")
+        user.save()
+        created.append(user)
+    return created
+
+
+@pytest.fixture
+async def client(application: Any, users: list[User]) -> AsyncIterator[GraphQLTransportWSCommunicator]:
+    async with GraphQLTransportWSCommunicator(application) as communicator:
+        yield communicator
+
+
+@pytest.fixture
+def redis_layer(settings: Any) -> Iterator[str]:
+    """Switch the channel layer to channels_redis on the running Redis."""
+    import redis
+
+    connection = redis.Redis.from_url(REDIS_URL)
+    connection.flushdb()
+    settings.CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.core.RedisChannelLayer",
+            "CONFIG": {"hosts": [{"address": REDIS_URL, "socket_timeout": 30}]},
+        }
+    }
+    yield REDIS_URL
+    connection.flushdb()
+    connection.close()
+
+
+async def subscribe_user(client: GraphQLTransportWSCommunicator, pk: Any, rid: Any = 1) -> str:
+    """Subscribe to a user; assert the 201 and return the operation id."""
+    op = await client.subscribe(SUBSCRIBE_USER, {"pk": pk, "rid": rid})
+    first = await client.next(op)
+    assert first == {"user": {"action": "subscribe_instance", "errors": [],
+                              "responseStatus": 201, "requestId": rid, "data": None}}
+    return op
+
+
+@database_sync_to_async
+def save_user(pk: int, **changes: Any) -> None:
+    user = User.objects.get(pk=pk)
+    for name, value in changes.items():
+        setattr(user, name, value)
+    user.save()

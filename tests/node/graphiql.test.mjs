@@ -1,0 +1,202 @@
+// GraphiQL in a real browser: Debian's Chromium, driven by playwright-core,
+// opens the demo server's GraphiQL page, runs a live subscription over the
+// websocket and shows the update that a mutation over HTTP triggers.
+//
+// The page loads its assets from unpkg.com, which this machine cannot reach;
+// every such request is answered from node_modules, where package.json pins the
+// exact versions that strawberry's graphiql.html asks for (the page's
+// subresource-integrity hashes then prove the files are the same).
+import assert from 'node:assert/strict';
+import { existsSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+import { after, before, describe, test } from 'node:test';
+
+import { chromium } from 'playwright-core';
+
+import { NODE_DIR, WAIT_MS, renameUser, startDemoServer } from './helpers.mjs';
+
+const CHROMIUM = '/usr/bin/chromium';
+const CHROMIUM_ARGS = [
+  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync',
+];
+const SKIP = existsSync(CHROMIUM)
+  ? false
+  : `${CHROMIUM} is missing; install Debian's Chromium with: apt-get update && apt-get install -y chromium`;
+
+const REQUEST_ID = 1700000000000;
+const SUBSCRIPTION = `subscription WatchUser {
+  user(pk: 1, requestId: ${REQUEST_ID}) {
+    action
+    errors
+    responseStatus
+    requestId
+    data { id username email }
+  }
+}`;
+
+const CONTENT_TYPES = { '.js': 'application/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
+
+/**
+ * Map https://unpkg.com/<name>@<version>/<file> to node_modules/<name>/<file>,
+ * or explain why it cannot be served.
+ */
+function localAsset(url) {
+  const m = /^\/((?:@[^/]+\/)?[^/@]+)@([^/]+)\/(.+)$/.exec(new URL(url).pathname);
+  if (!m) return { error: `unrecognised unpkg URL ${url}` };
+  const [, name, version, file] = m;
+  const pkgDir = path.join(NODE_DIR, 'node_modules', name);
+  const pkgJson = path.join(pkgDir, 'package.json');
+  if (!existsSync(pkgJson)) return { error: `${name} is not installed in tests/node (wanted ${version})` };
+  const installed = JSON.parse(readFileSync(pkgJson, 'utf8')).version;
+  if (installed !== version) return { error: `${url} wants ${name}@${version}, node_modules has ${installed}` };
+  const filePath = path.join(pkgDir, file);
+  if (!filePath.startsWith(pkgDir + path.sep) || !existsSync(filePath)) {
+    return { error: `${url}: no file ${file} in ${name}@${version}` };
+  }
+  return { filePath, contentType: CONTENT_TYPES[path.extname(file)] || 'application/octet-stream' };
+}
+
+/** The text of the CodeMirror editor inside `selector` (GraphiQL 3 uses CodeMirror 5). */
+function editorValue(page, selector) {
+  return page.evaluate((sel) => {
+    const el = document.querySelector(`${sel} .CodeMirror`);
+    return el && el.CodeMirror ? el.CodeMirror.getValue() : null;
+  }, selector);
+}
+
+describe('GraphiQL in Chromium', { timeout: 120_000 }, () => {
+  let server;
+  let browser;
+
+  before(async () => {
+    if (SKIP) return;
+    server = await startDemoServer();
+    browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS, timeout: 30_000 });
+  }, { timeout: 75_000 });
+
+  after(async () => {
+    if (browser) await browser.close();
+    if (server) await server.stop();
+  });
+
+  test('GraphiQL runs a user subscription, shows subscribe_instance/201, then shows the new username after an updateUser mutation', { skip: SKIP }, async (t) => {
+    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+    page.setDefaultTimeout(WAIT_MS);
+    const problems = []; // asset misses, blocked requests, page errors
+    const consoleLines = [];
+    const websockets = [];
+    page.on('console', (msg) => consoleLines.push(`${msg.type()}: ${msg.text()}`));
+    page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+    page.on('websocket', (ws) => websockets.push(ws.url()));
+
+    const servedAssets = [];
+    await page.route('**/*', async (route) => {
+      const url = route.request().url();
+      const { hostname } = new URL(url);
+      if (hostname === '127.0.0.1' || url.startsWith('data:')) return route.continue();
+      if (hostname === 'unpkg.com') {
+        const asset = localAsset(url);
+        if (asset.error) {
+          problems.push(asset.error);
+          return route.fulfill({ status: 404, body: asset.error });
+        }
+        servedAssets.push(url);
+        return route.fulfill({
+          status: 200,
+          contentType: asset.contentType,
+          headers: { 'access-control-allow-origin': '*' },
+          body: readFileSync(asset.filePath),
+        });
+      }
+      problems.push(`blocked request to ${url}`);
+      return route.abort('blockedbyclient');
+    });
+
+    const screenshot = path.join(tmpdir(), `gql-observer-graphiql-${process.pid}.png`);
+    try {
+      await page.goto(server.httpUrl, { waitUntil: 'load', timeout: 20_000 });
+      const editor = page.locator('.graphiql-query-editor .CodeMirror');
+      await editor.waitFor({ state: 'visible' });
+      assert.equal(servedAssets.length, 7, `expected 7 unpkg assets, served ${JSON.stringify(servedAssets)}`);
+
+      // Type the subscription into the query editor, replacing the example.
+      await editor.click();
+      await page.keyboard.press('Control+A');
+      await page.keyboard.press('Delete');
+      await page.keyboard.insertText(SUBSCRIPTION);
+      assert.equal(await editorValue(page, '.graphiql-query-editor'), SUBSCRIPTION);
+      // GraphiQL parses the editor's text after a short debounce and picks the
+      // websocket only once it knows the operation is a subscription; Run
+      // before that goes over HTTP. A person never clicks that fast; wait
+      // (bounded) for the parse, as they would by looking.
+      await page.waitForFunction(() => {
+        const cm = document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror;
+        return Boolean(cm.documentAST && cm.operations && cm.operations.length === 1
+          && cm.operations[0].operation === 'subscription');
+      }, null, { timeout: WAIT_MS, polling: 50 });
+
+      await page.locator('button.graphiql-execute-button').click();
+
+      // Wait (bounded) until the result pane holds JSON whose data.user.action is `action`.
+      const waitForAction = async (action) => {
+        try {
+          const handle = await page.waitForFunction(
+            (wanted) => {
+              const el = document.querySelector('.graphiql-response .CodeMirror');
+              if (!el || !el.CodeMirror) return null;
+              try {
+                const parsed = JSON.parse(el.CodeMirror.getValue());
+                return parsed && parsed.data && parsed.data.user && parsed.data.user.action === wanted
+                  ? parsed : null;
+              } catch {
+                return null; // empty or still rendering
+              }
+            },
+            action,
+            { timeout: WAIT_MS, polling: 100 },
+          );
+          return await handle.jsonValue();
+        } catch (err) {
+          const last = await editorValue(page, '.graphiql-response').catch(() => null);
+          throw new Error(`result pane never showed action ${action}: ${err.message}\nlast content: ${last}`);
+        }
+      };
+
+      const first = await waitForAction('subscribe_instance');
+      assert.deepEqual(first, {
+        data: {
+          user: { action: 'subscribe_instance', errors: [], responseStatus: 201, requestId: REQUEST_ID, data: null },
+        },
+      });
+      assert.ok(
+        websockets.includes(server.wsUrl),
+        `expected a websocket to ${server.wsUrl}, saw ${JSON.stringify(websockets)}`,
+      );
+
+      const username = 'graphiql_renamed_1';
+      await renameUser(server.httpUrl, 1, username);
+      const updated = await waitForAction('update');
+      assert.deepEqual(updated, {
+        data: {
+          user: {
+            action: 'update',
+            errors: [],
+            responseStatus: 200,
+            requestId: REQUEST_ID,
+            data: { id: '1', username, email: '1@example.com' },
+          },
+        },
+      });
+      assert.deepEqual(problems, []);
+    } catch (err) {
+      err.message += `\nproblems: ${JSON.stringify(problems)}\nbrowser console:\n${consoleLines.join('\n')}`;
+      throw err;
+    } finally {
+      await page.screenshot({ path: screenshot }).catch(() => {});
+      t.diagnostic(`screenshot: ${screenshot}`);
+      await page.close();
+    }
+  });
+});

@@ -1,0 +1,202 @@
+"""Subscribing to one instance, through graphql-transport-ws on the real ASGI app."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
+
+from gql_observer import hub as hub_module
+from gql_observer.testing import GraphQLTransportWSCommunicator
+
+from .conftest import SUBSCRIBE_USER, save_user, subscribe_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def update(rid: Any, pk: str, username: str, email: str) -> dict[str, Any]:
+    return {"user": {"action": "update", "errors": [], "responseStatus": 200, "requestId": rid,
+                     "data": {"id": pk, "username": username, "email": email}}}
+
+
+async def test_subscribe_answers_subscribe_instance_201(client: GraphQLTransportWSCommunicator) -> None:
+    await subscribe_user(client, 1, rid=1550050)
+    assert await client.nothing()
+
+
+async def test_a_committed_save_is_delivered_as_update(client: GraphQLTransportWSCommunicator) -> None:
+    op = await subscribe_user(client, 1, rid=1550050)
+    await save_user(1, username="edited user name")
+    assert await client.next(op) == update(1550050, "1", "edited user name", "1@example.com")
+
+
+@pytest.mark.parametrize(
+    "rid", [1700000000000, "abc", None, {"nested": [1, 2.5, True]}, 0, -(2**53)]
+)
+async def test_request_id_is_echoed_unchanged_on_every_message(
+    client: GraphQLTransportWSCommunicator, rid: Any
+) -> None:
+    op = await subscribe_user(client, 2, rid=rid)
+    await save_user(2, email="new@example.com")
+    assert await client.next(op) == update(rid, "2", "test 2", "new@example.com")
+
+
+async def test_request_id_may_be_a_literal_in_the_document(client: GraphQLTransportWSCommunicator) -> None:
+    op = await client.subscribe(
+        'subscription { user(pk: "1", requestId: 1700000000000) { action requestId } }'
+    )
+    assert await client.next(op) == {"user": {"action": "subscribe_instance",
+                                              "requestId": 1700000000000}}
+    await save_user(1, username="x")
+    assert await client.next(op) == {"user": {"action": "update", "requestId": 1700000000000}}
+
+
+async def test_request_id_is_optional(client: GraphQLTransportWSCommunicator) -> None:
+    op = await client.subscribe("subscription { user(pk: 1) { action requestId responseStatus } }")
+    assert await client.next(op) == {"user": {"action": "subscribe_instance", "requestId": None,
+                                              "responseStatus": 201}}
+
+
+async def test_missing_pk_answers_404_then_completes(client: GraphQLTransportWSCommunicator) -> None:
+    op = await client.subscribe(SUBSCRIBE_USER, {"pk": 999, "rid": 7})
+    message = await client.next(op)
+    assert message == {"user": {"action": "subscribe_instance", "errors": ["Not found."],
+                                "responseStatus": 404, "requestId": 7, "data": None}}
+    await client.expect_complete(op)
+    assert hub_module.get_hub().groups == {}
+
+
+async def test_malformed_pk_answers_404_not_a_crash(client: GraphQLTransportWSCommunicator) -> None:
+    op = await client.subscribe(SUBSCRIBE_USER, {"pk": "abc", "rid": 8})
+    assert (await client.next(op))["user"]["responseStatus"] == 404
+    await client.expect_complete(op)
+    # The connection still serves.
+    await subscribe_user(client, 1)
+
+
+async def test_updates_arrive_in_order_and_the_last_equals_the_committed_state(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    op = await subscribe_user(client, 1)
+    for n in range(20):
+        await save_user(1, username=f"name {n}")
+    seen = []
+    while not seen or seen[-1] != "name 19":
+        seen.append((await client.next(op))["user"]["data"]["username"])
+    # A re-read may already show a later commit than the event that caused it;
+    # the later event then shows the same state again. Never an older one.
+    while not await client.nothing(0.2):
+        seen.append((await client.next(op))["user"]["data"]["username"])
+    numbers = [int(name.split()[1]) for name in seen]
+    assert numbers == sorted(numbers), seen
+    assert seen[-1] == "name 19"
+
+
+async def test_delete_sends_last_values_with_204_then_completes(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    op = await subscribe_user(client, 3, rid="del")
+    await database_sync_to_async(User.objects.filter(pk=3).delete)()
+    assert await client.next(op) == {"user": {
+        "action": "delete", "errors": [], "responseStatus": 204, "requestId": "del",
+        "data": {"id": "3", "username": "test 3", "email": "3@example.com"}}}
+    await client.expect_complete(op)
+
+
+async def test_each_subscription_receives_only_its_own_instance(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    one = await subscribe_user(client, 1, rid="one")
+    two = await subscribe_user(client, 2, rid="two")
+    await save_user(2, username="only two")
+    assert await client.next(two) == update("two", "2", "only two", "2@example.com")
+    assert await client.nothing(0.2)
+    await save_user(1, username="only one")
+    assert await client.next(one) == update("one", "1", "only one", "1@example.com")
+    assert await client.nothing(0.2)
+
+
+async def test_completing_one_of_two_subscriptions_to_one_instance_leaves_the_other(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    first = await subscribe_user(client, 1, rid="a")
+    second = await subscribe_user(client, 1, rid="b")
+    await client.complete(first)
+    await save_user(1, username="after complete")
+    assert await client.next(second) == update("b", "1", "after complete", "1@example.com")
+    assert await client.nothing(0.2)
+
+
+async def test_complete_leaves_no_subscription_task_or_group(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    op = await subscribe_user(client, 1)
+    hub = hub_module.get_hub()
+    assert set(hub.groups) == {"gqlobs.auth.user.1"} == hub.joined
+    await client.complete(op)
+    await save_user(1, username="unseen")
+    assert await client.nothing(0.3)
+    assert hub.groups == {}
+    assert hub.joined == set()
+    layer_groups = getattr(hub.layer, "groups", {})
+    assert not layer_groups.get("gqlobs.auth.user.1")
+    # Only the hub's receive and refresh loops remain.
+    assert {t.get_name() for t in hub.tasks} == {"gql_observer.hub.receive",
+                                                  "gql_observer.hub.refresh",
+                                                  "gql_observer.publisher"} - {
+        "gql_observer.publisher"}
+
+
+async def test_disconnect_leaves_nothing_behind(application: Any, users: list[User]) -> None:
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    await client.init()
+    await subscribe_user(client, 1)
+    await subscribe_user(client, 2)
+    hub = hub_module.get_hub()
+    assert len(hub.groups) == 2
+    await client.disconnect()
+    await save_user(1, username="nobody listens")
+    for _ in range(100):
+        if not hub.joined:
+            break
+        await hub_module.asyncio.sleep(0.01)
+    assert hub.groups == {} and hub.joined == set()
+
+
+async def test_hub_shutdown_completes_subscriptions_and_leaves_groups(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    op = await subscribe_user(client, 1)
+    hub = hub_module.get_hub()
+    await hub.close()
+    await client.expect_complete(op)
+    assert hub.joined == set() and hub.tasks == set()
+    assert not getattr(hub.layer, "groups", {}).get("gqlobs.auth.user.1")
+
+
+async def test_no_subscriber_channel_joins_a_group(
+    application: Any, users: list[User]
+) -> None:
+    clients = [GraphQLTransportWSCommunicator(application) for _ in range(3)]
+    ops = []
+    for client in clients:
+        await client.connect()
+        await client.init()
+        ops.append(await subscribe_user(client, 1))
+    hub = hub_module.get_hub()
+    members = hub.layer.groups["gqlobs.auth.user.1"]
+    assert set(members) == {hub.channel}
+    await save_user(1, username="fan out")
+    for client, op in zip(clients, ops, strict=True):
+        assert (await client.next(op))["user"]["data"]["username"] == "fan out"
+        await client.disconnect()
+
+
+async def test_password_is_not_in_the_schema(client: GraphQLTransportWSCommunicator) -> None:
+    op = await client.subscribe("subscription { user(pk: 1) { data { password } } }")
+    message = await client.receive()
+    assert message["type"] == "error" and message["id"] == op
+    assert "Cannot query field 'password'" in message["payload"][0]["message"]
