@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+from urllib.parse import urlparse
 from typing import Any
 
 from channels.auth import AuthMiddlewareStack
@@ -19,14 +20,16 @@ from channels.security.websocket import OriginValidator
 from django.conf import settings
 from django.urls import re_path
 from django.utils.module_loading import import_string
+from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from strawberry.channels import GraphQLHTTPConsumer, GraphQLWSConsumer
+from cross_web import HTTPException
 from strawberry.schema import BaseSchema
 
 from .hub import current_hub
 from .settings import get_settings
 
 __all__ = ["HostOriginValidator", "Lifespan", "ObserverHTTPConsumer", "ObserverWSConsumer",
-           "application", "load_schema"]
+           "application", "load_schema", "origin_allowed"]
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,11 @@ class ObserverWSConsumer(GraphQLWSConsumer):
 
     channel_layer_alias = "gql_observer.no-channel-per-connection"
 
+    def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:
+        """Called for a cross-origin handshake: allowed when the Origin's host is
+        in ``ALLOWED_HOSTS`` (the same rule as :class:`HostOriginValidator`)."""
+        return origin_allowed(origin)
+
     def __init__(self, schema: BaseSchema, **kwargs: Any) -> None:
         options = get_settings()
         kwargs.setdefault(
@@ -57,8 +65,31 @@ class ObserverWSConsumer(GraphQLWSConsumer):
         super().__init__(schema, **kwargs)
 
 
+def _is_subscription(query: str | None, operation_name: str | None) -> bool:
+    if not query:
+        return False
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return False  # strawberry answers the syntax error itself
+    operation = get_operation_ast(document, operation_name)
+    return operation is not None and operation.operation == OperationType.SUBSCRIPTION
+
+
 class ObserverHTTPConsumer(GraphQLHTTPConsumer):
     """Strawberry's HTTP consumer; GraphiQL's assets may come from your own server."""
+
+    async def execute_single(self, request: Any, request_adapter: Any, sub_response: Any,
+                             context: Any, root_value: Any, request_data: Any) -> Any:
+        """Refuse a subscription sent as a plain POST with a clear 400 (it would
+        otherwise run as a query and fail with a confusing null error)."""
+        if _is_subscription(request_data.query, request_data.operation_name):
+            raise HTTPException(
+                400, "Subscriptions are served over a websocket (graphql-transport-ws) "
+                     "at this URL, not over a plain HTTP request."
+            )
+        return await super().execute_single(request, request_adapter, sub_response, context,
+                                             root_value, request_data)
 
     async def render_graphql_ide(self, request: Any) -> Any:
         response = await super().render_graphql_ide(request)
@@ -68,6 +99,22 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
                 _UNPKG.encode(), base.rstrip("/").encode()
             )
         return response
+
+
+def _allowed_hosts() -> list[str]:
+    allowed = list(settings.ALLOWED_HOSTS)
+    if settings.DEBUG and not allowed:
+        allowed = ["localhost", "127.0.0.1", "[::1]"]
+    return allowed
+
+
+def origin_allowed(origin: str) -> bool:
+    """Whether a browser page on ``origin`` may open a websocket here."""
+    try:
+        parsed = urlparse(origin)
+    except ValueError:
+        return False
+    return bool(OriginValidator(None, _allowed_hosts()).validate_origin(parsed))
 
 
 class HostOriginValidator(OriginValidator):  # type: ignore[misc]
@@ -80,10 +127,7 @@ class HostOriginValidator(OriginValidator):  # type: ignore[misc]
     """
 
     def __init__(self, application: ASGIApp) -> None:
-        allowed = list(settings.ALLOWED_HOSTS)
-        if settings.DEBUG and not allowed:
-            allowed = ["localhost", "127.0.0.1", "[::1]"]
-        super().__init__(application, allowed)
+        super().__init__(application, _allowed_hosts())
 
     async def __call__(self, scope: Scope, receive: Any, send: Any) -> Any:
         if not any(name == b"origin" for name, _ in scope.get("headers", [])):

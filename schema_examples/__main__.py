@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 
 
@@ -17,6 +18,10 @@ def _seed() -> None:
         user = User(pk=n, username=f"test {n}", email=f"{n}@example.com")
         user.set_unusable_password()
         user.save()
+
+
+def _exit_cleanly(signum: int, frame: object) -> None:
+    raise SystemExit(0)
 
 
 def serve(argv: list[str]) -> None:
@@ -39,6 +44,10 @@ def serve(argv: list[str]) -> None:
 
     import uvicorn
 
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM, then re-raises the signal
+    # with the handlers found before it started: make that a clean exit.
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, _exit_cleanly)
     # The port opens only now, after migrations and seeding.
     uvicorn.run(
         "schema_examples.asgi:application",

@@ -1,0 +1,142 @@
+"""End to end: real servers on loopback ports, real clients (Python gql, websockets),
+real Redis between processes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import websockets
+from gql import Client, gql
+from gql.transport.websockets import WebsocketsTransport
+
+from .conftest import REDIS_URL, DemoServer, run_shell, start
+
+pytestmark = pytest.mark.timeout(120)
+
+SUBSCRIPTION = """subscription ($pk: ID!, $rid: JSON) {
+  user(pk: $pk, requestId: $rid) { action errors responseStatus requestId data { id username email } }
+}"""
+RENAME_IN_SHELL = (
+    "from django.contrib.auth.models import User; u = User.objects.get(pk={pk}); "
+    "u.username = {name!r}; u.save()"
+)
+
+
+async def next_result(stream: Any, timeout: float = 10) -> dict[str, Any]:
+    result: dict[str, Any] = await asyncio.wait_for(stream.__anext__(), timeout)
+    return result["user"]
+
+
+async def raw_subscribe(url: str, pk: int, rid: Any) -> Any:
+    """A websockets connection with one subscription; its first envelope checked."""
+    ws = await websockets.connect(url, subprotocols=["graphql-transport-ws"])
+    await ws.send(json.dumps({"type": "connection_init"}))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+    await ws.send(json.dumps({"type": "subscribe", "id": "s", "payload": {
+        "query": SUBSCRIPTION, "variables": {"pk": pk, "rid": rid}}}))
+    first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert first["payload"]["data"]["user"]["action"] == "subscribe_instance"
+    return ws
+
+
+async def raw_next(ws: Any, timeout: float = 10) -> dict[str, Any]:
+    message = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+    assert message["type"] == "next", message
+    return dict(message["payload"]["data"]["user"])
+
+
+async def test_the_seed_walk_through_with_python_gql(
+    demo_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+) -> None:
+    server = start(servers, demo_env, tmp_path)
+    query = await asyncio.to_thread(
+        server.post, "{ user(pk: 1, requestId: 1550050) { action errors responseStatus "
+        "requestId data { id username email } } }")
+    assert query == {"data": {"user": {"action": "retrieve", "errors": [], "responseStatus": 200,
+                                       "requestId": 1550050, "data": {
+                                           "id": "1", "username": "test 1",
+                                           "email": "1@example.com"}}}}
+    transport = WebsocketsTransport(url=server.ws, subprotocols=[
+        WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL])
+    async with Client(transport=transport) as session:
+        stream = session.subscribe(gql(SUBSCRIPTION),
+                                   variable_values={"pk": "1", "rid": 1550050}).__aiter__()
+        assert await next_result(stream) == {"action": "subscribe_instance", "errors": [],
+                                             "responseStatus": 201, "requestId": 1550050,
+                                             "data": None}
+        updated = await asyncio.to_thread(
+            server.post, 'mutation { updateUser(pk: 1, username: "edited user name") { id } }')
+        assert updated == {"data": {"updateUser": {"id": "1"}}}
+        assert await next_result(stream) == {"action": "update", "errors": [],
+                                             "responseStatus": 200, "requestId": 1550050,
+                                             "data": {"id": "1", "username": "edited user name",
+                                                      "email": "1@example.com"}}
+        await asyncio.to_thread(server.post, "mutation { deleteUser(pk: 1) { id } }")
+        deleted = await next_result(stream)
+        assert (deleted["action"], deleted["responseStatus"]) == ("delete", 204)
+        assert deleted["data"]["id"] == "1"
+        with pytest.raises(StopAsyncIteration):
+            await next_result(stream)  # the server completed the operation
+    assert server.stop() == 0
+
+
+@pytest.mark.redis
+async def test_a_shell_save_reaches_subscribers_of_two_servers_through_redis(
+    redis_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+) -> None:
+    first = start(servers, redis_env, tmp_path)
+    second = start(servers, redis_env, tmp_path)  # the database is already migrated
+    on_first = await raw_subscribe(first.ws, 1, 1)
+    on_second = await raw_subscribe(second.ws, 1, 2)
+    # The shell exits right after save(): publishing finished before it returned.
+    await asyncio.to_thread(run_shell, redis_env, RENAME_IN_SHELL.format(pk=1, name="from shell"))
+    for ws, rid in ((on_first, 1), (on_second, 2)):
+        update = await raw_next(ws)
+        assert update == {"action": "update", "errors": [], "responseStatus": 200,
+                          "requestId": rid, "data": {"id": "1", "username": "from shell",
+                                                     "email": "1@example.com"}}
+        await ws.close()
+    # A mutation on one server reaches the other's subscriber.
+    on_second = await raw_subscribe(second.ws, 2, "m")
+    await asyncio.to_thread(first.post, 'mutation { updateUser(pk: 2, username: "via A") { id } }')
+    assert (await raw_next(on_second))["data"]["username"] == "via A"
+    await on_second.close()
+
+
+@pytest.mark.redis
+async def test_an_idle_subscription_keeps_working_with_redis(
+    redis_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+) -> None:
+    server = start(servers, redis_env, tmp_path)
+    ws = await raw_subscribe(server.ws, 1, "idle")
+    # Longer than redis-py's 5 s read timeout and channels_redis's 5 s BZPOPMIN,
+    # twice: an idle receive must survive (channels_redis #422).
+    await asyncio.sleep(12)
+    await asyncio.to_thread(run_shell, redis_env, RENAME_IN_SHELL.format(pk=1, name="after idle"))
+    assert (await raw_next(ws))["data"]["username"] == "after idle"
+    await ws.close()
+    log = (tmp_path / "server-0.log").read_text()
+    assert "Traceback" not in log, log
+
+
+@pytest.mark.redis
+async def test_sigterm_closes_clients_and_leaves_no_group_membership(
+    redis_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+) -> None:
+    server = start(servers, redis_env, tmp_path)
+    ws = await raw_subscribe(server.ws, 1, "bye")
+    connection = redis.Redis.from_url(REDIS_URL)
+    group_key = f"{redis_env['CHANNELS_PREFIX']}:group:gqlobs.auth.user.1"
+    assert connection.zcard(group_key) == 1
+    assert await asyncio.to_thread(server.stop) == 0
+    with pytest.raises(websockets.ConnectionClosed):
+        await asyncio.wait_for(ws.recv(), 10)
+    assert connection.zcard(group_key) == 0
+    log = (tmp_path / "server-0.log").read_text()
+    assert "Task was destroyed" not in log and "Traceback" not in log, log
+    connection.close()
