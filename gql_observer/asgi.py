@@ -11,25 +11,32 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
-from urllib.parse import urlparse
 from typing import Any
+from urllib.parse import urlparse
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 from channels.security.websocket import OriginValidator
+from cross_web import HTTPException
 from django.conf import settings
 from django.urls import re_path
 from django.utils.module_loading import import_string
 from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from strawberry.channels import GraphQLHTTPConsumer, GraphQLWSConsumer
-from cross_web import HTTPException
 from strawberry.schema import BaseSchema
 
 from .hub import current_hub
 from .settings import get_settings
 
-__all__ = ["HostOriginValidator", "Lifespan", "ObserverHTTPConsumer", "ObserverWSConsumer",
-           "application", "load_schema", "origin_allowed"]
+__all__ = [
+    "HostOriginValidator",
+    "Lifespan",
+    "ObserverHTTPConsumer",
+    "ObserverWSConsumer",
+    "application",
+    "load_schema",
+    "origin_allowed",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -60,8 +67,9 @@ class ObserverWSConsumer(GraphQLWSConsumer):
             "connection_init_wait_timeout",
             dt.timedelta(seconds=options["CONNECTION_INIT_TIMEOUT"]),
         )
-        kwargs.setdefault("max_subscriptions_per_connection",
-                          options["MAX_OPERATIONS_PER_CONNECTION"])
+        kwargs.setdefault(
+            "max_subscriptions_per_connection", options["MAX_OPERATIONS_PER_CONNECTION"]
+        )
         super().__init__(schema, **kwargs)
 
 
@@ -79,25 +87,32 @@ def _is_subscription(query: str | None, operation_name: str | None) -> bool:
 class ObserverHTTPConsumer(GraphQLHTTPConsumer):
     """Strawberry's HTTP consumer; GraphiQL's assets may come from your own server."""
 
-    async def execute_single(self, request: Any, request_adapter: Any, sub_response: Any,
-                             context: Any, root_value: Any, request_data: Any) -> Any:
+    async def execute_single(
+        self,
+        request: Any,
+        request_adapter: Any,
+        sub_response: Any,
+        context: Any,
+        root_value: Any,
+        request_data: Any,
+    ) -> Any:
         """Refuse a subscription sent as a plain POST with a clear 400 (it would
         otherwise run as a query and fail with a confusing null error)."""
         if _is_subscription(request_data.query, request_data.operation_name):
             raise HTTPException(
-                400, "Subscriptions are served over a websocket (graphql-transport-ws) "
-                     "at this URL, not over a plain HTTP request."
+                400,
+                "Subscriptions are served over a websocket (graphql-transport-ws) "
+                "at this URL, not over a plain HTTP request.",
             )
-        return await super().execute_single(request, request_adapter, sub_response, context,
-                                             root_value, request_data)
+        return await super().execute_single(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
 
     async def render_graphql_ide(self, request: Any) -> Any:
         response = await super().render_graphql_ide(request)
         base = get_settings()["GRAPHIQL_ASSETS_URL"]
         if base:
-            response.content = response.content.replace(
-                _UNPKG.encode(), base.rstrip("/").encode()
-            )
+            response.content = response.content.replace(_UNPKG.encode(), base.rstrip("/").encode())
         return response
 
 
@@ -191,20 +206,25 @@ def application(
     if graphiql is None:
         graphiql = bool(settings.DEBUG)
     pattern = rf"^{re.escape(path.strip('/'))}/?$"
-    http = ObserverHTTPConsumer.as_asgi(schema=schema,
-                                        graphql_ide="graphiql" if graphiql else None)
+    http = ObserverHTTPConsumer.as_asgi(schema=schema, graphql_ide="graphiql" if graphiql else None)
     websocket = ObserverWSConsumer.as_asgi(schema=schema)
     return ProtocolTypeRouter(
         {
             "http": URLRouter(
                 [
                     re_path(pattern, AuthMiddlewareStack(http)),
-                    re_path(r"", django_application),
+                    re_path(r"", django_application),  # type: ignore[arg-type]
                 ]
             ),
-            "websocket": HostOriginValidator(AuthMiddlewareStack(URLRouter([
-                re_path(pattern, websocket),
-            ]))),
+            "websocket": HostOriginValidator(
+                AuthMiddlewareStack(
+                    URLRouter(
+                        [
+                            re_path(pattern, websocket),
+                        ]
+                    )
+                )
+            ),
             "lifespan": Lifespan(),
         }
     )

@@ -30,8 +30,7 @@ def _exposed_fields(model: type[Model], type_: type[Any]) -> tuple[Field[Any, An
     return tuple(exposed)
 
 
-def observe(model: type[Model], *, name: str | None = None,
-            lookup: str = "pk") -> Callable[[T], T]:
+def observe(model: type[Model], *, name: str | None = None, lookup: str = "pk") -> Callable[[T], T]:
     """Expose ``model`` through the decorated strawberry(-django) type, live.
 
     Adds a Query field and a Subscription field, both named ``name`` (default:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import logging
 import os
 import threading
@@ -62,10 +63,8 @@ class Publisher:
             return
         await self._drained()
         self._task.cancel()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await self._task
-        except asyncio.CancelledError:
-            pass
         self._task = None
 
     def submit(self, event: ChangeEvent) -> None:
@@ -87,7 +86,7 @@ class Publisher:
             return self._done.wait_for(lambda: self._pending == 0, timeout)
 
     async def _drained(self) -> None:
-        while self._pending:
+        while self._pending:  # noqa: ASYNC110 - the counter is shared with other threads
             await asyncio.sleep(0.01)
 
     async def _run(self) -> None:
@@ -114,8 +113,9 @@ class Publisher:
             self.sent += 1
         except Exception:
             # The hub resynchronises its subscribers when the layer comes back.
-            logger.exception("Could not publish %s of %s %s", event["action"], event["model"],
-                             event["pk"])
+            logger.exception(
+                "Could not publish %s of %s %s", event["action"], event["model"], event["pk"]
+            )
 
 
 class _ThreadPublisher:
@@ -201,8 +201,9 @@ def publish(event: ChangeEvent) -> None:
             return
         publisher.submit(event)
     except Exception:
-        logger.exception("Could not queue %s of %s %s", event["action"], event["model"],
-                         event["pk"])
+        logger.exception(
+            "Could not queue %s of %s %s", event["action"], event["model"], event["pk"]
+        )
 
 
 def flush(timeout: float | None = None) -> bool:

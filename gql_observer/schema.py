@@ -38,14 +38,17 @@ def query_field(definition: ObservedDefinition) -> StrawberryField:
         return envelope(definition, "retrieve", OK, request_id, obj)
 
     resolve.__annotations__ = {
-        "info": Info, "pk": strawberry.ID, "request_id": JSON | None,
+        "info": Info,
+        "pk": strawberry.ID,
+        "request_id": JSON | None,
         "return": envelope_type(definition),
     }
-    return strawberry.field(
+    field: StrawberryField = strawberry.field(
         resolver=resolve,
         name=definition.field_name,
         description=f"Retrieve one {definition.type_name}.",
     )
+    return field
 
 
 def subscription_field(definition: ObservedDefinition) -> StrawberryField:
@@ -102,14 +105,17 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
             hub.leave(subscription)
 
     subscribe.__annotations__ = {
-        "info": Info, "pk": strawberry.ID, "request_id": JSON | None,
+        "info": Info,
+        "pk": strawberry.ID,
+        "request_id": JSON | None,
         "return": AsyncGenerator[envelope_type(definition), None],  # type: ignore[misc]
     }
-    return strawberry.subscription(
+    field: StrawberryField = strawberry.subscription(  # type: ignore[assignment]
         resolver=subscribe,
         name=definition.field_name,
         description=f"Every committed change of one {definition.type_name}.",
     )
+    return field
 
 
 def _type(name: str, fields: dict[str, StrawberryField], doc: str) -> type[Any]:

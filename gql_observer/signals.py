@@ -95,8 +95,9 @@ def _on_commit(event: ChangeEvent, using: str) -> None:
     pending[event["group"]] = callback
 
 
-def _saved(sender: type[Model], instance: Model, created: bool, raw: bool, using: str,
-           **kwargs: Any) -> None:
+def _saved(
+    sender: type[Model], instance: Model, created: bool, raw: bool, using: str, **kwargs: Any
+) -> None:
     # Nobody can be subscribed to a row that did not exist; fixtures (raw) are
     # not changes.
     if created or raw:

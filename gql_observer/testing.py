@@ -36,7 +36,9 @@ class GraphQLTransportWSCommunicator:
         timeout: float = 5.0,
     ) -> None:
         self.communicator = WebsocketCommunicator(
-            application, path, headers=headers,
+            application,
+            path,
+            headers=headers,
             subprotocols=[SUBPROTOCOL] if subprotocols is None else subprotocols,
         )
         self.timeout = timeout
@@ -129,7 +131,8 @@ class GraphQLTransportWSCommunicator:
 
     async def nothing(self, timeout: float = 0.1) -> bool:
         """Whether nothing arrives within ``timeout``."""
-        return await self.communicator.receive_nothing(timeout)
+        quiet: bool = await self.communicator.receive_nothing(timeout)
+        return quiet
 
     async def disconnect(self) -> None:
         await self.communicator.disconnect()

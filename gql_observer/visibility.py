@@ -7,7 +7,7 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
-from django.db.models import Model, QuerySet
+from django.db.models import Field, Model, QuerySet
 from strawberry import Info
 
 from .definition import ObservedDefinition
@@ -47,9 +47,10 @@ def normalize_pk(definition: ObservedDefinition, value: object) -> object | None
     """``value`` as the lookup field's Python value; ``None`` when malformed."""
     meta = definition.model._meta
     field = meta.pk if definition.lookup == "pk" else meta.get_field(definition.lookup)
-    assert field is not None
+    assert isinstance(field, Field), "observe() checked the lookup field"
     try:
-        return field.to_python(value)
+        python_value: object = field.to_python(value)
+        return python_value
     except (ValidationError, ValueError, TypeError):
         return None
 

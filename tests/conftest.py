@@ -14,8 +14,12 @@ from gql_observer.testing import GraphQLTransportWSCommunicator
 REDIS_URL = os.environ.get("GQLOBS_TEST_REDIS", "redis://127.0.0.1:6379/9")
 
 USER_FIELDS = "action errors responseStatus requestId data { id username email }"
-SUBSCRIBE_USER = f"subscription ($pk: ID!, $rid: JSON) {{ user(pk: $pk, requestId: $rid) {{ {USER_FIELDS} }} }}"
-QUERY_USER = f"query ($pk: ID!, $rid: JSON) {{ user(pk: $pk, requestId: $rid) {{ {USER_FIELDS} }} }}"
+SUBSCRIBE_USER = (
+    f"subscription ($pk: ID!, $rid: JSON) {{ user(pk: $pk, requestId: $rid) {{ {USER_FIELDS} }} }}"
+)
+QUERY_USER = (
+    f"query ($pk: ID!, $rid: JSON) {{ user(pk: $pk, requestId: $rid) {{ {USER_FIELDS} }} }}"
+)
 
 
 @pytest.fixture(scope="session")
@@ -47,7 +51,9 @@ def users(transactional_db: None) -> list[User]:
 
 
 @pytest.fixture
-async def client(application: Any, users: list[User]) -> AsyncIterator[GraphQLTransportWSCommunicator]:
+async def client(
+    application: Any, users: list[User]
+) -> AsyncIterator[GraphQLTransportWSCommunicator]:
     async with GraphQLTransportWSCommunicator(application) as communicator:
         yield communicator
 
@@ -74,8 +80,15 @@ async def subscribe_user(client: GraphQLTransportWSCommunicator, pk: Any, rid: A
     """Subscribe to a user; assert the 201 and return the operation id."""
     op = await client.subscribe(SUBSCRIBE_USER, {"pk": pk, "rid": rid})
     first = await client.next(op)
-    assert first == {"user": {"action": "subscribe_instance", "errors": [],
-                              "responseStatus": 201, "requestId": rid, "data": None}}
+    assert first == {
+        "user": {
+            "action": "subscribe_instance",
+            "errors": [],
+            "responseStatus": 201,
+            "requestId": rid,
+            "data": None,
+        }
+    }
     return op
 
 

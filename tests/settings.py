@@ -24,8 +24,9 @@ if os.environ.get("GQLOBS_TEST_DB") == "postgres":
 else:
     # A file, not :memory:: the async tests' ORM calls run in another thread.
     _db = os.path.join(tempfile.gettempdir(), f"gqlobs-test-{os.getpid()}.sqlite3")
-    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _db,
-                             "TEST": {"NAME": _db}}}
+    DATABASES = {
+        "default": {"ENGINE": "django.db.backends.sqlite3", "NAME": _db, "TEST": {"NAME": _db}}
+    }
 
 CHANNEL_LAYERS = channel_layers(None)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

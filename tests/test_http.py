@@ -16,33 +16,57 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 async def post(application: Any, query: str, variables: dict[str, Any] | None = None) -> Any:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
-    communicator = HttpCommunicator(application, "POST", "/graphql/", body=body,
-                                    headers=[(b"content-type", b"application/json")])
+    communicator = HttpCommunicator(
+        application,
+        "POST",
+        "/graphql/",
+        body=body,
+        headers=[(b"content-type", b"application/json")],
+    )
     response = await communicator.get_response(timeout=5)
     assert response["status"] == 200, response
     return json.loads(response["body"])
 
 
 async def test_retrieve_answers_200_with_the_instance(application: Any, users: list[User]) -> None:
-    assert await post(application, QUERY_USER, {"pk": 1, "rid": 1550050}) == {"data": {"user": {
-        "action": "retrieve", "errors": [], "responseStatus": 200, "requestId": 1550050,
-        "data": {"id": "1", "username": "test 1", "email": "1@example.com"}}}}
+    assert await post(application, QUERY_USER, {"pk": 1, "rid": 1550050}) == {
+        "data": {
+            "user": {
+                "action": "retrieve",
+                "errors": [],
+                "responseStatus": 200,
+                "requestId": 1550050,
+                "data": {"id": "1", "username": "test 1", "email": "1@example.com"},
+            }
+        }
+    }
 
 
 @pytest.mark.parametrize("pk", [999, "abc", "", "1.5", "-1"])
 async def test_retrieve_of_a_missing_or_malformed_pk_answers_404(
     application: Any, users: list[User], pk: Any
 ) -> None:
-    assert await post(application, QUERY_USER, {"pk": pk, "rid": "r"}) == {"data": {"user": {
-        "action": "retrieve", "errors": ["Not found."], "responseStatus": 404, "requestId": "r",
-        "data": None}}}
+    assert await post(application, QUERY_USER, {"pk": pk, "rid": "r"}) == {
+        "data": {
+            "user": {
+                "action": "retrieve",
+                "errors": ["Not found."],
+                "responseStatus": 404,
+                "requestId": "r",
+                "data": None,
+            }
+        }
+    }
 
 
 async def test_create_user_stores_the_password_hashed_and_never_shows_it(
     application: Any, users: list[User]
 ) -> None:
-    result = await post(application, 'mutation { createUser(username: "new", '
-                        'email: "n@example.com", password: "pw-123") { id username email } }')
+    result = await post(
+        application,
+        'mutation { createUser(username: "new", '
+        'email: "n@example.com", password: "pw-123") { id username email } }',
+    )
     assert result["data"]["createUser"]["username"] == "new"
     user = await User.objects.aget(username="new")
     assert user.check_password("pw-123") and user.password != "pw-123"
@@ -50,10 +74,12 @@ async def test_create_user_stores_the_password_hashed_and_never_shows_it(
 
 
 async def test_update_user_changes_only_given_fields(application: Any, users: list[User]) -> None:
-    result = await post(application, 'mutation { updateUser(pk: 2, username: "renamed") '
-                        "{ id username email } }")
-    assert result == {"data": {"updateUser": {"id": "2", "username": "renamed",
-                                              "email": "2@example.com"}}}
+    result = await post(
+        application, 'mutation { updateUser(pk: 2, username: "renamed") { id username email } }'
+    )
+    assert result == {
+        "data": {"updateUser": {"id": "2", "username": "renamed", "email": "2@example.com"}}
+    }
 
 
 async def test_mutations_on_a_missing_pk_answer_a_graphql_error(
@@ -84,8 +110,9 @@ async def get_ide(settings: Any, **options: Any) -> Any:
     from gql_observer.asgi import application as build
 
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, **options}
-    communicator = HttpCommunicator(build(), "GET", "/graphql/",
-                                    headers=[(b"accept", b"text/html")])
+    communicator = HttpCommunicator(
+        build(), "GET", "/graphql/", headers=[(b"accept", b"text/html")]
+    )
     return await communicator.get_response(timeout=5)
 
 
@@ -111,20 +138,26 @@ async def test_update_user_validates_only_the_fields_it_changes(
     application: Any, users: list[User]
 ) -> None:
     # "test 2" would fail Django's username validator; an email change must not care.
-    result = await post(application, 'mutation { updateUser(pk: 2, email: "x@example.com") '
-                        "{ username email } }")
+    result = await post(
+        application, 'mutation { updateUser(pk: 2, email: "x@example.com") { username email } }'
+    )
     assert result == {"data": {"updateUser": {"username": "test 2", "email": "x@example.com"}}}
-    result = await post(application, 'mutation { updateUser(pk: 2, email: "not an email") '
-                        "{ email } }")
+    result = await post(
+        application, 'mutation { updateUser(pk: 2, email: "not an email") { email } }'
+    )
     assert result["errors"][0]["message"] == "Enter a valid email address."
 
 
-async def test_usernames_may_hold_spaces_but_stay_unique(application: Any, users: list[User]) -> None:
-    result = await post(application, 'mutation { updateUser(pk: 1, username: "edited user name") '
-                        "{ username } }")
+async def test_usernames_may_hold_spaces_but_stay_unique(
+    application: Any, users: list[User]
+) -> None:
+    result = await post(
+        application, 'mutation { updateUser(pk: 1, username: "edited user name") { username } }'
+    )
     assert result == {"data": {"updateUser": {"username": "edited user name"}}}
-    result = await post(application, 'mutation { updateUser(pk: 2, username: "edited user name") '
-                        "{ username } }")
+    result = await post(
+        application, 'mutation { updateUser(pk: 2, username: "edited user name") { username } }'
+    )
     assert result["errors"][0]["message"] == "A user with that username already exists."
 
 
@@ -132,8 +165,13 @@ async def test_a_subscription_over_plain_http_is_refused_with_400(
     application: Any, users: list[User]
 ) -> None:
     body = json.dumps({"query": "subscription { user(pk: 1) { action } }"}).encode()
-    communicator = HttpCommunicator(application, "POST", "/graphql/", body=body,
-                                    headers=[(b"content-type", b"application/json")])
+    communicator = HttpCommunicator(
+        application,
+        "POST",
+        "/graphql/",
+        body=body,
+        headers=[(b"content-type", b"application/json")],
+    )
     response = await communicator.get_response(timeout=5)
     assert response["status"] == 400
     assert b"Subscriptions are served over a websocket" in response["body"]

@@ -13,8 +13,9 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 @pytest.mark.parametrize("origin", [b"http://localhost:8000", b"http://127.0.0.1:8123"])
-async def test_an_allowed_origin_is_accepted(application: Any, users: list[User],
-                                             origin: bytes) -> None:
+async def test_an_allowed_origin_is_accepted(
+    application: Any, users: list[User], origin: bytes
+) -> None:
     client = GraphQLTransportWSCommunicator(application, headers=[(b"origin", origin)])
     await client.connect()
     await client.init()
@@ -22,8 +23,9 @@ async def test_an_allowed_origin_is_accepted(application: Any, users: list[User]
 
 
 @pytest.mark.parametrize("origin", [b"http://evil.example.com", b"null", b"\xff\xfe"])
-async def test_a_foreign_origin_is_refused(application: Any, users: list[User],
-                                           origin: bytes) -> None:
+async def test_a_foreign_origin_is_refused(
+    application: Any, users: list[User], origin: bytes
+) -> None:
     client = GraphQLTransportWSCommunicator(application, headers=[(b"origin", origin)])
     with pytest.raises(ProtocolError, match="refused"):
         await client.connect()

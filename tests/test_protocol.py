@@ -33,8 +33,9 @@ async def test_legacy_graphql_ws_is_also_spoken(application: Any, users: list[Us
     assert client.subprotocol == "graphql-ws"
     await client.send({"type": "connection_init"})
     assert (await client.receive())["type"] == "connection_ack"
-    await client.send({"type": "start", "id": "1", "payload": {"query": SUBSCRIBE_USER,
-                                                                "variables": {"pk": 1}}})
+    await client.send(
+        {"type": "start", "id": "1", "payload": {"query": SUBSCRIBE_USER, "variables": {"pk": 1}}}
+    )
     message = await client.receive()
     assert message["type"] == "data" and message["id"] == "1"
     assert message["payload"]["data"]["user"]["responseStatus"] == 201
@@ -63,7 +64,9 @@ async def test_connection_init_timeout_defaults_to_3_seconds() -> None:
     assert DEFAULTS["CONNECTION_INIT_TIMEOUT"] == 3.0
 
 
-async def test_closes_4429_on_a_second_connection_init(client: GraphQLTransportWSCommunicator) -> None:
+async def test_closes_4429_on_a_second_connection_init(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
     await client.send({"type": "connection_init"})
     assert await client.receive_close() == (4429, "Too many initialisation requests")
 
@@ -111,7 +114,8 @@ async def test_a_validation_error_is_an_error_message_not_a_close(
     message = await client.receive()
     assert message["type"] == "error" and message["id"] == op
     assert message["payload"][0]["message"] == (
-        "Argument 'Subscription.user(pk:)' of type 'ID!' is required, but it was not provided.")
+        "Argument 'Subscription.user(pk:)' of type 'ID!' is required, but it was not provided."
+    )
     await subscribe_user(client, 1)
 
 
@@ -133,5 +137,8 @@ async def test_too_many_operations_on_one_connection_get_an_error(
         await subscribe_user(client, 1)
     op = await client.subscribe(SUBSCRIBE_USER, {"pk": 1})
     message = await client.receive()
-    assert message == {"id": op, "type": "error",
-                       "payload": [{"message": "Subscription limit reached"}]}
+    assert message == {
+        "id": op,
+        "type": "error",
+        "payload": [{"message": "Subscription limit reached"}],
+    }

@@ -17,16 +17,27 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def update(rid: Any, pk: str, username: str, email: str) -> dict[str, Any]:
-    return {"user": {"action": "update", "errors": [], "responseStatus": 200, "requestId": rid,
-                     "data": {"id": pk, "username": username, "email": email}}}
+    return {
+        "user": {
+            "action": "update",
+            "errors": [],
+            "responseStatus": 200,
+            "requestId": rid,
+            "data": {"id": pk, "username": username, "email": email},
+        }
+    }
 
 
-async def test_subscribe_answers_subscribe_instance_201(client: GraphQLTransportWSCommunicator) -> None:
+async def test_subscribe_answers_subscribe_instance_201(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
     await subscribe_user(client, 1, rid=1550050)
     assert await client.nothing()
 
 
-async def test_a_committed_save_is_delivered_as_update(client: GraphQLTransportWSCommunicator) -> None:
+async def test_a_committed_save_is_delivered_as_update(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
     op = await subscribe_user(client, 1, rid=1550050)
     await save_user(1, username="edited user name")
     assert await client.next(op) == update(1550050, "1", "edited user name", "1@example.com")
@@ -43,27 +54,40 @@ async def test_request_id_is_echoed_unchanged_on_every_message(
     assert await client.next(op) == update(rid, "2", "test 2", "new@example.com")
 
 
-async def test_request_id_may_be_a_literal_in_the_document(client: GraphQLTransportWSCommunicator) -> None:
+async def test_request_id_may_be_a_literal_in_the_document(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
     op = await client.subscribe(
         'subscription { user(pk: "1", requestId: 1700000000000) { action requestId } }'
     )
-    assert await client.next(op) == {"user": {"action": "subscribe_instance",
-                                              "requestId": 1700000000000}}
+    assert await client.next(op) == {
+        "user": {"action": "subscribe_instance", "requestId": 1700000000000}
+    }
     await save_user(1, username="x")
     assert await client.next(op) == {"user": {"action": "update", "requestId": 1700000000000}}
 
 
 async def test_request_id_is_optional(client: GraphQLTransportWSCommunicator) -> None:
     op = await client.subscribe("subscription { user(pk: 1) { action requestId responseStatus } }")
-    assert await client.next(op) == {"user": {"action": "subscribe_instance", "requestId": None,
-                                              "responseStatus": 201}}
+    assert await client.next(op) == {
+        "user": {"action": "subscribe_instance", "requestId": None, "responseStatus": 201}
+    }
 
 
-async def test_missing_pk_answers_404_then_completes(client: GraphQLTransportWSCommunicator) -> None:
+async def test_missing_pk_answers_404_then_completes(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
     op = await client.subscribe(SUBSCRIBE_USER, {"pk": 999, "rid": 7})
     message = await client.next(op)
-    assert message == {"user": {"action": "subscribe_instance", "errors": ["Not found."],
-                                "responseStatus": 404, "requestId": 7, "data": None}}
+    assert message == {
+        "user": {
+            "action": "subscribe_instance",
+            "errors": ["Not found."],
+            "responseStatus": 404,
+            "requestId": 7,
+            "data": None,
+        }
+    }
     await client.expect_complete(op)
     assert hub_module.get_hub().groups == {}
 
@@ -99,9 +123,15 @@ async def test_delete_sends_last_values_with_204_then_completes(
 ) -> None:
     op = await subscribe_user(client, 3, rid="del")
     await database_sync_to_async(User.objects.filter(pk=3).delete)()
-    assert await client.next(op) == {"user": {
-        "action": "delete", "errors": [], "responseStatus": 204, "requestId": "del",
-        "data": {"id": "3", "username": "test 3", "email": "3@example.com"}}}
+    assert await client.next(op) == {
+        "user": {
+            "action": "delete",
+            "errors": [],
+            "responseStatus": 204,
+            "requestId": "del",
+            "data": {"id": "3", "username": "test 3", "email": "3@example.com"},
+        }
+    }
     await client.expect_complete(op)
 
 
@@ -143,10 +173,11 @@ async def test_complete_leaves_no_subscription_task_or_group(
     layer_groups = getattr(hub.layer, "groups", {})
     assert not layer_groups.get("gqlobs.auth.user.1")
     # Only the hub's receive and refresh loops remain.
-    assert {t.get_name() for t in hub.tasks} == {"gql_observer.hub.receive",
-                                                  "gql_observer.hub.refresh",
-                                                  "gql_observer.publisher"} - {
-        "gql_observer.publisher"}
+    assert {t.get_name() for t in hub.tasks} == {
+        "gql_observer.hub.receive",
+        "gql_observer.hub.refresh",
+        "gql_observer.publisher",
+    } - {"gql_observer.publisher"}
 
 
 async def test_disconnect_leaves_nothing_behind(application: Any, users: list[User]) -> None:
@@ -177,9 +208,7 @@ async def test_hub_shutdown_completes_subscriptions_and_leaves_groups(
     assert not getattr(hub.layer, "groups", {}).get("gqlobs.auth.user.1")
 
 
-async def test_no_subscriber_channel_joins_a_group(
-    application: Any, users: list[User]
-) -> None:
+async def test_no_subscriber_channel_joins_a_group(application: Any, users: list[User]) -> None:
     clients = [GraphQLTransportWSCommunicator(application) for _ in range(3)]
     ops = []
     for client in clients:

@@ -102,7 +102,7 @@ async def test_a_committed_savepoint_inside_a_rolled_back_transaction_sends_noth
     assert await client.nothing(0.3)
 
 
-async def test_a_rolled_back_savepoint_after_a_save_of_the_same_instance_delivers_the_committed_state(
+async def test_a_rolled_back_savepoint_after_a_save_delivers_the_committed_state(
     client: GraphQLTransportWSCommunicator,
 ) -> None:
     op = await subscribe_user(client, 1)

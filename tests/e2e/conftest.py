@@ -46,9 +46,20 @@ class DemoServer:
     def start(self, timeout: float = 60) -> DemoServer:
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", "schema_examples", "serve", "--port", str(self.port),
-                 "--log-level", "warning"],
-                cwd=ROOT, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                [
+                    sys.executable,
+                    "-m",
+                    "schema_examples",
+                    "serve",
+                    "--port",
+                    str(self.port),
+                    "--log-level",
+                    "warning",
+                ],
+                cwd=ROOT,
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
             )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -75,18 +86,26 @@ class DemoServer:
 
     def post(self, query: str, variables: dict[str, Any] | None = None) -> Any:
         request = urllib.request.Request(
-            self.http, data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+            self.http,
+            data=json.dumps({"query": query, "variables": variables or {}}).encode(),
             headers={"content-type": "application/json"},
         )
         with urllib.request.urlopen(request, timeout=10) as response:
             return json.loads(response.read())
 
 
-def run_shell(env: dict[str, str], code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def run_shell(
+    env: dict[str, str], code: str, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
     """``python -m schema_examples shell -c CODE`` in a process of its own."""
     return subprocess.run(
         [sys.executable, "-m", "schema_examples", "shell", "-c", code],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout, check=True,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
     )
 
 

@@ -19,7 +19,9 @@ from .conftest import REDIS_URL, DemoServer, run_shell, start
 pytestmark = pytest.mark.timeout(120)
 
 SUBSCRIPTION = """subscription ($pk: ID!, $rid: JSON) {
-  user(pk: $pk, requestId: $rid) { action errors responseStatus requestId data { id username email } }
+  user(pk: $pk, requestId: $rid) {
+    action errors responseStatus requestId data { id username email }
+  }
 }"""
 RENAME_IN_SHELL = (
     "from django.contrib.auth.models import User; u = User.objects.get(pk={pk}); "
@@ -37,8 +39,15 @@ async def raw_subscribe(url: str, pk: int, rid: Any) -> Any:
     ws = await websockets.connect(url, subprotocols=["graphql-transport-ws"])
     await ws.send(json.dumps({"type": "connection_init"}))
     assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
-    await ws.send(json.dumps({"type": "subscribe", "id": "s", "payload": {
-        "query": SUBSCRIPTION, "variables": {"pk": pk, "rid": rid}}}))
+    await ws.send(
+        json.dumps(
+            {
+                "type": "subscribe",
+                "id": "s",
+                "payload": {"query": SUBSCRIPTION, "variables": {"pk": pk, "rid": rid}},
+            }
+        )
+    )
     first = json.loads(await asyncio.wait_for(ws.recv(), 10))
     assert first["payload"]["data"]["user"]["action"] == "subscribe_instance"
     return ws
@@ -55,27 +64,46 @@ async def test_the_seed_walk_through_with_python_gql(
 ) -> None:
     server = start(servers, demo_env, tmp_path)
     query = await asyncio.to_thread(
-        server.post, "{ user(pk: 1, requestId: 1550050) { action errors responseStatus "
-        "requestId data { id username email } } }")
-    assert query == {"data": {"user": {"action": "retrieve", "errors": [], "responseStatus": 200,
-                                       "requestId": 1550050, "data": {
-                                           "id": "1", "username": "test 1",
-                                           "email": "1@example.com"}}}}
-    transport = WebsocketsTransport(url=server.ws, subprotocols=[
-        WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL])
+        server.post,
+        "{ user(pk: 1, requestId: 1550050) { action errors responseStatus "
+        "requestId data { id username email } } }",
+    )
+    assert query == {
+        "data": {
+            "user": {
+                "action": "retrieve",
+                "errors": [],
+                "responseStatus": 200,
+                "requestId": 1550050,
+                "data": {"id": "1", "username": "test 1", "email": "1@example.com"},
+            }
+        }
+    }
+    transport = WebsocketsTransport(
+        url=server.ws, subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL]
+    )
     async with Client(transport=transport) as session:
-        stream = session.subscribe(gql(SUBSCRIPTION),
-                                   variable_values={"pk": "1", "rid": 1550050}).__aiter__()
-        assert await next_result(stream) == {"action": "subscribe_instance", "errors": [],
-                                             "responseStatus": 201, "requestId": 1550050,
-                                             "data": None}
+        stream = session.subscribe(
+            gql(SUBSCRIPTION), variable_values={"pk": "1", "rid": 1550050}
+        ).__aiter__()
+        assert await next_result(stream) == {
+            "action": "subscribe_instance",
+            "errors": [],
+            "responseStatus": 201,
+            "requestId": 1550050,
+            "data": None,
+        }
         updated = await asyncio.to_thread(
-            server.post, 'mutation { updateUser(pk: 1, username: "edited user name") { id } }')
+            server.post, 'mutation { updateUser(pk: 1, username: "edited user name") { id } }'
+        )
         assert updated == {"data": {"updateUser": {"id": "1"}}}
-        assert await next_result(stream) == {"action": "update", "errors": [],
-                                             "responseStatus": 200, "requestId": 1550050,
-                                             "data": {"id": "1", "username": "edited user name",
-                                                      "email": "1@example.com"}}
+        assert await next_result(stream) == {
+            "action": "update",
+            "errors": [],
+            "responseStatus": 200,
+            "requestId": 1550050,
+            "data": {"id": "1", "username": "edited user name", "email": "1@example.com"},
+        }
         await asyncio.to_thread(server.post, "mutation { deleteUser(pk: 1) { id } }")
         deleted = await next_result(stream)
         assert (deleted["action"], deleted["responseStatus"]) == ("delete", 204)
@@ -97,9 +125,13 @@ async def test_a_shell_save_reaches_subscribers_of_two_servers_through_redis(
     await asyncio.to_thread(run_shell, redis_env, RENAME_IN_SHELL.format(pk=1, name="from shell"))
     for ws, rid in ((on_first, 1), (on_second, 2)):
         update = await raw_next(ws)
-        assert update == {"action": "update", "errors": [], "responseStatus": 200,
-                          "requestId": rid, "data": {"id": "1", "username": "from shell",
-                                                     "email": "1@example.com"}}
+        assert update == {
+            "action": "update",
+            "errors": [],
+            "responseStatus": 200,
+            "requestId": rid,
+            "data": {"id": "1", "username": "from shell", "email": "1@example.com"},
+        }
         await ws.close()
     # A mutation on one server reaches the other's subscriber.
     on_second = await raw_subscribe(second.ws, 2, "m")

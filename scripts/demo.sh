@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set up and run the demo: http://127.0.0.1:8000/graphql/ (GraphiQL in a browser).
+# Extra arguments go to `serve` (e.g. --port 8001). Set REDIS_URL to share events
+# with other processes, DATABASE_URL to use another database.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh demo
+exec .venv/bin/python -m schema_examples serve "$@"

@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Set up and run every test: lint, types, the Python suite on SQLite (with the
+# Node clients and GraphiQL in Chromium), then the transaction tests on PostgreSQL.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh dev
+bash scripts/services.sh
+
+if [ ! -x /usr/bin/chromium ]; then
+    echo "test: installing Debian's chromium for the GraphiQL test"
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
+        || echo "test: chromium could not be installed; the GraphiQL test will be skipped" >&2
+fi
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
+
+. .venv/bin/activate
+ruff check gql_observer schema_examples tests
+ruff format --check gql_observer schema_examples tests
+mypy
+GQLOBS_TEST_DB=postgres python -m pytest -m db_matrix -q -p no:cacheprovider
+python -m pytest "$@"
