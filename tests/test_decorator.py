@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import pytest
+import strawberry
+import strawberry_django
+from django.contrib.auth.models import Group, User
+from django.core.exceptions import ImproperlyConfigured
+
+from gql_observer import observe
+from gql_observer.decorator import _lower_camel
+
+
+def test_the_default_field_name_is_the_model_name_in_lower_camel_case() -> None:
+    assert _lower_camel("User") == "user"
+    assert _lower_camel("BlogPost") == "blogPost"
+
+
+def test_observe_must_decorate_a_strawberry_type() -> None:
+    class Plain:
+        pass
+
+    with pytest.raises(ImproperlyConfigured, match=r"above @strawberry_django\.type"):
+        observe(User)(Plain)
+
+
+def test_observe_takes_a_model() -> None:
+    with pytest.raises(ImproperlyConfigured, match="takes a Django model class"):
+        observe(str)  # type: ignore[arg-type]
+
+
+def test_a_lookup_field_must_exist_and_be_unique() -> None:
+    with pytest.raises(ImproperlyConfigured, match="has no field 'slug'"):
+        observe(User, lookup="slug")
+    with pytest.raises(ImproperlyConfigured, match="must be unique"):
+        observe(User, lookup="email")
+
+
+def test_two_types_may_not_claim_one_field_name() -> None:
+    with pytest.raises(ImproperlyConfigured, match="Two observed types want the GraphQL field"):
+
+        @observe(Group, name="user")
+        @strawberry_django.type(Group, fields=["id", "name"])
+        class GroupType:
+            pass
+
+
+def test_only_exposed_fields_travel_in_a_delete() -> None:
+    from schema_examples.users.schema import UserType
+
+    definition = UserType.__gql_observer_definition__
+    assert [f.attname for f in definition.exposed] == ["id", "username", "email"]
+
+
+def test_undecorated_types_are_untouched() -> None:
+    @strawberry.type
+    class Other:
+        x: int
+
+    assert not hasattr(Other, "__gql_observer_definition__")
