@@ -30,13 +30,47 @@ def _exposed_fields(model: type[Model], type_: type[Any]) -> tuple[Field[Any, An
     return tuple(exposed)
 
 
-def observe(model: type[Model], *, name: str | None = None, lookup: str = "pk") -> Callable[[T], T]:
+def _permission_hook(
+    permission: str | Callable[[Any, Model], bool] | None,
+) -> Callable[[Any, Model], bool] | None:
+    if permission is None or callable(permission):
+        return permission
+    if isinstance(permission, str):
+        codename = permission
+
+        def has_perm(user: Any, instance: Model) -> bool:
+            return bool(user is not None and user.has_perm(codename, instance))
+
+        has_perm.__qualname__ = f"has_perm({codename!r})"
+        return has_perm
+    raise ImproperlyConfigured(
+        "observe(permission=...) takes a permission name ('app.view_model') or a "
+        f"callable (user, instance) -> bool, not {permission!r}."
+    )
+
+
+def observe(
+    model: type[Model],
+    *,
+    name: str | None = None,
+    lookup: str = "pk",
+    permission: str | Callable[[Any, Model], bool] | None = None,
+    login_required: bool = False,
+) -> Callable[[T], T]:
     """Expose ``model`` through the decorated strawberry(-django) type, live.
 
     Adds a Query field and a Subscription field, both named ``name`` (default:
     the model's name in lowerCamelCase), taking ``pk: ID!`` (matched against the
     model field ``lookup``) and ``requestId: JSON``, returning the envelope
-    ``{action errors responseStatus requestId data}``. Put it above
+    ``{action errors responseStatus requestId data}``.
+
+    Who may see an instance: the type's ``get_queryset`` (strawberry-django's
+    hook), then ``permission`` — a permission name checked with
+    ``user.has_perm(name, instance)`` (object permission backends such as
+    django-guardian answer it) or a callable ``(user, instance) -> bool``.
+    ``login_required`` answers 401 to anonymous viewers. Every event is checked
+    again; a viewer who may no longer see the instance gets one last envelope
+    without data and the subscription completes. Put it above
     ``@strawberry_django.type``::
 
         @gql_observer.observe(User)
@@ -59,6 +93,8 @@ def observe(model: type[Model], *, name: str | None = None, lookup: str = "pk") 
                 "unique (unique=True), or one pk could name several instances."
             )
 
+    hook = _permission_hook(permission)
+
     def decorate(type_: T) -> T:
         if not hasattr(type_, "__strawberry_definition__"):
             raise ImproperlyConfigured(
@@ -71,6 +107,8 @@ def observe(model: type[Model], *, name: str | None = None, lookup: str = "pk") 
             field_name=name or _lower_camel(model.__name__),
             lookup=lookup,
             exposed=_exposed_fields(model, type_),
+            permission=hook,
+            login_required=login_required,
         )
         type_.__gql_observer_definition__ = definition
         registry.register(definition)

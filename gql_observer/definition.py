@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +28,9 @@ class ObservedDefinition:
     field_name: str
     lookup: str
     exposed: tuple[Field[Any, Any], ...]
+    #: ``(user, instance) -> bool``; ``None``: everything the queryset holds.
+    permission: Callable[[Any, Model], bool] | None = None
+    login_required: bool = False
 
     @property
     def type_name(self) -> str:
@@ -41,5 +45,9 @@ class ObservedDefinition:
 
     @property
     def scoped(self) -> bool:
-        """Whether the type scopes its queryset per user (``get_queryset``)."""
-        return callable(getattr(self.type_, "get_queryset", None))
+        """Whether what a viewer sees depends on who they are."""
+        return (
+            self.login_required
+            or self.permission is not None
+            or callable(getattr(self.type_, "get_queryset", None))
+        )

@@ -14,6 +14,7 @@ __all__ = [
     "DELETED",
     "NOT_FOUND",
     "OK",
+    "UNAUTHORIZED",
     "EnvelopeAction",
     "envelope",
     "envelope_type",
@@ -24,6 +25,7 @@ EnvelopeAction = Literal["retrieve", "subscribe_instance", "update", "delete"]
 OK: Final = 200
 CREATED: Final = 201
 DELETED: Final = 204
+UNAUTHORIZED: Final = 401
 NOT_FOUND: Final = 404
 
 _types: dict[int, type[Any]] = {}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncGenerator, Sequence
+from functools import partial
 from typing import Any
 
 import strawberry
@@ -14,17 +15,37 @@ from strawberry.types.field import StrawberryField
 
 from . import registry
 from .definition import ObservedDefinition
-from .envelope import CREATED, DELETED, NOT_FOUND, OK, envelope, envelope_type
+from .envelope import (
+    CREATED,
+    DELETED,
+    NOT_FOUND,
+    OK,
+    UNAUTHORIZED,
+    EnvelopeAction,
+    envelope,
+    envelope_type,
+)
 from .groups import instance_group
 from .hub import CLOSED, get_hub
 from .settings import get_settings
-from .visibility import context_key, deleted_instance, normalize_pk, read
+from .visibility import (
+    Verdict,
+    deleted_instance,
+    may_see_deleted,
+    normalize_pk,
+    read,
+    viewer_of,
+)
 
 __all__ = ["build_schema", "query_field", "query_type", "subscription_field", "subscription_type"]
 
 logger = logging.getLogger(__name__)
 
-NOT_FOUND_ERROR = "Not found."
+#: ``errors`` of an envelope without data, by status.
+ERRORS: dict[int, list[str]] = {
+    NOT_FOUND: ["Not found."],
+    UNAUTHORIZED: ["Authentication required."],
+}
 
 
 def query_field(definition: ObservedDefinition) -> StrawberryField:
@@ -32,10 +53,12 @@ def query_field(definition: ObservedDefinition) -> StrawberryField:
 
     async def resolve(info: Info, pk: strawberry.ID, request_id: JSON | None = None) -> Any:
         value = normalize_pk(definition, pk)
-        obj = None if value is None else await read(definition, info, value)
-        if obj is None:
-            return envelope(definition, "retrieve", NOT_FOUND, request_id, None, [NOT_FOUND_ERROR])
-        return envelope(definition, "retrieve", OK, request_id, obj)
+        verdict = Verdict(NOT_FOUND)
+        if value is not None:
+            verdict = await read(definition, info, viewer_of(info), value)
+        if verdict.status != OK:
+            return refusal(definition, "retrieve", verdict.status, request_id)
+        return envelope(definition, "retrieve", OK, request_id, verdict.instance)
 
     resolve.__annotations__ = {
         "info": Info,
@@ -51,40 +74,45 @@ def query_field(definition: ObservedDefinition) -> StrawberryField:
     return field
 
 
+def refusal(
+    definition: ObservedDefinition, action: EnvelopeAction, status: int, request_id: Any
+) -> Any:
+    """An envelope without data: never any field of the instance."""
+    return envelope(definition, action, status, request_id, None, ERRORS.get(status, []))
+
+
 def subscription_field(definition: ObservedDefinition) -> StrawberryField:
     """``<name>(pk: ID!, requestId: JSON): <Type>Envelope!`` — every committed change."""
 
     async def subscribe(
         info: Info, pk: strawberry.ID, request_id: JSON | None = None
     ) -> AsyncGenerator[Any, None]:
-        def gone(action: Any) -> Any:
-            return envelope(definition, action, NOT_FOUND, request_id, None, [NOT_FOUND_ERROR])
-
         value = normalize_pk(definition, pk)
         if value is None:
-            yield gone("subscribe_instance")
+            yield refusal(definition, "subscribe_instance", NOT_FOUND, request_id)
             return
-        key = context_key(definition, info)
+        viewer = viewer_of(info)
+        key = viewer.key(definition)
         instance_pk = value
         if definition.lookup != "pk":
-            found = await read(definition, info, value)
-            if found is None:
-                yield gone("subscribe_instance")
+            found = await read(definition, info, viewer, value)
+            if found.instance is None:
+                yield refusal(definition, "subscribe_instance", found.status, request_id)
                 return
-            instance_pk = found.pk
+            instance_pk = found.instance.pk
         group = instance_group(get_settings()["GROUP_PREFIX"], definition.model_label, instance_pk)
         hub = get_hub()
         # Join before the first read: a commit between the two is then seen.
         subscription = await hub.join(group)
         try:
-            obj = await read(definition, info, value)
-            if obj is None:
-                yield gone("subscribe_instance")
+            verdict = await read(definition, info, viewer, value)
+            if verdict.status != OK:
+                yield refusal(definition, "subscribe_instance", verdict.status, request_id)
                 return
             yield envelope(definition, "subscribe_instance", CREATED, request_id)
 
-            async def reread() -> Any:
-                return await read(definition, info, value)
+            async def reread() -> Verdict:
+                return await read(definition, info, viewer, value)
 
             while True:
                 delivery = await subscription.next()
@@ -93,14 +121,20 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
                 if delivery.action == "delete":
                     assert delivery.last is not None
                     last = deleted_instance(definition, delivery.last)
-                    yield envelope(definition, "delete", DELETED, request_id, last)
+                    seen = await delivery.read(
+                        key, partial(may_see_deleted, definition, viewer, last)
+                    )
+                    if seen.status != OK:
+                        yield refusal(definition, "delete", seen.status, request_id)
+                    else:
+                        yield envelope(definition, "delete", DELETED, request_id, seen.instance)
                     return
-                obj = await delivery.read(key, reread)
-                if obj is None:
+                verdict = await delivery.read(key, reread)
+                if verdict.status != OK:
                     # Deleted meanwhile, or no longer visible: fail closed, end here.
-                    yield gone("update")
+                    yield refusal(definition, "update", verdict.status, request_id)
                     return
-                yield envelope(definition, "update", OK, request_id, obj)
+                yield envelope(definition, "update", OK, request_id, verdict.instance)
         finally:
             hub.leave(subscription)
 

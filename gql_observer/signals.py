@@ -24,10 +24,16 @@ _connected: set[type[Model]] = set()
 
 
 def last_values(instance: Model) -> LastValues:
-    """The values of every field an observed type of the instance's model exposes."""
+    """What a delete event carries: the fields an observed type of the model
+    exposes, plus foreign keys (permission hooks may need them, e.g. an owner).
+    Nothing else: a field the schema hides never crosses the channel layer."""
     values: LastValues = {}
     for definition in registry.for_model(type(instance)):
-        for field in definition.exposed:
+        fields = [
+            *definition.exposed,
+            *(f for f in instance._meta.concrete_fields if f.is_relation),
+        ]
+        for field in fields:
             value = field.value_from_object(instance)
             values[field.attname] = None if value is None else field.value_to_string(instance)
     return values

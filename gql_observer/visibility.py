@@ -1,38 +1,121 @@
-"""Reading one instance as one user may see it: the type's own queryset."""
+"""Who may see what: one rule for the Query, the subscribe and every event.
+
+An instance is visible to a viewer when the viewer is still who they were
+(active user, session not logged out, token not expired), the type's
+``get_queryset`` contains it, and the ``permission`` hook of ``observe``
+allows it. Every event re-checks all of it, once per permission context.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Hashable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Final
 
 from asgiref.sync import sync_to_async
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db.models import Field, Model, QuerySet
 from strawberry import Info
 
 from .definition import ObservedDefinition
 
-__all__ = ["context_key", "deleted_instance", "normalize_pk", "read"]
+__all__ = [
+    "EXPIRES_KEY",
+    "Verdict",
+    "Viewer",
+    "deleted_instance",
+    "may_see_deleted",
+    "normalize_pk",
+    "read",
+    "viewer_of",
+]
 
-PUBLIC: tuple[str] = ("public",)
+#: Scope key where token authentication records when its credential expires.
+EXPIRES_KEY: Final = "gql_observer.expires"
+OK: Final = 200
+UNAUTHORIZED: Final = 401
+NOT_FOUND: Final = 404
 
 
-def _user(info: Info) -> Any:
-    from strawberry_django.auth.utils import get_current_user
+@dataclass(frozen=True, slots=True)
+class Viewer:
+    """Who is looking, as the connection authenticated them."""
 
-    try:
-        return get_current_user(info)
-    except (ValueError, KeyError, AttributeError):
+    user: Any
+    session_key: str | None
+    expires: float | None
+
+    @property
+    def user_pk(self) -> Any:
+        return self.user.pk if getattr(self.user, "is_authenticated", False) else None
+
+    def key(self, definition: ObservedDefinition) -> Hashable:
+        """Viewers with the same key see the same rows: one read serves them all."""
+        if not definition.scoped:
+            return (definition.field_name, None)
+        return (definition.field_name, self.user_pk, self.session_key, self.expires)
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of one read: a status and, when it is 200, the instance."""
+
+    status: int
+    instance: Model | None = None
+
+
+def _scope(info: Info) -> dict[str, Any]:
+    context = info.context
+    request = context.get("request") if isinstance(context, dict) else None
+    consumer = getattr(request, "consumer", request)
+    scope: dict[str, Any] = getattr(consumer, "scope", {}) or {}
+    return scope
+
+
+def viewer_of(info: Info) -> Viewer:
+    """The viewer of an operation, from its connection's scope."""
+    scope = _scope(info)
+    user = scope.get("user")
+    session = scope.get("session")
+    session_key = None
+    # A token viewer is checked by the token's expiry; a session viewer by the
+    # session still naming them.
+    token = scope.get(EXPIRES_KEY) is not None
+    if not token and session is not None and getattr(user, "is_authenticated", False):
+        session_key = session.session_key
+    return Viewer(user=user, session_key=session_key, expires=scope.get(EXPIRES_KEY))
+
+
+def _still_valid(viewer: Viewer) -> Any | None:
+    """The viewer's user as the database has it now; ``None`` once they are no
+    longer who they were (deactivated, deleted, logged out, token expired)."""
+    if viewer.expires is not None and viewer.expires <= time.time():
         return None
+    user = viewer.user
+    if not getattr(user, "is_authenticated", False):
+        return user  # anonymous stays anonymous
+    fresh = type(user)._default_manager.filter(pk=user.pk).first()
+    if fresh is None or not fresh.is_active:
+        return None
+    if viewer.session_key is not None:
+        from importlib import import_module
+
+        from django.conf import settings
+
+        store = import_module(settings.SESSION_ENGINE).SessionStore(viewer.session_key)
+        data = store.load()
+        if str(data.get(SESSION_KEY)) != str(fresh.pk) or BACKEND_SESSION_KEY not in data:
+            return None
+        session_hash = data.get(HASH_SESSION_KEY)
+        if session_hash and session_hash != fresh.get_session_auth_hash():
+            return None  # the password changed: Django logs such sessions out
+    return fresh
 
 
-def context_key(definition: ObservedDefinition, info: Info) -> Hashable:
-    """Subscribers with the same key see the same rows: one read serves them all."""
-    if not definition.scoped:
-        return (definition.field_name, PUBLIC)
-    user = _user(info)
-    user_key = getattr(user, "pk", None) if getattr(user, "is_authenticated", False) else None
-    return (definition.field_name, user_key)
+def _allowed(definition: ObservedDefinition, user: Any) -> bool:
+    return not definition.login_required or bool(getattr(user, "is_authenticated", False))
 
 
 def queryset(definition: ObservedDefinition, info: Info) -> QuerySet[Any]:
@@ -55,22 +138,51 @@ def normalize_pk(definition: ObservedDefinition, value: object) -> object | None
         return None
 
 
-def _read(definition: ObservedDefinition, info: Info, value: object) -> Model | None:
+def _read(definition: ObservedDefinition, info: Info, viewer: Viewer, value: object) -> Verdict:
+    user = viewer.user
+    if definition.scoped:
+        user = _still_valid(viewer)
+        if user is None or not _allowed(definition, user):
+            return Verdict(UNAUTHORIZED)
     try:
         obj: Model = queryset(definition, info).get(**{definition.lookup: value})
     except (ObjectDoesNotExist, ValidationError, ValueError, TypeError):
-        return None
-    return obj
+        return Verdict(NOT_FOUND)
+    # Existence is secret: not allowed answers as not found does.
+    if definition.permission is not None and not definition.permission(user, obj):
+        return Verdict(NOT_FOUND)
+    return Verdict(OK, obj)
 
 
 read = sync_to_async(_read, thread_sensitive=True)
-"""Read the instance whose lookup field equals ``value``, as ``info``'s user sees it."""
+"""Read the instance whose lookup field equals ``value`` as ``viewer`` may see it."""
+
+
+def _may_see_deleted(definition: ObservedDefinition, viewer: Viewer, instance: Model) -> Verdict:
+    if not definition.scoped:
+        return Verdict(OK, instance)
+    user = _still_valid(viewer)
+    if user is None or not _allowed(definition, user):
+        return Verdict(UNAUTHORIZED)
+    if definition.permission is not None:
+        return (
+            Verdict(OK, instance) if definition.permission(user, instance) else Verdict(NOT_FOUND)
+        )
+    if callable(getattr(definition.type_, "get_queryset", None)):
+        # A queryset cannot be asked about a row that is gone: say that it is
+        # gone, show nothing of it.
+        return Verdict(OK, None)
+    return Verdict(OK, instance)
+
+
+may_see_deleted = sync_to_async(_may_see_deleted, thread_sensitive=True)
+"""Whether ``viewer`` may see a deleted instance's last values."""
 
 
 def deleted_instance(definition: ObservedDefinition, last: dict[str, str | None]) -> Model:
-    """An unsaved instance holding a deleted row's last exposed values."""
+    """An unsaved instance holding a deleted row's last values."""
     values: dict[str, Any] = {}
-    for field in definition.exposed:
+    for field in definition.model._meta.concrete_fields:
         if field.attname in last:
             raw = last[field.attname]
             values[field.attname] = None if raw is None else field.to_python(raw)
