@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from typing import Final, Literal, TypedDict
 
-__all__ = ["CHANGE", "Action", "ChangeEvent", "LastValues"]
+__all__ = ["CHANGE", "PROBE", "Action", "ChangeEvent", "LastValues", "ProbeMessage", "next_version"]
 
 #: The channel-layer ``type`` of a change event.
 CHANGE: Final = "gqlobs.change"
+#: The channel-layer ``type`` of a hub's liveness probe (to itself).
+PROBE: Final = "gqlobs.probe"
 
 Action = Literal["update", "delete"]
 
@@ -21,6 +25,8 @@ class ChangeEvent(TypedDict):
     Events carry identity, not data: subscribers re-read the instance after
     the commit. Only a delete carries values (``last``), because the row is
     gone; those are restricted to the fields the GraphQL type exposes.
+
+    ``version`` is stamped when the commit is announced (:func:`next_version`).
     """
 
     type: Literal["gqlobs.change"]
@@ -29,3 +35,31 @@ class ChangeEvent(TypedDict):
     pk: str
     action: Action
     last: LastValues | None
+    version: int
+
+
+class ProbeMessage(TypedDict):
+    """A hub's message to itself through its probe group: the layer still
+    delivers to this process and still knows its group memberships."""
+
+    type: Literal["gqlobs.probe"]
+    nonce: int
+
+
+_version_lock = threading.Lock()
+_last_version = 0
+
+
+def next_version() -> int:
+    """A version for a change committed now: nanoseconds since the epoch,
+    strictly increasing within this process.
+
+    Across processes versions are ordered only as well as the hosts' clocks
+    agree, so nothing relies on them for correctness: subscribers re-read the
+    committed state (see ``Subscription.next``). They order the changes of one
+    writer process and identify an event in logs and metrics.
+    """
+    global _last_version
+    with _version_lock:
+        _last_version = max(time.time_ns(), _last_version + 1)
+        return _last_version

@@ -11,13 +11,15 @@ ever sees events of its own group.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+import uuid
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Final, TypeVar
 
 from channels.layers import InMemoryChannelLayer, channel_layers
 
-from .events import CHANGE, Action, ChangeEvent, LastValues
+from .events import CHANGE, PROBE, Action, ChangeEvent, LastValues, ProbeMessage
 from .publish import Publisher, set_local_publisher
 from .settings import get_settings
 
@@ -27,28 +29,56 @@ logger = logging.getLogger(__name__)
 R = TypeVar("R")
 
 
+# One clock for the reads of a loop: a read that starts after a subscription
+# asked for its next delivery starts after that subscription's previous read
+# finished.
+_ticks = itertools.count(1)
+
+
 class Delivery:
     """One change as the local subscriptions of its group see it.
 
-    ``read`` shares one database read per permission context among every
-    subscription that handles this delivery.
+    ``read`` shares one database read per permission context among the
+    subscriptions that handle this delivery, with one exception that keeps
+    every subscription's states in commit order: a subscription never adopts a
+    read that started before it asked for this delivery (that read may have
+    run before the subscription's previous one, and seen an older state). It
+    reads again instead. On a database where a read that starts after another
+    finished sees at least as much (one PostgreSQL or SQLite database, not
+    asynchronous replicas), a subscription never delivers an older committed
+    state after a newer one, whatever process wrote them and whatever order
+    their events arrived in.
     """
 
-    __slots__ = ("_reads", "action", "last", "resync")
+    __slots__ = ("_not_before", "_reads", "action", "last", "resync", "version")
 
-    def __init__(self, action: Action, last: LastValues | None, *, resync: bool = False) -> None:
+    def __init__(
+        self, action: Action, last: LastValues | None, *, resync: bool = False, version: int = 0
+    ) -> None:
         self.action: Action = action
         self.last = last
+        #: Sent after the hub lost the channel layer: nothing may have changed.
         self.resync = resync
-        self._reads: dict[Hashable, asyncio.Future[Any]] = {}
+        #: The event's version (0 for a resync).
+        self.version = version
+        self._reads: dict[Hashable, tuple[int, asyncio.Future[Any]]] = {}
+        self._not_before = 0
+
+    def _handed(self, tick: int) -> Delivery:
+        """This delivery as one subscription that asked for it at ``tick`` sees it."""
+        handed = Delivery.__new__(Delivery)
+        handed.action, handed.last = self.action, self.last
+        handed.resync, handed.version = self.resync, self.version
+        handed._reads, handed._not_before = self._reads, tick
+        return handed
 
     async def read(self, key: Hashable, load: Callable[[], Awaitable[R]]) -> R:
-        future = self._reads.get(key)
-        if future is None:
-            future = asyncio.ensure_future(load())
-            self._reads[key] = future
+        entry = self._reads.get(key)
+        if entry is None or entry[0] < self._not_before:
+            entry = (next(_ticks), asyncio.ensure_future(load()))
+            self._reads[key] = entry
         # shield: one subscriber going away must not cancel the others' read.
-        result: R = await asyncio.shield(future)
+        result: R = await asyncio.shield(entry[1])
         return result
 
 
@@ -60,10 +90,11 @@ class Subscription:
     """One local subscription to one group: a buffer of one, latest wins.
 
     Events carry identity, not data, so a newer change supersedes an older
-    one that was not handled yet; a delete is never superseded.
+    one that was not handled yet; a delete is never superseded. A client that
+    reads slowly therefore costs one pending delivery, never a queue.
     """
 
-    __slots__ = ("_pending", "_waiter", "dropped", "group")
+    __slots__ = ("_pending", "_waiter", "delivered", "dropped", "group")
 
     def __init__(self, group: str) -> None:
         self.group = group
@@ -71,6 +102,13 @@ class Subscription:
         self._waiter: asyncio.Future[None] | None = None
         #: Deliveries merged into a later one because this subscriber was busy.
         self.dropped = 0
+        #: Deliveries handed to the subscriber.
+        self.delivered = 0
+
+    @property
+    def pending(self) -> int:
+        """Deliveries waiting for the subscriber: 0 or 1, never more."""
+        return 0 if self._pending is None else 1
 
     def push(self, delivery: Delivery) -> None:
         pending = self._pending
@@ -85,6 +123,7 @@ class Subscription:
 
     async def next(self) -> Delivery:
         """The next delivery; waits without a task of its own."""
+        tick = next(_ticks)
         while self._pending is None:
             self._waiter = asyncio.get_running_loop().create_future()
             try:
@@ -92,11 +131,19 @@ class Subscription:
             finally:
                 self._waiter = None
         delivery, self._pending = self._pending, None
-        return delivery
+        self.delivered += 1
+        return delivery if delivery is CLOSED else delivery._handed(tick)
 
 
 class Hub:
-    """Group membership and local dispatch for one event loop (one per process)."""
+    """Group membership and local dispatch for one event loop (one per process).
+
+    When the channel layer fails (Redis stops, restarts, or stops answering)
+    the hub keeps its subscriptions: it retries with backoff until the layer
+    answers, re-joins every group, and hands every subscription a resync
+    delivery, so each re-reads the committed state. What was published while
+    the layer was away is lost; the state is not.
+    """
 
     def __init__(self, layer: Any) -> None:
         self.layer = layer
@@ -108,9 +155,25 @@ class Hub:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._closed = False
+        self._receiver: asyncio.Task[None] | None = None
+        self._recovering = asyncio.Lock()
+        options = get_settings()
+        self._probe_group = f"{options['GROUP_PREFIX']}.hub.{uuid.uuid4().hex}"
+        self._probe_interval = options["HUB_PROBE_INTERVAL"]
+        self._probe_timeout = options["PUBLISH_TIMEOUT"]
+        self._probe_seen = 0
+        self._dropped_by_gone = 0
+        #: Times the layer failed (a receive raised, or a probe did not come back).
+        self.layer_failures = 0
+        #: Recoveries completed (groups re-joined, subscriptions resynchronised).
+        self.resyncs = 0
         self.publisher: Publisher | None = None
         if isinstance(layer, InMemoryChannelLayer):
-            self.publisher = Publisher(layer, self.loop, get_settings()["PUBLISH_TIMEOUT"])
+            # Nothing outside this loop can break it: no probes.
+            self._probe_interval = None
+            self.publisher = Publisher(
+                layer, self.loop, options["PUBLISH_TIMEOUT"], options["PUBLISH_RETRY_WINDOW"]
+            )
             self.publisher.start()
             set_local_publisher(self.publisher)
         self._ready = self._spawn(self._start(), "gql_observer.hub.start")
@@ -128,8 +191,10 @@ class Hub:
         # The layer's default prefix: channels_redis receives every process-local
         # channel of one layer instance through one shared prefix.
         self.channel = await self.layer.new_channel()
-        self._spawn(self._receive_loop(), "gql_observer.hub.receive")
+        self._receiver = self._spawn(self._receive_loop(), "gql_observer.hub.receive")
         self._spawn(self._refresh_loop(), "gql_observer.hub.refresh")
+        if self._probe_interval is not None:
+            self._spawn(self._probe_loop(self._probe_interval), "gql_observer.hub.probe")
 
     async def close(self) -> None:
         """Complete every local subscription, leave every group, stop."""
@@ -139,21 +204,26 @@ class Hub:
         for subscriptions in self.groups.values():
             for subscription in subscriptions:
                 subscription.push(CLOSED)
+        current = asyncio.current_task()
+        tasks = [t for t in self._tasks if t is not current]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         if self.channel is not None:
-            for group in list(self.joined):
+            groups = list(self.joined)
+            if self._probe_interval is not None:
+                groups.append(self._probe_group)
+            for group in groups:
                 try:
-                    await self.layer.group_discard(group, self.channel)
+                    await asyncio.wait_for(
+                        self.layer.group_discard(group, self.channel), self._probe_timeout
+                    )
                 except Exception:
                     logger.exception("Could not leave group %s", group)
             self.joined.clear()
         if self.publisher is not None:
             await self.publisher.stop()
             set_local_publisher(None)
-        current = asyncio.current_task()
-        tasks = [t for t in self._tasks if t is not current]
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
         global _hub
         if _hub is self:
             _hub = None
@@ -162,6 +232,28 @@ class Hub:
     def tasks(self) -> set[asyncio.Task[Any]]:
         """The hub's own tasks (for tests: nothing is left after ``close``)."""
         return set(self._tasks)
+
+    def stats(self) -> dict[str, int]:
+        """Counters for metrics and tests.
+
+        ``dropped``: deliveries merged into a later one because a subscriber
+        was busy (a slow client), including subscriptions that have ended;
+        ``pending``: deliveries waiting for their subscriber (at most one per
+        subscription); ``layer_failures`` and ``resyncs``: see the attributes.
+        """
+        live = [s for subscriptions in self.groups.values() for s in subscriptions]
+        stats = {
+            "subscriptions": len(live),
+            "groups": len(self.groups),
+            "pending": sum(s.pending for s in live),
+            "dropped": self._dropped_by_gone + sum(s.dropped for s in live),
+            "layer_failures": self.layer_failures,
+            "resyncs": self.resyncs,
+        }
+        if self.publisher is not None:
+            stats["published"] = self.publisher.sent
+            stats["publish_failures"] = self.publisher.failed
+        return stats
 
     # -- membership ----------------------------------------------------------
 
@@ -189,9 +281,10 @@ class Hub:
         """
         group = subscription.group
         subscriptions = self.groups.get(group)
-        if subscriptions is None:
+        if subscriptions is None or subscription not in subscriptions:
             return
         subscriptions.discard(subscription)
+        self._dropped_by_gone += subscription.dropped
         if not subscriptions:
             del self.groups[group]
             if not self._closed:
@@ -222,60 +315,141 @@ class Hub:
             interval = max(1.0, float(getattr(self.layer, "group_expiry", 86400)) / 2)
         while True:
             await asyncio.sleep(interval)
-            await self._add_all()
+            if self._recovering.locked():
+                continue  # the recovery re-joins everything
+            try:
+                await self._add_all()
+            except Exception:
+                logger.warning("Could not refresh group memberships", exc_info=True)
 
     async def _add_all(self) -> None:
-        for group in list(self.joined):
-            await self.layer.group_add(group, self.channel)
+        groups = list(self.joined)
+        if self._probe_interval is not None:
+            groups.append(self._probe_group)
+        for group in groups:
+            await asyncio.wait_for(self.layer.group_add(group, self.channel), self._probe_timeout)
 
     # -- receiving -----------------------------------------------------------
 
     async def _receive_loop(self) -> None:
-        delay = 0.1
+        failures = 0
         while True:
             try:
                 message = await self.layer.receive(self.channel)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                logger.exception("Channel layer receive failed; reconnecting in %.1fs", delay)
+                failures += 1
+                self.layer_failures += 1
+                # A layer that fails at once, again and again, must not spin.
+                delay = min(_MIN_DELAY * 2 ** (failures - 1), _MAX_DELAY)
+                logger.warning(
+                    "Channel layer receive failed; reconnecting in %.1fs",
+                    delay,
+                    exc_info=failures == 1,
+                )
                 await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
                 await self._recover()
                 continue
-            delay = 0.1
+            failures = 0
             self.dispatch(message)
+
+    async def _probe_loop(self, interval: float) -> None:
+        # A receive can wait forever on a layer that lost the hub's memberships
+        # (Redis restarted and the client reconnected) or on a connection that
+        # hangs; a message to itself that does not come back shows both.
+        await self._join_probe_group()
+        nonce = 0
+        while True:
+            nonce += 1
+            probe: ProbeMessage = {"type": PROBE, "nonce": nonce}
+            try:
+                await asyncio.wait_for(
+                    self.layer.group_send(self._probe_group, probe), self._probe_timeout
+                )
+            except Exception:
+                logger.debug("Probe %d could not be sent", nonce, exc_info=True)
+            await asyncio.sleep(interval)
+            if self._probe_seen >= nonce or self._recovering.locked():
+                continue
+            self.layer_failures += 1
+            logger.warning(
+                "The channel layer did not deliver this process's probe within %.1fs; "
+                "re-joining groups",
+                interval,
+            )
+            if self._receiver is not None:
+                self._receiver.cancel()
+                await asyncio.gather(self._receiver, return_exceptions=True)
+            await self._recover()
+            self._receiver = self._spawn(self._receive_loop(), "gql_observer.hub.receive")
+
+    async def _join_probe_group(self) -> None:
+        delay = _MIN_DELAY
+        while True:
+            try:
+                await asyncio.wait_for(
+                    self.layer.group_add(self._probe_group, self.channel), self._probe_timeout
+                )
+                return
+            except Exception:
+                logger.warning("Could not join the probe group; retrying in %.1fs", delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _MAX_DELAY)
 
     async def _recover(self) -> None:
         """Re-join every group, then let every subscriber re-read: what was
         published while the layer was unreachable is lost, the state is not."""
-        delay = 0.1
-        while True:
-            try:
-                await self._add_all()
-                break
-            except Exception:
-                logger.warning("Channel layer still unreachable; retrying in %.1fs", delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
-        for group, subscriptions in self.groups.items():
-            delivery = Delivery("update", None, resync=True)
-            for subscription in list(subscriptions):
-                subscription.push(delivery)
-            logger.info("Resynchronised %d subscription(s) of %s", len(subscriptions), group)
+        async with self._recovering:
+            delay = _MIN_DELAY
+            attempts = 0
+            while True:
+                try:
+                    await self._add_all()
+                    break
+                except Exception as error:
+                    attempts += 1
+                    logger.warning(
+                        "Channel layer still unreachable (%s); retrying in %.1fs", error, delay
+                    )
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, _MAX_DELAY)
+            self.resyncs += 1
+            count = 0
+            for subscriptions in self.groups.values():
+                delivery = Delivery("update", None, resync=True)
+                for subscription in list(subscriptions):
+                    subscription.push(delivery)
+                    count += 1
+            logger.warning(
+                "Channel layer back after %d failed attempt(s): re-joined %d group(s), "
+                "resynchronising %d subscription(s)",
+                attempts,
+                len(self.joined),
+                count,
+            )
 
     def dispatch(self, message: dict[str, Any]) -> None:
         """Hand one channel-layer message to the local subscriptions of its group."""
-        if message.get("type") != CHANGE:
-            logger.warning("Ignored a message of type %r", message.get("type"))
+        kind = message.get("type")
+        if kind == PROBE:
+            self._probe_seen = max(self._probe_seen, int(message.get("nonce", 0)))
+            return
+        if kind != CHANGE:
+            logger.warning("Ignored a message of type %r", kind)
             return
         event: ChangeEvent = message  # type: ignore[assignment]
         subscriptions = self.groups.get(event["group"])
         if not subscriptions:
             return
-        delivery = Delivery(event["action"], event["last"])
+        delivery = Delivery(event["action"], event["last"], version=event.get("version", 0))
         for subscription in list(subscriptions):
             subscription.push(delivery)
+
+
+#: Backoff between attempts to reach a failed channel layer (seconds).
+_MIN_DELAY: Final = 0.1
+_MAX_DELAY: Final = 2.0
 
 
 _hub: Hub | None = None

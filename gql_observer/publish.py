@@ -14,7 +14,7 @@ import contextlib
 import logging
 import os
 import threading
-from typing import Any
+from typing import Any, Final
 
 from channels.layers import InMemoryChannelLayer, channel_layers
 from django.core.signals import setting_changed
@@ -22,7 +22,7 @@ from django.core.signals import setting_changed
 from .events import ChangeEvent
 from .settings import get_settings
 
-__all__ = ["Publisher", "flush", "publish", "reset", "set_local_publisher"]
+__all__ = ["RETRY_LIMIT", "Publisher", "flush", "publish", "reset", "set_local_publisher"]
 
 logger = logging.getLogger(__name__)
 
@@ -33,21 +33,58 @@ class Publisher:
     Events queued while a send is in flight go out as one batch, merged per
     instance: the last action of an instance wins, so a burst of saves costs
     one message per instance.
+
+    A send that fails or takes longer than ``timeout`` never reaches the
+    writer: the event is kept (the latest per instance, at most
+    :data:`RETRY_LIMIT` instances) and sent again with backoff for
+    ``retry_window`` seconds, then given up and logged. The hubs resynchronise
+    their subscribers when they get the layer back, so a given-up event costs
+    latency, not the committed state.
     """
 
-    __slots__ = ("_done", "_layer", "_loop", "_pending", "_queue", "_task", "_timeout", "sent")
+    __slots__ = (
+        "_done",
+        "_failing",
+        "_layer",
+        "_loop",
+        "_pending",
+        "_queue",
+        "_retry",
+        "_retry_window",
+        "_task",
+        "_timeout",
+        "dropped",
+        "failed",
+        "sent",
+    )
 
-    def __init__(self, layer: Any, loop: asyncio.AbstractEventLoop, timeout: float) -> None:
+    def __init__(
+        self,
+        layer: Any,
+        loop: asyncio.AbstractEventLoop,
+        timeout: float,
+        retry_window: float = 30.0,
+    ) -> None:
         self._layer = layer
         self._loop = loop
         self._timeout = timeout
+        self._retry_window = retry_window
         self._queue: asyncio.Queue[ChangeEvent] = asyncio.Queue()
-        # Submitted but not yet handed to the layer; guarded by ``_done``.
+        # Submitted, or kept for a retry, and not yet handed to the layer;
+        # guarded by ``_done``.
         self._pending = 0
         self._done = threading.Condition()
         self._task: asyncio.Task[None] | None = None
+        # group -> (latest unsent event, when its first send failed)
+        self._retry: dict[str, tuple[ChangeEvent, float]] = {}
+        # Failed attempts since the last successful send (0: the layer is fine).
+        self._failing = 0
         #: Messages handed to the channel layer so far (for tests and metrics).
         self.sent = 0
+        #: Sends that failed or timed out (each is retried).
+        self.failed = 0
+        #: Events given up after ``retry_window`` or beyond :data:`RETRY_LIMIT`.
+        self.dropped = 0
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -57,18 +94,19 @@ class Publisher:
         """Start the send loop; call from the publisher's own loop."""
         self._task = self._loop.create_task(self._run(), name="gql_observer.publisher")
 
-    async def stop(self) -> None:
-        """Send what is queued, then stop."""
+    async def stop(self, timeout: float | None = None) -> None:
+        """Send what is queued (for at most ``timeout`` seconds), then stop."""
         if self._task is None:
             return
-        await self._drained()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained(), self._timeout if timeout is None else timeout)
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
         self._task = None
 
     def submit(self, event: ChangeEvent) -> None:
-        """Queue ``event``; safe from any thread."""
+        """Queue ``event``; safe from any thread, never blocks."""
         with self._done:
             self._pending += 1
         try:
@@ -81,7 +119,7 @@ class Publisher:
             self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
 
     def wait_idle(self, timeout: float) -> bool:
-        """Block (from another thread) until everything submitted was sent."""
+        """Block (from another thread) until everything submitted was sent or given up."""
         with self._done:
             return self._done.wait_for(lambda: self._pending == 0, timeout)
 
@@ -89,44 +127,107 @@ class Publisher:
         while self._pending:  # noqa: ASYNC110 - the counter is shared with other threads
             await asyncio.sleep(0.01)
 
-    async def _run(self) -> None:
-        while True:
+    def _settle(self, count: int) -> None:
+        if not count:
+            return
+        with self._done:
+            self._pending -= count
+            if self._pending == 0:
+                self._done.notify_all()
+
+    async def _next_batch(self, wait: float | None) -> list[ChangeEvent]:
+        if wait is None:
             batch = [await self._queue.get()]
-            while not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            merged: dict[str, ChangeEvent] = {}
+        else:
+            try:
+                batch = [await asyncio.wait_for(self._queue.get(), wait)]
+            except TimeoutError:
+                batch = []
+        while not self._queue.empty():
+            batch.append(self._queue.get_nowait())
+        return batch
+
+    async def _run(self) -> None:
+        delay = _RETRY_MIN_DELAY
+        while True:
+            batch = await self._next_batch(delay if self._retry else None)
+            now = self._loop.time()
+            in_play = len(self._retry) + len(batch)
+            # Retries first; a newer event of the same instance replaces its retry.
+            merged: dict[str, tuple[ChangeEvent, float | None]] = dict(self._retry)
+            self._retry.clear()
             for event in batch:
                 merged.pop(event["group"], None)  # keep the latest, in its place
-                merged[event["group"]] = event
-            for event in merged.values():
-                await self._send(event)
-            with self._done:
-                self._pending -= len(batch)
-                if self._pending == 0:
-                    self._done.notify_all()
+                merged[event["group"]] = (event, None)
+            failing = False
+            for group, (event, since) in merged.items():
+                if not failing and await self._send(event):
+                    continue
+                # Once a send failed, the rest of the batch waits for the retry:
+                # against an unreachable layer each would cost ``timeout``.
+                failing = True
+                first = now if since is None else since
+                if now - first >= self._retry_window:
+                    self._give_up(event, f"retried for {now - first:.0f}s")
+                else:
+                    self._retry[group] = (event, first)
+            while len(self._retry) > RETRY_LIMIT:
+                oldest = next(iter(self._retry))
+                self._give_up(self._retry.pop(oldest)[0], "too many instances waiting")
+            delay = min(delay * 2, _RETRY_MAX_DELAY) if failing else _RETRY_MIN_DELAY
+            # Every event submitted or kept is pending until sent, superseded or given up.
+            self._settle(in_play - len(self._retry))
 
-    async def _send(self, event: ChangeEvent) -> None:
+    def _give_up(self, event: ChangeEvent, why: str) -> None:
+        self.dropped += 1
+        logger.error(
+            "Gave up publishing %s of %s %s (%s); its subscribers are resynchronised "
+            "when their hub gets the channel layer back",
+            event["action"],
+            event["model"],
+            event["pk"],
+            why,
+        )
+
+    async def _send(self, event: ChangeEvent) -> bool:
         try:
             await asyncio.wait_for(
                 self._layer.group_send(event["group"], dict(event)), self._timeout
             )
-            self.sent += 1
         except Exception:
-            # The hub resynchronises its subscribers when the layer comes back.
-            logger.exception(
-                "Could not publish %s of %s %s", event["action"], event["model"], event["pk"]
-            )
+            self.failed += 1
+            self._failing += 1
+            if self._failing == 1:
+                # One traceback per outage, not one per save.
+                logger.exception(
+                    "Could not publish %s of %s %s; retrying with backoff",
+                    event["action"],
+                    event["model"],
+                    event["pk"],
+                )
+            return False
+        self.sent += 1
+        if self._failing:
+            logger.warning("Publishing works again after %d failed attempt(s)", self._failing)
+            self._failing = 0
+        return True
+
+
+#: Instances whose latest event may wait for a retry at once.
+RETRY_LIMIT: Final = 10_000
+_RETRY_MIN_DELAY: Final = 0.1
+_RETRY_MAX_DELAY: Final = 2.0
 
 
 class _ThreadPublisher:
     """A :class:`Publisher` on a daemon thread of its own (one per process)."""
 
-    def __init__(self, alias: str, timeout: float) -> None:
+    def __init__(self, alias: str, timeout: float, retry_window: float) -> None:
         self.pid = os.getpid()
         loop = asyncio.new_event_loop()
         # A layer instance of its own: connection pools belong to one loop.
         layer = channel_layers.make_backend(alias)
-        self.publisher = Publisher(layer, loop, timeout)
+        self.publisher = Publisher(layer, loop, timeout, retry_window)
         started = threading.Event()
 
         def run() -> None:
@@ -187,7 +288,10 @@ def _publisher() -> Publisher | None:
         with _lock:
             current = _thread_publisher
             if current is None or current.pid != os.getpid():
-                current = _ThreadPublisher(alias, get_settings()["PUBLISH_TIMEOUT"])
+                options = get_settings()
+                current = _ThreadPublisher(
+                    alias, options["PUBLISH_TIMEOUT"], options["PUBLISH_RETRY_WINDOW"]
+                )
                 _thread_publisher = current
     return current.publisher
 

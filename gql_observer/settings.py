@@ -25,6 +25,22 @@ class ObserverSettings(TypedDict):
     MAX_OPERATIONS_PER_CONNECTION: int
     #: Seconds a publish may take before it is given up (and logged).
     PUBLISH_TIMEOUT: float
+    #: Seconds an event that could not be published is retried (with backoff,
+    #: the latest per instance) before it is given up and logged.
+    PUBLISH_RETRY_WINDOW: float
+    #: Seconds between a hub's probes of the channel layer: a message to itself
+    #: through a group of its own. A probe not back by the next one (a layer
+    #: that hangs, or lost the hub's group memberships in a restart) makes the
+    #: hub re-join its groups and resynchronise its subscribers. ``None``: no
+    #: probes. Never used with the in-memory layer.
+    HUB_PROBE_INTERVAL: float | None
+    #: Seconds a websocket may take to accept one message before the server
+    #: gives up on the client and closes the connection (code 1013).
+    SEND_TIMEOUT: float
+    #: Seconds between the server's graphql-transport-ws ``ping`` messages on
+    #: an acknowledged connection (clients answer ``pong``; the traffic keeps
+    #: proxies from closing idle connections). ``None``: no pings.
+    KEEP_ALIVE_INTERVAL: float | None
     #: Seconds between refreshes of the hub's group memberships. ``None``: half
     #: the channel layer's ``group_expiry``.
     GROUP_REFRESH_INTERVAL: float | None
@@ -34,6 +50,24 @@ class ObserverSettings(TypedDict):
     #: layout as unpkg (``<base>/graphiql@3.8.3/graphiql.min.js``). ``None``:
     #: strawberry's defaults (a public CDN). Set it on air-gapped networks.
     GRAPHIQL_ASSETS_URL: str | None
+    #: Introspection queries allowed. ``None``: follow ``DEBUG``.
+    INTROSPECTION: bool | None
+    #: Dotted path of the authenticator for tokens in ``connection_init`` and
+    #: ``Authorization: Bearer`` (see ``gql_observer.auth.Authenticator``).
+    AUTHENTICATOR: str
+    #: Seconds a token of the default authenticator stays valid.
+    TOKEN_MAX_AGE: int
+    #: Largest websocket message a client may send, in bytes (close 1009 beyond).
+    MAX_MESSAGE_SIZE: int
+    #: Deepest query accepted (strawberry's QueryDepthLimiter).
+    MAX_QUERY_DEPTH: int
+    #: Most tokens in one document (strawberry's MaxTokensLimiter).
+    MAX_QUERY_TOKENS: int
+    #: Most aliases in one document (strawberry's MaxAliasesLimiter).
+    MAX_ALIASES: int
+    #: Subscribe messages a connection may send per second (a burst of twice
+    #: that is allowed); beyond, the operation gets an error.
+    SUBSCRIBE_RATE: float
 
 
 DEFAULTS: ObserverSettings = {
@@ -43,9 +77,21 @@ DEFAULTS: ObserverSettings = {
     "CONNECTION_INIT_TIMEOUT": 3.0,
     "MAX_OPERATIONS_PER_CONNECTION": 100,
     "PUBLISH_TIMEOUT": 5.0,
+    "PUBLISH_RETRY_WINDOW": 30.0,
+    "HUB_PROBE_INTERVAL": 5.0,
+    "SEND_TIMEOUT": 30.0,
+    "KEEP_ALIVE_INTERVAL": 20.0,
     "GROUP_REFRESH_INTERVAL": None,
     "GRAPHIQL": None,
     "GRAPHIQL_ASSETS_URL": None,
+    "INTROSPECTION": None,
+    "AUTHENTICATOR": "gql_observer.auth.signed_token_authenticator",
+    "TOKEN_MAX_AGE": 24 * 3600,
+    "MAX_MESSAGE_SIZE": 64 * 1024,
+    "MAX_QUERY_DEPTH": 10,
+    "MAX_QUERY_TOKENS": 2000,
+    "MAX_ALIASES": 30,
+    "SUBSCRIBE_RATE": 20.0,
 }
 
 

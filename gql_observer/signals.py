@@ -12,7 +12,7 @@ from django.db.models.signals import post_delete, post_save
 
 from . import registry
 from .definition import ObservedDefinition
-from .events import CHANGE, Action, ChangeEvent, LastValues
+from .events import CHANGE, Action, ChangeEvent, LastValues, next_version
 from .groups import instance_group
 from .publish import publish
 from .settings import get_settings
@@ -49,7 +49,14 @@ def _event(instance: Model, action: Action) -> ChangeEvent:
         "pk": pk,
         "action": action,
         "last": last_values(instance) if action == "delete" else None,
+        "version": 0,  # stamped when the commit is announced
     }
+
+
+def _announce(event: ChangeEvent) -> None:
+    # The version is taken after the commit, so one writer's versions follow
+    # its commit order.
+    publish({**event, "version": next_version()})
 
 
 class _Announce:
@@ -63,7 +70,7 @@ class _Announce:
         self.savepoints = savepoints
 
     def __call__(self) -> None:
-        publish(self.event)
+        _announce(self.event)
 
 
 def _announced(connection: Any, event: ChangeEvent) -> bool:
@@ -88,7 +95,7 @@ def _on_commit(event: ChangeEvent, using: str) -> None:
     # Django, never raised into the writer's commit.
     connection = transaction.get_connection(using)
     if not connection.in_atomic_block:
-        publish(event)
+        _announce(event)
         return
     if _announced(connection, event):
         return
