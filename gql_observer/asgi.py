@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import re
+import time
 from typing import Any
 from urllib.parse import urlparse
 
@@ -23,15 +24,22 @@ from django.urls import re_path
 from django.utils.module_loading import import_string
 from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from strawberry.channels import GraphQLHTTPConsumer, GraphQLWSConsumer
+from strawberry.exceptions import ConnectionRejectionError
 from strawberry.schema import BaseSchema
+from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
+    BaseGraphQLTransportWSHandler,
+)
 
+from .auth import AuthenticationFailed, authenticate, credential_from_params
 from .hub import current_hub
 from .settings import get_settings
+from .visibility import EXPIRES_KEY
 
 __all__ = [
     "HostOriginValidator",
     "Lifespan",
     "ObserverHTTPConsumer",
+    "ObserverTransportWSHandler",
     "ObserverWSConsumer",
     "application",
     "load_schema",
@@ -45,6 +53,41 @@ ASGIApp = Any
 _UNPKG = "https://unpkg.com"
 
 
+class ObserverTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
+    """graphql-transport-ws with a subscribe rate limit per connection.
+
+    A token bucket of ``SUBSCRIBE_RATE`` per second with a burst of twice that:
+    a subscribe beyond it gets an ``error`` message for its id; the connection
+    and its other operations go on.
+    """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rate = get_settings()["SUBSCRIBE_RATE"]
+        self._tokens = self._burst = 2 * self._rate
+        self._refilled = time.monotonic()
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    async def handle_subscribe(self, message: Any) -> None:
+        if self.connection_acknowledged and not self._take_token():
+            operation_id = message.get("id") if isinstance(message, dict) else None
+            if isinstance(operation_id, str) and operation_id not in self.operations:
+                error = GraphQLError("Too many subscribe messages; slow down.")
+                await self.send_message(
+                    {"id": operation_id, "type": "error", "payload": [error.formatted]}
+                )
+                return
+        await super().handle_subscribe(message)
+
+
 class ObserverWSConsumer(GraphQLWSConsumer):
     """Strawberry's websocket consumer, configured from ``GQL_OBSERVER``.
 
@@ -55,11 +98,7 @@ class ObserverWSConsumer(GraphQLWSConsumer):
     """
 
     channel_layer_alias = "gql_observer.no-channel-per-connection"
-
-    def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:
-        """Called for a cross-origin handshake: allowed when the Origin's host is
-        in ``ALLOWED_HOSTS`` (the same rule as :class:`HostOriginValidator`)."""
-        return origin_allowed(origin)
+    graphql_transport_ws_handler_class = ObserverTransportWSHandler
 
     def __init__(self, schema: BaseSchema, **kwargs: Any) -> None:
         options = get_settings()
@@ -70,7 +109,40 @@ class ObserverWSConsumer(GraphQLWSConsumer):
         kwargs.setdefault(
             "max_subscriptions_per_connection", options["MAX_OPERATIONS_PER_CONNECTION"]
         )
+        self.max_message_size = options["MAX_MESSAGE_SIZE"]
         super().__init__(schema, **kwargs)
+
+    async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
+        """Called for each client frame: oversized ones close the socket (1009)."""
+        size = len(text_data.encode()) if text_data is not None else len(bytes_data or b"")
+        if size > self.max_message_size:
+            await self.close(code=1009, reason="Message too big")
+            return
+        await super().receive(text_data, bytes_data)
+
+    async def get_context(self, request: Any, response: Any) -> Any:
+        context: Any = await super().get_context(request, response)  # type: ignore[func-returns-value]
+        context["user"] = self.scope.get("user")
+        return context
+
+    async def on_ws_connect(self, context: Any) -> Any:
+        """Called on ``connection_init``: a token in its payload authenticates the
+        connection (otherwise the session's user stays); a bad one closes 4403."""
+        credential = credential_from_params(context.get("connection_params"))
+        if credential is not None:
+            try:
+                result = await authenticate(credential, self.scope)
+            except AuthenticationFailed as error:
+                logger.info("Refused a connection_init credential: %s", error)
+                raise ConnectionRejectionError from None
+            self.scope["user"] = context["user"] = result.user
+            self.scope[EXPIRES_KEY] = result.expires
+        return await super().on_ws_connect(context)
+
+    def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:
+        """Called for a cross-origin handshake: allowed when the Origin's host is
+        in ``ALLOWED_HOSTS`` (the same rule as :class:`HostOriginValidator`)."""
+        return origin_allowed(origin)
 
 
 def _is_subscription(query: str | None, operation_name: str | None) -> bool:
@@ -107,6 +179,23 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
         return await super().execute_single(
             request, request_adapter, sub_response, context, root_value, request_data
         )
+
+    async def get_context(self, request: Any, response: Any) -> Any:
+        """The context of one request: ``user`` from the session, or from an
+        ``Authorization: Bearer`` token (a bad token answers 401)."""
+        context: Any = await super().get_context(request, response)  # type: ignore[func-returns-value]
+        scope = self.scope
+        header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin1")
+        credential = credential_from_params({"Authorization": header}) if header else None
+        if credential is not None:
+            try:
+                result = await authenticate(credential, scope)
+            except AuthenticationFailed as error:
+                raise HTTPException(401, str(error)) from None
+            scope["user"] = result.user
+            scope[EXPIRES_KEY] = result.expires
+        context["user"] = scope.get("user")
+        return context
 
     async def render_graphql_ide(self, request: Any) -> Any:
         response = await super().render_graphql_ide(request)

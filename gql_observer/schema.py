@@ -8,7 +8,15 @@ from functools import partial
 from typing import Any
 
 import strawberry
+from django.conf import settings as django_settings
 from strawberry import Info
+from strawberry.extensions import (
+    DisableIntrospection,
+    MaskErrors,
+    MaxAliasesLimiter,
+    MaxTokensLimiter,
+    QueryDepthLimiter,
+)
 from strawberry.scalars import JSON
 from strawberry.tools import merge_types
 from strawberry.types.field import StrawberryField
@@ -25,6 +33,7 @@ from .envelope import (
     envelope,
     envelope_type,
 )
+from .errors import should_mask
 from .groups import instance_group
 from .hub import CLOSED, get_hub
 from .settings import get_settings
@@ -37,7 +46,14 @@ from .visibility import (
     viewer_of,
 )
 
-__all__ = ["build_schema", "query_field", "query_type", "subscription_field", "subscription_type"]
+__all__ = [
+    "build_schema",
+    "default_extensions",
+    "query_field",
+    "query_type",
+    "subscription_field",
+    "subscription_type",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +207,7 @@ def build_schema(
     root_subscription = merge_types(
         "Subscription", (*([subscription] if subscription else []), subscription_type())
     )
+    schema_options.setdefault("extensions", default_extensions())
     return strawberry.Schema(
         query=root_query,
         mutation=mutation,
@@ -198,3 +215,22 @@ def build_schema(
         types=types,
         **schema_options,
     )
+
+
+def default_extensions() -> list[Any]:
+    """The safe defaults ``build_schema`` installs unless given ``extensions=``:
+    depth, token and alias limits, masked errors, and introspection only where
+    ``INTROSPECTION`` (default: ``DEBUG``) allows it."""
+    options = get_settings()
+    extensions: list[Any] = [
+        QueryDepthLimiter(max_depth=options["MAX_QUERY_DEPTH"]),
+        MaxTokensLimiter(max_token_count=options["MAX_QUERY_TOKENS"]),
+        MaxAliasesLimiter(max_alias_count=options["MAX_ALIASES"]),
+        MaskErrors(should_mask_error=should_mask),
+    ]
+    introspection = options["INTROSPECTION"]
+    if introspection is None:
+        introspection = bool(django_settings.DEBUG)
+    if not introspection:
+        extensions.append(DisableIntrospection())
+    return extensions

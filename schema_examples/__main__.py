@@ -16,7 +16,7 @@ def _seed() -> None:
         return
     for n in (1, 2, 3):
         user = User(pk=n, username=f"test {n}", email=f"{n}@example.com")
-        user.set_unusable_password()
+        user.set_password("demo")  # a demo: log in as "test 1" / "demo"
         user.save()
 
 

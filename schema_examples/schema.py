@@ -1,9 +1,12 @@
-"""The demo's schema: the observed ``user`` fields plus the user mutations."""
+"""The demo's schema: the observed ``user`` and ``note`` fields plus their mutations."""
 
 from __future__ import annotations
 
+from strawberry.tools import merge_types
+
 import gql_observer
 
-from .users.schema import Mutation
+from .notes.schema import NoteMutation
+from .users.schema import UserMutation
 
-schema = gql_observer.build_schema(mutation=Mutation)
+schema = gql_observer.build_schema(mutation=merge_types("Mutation", (UserMutation, NoteMutation)))

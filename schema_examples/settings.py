@@ -25,6 +25,7 @@ INSTALLED_APPS = [
     "strawberry_django",
     "gql_observer",
     "schema_examples.users.apps.UsersConfig",
+    "schema_examples.notes.apps.NotesConfig",
 ]
 MIDDLEWARE = [
     "django.contrib.sessions.middleware.SessionMiddleware",

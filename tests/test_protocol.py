@@ -128,17 +128,36 @@ async def test_a_query_over_the_websocket_is_answered_then_completed(
 
 
 async def test_too_many_operations_on_one_connection_get_an_error(
-    client: GraphQLTransportWSCommunicator, settings: Any
+    application: Any, users: list[User], settings: Any
 ) -> None:
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "SUBSCRIBE_RATE": 10_000}
     from gql_observer.settings import get_settings
 
     limit = get_settings()["MAX_OPERATIONS_PER_CONNECTION"]
-    for _ in range(limit):
+    async with GraphQLTransportWSCommunicator(application) as client:
+        for _ in range(limit):
+            await subscribe_user(client, 1)
+        op = await client.subscribe(SUBSCRIBE_USER, {"pk": 1})
+        message = await client.receive()
+        assert message == {
+            "id": op,
+            "type": "error",
+            "payload": [{"message": "Subscription limit reached"}],
+        }
+
+
+async def test_subscribing_faster_than_the_rate_gets_errors_and_the_connection_goes_on(
+    application: Any, users: list[User], settings: Any
+) -> None:
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "SUBSCRIBE_RATE": 1.0}
+    async with GraphQLTransportWSCommunicator(application) as client:
+        await subscribe_user(client, 1)  # burst of 2
         await subscribe_user(client, 1)
-    op = await client.subscribe(SUBSCRIBE_USER, {"pk": 1})
-    message = await client.receive()
-    assert message == {
-        "id": op,
-        "type": "error",
-        "payload": [{"message": "Subscription limit reached"}],
-    }
+        op = await client.subscribe(SUBSCRIBE_USER, {"pk": 1})
+        assert await client.receive() == {
+            "id": op,
+            "type": "error",
+            "payload": [{"message": "Too many subscribe messages; slow down."}],
+        }
+        await client.send({"type": "ping"})
+        assert await client.receive() == {"type": "pong"}

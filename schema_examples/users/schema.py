@@ -10,6 +10,7 @@ from django.contrib.auth.models import User
 from django.core.exceptions import ValidationError
 
 import gql_observer
+from gql_observer import ClientError
 
 
 @gql_observer.observe(User)
@@ -22,7 +23,7 @@ def _get(pk: strawberry.ID) -> User:
     try:
         return User.objects.get(pk=pk)
     except (User.DoesNotExist, ValueError, ValidationError):
-        raise ValueError(f"No user with pk {pk!r}.") from None
+        raise ClientError(f"No user with pk {pk!r}.") from None
 
 
 def _validated(user: User, fields: set[str]) -> User:
@@ -38,7 +39,7 @@ def _validated(user: User, fields: set[str]) -> User:
             if User.objects.filter(username=user.username).exclude(pk=user.pk).exists():
                 raise ValidationError("A user with that username already exists.")
     except ValidationError as error:
-        raise ValueError("; ".join(error.messages)) from None
+        raise ClientError("; ".join(error.messages)) from None
     return user
 
 
@@ -72,7 +73,7 @@ def _delete(pk: strawberry.ID) -> User:
 
 
 @strawberry.type
-class Mutation:
+class UserMutation:
     @strawberry.mutation(description="Create a user; the password is stored hashed.")
     async def create_user(self, username: str, email: str, password: str) -> UserType:
         return await _create(username, email, password)  # type: ignore[return-value]

@@ -1,0 +1,28 @@
+"""Errors whose message is meant for the client, and the masking of all others."""
+
+from __future__ import annotations
+
+from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
+from graphql import GraphQLError
+
+__all__ = ["ClientError", "should_mask"]
+
+
+class ClientError(Exception):
+    """Raise it in a resolver to tell the client why: its message is shown as it is.
+
+    Any other exception reaches the client as "Unexpected error." (the server
+    logs it), so no traceback, SQL or setting ever leaves the server.
+    """
+
+
+_PUBLIC = (ClientError, ValidationError, PermissionDenied, ObjectDoesNotExist)
+
+
+def should_mask(error: GraphQLError) -> bool:
+    """Mask errors raised by code, except the ones written for clients; GraphQL's
+    own errors (syntax, validation) are always shown."""
+    original = error.original_error
+    if original is None or isinstance(original, GraphQLError):
+        return False
+    return not isinstance(original, _PUBLIC)
