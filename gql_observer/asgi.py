@@ -8,6 +8,8 @@ session authentication and an Origin check against ``ALLOWED_HOSTS``.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -63,6 +65,7 @@ class ObserverTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
+        self._pinger: asyncio.Task[None] | None = None
         self._rate = get_settings()["SUBSCRIBE_RATE"]
         self._tokens = self._burst = 2 * self._rate
         self._refilled = time.monotonic()
@@ -75,6 +78,30 @@ class ObserverTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
             return False
         self._tokens -= 1
         return True
+
+    async def handle_connection_init(self, message: Any) -> None:
+        """Called on ``connection_init``; once acknowledged, the server sends a
+        ``ping`` every ``KEEP_ALIVE_INTERVAL`` (strawberry's ``keep_alive`` only
+        covers legacy graphql-ws)."""
+        await super().handle_connection_init(message)
+        interval = get_settings()["KEEP_ALIVE_INTERVAL"]
+        if self.connection_acknowledged and interval and self._pinger is None:
+            self._pinger = asyncio.create_task(self._ping(interval))
+
+    async def _ping(self, interval: float) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await self.send_message({"type": "ping"})
+            except Exception:
+                return  # the connection is going away; shutdown follows
+
+    async def shutdown(self) -> None:
+        if self._pinger is not None:
+            self._pinger.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pinger
+        await super().shutdown()
 
     async def handle_subscribe(self, message: Any) -> None:
         if self.connection_acknowledged and not self._take_token():
@@ -110,7 +137,27 @@ class ObserverWSConsumer(GraphQLWSConsumer):
             "max_subscriptions_per_connection", options["MAX_OPERATIONS_PER_CONNECTION"]
         )
         self.max_message_size = options["MAX_MESSAGE_SIZE"]
+        self.send_timeout = options["SEND_TIMEOUT"]
+        self._gave_up = False
         super().__init__(schema, **kwargs)
+
+    async def send(
+        self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
+    ) -> None:
+        """Called for each message to the client: one the client does not take
+        within ``SEND_TIMEOUT`` closes the connection (1013), so a stalled client
+        holds no operation and no buffer; later sends are dropped."""
+        if self._gave_up:
+            return
+        try:
+            await asyncio.wait_for(super().send(text_data, bytes_data, close), self.send_timeout)
+        except TimeoutError:
+            self._gave_up = True
+            logger.warning(
+                "A websocket client took more than %.1fs to take a message; closing it",
+                self.send_timeout,
+            )
+            await self.close(code=1013, reason="Client too slow")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called for each client frame: oversized ones close the socket (1009)."""
@@ -158,6 +205,10 @@ def _is_subscription(query: str | None, operation_name: str | None) -> bool:
 
 class ObserverHTTPConsumer(GraphQLHTTPConsumer):
     """Strawberry's HTTP consumer; GraphiQL's assets may come from your own server."""
+
+    # No channel-layer channel per request either: with channels_redis each
+    # request would wait on the layer, and fail when Redis is away.
+    channel_layer_alias = "gql_observer.no-channel-per-connection"
 
     async def execute_single(
         self,

@@ -267,7 +267,7 @@ class Hub:
         try:
             async with self._lock(group):
                 if group not in self.joined:
-                    await self.layer.group_add(group, self.channel)
+                    await self._twice(self.layer.group_add, group)
                     self.joined.add(group)
         except BaseException:
             self.leave(subscription)
@@ -290,6 +290,15 @@ class Hub:
             if not self._closed:
                 self._spawn(self._discard(group), "gql_observer.hub.discard")
 
+    async def _twice(self, call: Callable[[str, str | None], Awaitable[Any]], group: str) -> None:
+        # After Redis restarts, each pooled connection fails once before the
+        # pool replaces it: one failure is no reason to fail a subscriber.
+        try:
+            await asyncio.wait_for(call(group, self.channel), self._probe_timeout)
+        except Exception:
+            logger.debug("Retrying a group operation on %s", group, exc_info=True)
+            await asyncio.wait_for(call(group, self.channel), self._probe_timeout)
+
     def _lock(self, group: str) -> asyncio.Lock:
         lock = self._locks.get(group)
         if lock is None:
@@ -301,7 +310,7 @@ class Hub:
         async with lock:
             if group in self.joined and not self.groups.get(group):
                 try:
-                    await self.layer.group_discard(group, self.channel)
+                    await self._twice(self.layer.group_discard, group)
                 except Exception:
                     logger.exception("Could not leave group %s", group)
                 self.joined.discard(group)

@@ -1,0 +1,254 @@
+"""End to end: nothing lost, nothing stuck. A Redis of the test's own stops and
+comes back under a stream of saves; subscribers keep their sockets and end with
+the committed state."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+import websockets
+
+from .conftest import DemoServer, free_port, start
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]
+
+SUBSCRIPTION = """subscription ($pk: ID!) {
+  user(pk: $pk) { action responseStatus data { id username } }
+}"""
+RENAME = "mutation ($pk: ID!, $name: String!) { updateUser(pk: $pk, username: $name) { id } }"
+
+
+class OwnRedis:
+    """A ``redis-server`` on a free loopback port, stopped and started at will."""
+
+    def __init__(self, log: Path) -> None:
+        self.port = free_port()
+        self.log = log
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, timeout: float = 10) -> None:
+        with self.log.open("ab") as out:
+            self.process = subprocess.Popen(
+                [
+                    "redis-server",
+                    "--port",
+                    str(self.port),
+                    "--bind",
+                    "127.0.0.1",
+                    "--save",
+                    "",
+                    "--appendonly",
+                    "no",
+                    "--daemonize",
+                    "no",
+                ],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        connection = redis.Redis.from_url(self.url)
+        deadline = time.monotonic() + timeout
+        try:
+            while True:
+                try:
+                    if connection.ping():
+                        return
+                except redis.ConnectionError:
+                    if time.monotonic() > deadline or self.process.poll() is not None:
+                        raise
+                    time.sleep(0.05)
+        finally:
+            connection.close()
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
+
+
+@pytest.fixture
+def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
+    server = OwnRedis(tmp_path / "redis.log")
+    server.start()
+    yield server
+    if server.process is not None and server.process.poll() is None:
+        server.process.kill()
+        server.process.wait()
+
+
+class Watcher:
+    """One raw graphql-transport-ws subscription whose envelopes are read in the
+    background; ``names`` are the usernames delivered, in order."""
+
+    def __init__(self, ws: Any, pk: int) -> None:
+        self.ws = ws
+        self.pk = pk
+        self.names: list[str] = []
+        self.actions: list[str] = []
+        self.closed: BaseException | None = None
+        self.task = asyncio.ensure_future(self._read())
+
+    @classmethod
+    async def open(cls, url: str, pk: int) -> Watcher:
+        ws = await websockets.connect(url, subprotocols=["graphql-transport-ws"])
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+        await ws.send(
+            json.dumps(
+                {
+                    "type": "subscribe",
+                    "id": "s",
+                    "payload": {"query": SUBSCRIPTION, "variables": {"pk": pk}},
+                }
+            )
+        )
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert first["payload"]["data"]["user"]["action"] == "subscribe_instance", first
+        return cls(ws, pk)
+
+    async def _read(self) -> None:
+        try:
+            async for raw in self.ws:
+                message = json.loads(raw)
+                if message["type"] == "ping":
+                    await self.ws.send(json.dumps({"type": "pong"}))
+                    continue
+                assert message["type"] == "next", message
+                envelope = message["payload"]["data"]["user"]
+                self.actions.append(envelope["action"])
+                self.names.append(envelope["data"]["username"])
+        except websockets.ConnectionClosed as error:
+            self.closed = error
+
+    @property
+    def last(self) -> str | None:
+        return self.names[-1] if self.names else None
+
+    async def close(self) -> None:
+        self.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.task
+        await self.ws.close()
+
+
+async def wait_until(condition: Any, timeout: float, what: str) -> float:
+    """Poll ``condition`` until it holds; the seconds it took."""
+    began = time.monotonic()
+    while not condition():
+        if time.monotonic() - began > timeout:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.05)
+    return time.monotonic() - began
+
+
+def rename(server: DemoServer, pk: int, name: str) -> float:
+    """Rename a user through the server's mutation; the seconds it took."""
+    began = time.monotonic()
+    answer = server.post(RENAME, {"pk": pk, "name": name})
+    assert answer == {"data": {"updateUser": {"id": str(pk)}}}, answer
+    return time.monotonic() - began
+
+
+async def test_subscribers_get_the_committed_state_after_redis_stops_and_comes_back(
+    demo_env: dict[str, str], servers: list[DemoServer], tmp_path: Path, own_redis: OwnRedis
+) -> None:
+    env = {**demo_env, "REDIS_URL": own_redis.url, "CHANNELS_PREFIX": f"outage{os.getpid()}"}
+    server = start(servers, env, tmp_path)
+    watchers = [
+        await Watcher.open(server.ws, 1),
+        await Watcher.open(server.ws, 1),
+        await Watcher.open(server.ws, 2),
+    ]
+    committed: dict[int, str] = {}
+    durations: list[float] = []
+    phase = "before"
+
+    async def save(n: int) -> None:
+        pk = 1 + n % 2
+        name = f"{phase}-{n}"
+        durations.append(await asyncio.to_thread(rename, server, pk, name))
+        committed[pk] = name
+
+    n = 0
+    for _ in range(10):
+        await save(n := n + 1)
+    await wait_until(
+        lambda: all(w.last == committed[w.pk] for w in watchers), 10, "delivered before"
+    )
+
+    own_redis.stop()
+    phase = "during"
+    outage_began = time.monotonic()
+    # Saves go on while Redis is away, for longer than the publish timeout's
+    # share of a request would allow if publishing blocked the writer.
+    while time.monotonic() - outage_began < 3:
+        await save(n := n + 1)
+    saves_during = n - 10
+    assert saves_during >= 4, saves_during
+
+    own_redis.start()
+    # No save after the restart: what was committed during the outage must
+    # arrive by itself (the hub re-joins and resyncs; the publisher retries).
+    took = await wait_until(
+        lambda: all(w.last == committed[w.pk] for w in watchers),
+        15,
+        f"every subscriber holds the committed state; committed={committed}, "
+        f"last={[w.last for w in watchers]}",
+    )
+    # Later saves flow as usual again.
+    phase = "later"
+    for _ in range(4):
+        await save(n := n + 1)
+    await wait_until(lambda: all(w.last == committed[w.pk] for w in watchers), 10, "later")
+
+    assert all(w.closed is None for w in watchers), [w.closed for w in watchers]
+    assert set().union(*(w.actions for w in watchers)) == {"update"}
+    # No writer waited on the broker: every request answered quickly.
+    assert max(durations) < 2.0, sorted(durations)[-5:]
+    log = (tmp_path / "server-0.log").read_text()
+    assert "Channel layer back after" in log, log
+    assert "Exception in ASGI application" not in log, log
+    for watcher in watchers:
+        await watcher.close()
+    assert server.stop() == 0
+    print(
+        f"\nsaves: {len(durations)}, {saves_during} while Redis was down; max request "
+        f"{max(durations) * 1000:.0f} ms; converged {took:.2f}s after Redis returned"
+    )
+
+
+async def test_subscribers_recover_when_redis_forgets_the_group_memberships(
+    demo_env: dict[str, str], servers: list[DemoServer], tmp_path: Path, own_redis: OwnRedis
+) -> None:
+    # FLUSHALL is a restart without a broken connection: no receive fails,
+    # only the hub's probe can notice that nothing reaches it any more.
+    env = {**demo_env, "REDIS_URL": own_redis.url, "CHANNELS_PREFIX": f"flush{os.getpid()}"}
+    server = start(servers, env, tmp_path)
+    watcher = await Watcher.open(server.ws, 1)
+    await asyncio.to_thread(rename, server, 1, "before flush")
+    await wait_until(lambda: watcher.last == "before flush", 10, "delivered before")
+    connection = redis.Redis.from_url(own_redis.url)
+    connection.flushall()
+    connection.close()
+    await asyncio.to_thread(rename, server, 1, "after flush")
+    # Two probe intervals (3 s each by default) bound the detection.
+    took = await wait_until(lambda: watcher.last == "after flush", 10, "resynced after flush")
+    assert watcher.closed is None
+    log = (tmp_path / "server-0.log").read_text()
+    assert "did not deliver this process's probe" in log, log
+    await watcher.close()
+    assert server.stop() == 0
+    print(f"\nresynced {took:.2f}s after the memberships were lost")
