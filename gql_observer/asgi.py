@@ -14,7 +14,7 @@ import datetime as dt
 import logging
 import re
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlparse
 
 from channels.auth import AuthMiddlewareStack
@@ -31,6 +31,7 @@ from strawberry.schema import BaseSchema
 from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
     BaseGraphQLTransportWSHandler,
 )
+from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from .auth import AuthenticationFailed, authenticate, credential_from_params
 from .hub import current_hub
@@ -41,6 +42,7 @@ __all__ = [
     "HostOriginValidator",
     "Lifespan",
     "ObserverHTTPConsumer",
+    "ObserverLegacyWSHandler",
     "ObserverTransportWSHandler",
     "ObserverWSConsumer",
     "application",
@@ -103,6 +105,29 @@ class ObserverTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
                 await self._pinger
         await super().shutdown()
 
+    async def handle_message(self, message: Any) -> None:
+        """Validate each message at the boundary: a frame that is not an object,
+        or a subscribe/complete without a string id (and a subscribe without a
+        string query) closes 4400, as the protocol says of invalid messages."""
+        if not isinstance(message, dict):
+            await self.handle_invalid_message("Failed to parse message")
+            return
+        kind = message.get("type")
+        if kind in {"subscribe", "complete"} and not isinstance(message.get("id"), str):
+            await self.handle_invalid_message("Failed to parse message")
+            return
+        if kind == "subscribe":
+            payload = message.get("payload")
+            if (
+                not isinstance(payload, dict)
+                or not isinstance(payload.get("query"), str)
+                or not isinstance(payload.get("variables") or {}, dict)
+                or not isinstance(payload.get("operationName") or "", str)
+            ):
+                await self.handle_invalid_message("Failed to parse message")
+                return
+        await super().handle_message(cast(Any, message))
+
     async def handle_subscribe(self, message: Any) -> None:
         if self.connection_acknowledged and not self._take_token():
             operation_id = message.get("id") if isinstance(message, dict) else None
@@ -113,6 +138,33 @@ class ObserverTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
                 )
                 return
         await super().handle_subscribe(message)
+
+
+class ObserverLegacyWSHandler(BaseGraphQLWSHandler[Any, Any]):
+    """Legacy graphql-ws, with its messages validated at the boundary: it ignores
+    what is not a message, as it ignores unknown types, and answers a malformed
+    ``start`` with an ``error`` (strawberry's handler raised on both)."""
+
+    async def handle_message(self, message: Any) -> None:
+        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
+            return
+        if message["type"] in {"start", "stop"}:
+            operation_id = message.get("id")
+            if not isinstance(operation_id, str):
+                return
+            payload = message.get("payload")
+            if message["type"] == "start" and (
+                not isinstance(payload, dict) or not isinstance(payload.get("query"), str)
+            ):
+                await self.send_message(
+                    {
+                        "type": "error",
+                        "id": operation_id,
+                        "payload": {"message": "Invalid start message."},
+                    }
+                )
+                return
+        await super().handle_message(cast(Any, message))
 
 
 class ObserverWSConsumer(GraphQLWSConsumer):
@@ -126,6 +178,7 @@ class ObserverWSConsumer(GraphQLWSConsumer):
 
     channel_layer_alias = "gql_observer.no-channel-per-connection"
     graphql_transport_ws_handler_class = ObserverTransportWSHandler
+    graphql_ws_handler_class = ObserverLegacyWSHandler
 
     def __init__(self, schema: BaseSchema, **kwargs: Any) -> None:
         options = get_settings()
@@ -139,14 +192,16 @@ class ObserverWSConsumer(GraphQLWSConsumer):
         self.max_message_size = options["MAX_MESSAGE_SIZE"]
         self.send_timeout = options["SEND_TIMEOUT"]
         self._gave_up = False
+        self._closer: asyncio.Future[None] | None = None
         super().__init__(schema, **kwargs)
 
     async def send(
         self, text_data: str | None = None, bytes_data: bytes | None = None, close: bool = False
     ) -> None:
-        """Called for each message to the client: one the client does not take
-        within ``SEND_TIMEOUT`` closes the connection (1013), so a stalled client
-        holds no operation and no buffer; later sends are dropped."""
+        """Called for each message to the client. One the client does not take
+        within ``SEND_TIMEOUT`` ends the connection's operations at once (their
+        subscriptions leave the hub) and closes it with 1013; later sends are
+        dropped."""
         if self._gave_up:
             return
         try:
@@ -157,7 +212,11 @@ class ObserverWSConsumer(GraphQLWSConsumer):
                 "A websocket client took more than %.1fs to take a message; closing it",
                 self.send_timeout,
             )
-            await self.close(code=1013, reason="Client too slow")
+            # As if the client had gone: strawberry cancels every operation.
+            self.message_queue.put_nowait({"message": None, "disconnected": True})
+            # The close frame waits behind what the client did not read (ASGI
+            # servers wait for a writable socket); it must not hold anything.
+            self._closer = asyncio.ensure_future(self.close(code=1013, reason="Client too slow"))
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called for each client frame: oversized ones close the socket (1009)."""

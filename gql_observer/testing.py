@@ -20,7 +20,13 @@ SUBPROTOCOL = "graphql-transport-ws"
 
 
 class ProtocolError(AssertionError):
-    """The server sent something else than the test expected."""
+    """The server sent something else than the test expected (``code`` and
+    ``reason`` are set when it closed the socket)."""
+
+    def __init__(self, message: str, code: int | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
 
 
 class GraphQLTransportWSCommunicator:
@@ -73,14 +79,17 @@ class GraphQLTransportWSCommunicator:
     async def send(self, message: Any) -> None:
         await self.communicator.send_to(text_data=json.dumps(message))
 
-    async def send_raw(self, text: str) -> None:
-        await self.communicator.send_to(text_data=text)
+    async def send_raw(self, frame: str | bytes) -> None:
+        """Send one frame as it is: any text (empty too) or bytes."""
+        key = "text" if isinstance(frame, str) else "bytes"
+        await self.communicator.send_input({"type": "websocket.receive", key: frame})
 
     async def receive(self, timeout: float | None = None) -> dict[str, Any]:
         """The next message (raises if the socket closes or nothing comes in time)."""
         output = await self.communicator.receive_output(timeout or self.timeout)
         if output["type"] == "websocket.close":
-            raise ProtocolError(f"Closed {output.get('code')}: {output.get('reason')}")
+            code, reason = output.get("code", 1000), output.get("reason", "")
+            raise ProtocolError(f"Closed {code}: {reason}", code, reason)
         message: dict[str, Any] = json.loads(output["text"])
         return message
 
@@ -135,4 +144,7 @@ class GraphQLTransportWSCommunicator:
         return quiet
 
     async def disconnect(self) -> None:
+        """Close from the client side (a no-op once the application has ended)."""
+        if self.communicator.future.done():
+            return
         await self.communicator.disconnect()

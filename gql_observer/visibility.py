@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from asgiref.sync import sync_to_async
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.core.exceptions import ObjectDoesNotExist, ValidationError
 from django.db.models import Field, Model, QuerySet
 from strawberry import Info
@@ -96,7 +96,7 @@ def _still_valid(viewer: Viewer) -> Any | None:
     user = viewer.user
     if not getattr(user, "is_authenticated", False):
         return user  # anonymous stays anonymous
-    fresh = type(user)._default_manager.filter(pk=user.pk).first()
+    fresh = get_user_model()._default_manager.filter(pk=user.pk).first()
     if fresh is None or not fresh.is_active:
         return None
     if viewer.session_key is not None:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -20,6 +21,36 @@ SUBSCRIBE_USER = (
 QUERY_USER = (
     f"query ($pk: ID!, $rid: JSON) {{ user(pk: $pk, requestId: $rid) {{ {USER_FIELDS} }} }}"
 )
+
+
+#: Every frame and HTTP body the server sent to an in-process client in this run.
+SENT: list[str] = []
+#: What a password hash looks like, whatever the hasher.
+HASH = re.compile(r"(md5|pbkdf2_sha256|pbkdf2_sha1|argon2|bcrypt_sha256|scrypt)\$")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_password_hash_ever_leaves() -> Iterator[None]:
+    """Record what the server sends in every test; at the end, no frame or body
+    of the whole run may hold a password hash."""
+    from channels.testing import ApplicationCommunicator
+
+    original = ApplicationCommunicator.receive_output
+
+    async def recording(self: Any, timeout: float = 1) -> Any:
+        output = await original(self, timeout)
+        for key in ("text", "body"):
+            value = output.get(key)
+            if value:
+                SENT.append(value if isinstance(value, str) else value.decode("utf-8", "replace"))
+        return output
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(ApplicationCommunicator, "receive_output", recording)
+        yield
+    assert SENT, "no frame was recorded: the scan would prove nothing"
+    leaked = [frame for frame in SENT if HASH.search(frame)]
+    assert not leaked, f"password hashes were sent: {leaked[:3]}"
 
 
 @pytest.fixture(scope="session")

@@ -92,6 +92,17 @@ async def test_closes_4409_when_an_operation_id_is_reused(
         (json.dumps({"type": "nonsense"}), "Unknown message type: nonsense"),
         (json.dumps({"id": "1"}), "Failed to parse message"),
         (json.dumps({"type": "subscribe", "id": "1"}), "Failed to parse message"),
+        ("null", "Failed to parse message"),
+        ("[1, 2]", "Failed to parse message"),
+        (
+            json.dumps({"type": "subscribe", "id": [1], "payload": {"query": "{ x }"}}),
+            "Failed to parse message",
+        ),
+        (
+            json.dumps({"type": "subscribe", "id": "1", "payload": {"query": 5}}),
+            "Failed to parse message",
+        ),
+        (json.dumps({"type": "complete", "id": {"a": 1}}), "Failed to parse message"),
     ],
 )
 async def test_closes_4400_on_an_invalid_message(

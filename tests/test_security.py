@@ -1,0 +1,330 @@
+"""Who may see what, through the real protocol: authentication by session and by
+token, owner-only notes re-checked on every event, limits, masked errors."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth.models import User
+from django.contrib.sessions.backends.db import SessionStore
+from django.db import transaction
+
+from gql_observer import issue_token
+from gql_observer.testing import GraphQLTransportWSCommunicator
+from schema_examples.notes.models import Note
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+NOTE_FIELDS = "action errors responseStatus requestId data { id title body }"
+SUBSCRIBE_NOTE = f"subscription ($pk: ID!) {{ note(pk: $pk, requestId: 1) {{ {NOTE_FIELDS} }} }}"
+
+
+@pytest.fixture
+def note(users: list[User]) -> Note:
+    return Note.objects.create(owner=users[0], title="secret title", body="secret body")
+
+
+async def as_user(application: Any, user: User | None) -> GraphQLTransportWSCommunicator:
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    token = await database_sync_to_async(issue_token)(user) if user else None
+    await client.init({"token": token} if token else None)
+    return client
+
+
+def envelope(action: str, status: int, data: Any = None, errors: list[str] | None = None) -> Any:
+    return {
+        "note": {
+            "action": action,
+            "errors": errors or [],
+            "responseStatus": status,
+            "requestId": 1,
+            "data": data,
+        }
+    }
+
+
+NOT_FOUND = ["Not found."]
+UNAUTHORIZED = ["Authentication required."]
+
+
+async def subscribed(client: GraphQLTransportWSCommunicator, note: Note) -> str:
+    op = await client.subscribe(SUBSCRIBE_NOTE, {"pk": note.pk})
+    assert await client.next(op) == envelope("subscribe_instance", 201)
+    return op
+
+
+@database_sync_to_async
+def edit(note: Note, **changes: Any) -> None:
+    fresh = Note.objects.get(pk=note.pk)
+    for name, value in changes.items():
+        setattr(fresh, name, value)
+    fresh.save()
+
+
+# -- authentication ---------------------------------------------------------
+
+
+async def test_a_token_in_connection_init_authenticates_the_connection(
+    application: Any, users: list[User], note: Note
+) -> None:
+    client = await as_user(application, users[0])
+    op = await subscribed(client, note)
+    await edit(note, title="new title")
+    assert await client.next(op) == envelope(
+        "update", 200, {"id": str(note.pk), "title": "new title", "body": "secret body"}
+    )
+    await client.disconnect()
+
+
+@pytest.mark.parametrize(
+    "payload", [{"token": "garbage"}, {"authToken": "a:b:c"}, {"Authorization": "Bearer nope"}]
+)
+async def test_a_bad_token_closes_4403(
+    application: Any, users: list[User], payload: dict[str, str]
+) -> None:
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    await client.send({"type": "connection_init", "payload": payload})
+    assert await client.receive_close() == (4403, "Forbidden")
+
+
+async def test_an_expired_token_closes_4403(
+    application: Any, users: list[User], settings: Any
+) -> None:
+    token = await database_sync_to_async(issue_token)(users[0])
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "TOKEN_MAX_AGE": -1}
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    await client.send({"type": "connection_init", "payload": {"token": token}})
+    assert await client.receive_close() == (4403, "Forbidden")
+
+
+async def test_a_token_dies_when_the_password_changes(application: Any, users: list[User]) -> None:
+    token = await database_sync_to_async(issue_token)(users[0])
+
+    @database_sync_to_async
+    def change_password() -> None:
+        user = User.objects.get(pk=1)
+        user.set_password("another")
+        user.save()
+
+    await change_password()
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    await client.send({"type": "connection_init", "payload": {"token": token}})
+    assert await client.receive_close() == (4403, "Forbidden")
+
+
+@database_sync_to_async
+def login_session(user: User) -> str:
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    return str(session.session_key)
+
+
+async def test_the_session_cookie_authenticates_the_connection_and_logout_ends_it(
+    application: Any, users: list[User], note: Note
+) -> None:
+    key = await login_session(users[0])
+    cookie = f"{django_settings.SESSION_COOKIE_NAME}={key}".encode()
+    client = GraphQLTransportWSCommunicator(application, headers=[(b"cookie", cookie)])
+    await client.connect()
+    await client.init()
+    op = await subscribed(client, note)
+    await database_sync_to_async(SessionStore(key).delete)()  # logged out elsewhere
+    await edit(note, title="after logout")
+    assert await client.next(op) == envelope("update", 401, None, UNAUTHORIZED)
+    await client.expect_complete(op)
+    await client.disconnect()
+
+
+# -- visibility -----------------------------------------------------------------
+
+
+async def test_anonymous_gets_401_and_no_field(application: Any, note: Note) -> None:
+    client = await as_user(application, None)
+    op = await client.subscribe(SUBSCRIBE_NOTE, {"pk": note.pk})
+    assert await client.next(op) == envelope("subscribe_instance", 401, None, UNAUTHORIZED)
+    await client.expect_complete(op)
+    await client.disconnect()
+
+
+async def test_another_user_gets_404_as_if_the_note_did_not_exist(
+    application: Any, users: list[User], note: Note
+) -> None:
+    client = await as_user(application, users[1])
+    op = await client.subscribe(SUBSCRIBE_NOTE, {"pk": note.pk})
+    assert await client.next(op) == envelope("subscribe_instance", 404, None, NOT_FOUND)
+    await client.expect_complete(op)
+    query = await client.subscribe(f"query {{ note(pk: {note.pk}) {{ {NOTE_FIELDS} }} }}")
+    assert (await client.next(query))["note"]["responseStatus"] == 404
+    await client.disconnect()
+
+
+async def test_ownership_transferred_ends_the_old_owners_subscription_and_opens_the_new_ones(
+    application: Any, users: list[User], note: Note
+) -> None:
+    old, new = await as_user(application, users[0]), await as_user(application, users[1])
+    op = await subscribed(old, note)
+    await edit(note, owner_id=users[1].pk, title="now yours")
+    assert await old.next(op) == envelope("update", 404, None, NOT_FOUND)
+    await old.expect_complete(op)
+    await edit(note, title="old owner must not see this")
+    assert await old.nothing(0.3)
+    op_new = await subscribed(new, note)
+    await edit(note, body="new body")
+    assert (await new.next(op_new))["note"]["data"]["body"] == "new body"
+    await old.disconnect()
+    await new.disconnect()
+
+
+async def test_a_deactivated_user_gets_401_and_nothing_after(
+    application: Any, users: list[User], note: Note
+) -> None:
+    client = await as_user(application, users[0])
+    op = await subscribed(client, note)
+    await database_sync_to_async(User.objects.filter(pk=users[0].pk).update)(is_active=False)
+    await edit(note, title="after deactivation")
+    assert await client.next(op) == envelope("update", 401, None, UNAUTHORIZED)
+    await client.expect_complete(op)
+    await edit(note, title="still nothing")
+    assert await client.nothing(0.3)
+    await client.disconnect()
+
+
+async def test_a_note_transferred_and_deleted_at_once_leaks_nothing_to_the_old_owner(
+    application: Any, users: list[User], note: Note
+) -> None:
+    client = await as_user(application, users[0])
+    op = await subscribed(client, note)
+
+    @database_sync_to_async
+    def transfer_then_delete() -> None:
+        with transaction.atomic():
+            fresh = Note.objects.get(pk=note.pk)
+            fresh.owner_id = users[1].pk
+            fresh.title = "the new owner's words"
+            fresh.save()
+            fresh.delete()
+
+    await transfer_then_delete()
+    # The update may be seen first (re-read: gone) or merged into the delete
+    # (checked against the last values: not the owner's): no data either way.
+    last = (await client.next(op))["note"]
+    assert last["action"] in {"update", "delete"}
+    assert (last["responseStatus"], last["data"], last["errors"]) == (404, None, NOT_FOUND)
+    await client.expect_complete(op)
+    await client.disconnect()
+
+
+async def test_the_owner_sees_the_delete_with_last_values(
+    application: Any, users: list[User], note: Note
+) -> None:
+    client = await as_user(application, users[0])
+    op = await subscribed(client, note)
+    await database_sync_to_async(Note.objects.filter(pk=note.pk).delete)()
+    assert await client.next(op) == envelope(
+        "delete", 204, {"id": str(note.pk), "title": "secret title", "body": "secret body"}
+    )
+    await client.expect_complete(op)
+    await client.disconnect()
+
+
+async def test_object_permissions_go_through_user_has_perm(users: list[User]) -> None:
+    from gql_observer.decorator import _permission_hook
+
+    hook = _permission_hook("notes.view_note")
+    assert hook is not None
+    note = Note(owner=users[0], title="t")
+    superuser = User(username="root", is_superuser=True, is_active=True)
+    assert hook(superuser, note) is True
+    assert hook(users[1], note) is False
+
+
+# -- limits and errors -----------------------------------------------------------
+
+
+async def test_an_oversized_message_closes_1009_and_others_are_served(
+    client: GraphQLTransportWSCommunicator, application: Any, settings: Any
+) -> None:
+    from gql_observer.settings import get_settings
+
+    size = get_settings()["MAX_MESSAGE_SIZE"]
+    await client.send_raw(json.dumps({"type": "ping", "payload": {"x": "a" * size}}))
+    assert await client.receive_close() == (1009, "Message too big")
+    async with GraphQLTransportWSCommunicator(application) as other:
+        await other.send({"type": "ping"})
+        assert await other.receive() == {"type": "pong"}
+
+
+async def test_a_too_deep_query_is_an_error_and_the_connection_goes_on(
+    users: list[User], settings: Any
+) -> None:
+    import gql_observer
+    from gql_observer.asgi import application as build
+
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "MAX_QUERY_DEPTH": 1}
+    async with GraphQLTransportWSCommunicator(build(gql_observer.build_schema())) as client:
+        op = await client.subscribe("query Deep { user(pk: 1) { data { id } } }")
+        message = await client.receive()
+        assert message["id"] == op
+        assert message["payload"][0]["message"] == "'Deep' exceeds maximum operation depth of 1"
+        await client.send({"type": "ping"})
+        assert await client.receive() == {"type": "pong"}
+
+
+async def test_introspection_follows_its_setting(users: list[User], settings: Any) -> None:
+    import gql_observer
+    from gql_observer.asgi import application as build
+
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "INTROSPECTION": False}
+    async with GraphQLTransportWSCommunicator(build(gql_observer.build_schema())) as client:
+        op = await client.subscribe("{ __schema { queryType { name } } }")
+        message = await client.receive()
+        assert message["id"] == op
+        assert "introspection" in message["payload"][0]["message"].lower()
+
+
+async def test_unexpected_errors_are_masked() -> None:
+    from graphql import GraphQLError
+
+    from gql_observer import ClientError
+    from gql_observer.errors import should_mask
+
+    assert should_mask(GraphQLError("x", original_error=RuntimeError("SELECT * FROM secret")))
+    assert not should_mask(GraphQLError("x", original_error=ClientError("shown")))
+    assert not should_mask(GraphQLError("syntax"))
+
+
+async def test_mutations_need_a_user(application: Any, users: list[User], note: Note) -> None:
+    client = await as_user(application, None)
+    op = await client.subscribe('mutation { createNote(title: "x") { id } }')
+    message = await client.receive()
+    assert message["type"] == "next" and message["id"] == op
+    assert message["payload"]["errors"][0]["message"] == (
+        "Authentication required: log in or send a token."
+    )
+    await client.disconnect()
+
+
+async def test_login_gives_a_token_that_authenticates(
+    application: Any, users: list[User], note: Note
+) -> None:
+    client = await as_user(application, None)
+    op = await client.subscribe('mutation { login(username: "test 1", password: "secret-1") }')
+    token = (await client.next(op))["login"]
+    await client.disconnect()
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    await client.init({"Authorization": f"Bearer {token}"})
+    await subscribed(client, note)
+    await client.disconnect()
