@@ -31,3 +31,8 @@ else:
 CHANNEL_LAYERS = channel_layers(None)
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 DEBUG = True
+
+AUTHENTICATION_BACKENDS = [
+    "django.contrib.auth.backends.ModelBackend",
+    "tests.backends.ObjectPermissionBackend",
+]

@@ -239,7 +239,7 @@ async def test_the_owner_sees_the_delete_with_last_values(
     await client.disconnect()
 
 
-async def test_object_permissions_go_through_user_has_perm(users: list[User]) -> None:
+def test_object_permissions_go_through_user_has_perm(users: list[User]) -> None:
     from gql_observer.decorator import _permission_hook
 
     hook = _permission_hook("notes.view_note")
@@ -328,3 +328,84 @@ async def test_login_gives_a_token_that_authenticates(
     await client.init({"Authorization": f"Bearer {token}"})
     await subscribed(client, note)
     await client.disconnect()
+
+
+async def test_a_revoked_object_permission_ends_the_subscription(
+    users: list[User], note: Note
+) -> None:
+    import strawberry_django
+    from django.contrib.auth.models import Permission
+
+    import gql_observer
+    from gql_observer.asgi import application as build
+    from gql_observer.registry import definitions
+
+    if not any(d.field_name == "guardedNote" for d in definitions()):
+
+        @gql_observer.observe(Note, name="guardedNote", permission="notes.view_note")
+        @strawberry_django.type(Note, fields=["id", "title"], name="GuardedNoteType")
+        class GuardedNoteType:
+            pass
+
+    @database_sync_to_async
+    def grant(user: User, granted: bool) -> None:
+        permission = Permission.objects.get(codename="view_note")
+        if granted:
+            user.user_permissions.add(permission)
+        else:
+            user.user_permissions.remove(permission)
+
+    await grant(users[1], True)
+    client = GraphQLTransportWSCommunicator(build(gql_observer.build_schema()))
+    await client.connect()
+    await client.init({"token": await database_sync_to_async(issue_token)(users[1])})
+    query = (
+        "subscription ($pk: ID!) { guardedNote(pk: $pk) { action responseStatus data { title } } }"
+    )
+    op = await client.subscribe(query, {"pk": note.pk})
+    assert await client.next(op) == {
+        "guardedNote": {"action": "subscribe_instance", "responseStatus": 201, "data": None}
+    }
+    await edit(note, title="visible")
+    assert await client.next(op) == {
+        "guardedNote": {"action": "update", "responseStatus": 200, "data": {"title": "visible"}}
+    }
+    await grant(users[1], False)
+    await edit(note, title="revoked")
+    assert await client.next(op) == {
+        "guardedNote": {"action": "update", "responseStatus": 404, "data": None}
+    }
+    await client.expect_complete(op)
+    await client.disconnect()
+
+
+async def test_a_bearer_token_authenticates_http_and_a_bad_one_answers_401(
+    application: Any, users: list[User], note: Note
+) -> None:
+    from channels.testing import HttpCommunicator
+
+    async def post(authorization: str) -> Any:
+        body = json.dumps(
+            {"query": f"{{ note(pk: {note.pk}) {{ responseStatus data {{ title }} }} }}"}
+        )
+        communicator = HttpCommunicator(
+            application,
+            "POST",
+            "/graphql/",
+            body=body.encode(),
+            headers=[
+                (b"content-type", b"application/json"),
+                (b"authorization", authorization.encode()),
+            ],
+        )
+        return await communicator.get_response(timeout=5)
+
+    token = await database_sync_to_async(issue_token)(users[0])
+    ok = await post(f"Bearer {token}")
+    assert json.loads(ok["body"]) == {
+        "data": {"note": {"responseStatus": 200, "data": {"title": "secret title"}}}
+    }
+    other = await post(f"Bearer {await database_sync_to_async(issue_token)(users[1])}")
+    assert json.loads(other["body"])["data"]["note"] == {"responseStatus": 404, "data": None}
+    bad = await post("Bearer forged")
+    assert bad["status"] == 401
