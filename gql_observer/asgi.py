@@ -33,10 +33,11 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 )
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
+from . import cohort, registry
 from .auth import AuthenticationFailed, authenticate, credential_from_params
 from .hub import current_hub
 from .settings import get_settings
-from .visibility import EXPIRES_KEY
+from .visibility import EXPIRES_KEY, viewer_from_scope
 
 __all__ = [
     "HostOriginValidator",
@@ -127,6 +128,27 @@ class ObserverTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
                 await self.handle_invalid_message("Failed to parse message")
                 return
         await super().handle_message(cast(Any, message))
+
+    async def run_operation(self, operation: Any) -> None:
+        """Run one operation; a subscription of an observed field joins the
+        cohort of its (document, variables, operation name, viewer): one
+        execution and one encoding per change for all of them."""
+        field = None
+        if get_settings()["COHORTS"]:
+            field = cohort.observed_subscription(operation.query, operation.operation_name)
+        if field is None:
+            await super().run_operation(operation)
+            return
+        definition = next(d for d in registry.definitions() if d.field_name == field)
+        viewer = viewer_from_scope(self.context["ws"].scope).key(definition)
+        key = cohort.cohort_key(
+            operation.query, operation.variables, operation.operation_name, viewer
+        )
+        group, member = cohort.join(key, self, operation)
+        try:
+            await member.done
+        finally:
+            group.leave(member)
 
     async def handle_subscribe(self, message: Any) -> None:
         if self.connection_acknowledged and not self._take_token():

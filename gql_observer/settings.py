@@ -68,6 +68,9 @@ class ObserverSettings(TypedDict):
     #: Subscribe messages a connection may send per second (a burst of twice
     #: that is allowed); beyond, the operation gets an error.
     SUBSCRIBE_RATE: float
+    #: Share one execution and one encoded payload among the subscribers of
+    #: the same operation and viewer (see ``gql_observer.cohort``).
+    COHORTS: bool
 
 
 DEFAULTS: ObserverSettings = {
@@ -92,6 +95,7 @@ DEFAULTS: ObserverSettings = {
     "MAX_QUERY_TOKENS": 2000,
     "MAX_ALIASES": 30,
     "SUBSCRIBE_RATE": 20.0,
+    "COHORTS": True,
 }
 
 

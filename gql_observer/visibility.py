@@ -29,6 +29,7 @@ __all__ = [
     "may_see_deleted",
     "normalize_pk",
     "read",
+    "viewer_from_scope",
     "viewer_of",
 ]
 
@@ -76,7 +77,11 @@ def _scope(info: Info) -> dict[str, Any]:
 
 def viewer_of(info: Info) -> Viewer:
     """The viewer of an operation, from its connection's scope."""
-    scope = _scope(info)
+    return viewer_from_scope(_scope(info))
+
+
+def viewer_from_scope(scope: dict[str, Any]) -> Viewer:
+    """The viewer of a connection (an ASGI scope after authentication)."""
     user = scope.get("user")
     session = scope.get("session")
     session_key = None

@@ -1,0 +1,209 @@
+"""Cohorts: one execution and one encoded payload per distinct operation.
+
+Subscribers whose operations are the same (document, variables, operation
+name) and who see the same rows (the same viewer) form a cohort. The cohort
+runs the subscription once; every result is encoded to JSON once and written
+to each member's socket with only the operation id differing. This is how the
+cost of a change becomes O(distinct operations) in GraphQL execution and JSON
+encoding, and O(subscribers) only in socket writes.
+
+Each member keeps at most one frame waiting behind the one being written: a
+slow socket never holds up the cohort or the other members, and when it falls
+behind, it skips to the latest state (a final frame is never skipped).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Hashable
+from functools import lru_cache
+from typing import Any
+
+from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
+from strawberry.types.execution import ExecutionResult, PreExecutionError
+from strawberry.utils.aio import aclosing
+
+from . import registry
+
+__all__ = ["Cohort", "Member", "cohort_key", "cohorts", "join", "observed_subscription"]
+
+logger = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=1024)
+def observed_subscription(query: str, operation_name: str | None) -> str | None:
+    """The observed field ``query`` subscribes to, if it is a subscription of one
+    observed field (anything else runs per subscriber, as strawberry runs it)."""
+    try:
+        document = parse(query)
+    except GraphQLError:
+        return None
+    operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
+    if operation_name is not None:
+        operations = [o for o in operations if o.name and o.name.value == operation_name]
+    if len(operations) != 1 or operations[0].operation != OperationType.SUBSCRIPTION:
+        return None
+    selections = operations[0].selection_set.selections
+    if len(selections) != 1:
+        return None
+    name = getattr(getattr(selections[0], "name", None), "value", None)
+    names = {d.field_name for d in registry.definitions()}
+    return name if name in names else None
+
+
+def cohort_key(
+    query: str, variables: Any, operation_name: str | None, viewer: Hashable
+) -> Hashable:
+    """Operations with equal keys share one execution."""
+    return (query, json.dumps(variables, sort_keys=True, default=str), operation_name, viewer)
+
+
+class Member:
+    """One subscriber of a cohort: its operation and its socket."""
+
+    __slots__ = ("_next", "_sending", "_writer", "done", "dropped", "handler", "operation")
+
+    def __init__(self, handler: Any, operation: Any) -> None:
+        self.handler = handler
+        self.operation = operation
+        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._next: str | None = None
+        self._sending = False
+        self._writer: asyncio.Future[None] | None = None
+        #: Frames skipped because a newer one came before the socket took them.
+        self.dropped = 0
+
+    def push(self, payload: str) -> None:
+        """Queue ``payload`` (an encoded ``next`` payload); latest wins."""
+        frame = f'{{"id":{json.dumps(self.operation.id)},"type":"next","payload":{payload}}}'
+        if self._next is not None:
+            self.dropped += 1
+        self._next = frame
+        if not self._sending:
+            self._sending = True
+            self._writer = asyncio.ensure_future(self._drain())
+
+    @property
+    def alive(self) -> bool:
+        """Whether the operation is still open on its connection (the client may
+        have completed it, the server may have ended it)."""
+        operation = self.operation
+        return not operation.completed and self.handler.operations.get(operation.id) is operation
+
+    async def _drain(self) -> None:
+        try:
+            while self._next is not None and self.alive:
+                frame, self._next = self._next, None
+                await self.handler.websocket.ws_consumer.send(text_data=frame)
+        except Exception:
+            logger.debug("Could not write to a member's socket", exc_info=True)
+        finally:
+            self._sending = False
+
+    async def finish(self, errors: list[GraphQLError] | None = None) -> None:
+        """Send what is left, then ``complete`` (or the initial ``errors``)."""
+        while self._sending or self._next is not None:
+            if not self._sending:
+                self._sending = True
+                await self._drain()
+            else:
+                await asyncio.sleep(0)
+        if not self.alive:
+            pass
+        elif errors:
+            await self.operation.send_initial_errors(errors)
+        else:
+            await self.operation.send_operation_message(
+                {"id": self.operation.id, "type": "complete"}
+            )
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class Cohort:
+    """Subscribers of one operation for one viewer, served by one execution."""
+
+    def __init__(self, key: Hashable, handler: Any, operation: Any) -> None:
+        self.key = key
+        self.members: dict[int, Member] = {}
+        self.first: str | None = None
+        self._handler = handler
+        self._operation = operation
+        self.loop = asyncio.get_running_loop()
+        self.task = asyncio.ensure_future(self._run())
+        self.task.set_name("gql_observer.cohort")
+
+    def join(self, handler: Any, operation: Any) -> Member:
+        member = Member(handler, operation)
+        self.members[id(member)] = member
+        if self.first is not None:
+            # What the running execution answered first (subscribe_instance):
+            # a late member gets it too, then every change after it joined.
+            member.push(self.first)
+        return member
+
+    def leave(self, member: Member) -> None:
+        self.members.pop(id(member), None)
+        if not self.members:
+            cohorts.pop(self.key, None)
+            self.task.cancel()
+
+    async def _run(self) -> None:
+        handler, operation = self._handler, self._operation
+        try:
+            stream = await handler.schema.stream(
+                operation.query,
+                variable_values=operation.variables,
+                context_value=handler.context,
+                root_value=handler.root_value,
+                operation_name=operation.operation_name,
+            )
+            async with aclosing(stream):
+                async for result in stream:
+                    if isinstance(result, PreExecutionError):
+                        await self._finish(list(result.errors or []))
+                        return
+                    if isinstance(result, ExecutionResult):
+                        self._publish(result, handler)
+            await self._finish(None)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("A cohort's execution failed")
+            await self._finish([GraphQLError("Unexpected error.")])
+        finally:
+            if cohorts.get(self.key) is self:
+                del cohorts[self.key]
+
+    def _publish(self, result: ExecutionResult, handler: Any) -> None:
+        payload: dict[str, Any] = {"data": result.data}
+        if result.errors:
+            payload["errors"] = [error.formatted for error in result.errors]
+        if result.extensions:
+            payload["extensions"] = result.extensions
+        encoded = handler.view.encode_json(payload)
+        if self.first is None:
+            self.first = encoded
+        for member in list(self.members.values()):
+            member.push(encoded)
+
+    async def _finish(self, errors: list[GraphQLError] | None) -> None:
+        # Later subscribers start a new cohort: this one is done.
+        if cohorts.get(self.key) is self:
+            del cohorts[self.key]
+        members = list(self.members.values())
+        await asyncio.gather(*(m.finish(errors) for m in members), return_exceptions=True)
+
+
+#: The live cohorts of this process, by key.
+cohorts: dict[Hashable, Cohort] = {}
+
+
+def join(key: Hashable, handler: Any, operation: Any) -> tuple[Cohort, Member]:
+    """Join the cohort of ``key``, starting it with this operation if there is none."""
+    cohort = cohorts.get(key)
+    if cohort is None or cohort.task.done() or cohort.loop is not asyncio.get_running_loop():
+        cohort = cohorts[key] = Cohort(key, handler, operation)
+    return cohort, cohort.join(handler, operation)
