@@ -1,0 +1,145 @@
+"""Work per change: one read per permission context, one execution per distinct
+operation, one channel-layer message per process — for 1 and for 50 subscribers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+
+from gql_observer import cohort, schema
+from gql_observer import hub as hub_module
+from gql_observer.testing import GraphQLTransportWSCommunicator
+
+from .conftest import SUBSCRIBE_USER, save_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+class Counts:
+    reads = 0
+    executions = 0
+
+
+@pytest.fixture
+def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
+    """Count (without replacing) the reads of instances and the results a
+    cohort executes and encodes."""
+    seen = Counts()
+    real_read, real_publish = schema.read, cohort.Cohort._publish
+
+    async def counting_read(*args: Any) -> Any:
+        seen.reads += 1
+        return await real_read(*args)
+
+    def counting_publish(self: cohort.Cohort, *args: Any) -> None:
+        seen.executions += 1
+        real_publish(self, *args)
+
+    monkeypatch.setattr(schema, "read", counting_read)
+    monkeypatch.setattr(cohort.Cohort, "_publish", counting_publish)
+    return seen
+
+
+async def clients(application: Any, n: int) -> list[GraphQLTransportWSCommunicator]:
+    connected = []
+    for _ in range(n):
+        client = GraphQLTransportWSCommunicator(application)
+        await client.connect()
+        await client.init()
+        connected.append(client)
+    return connected
+
+
+@pytest.mark.parametrize("n", [1, 50])
+async def test_one_save_costs_one_read_one_execution_and_one_layer_message(
+    application: Any, users: list[User], counts: Counts, n: int
+) -> None:
+    subscribers = await clients(application, n)
+    frames = []
+    for client in subscribers:
+        op = await client.subscribe(SUBSCRIBE_USER, {"pk": 1, "rid": "same"})
+        assert (await client.next(op))["user"]["responseStatus"] == 201
+    assert len(cohort.cohorts) == 1
+    hub = hub_module.get_hub()
+    assert set(hub.layer.groups["gqlobs.auth.user.1"]) == {hub.channel}
+    reads, executions = counts.reads, counts.executions
+    await save_user(1, username="once")
+    for client in subscribers:
+        message = await client.receive()
+        assert message["payload"]["data"]["user"]["data"]["username"] == "once"
+        frames.append(message["payload"])
+    assert counts.reads - reads == 1
+    assert counts.executions - executions == 1
+    # Every subscriber got the same bytes, only the operation id differs.
+    assert all(frame == frames[0] for frame in frames)
+    for client in subscribers:
+        await client.disconnect()
+
+
+async def test_distinct_operations_get_one_execution_each(
+    application: Any, users: list[User], counts: Counts
+) -> None:
+    subscribers = await clients(application, 10)
+    for n, client in enumerate(subscribers):
+        op = await client.subscribe(SUBSCRIBE_USER, {"pk": 1, "rid": n % 5})
+        assert (await client.next(op))["user"]["requestId"] == n % 5
+    assert len(cohort.cohorts) == 5
+    reads, executions = counts.reads, counts.executions
+    await save_user(1, username="five ways")
+    for n, client in enumerate(subscribers):
+        user = (await client.next("1"))["user"]
+        assert (user["requestId"], user["data"]["username"]) == (n % 5, "five ways")
+    assert counts.executions - executions == 5
+    # Five executions, but one read: they share a permission context.
+    assert counts.reads - reads == 1
+    for client in subscribers:
+        await client.disconnect()
+
+
+async def test_a_late_member_gets_its_own_201_then_the_changes(
+    application: Any, users: list[User]
+) -> None:
+    first, late = await clients(application, 2)
+    op = await first.subscribe(SUBSCRIBE_USER, {"pk": 1, "rid": 1})
+    await first.next(op)
+    op_late = await late.subscribe(SUBSCRIBE_USER, {"pk": 1, "rid": 1})
+    assert (await late.next(op_late))["user"]["action"] == "subscribe_instance"
+    await save_user(1, username="both")
+    assert (await first.next(op))["user"]["data"]["username"] == "both"
+    assert (await late.next(op_late))["user"]["data"]["username"] == "both"
+    await first.disconnect()
+    await save_user(1, username="late only")
+    assert (await late.next(op_late))["user"]["data"]["username"] == "late only"
+    await late.disconnect()
+
+
+async def test_the_last_member_leaving_ends_the_cohort_and_its_group(
+    application: Any, users: list[User]
+) -> None:
+    (client,) = await clients(application, 1)
+    op = await client.subscribe(SUBSCRIBE_USER, {"pk": 1})
+    await client.next(op)
+    assert len(cohort.cohorts) == 1
+    await client.complete(op)
+    hub = hub_module.get_hub()
+    await save_user(1, username="nobody")
+    assert await client.nothing(0.3)
+    assert cohort.cohorts == {}
+    assert hub.groups == {}
+    await client.disconnect()
+
+
+async def test_a_delete_completes_every_member(application: Any, users: list[User]) -> None:
+    from channels.db import database_sync_to_async
+
+    subscribers = await clients(application, 3)
+    for client in subscribers:
+        await client.next(await client.subscribe(SUBSCRIBE_USER, {"pk": 3, "rid": "d"}))
+    await database_sync_to_async(User.objects.filter(pk=3).delete)()
+    for client in subscribers:
+        assert (await client.next("1"))["user"]["action"] == "delete"
+        await client.expect_complete("1")
+        await client.disconnect()
+    assert cohort.cohorts == {}
