@@ -37,7 +37,7 @@ from . import cohort, registry
 from .auth import AuthenticationFailed, authenticate, credential_from_params
 from .hub import current_hub
 from .settings import get_settings
-from .visibility import EXPIRES_KEY, viewer_from_scope
+from .visibility import CHECK_KEY, EXPIRES_KEY, viewer_from_scope
 
 __all__ = [
     "HostOriginValidator",
@@ -265,6 +265,7 @@ class ObserverWSConsumer(GraphQLWSConsumer):
                 raise ConnectionRejectionError from None
             self.scope["user"] = context["user"] = result.user
             self.scope[EXPIRES_KEY] = result.expires
+            self.scope[CHECK_KEY] = result.still_valid
         return await super().on_ws_connect(context)
 
     def is_websocket_origin_allowed(self, request: Any, origin: str) -> bool:
@@ -326,6 +327,7 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
                 raise HTTPException(401, str(error)) from None
             scope["user"] = result.user
             scope[EXPIRES_KEY] = result.expires
+            scope[CHECK_KEY] = result.still_valid
         context["user"] = scope.get("user")
         return context
 
