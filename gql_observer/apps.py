@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.utils.module_loading import import_string
 
-from .settings import get_settings
+from .settings import channel_layer, get_settings
 
 __all__ = ["GqlObserverConfig"]
 
@@ -19,6 +19,7 @@ class GqlObserverConfig(AppConfig):
         writes models knows the observed ones) and connect their receivers."""
         from . import signals
 
+        channel_layer()  # a missing alias is a configuration error, said now
         schema = get_settings()["SCHEMA"]
         if schema:
             import_string(schema)

@@ -10,7 +10,7 @@ The ready authenticator checks a token signed with Django's ``SECRET_KEY``
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -48,6 +48,9 @@ class Credential:
 
     user: Any
     expires: float | None = None
+    #: ``(user as the database has it now) -> bool``, asked before every event:
+    #: whether the credential still holds (the default: the password is unchanged).
+    still_valid: Callable[[Any], bool] | None = None
 
 
 class Authenticator(Protocol):
@@ -89,7 +92,12 @@ def signed_token_authenticator(credential: str, scope: Mapping[str, Any]) -> Cre
         raise AuthenticationFailed("The token names no user.") from None
     if not user.is_active or payload.get("p") != _password_fingerprint(user):
         raise AuthenticationFailed("The token is no longer valid.")
-    return Credential(user=user, expires=issued + max_age)
+    fingerprint = payload.get("p")
+    return Credential(
+        user=user,
+        expires=issued + max_age,
+        still_valid=lambda fresh: _password_fingerprint(fresh) == fingerprint,
+    )
 
 
 def credential_from_params(params: Mapping[str, Any] | None) -> str | None:

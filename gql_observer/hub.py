@@ -17,11 +17,11 @@ import uuid
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Final, TypeVar
 
-from channels.layers import InMemoryChannelLayer, channel_layers
+from channels.layers import InMemoryChannelLayer
 
 from .events import CHANGE, PROBE, Action, ChangeEvent, LastValues, ProbeMessage
 from .publish import Publisher, set_local_publisher
-from .settings import get_settings
+from .settings import channel_layer, get_settings
 
 __all__ = ["CLOSED", "Delivery", "Hub", "Subscription", "current_hub", "get_hub"]
 
@@ -474,5 +474,5 @@ def get_hub() -> Hub:
     global _hub
     loop = asyncio.get_running_loop()
     if _hub is None or _hub.loop is not loop or _hub._closed:
-        _hub = Hub(channel_layers[get_settings()["CHANNEL_LAYER"]])
+        _hub = Hub(channel_layer())
     return _hub

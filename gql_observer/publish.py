@@ -20,7 +20,7 @@ from channels.layers import InMemoryChannelLayer, channel_layers
 from django.core.signals import setting_changed
 
 from .events import ChangeEvent
-from .settings import get_settings
+from .settings import channel_layer, get_settings
 
 __all__ = ["RETRY_LIMIT", "Publisher", "flush", "publish", "reset", "set_local_publisher"]
 
@@ -276,7 +276,7 @@ def set_local_publisher(publisher: Publisher | None) -> None:
 def _publisher() -> Publisher | None:
     global _thread_publisher
     alias = get_settings()["CHANNEL_LAYER"]
-    layer = channel_layers[alias]
+    layer = channel_layer()
     if isinstance(layer, InMemoryChannelLayer):
         # Nobody outside this process can listen; inside it, only the hub's loop.
         local = _local_publisher

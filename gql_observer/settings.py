@@ -7,7 +7,7 @@ from typing import Any, TypedDict, cast
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
 
-__all__ = ["DEFAULTS", "ObserverSettings", "get_settings"]
+__all__ = ["DEFAULTS", "ObserverSettings", "channel_layer", "get_settings"]
 
 
 class ObserverSettings(TypedDict):
@@ -111,3 +111,29 @@ def get_settings() -> ObserverSettings:
             f"Known: {', '.join(DEFAULTS)}."
         )
     return cast(ObserverSettings, {**DEFAULTS, **user})
+
+
+_fallback_layer: Any = None
+
+
+def channel_layer() -> Any:
+    """The channel layer named by ``CHANNEL_LAYER``.
+
+    Without any ``CHANNEL_LAYERS`` setting, one in-memory layer serves this
+    process (the embedded default: nothing to install, one process).
+    """
+    global _fallback_layer
+    from channels.layers import InMemoryChannelLayer, channel_layers
+
+    alias = get_settings()["CHANNEL_LAYER"]
+    if not getattr(django_settings, "CHANNEL_LAYERS", None) and alias == "default":
+        if _fallback_layer is None:
+            _fallback_layer = InMemoryChannelLayer()
+        return _fallback_layer
+    try:
+        return channel_layers[alias]
+    except KeyError:
+        raise ImproperlyConfigured(
+            f"GQL_OBSERVER['CHANNEL_LAYER'] is {alias!r} but CHANNEL_LAYERS has no such "
+            f"alias (it has: {', '.join(django_settings.CHANNEL_LAYERS) or 'none'})."
+        ) from None

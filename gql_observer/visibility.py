@@ -8,8 +8,9 @@ allows it. Every event re-checks all of it, once per permission context.
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Hashable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -22,6 +23,7 @@ from strawberry import Info
 from .definition import ObservedDefinition
 
 __all__ = [
+    "CHECK_KEY",
     "EXPIRES_KEY",
     "Verdict",
     "Viewer",
@@ -35,6 +37,8 @@ __all__ = [
 
 #: Scope key where token authentication records when its credential expires.
 EXPIRES_KEY: Final = "gql_observer.expires"
+#: Scope key of the credential's own per-event check (``Credential.still_valid``).
+CHECK_KEY: Final = "gql_observer.still_valid"
 OK: Final = 200
 UNAUTHORIZED: Final = 401
 NOT_FOUND: Final = 404
@@ -47,6 +51,7 @@ class Viewer:
     user: Any
     session_key: str | None
     expires: float | None
+    still_valid: Callable[[Any], bool] | None = dataclasses.field(default=None, compare=False)
 
     @property
     def user_pk(self) -> Any:
@@ -90,7 +95,12 @@ def viewer_from_scope(scope: dict[str, Any]) -> Viewer:
     token = scope.get(EXPIRES_KEY) is not None
     if not token and session is not None and getattr(user, "is_authenticated", False):
         session_key = session.session_key
-    return Viewer(user=user, session_key=session_key, expires=scope.get(EXPIRES_KEY))
+    return Viewer(
+        user=user,
+        session_key=session_key,
+        expires=scope.get(EXPIRES_KEY),
+        still_valid=scope.get(CHECK_KEY),
+    )
 
 
 def _still_valid(viewer: Viewer) -> Any | None:
@@ -104,6 +114,8 @@ def _still_valid(viewer: Viewer) -> Any | None:
     fresh = get_user_model()._default_manager.filter(pk=user.pk).first()
     if fresh is None or not fresh.is_active:
         return None
+    if viewer.still_valid is not None and not viewer.still_valid(fresh):
+        return None  # e.g. the password changed since the token was issued
     if viewer.session_key is not None:
         from importlib import import_module
 

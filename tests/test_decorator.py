@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import strawberry
 import strawberry_django
@@ -57,3 +59,22 @@ def test_undecorated_types_are_untouched() -> None:
         x: int
 
     assert not hasattr(Other, "__gql_observer_definition__")
+
+
+def test_without_channel_layers_one_in_memory_layer_serves_the_process(settings: Any) -> None:
+    from channels.layers import InMemoryChannelLayer
+
+    from gql_observer.settings import channel_layer
+
+    del settings.CHANNEL_LAYERS
+    layer = channel_layer()
+    assert isinstance(layer, InMemoryChannelLayer)
+    assert channel_layer() is layer
+
+
+def test_a_missing_layer_alias_is_a_configuration_error(settings: Any) -> None:
+    from gql_observer.settings import channel_layer
+
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "CHANNEL_LAYER": "nope"}
+    with pytest.raises(ImproperlyConfigured, match="CHANNEL_LAYERS has no such alias"):
+        channel_layer()

@@ -409,3 +409,22 @@ async def test_a_bearer_token_authenticates_http_and_a_bad_one_answers_401(
     assert json.loads(other["body"])["data"]["note"] == {"responseStatus": 404, "data": None}
     bad = await post("Bearer forged")
     assert bad["status"] == 401
+
+
+async def test_a_password_change_ends_a_token_subscription(
+    application: Any, users: list[User], note: Note
+) -> None:
+    client = await as_user(application, users[0])
+    op = await subscribed(client, note)
+
+    @database_sync_to_async
+    def change_password() -> None:
+        user = User.objects.get(pk=users[0].pk)
+        user.set_password("changed")
+        user.save()
+
+    await change_password()
+    await edit(note, title="after the password change")
+    assert await client.next(op) == envelope("update", 401, None, UNAUTHORIZED)
+    await client.expect_complete(op)
+    await client.disconnect()
