@@ -222,15 +222,21 @@ def default_extensions() -> list[Any]:
     depth, token and alias limits, masked errors, and introspection only where
     ``INTROSPECTION`` (default: ``DEBUG``) allows it."""
     options = get_settings()
+    # Factories: strawberry builds fresh extensions for every operation.
+    depth, tokens, aliases = (
+        options["MAX_QUERY_DEPTH"],
+        options["MAX_QUERY_TOKENS"],
+        options["MAX_ALIASES"],
+    )
     extensions: list[Any] = [
-        QueryDepthLimiter(max_depth=options["MAX_QUERY_DEPTH"]),
-        MaxTokensLimiter(max_token_count=options["MAX_QUERY_TOKENS"]),
-        MaxAliasesLimiter(max_alias_count=options["MAX_ALIASES"]),
-        MaskErrors(should_mask_error=should_mask),
+        lambda: QueryDepthLimiter(max_depth=depth),
+        lambda: MaxTokensLimiter(max_token_count=tokens),
+        lambda: MaxAliasesLimiter(max_alias_count=aliases),
+        lambda: MaskErrors(should_mask_error=should_mask),
     ]
     introspection = options["INTROSPECTION"]
     if introspection is None:
         introspection = bool(django_settings.DEBUG)
     if not introspection:
-        extensions.append(DisableIntrospection())
+        extensions.append(DisableIntrospection)
     return extensions

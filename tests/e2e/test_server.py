@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 import redis
 import websockets
-from gql import Client, gql
+from gql import Client, GraphQLRequest
 from gql.transport.websockets import WebsocketsTransport
 
 from .conftest import REDIS_URL, DemoServer, run_shell, start
@@ -83,9 +83,8 @@ async def test_the_seed_walk_through_with_python_gql(
         url=server.ws, subprotocols=[WebsocketsTransport.GRAPHQLWS_SUBPROTOCOL]
     )
     async with Client(transport=transport) as session:
-        stream = session.subscribe(
-            gql(SUBSCRIPTION), variable_values={"pk": "1", "rid": 1550050}
-        ).__aiter__()
+        request = GraphQLRequest(SUBSCRIPTION, variable_values={"pk": "1", "rid": 1550050})
+        stream = session.subscribe(request).__aiter__()
         assert await next_result(stream) == {
             "action": "subscribe_instance",
             "errors": [],
