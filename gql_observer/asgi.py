@@ -238,7 +238,13 @@ class ObserverWSConsumer(GraphQLWSConsumer):
             self.message_queue.put_nowait({"message": None, "disconnected": True})
             # The close frame waits behind what the client did not read (ASGI
             # servers wait for a writable socket); it must not hold anything.
-            self._closer = asyncio.ensure_future(self.close(code=1013, reason="Client too slow"))
+            self._closer = asyncio.ensure_future(self._close_slow())
+
+    async def _close_slow(self) -> None:
+        # The server may have closed the socket meanwhile (shutdown, the peer
+        # went away): then there is nothing left to close.
+        with contextlib.suppress(Exception):
+            await self.close(code=1013, reason="Client too slow")
 
     async def receive(self, text_data: str | None = None, bytes_data: bytes | None = None) -> None:
         """Called for each client frame: oversized ones close the socket (1009)."""

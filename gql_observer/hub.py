@@ -50,7 +50,16 @@ class Delivery:
     their events arrived in.
     """
 
-    __slots__ = ("_not_before", "_reads", "action", "last", "resync", "version")
+    __slots__ = (
+        "_not_before",
+        "_reader",
+        "_reads",
+        "action",
+        "arrived",
+        "last",
+        "resync",
+        "version",
+    )
 
     def __init__(
         self, action: Action, last: LastValues | None, *, resync: bool = False, version: int = 0
@@ -61,15 +70,18 @@ class Delivery:
         self.resync = resync
         #: The event's version (0 for a resync).
         self.version = version
+        #: When it reached this process (on the reads' clock): its commit came before.
+        self.arrived = next(_ticks)
         self._reads: dict[Hashable, tuple[int, asyncio.Future[Any]]] = {}
         self._not_before = 0
+        self._reader: Subscription | None = None
 
-    def _handed(self, tick: int) -> Delivery:
-        """This delivery as one subscription that asked for it at ``tick`` sees it."""
+    def _handed(self, tick: int, reader: Subscription) -> Delivery:
+        """This delivery as ``reader``, which asked for it at ``tick``, sees it."""
         handed = Delivery.__new__(Delivery)
         handed.action, handed.last = self.action, self.last
-        handed.resync, handed.version = self.resync, self.version
-        handed._reads, handed._not_before = self._reads, tick
+        handed.resync, handed.version, handed.arrived = self.resync, self.version, self.arrived
+        handed._reads, handed._not_before, handed._reader = self._reads, tick, reader
         return handed
 
     async def read(self, key: Hashable, load: Callable[[], Awaitable[R]]) -> R:
@@ -77,6 +89,8 @@ class Delivery:
         if entry is None or entry[0] < self._not_before:
             entry = (next(_ticks), asyncio.ensure_future(load()))
             self._reads[key] = entry
+        if self._reader is not None:
+            self._reader.read_from = max(self._reader.read_from, entry[0])
         # shield: one subscriber going away must not cancel the others' read.
         result: R = await asyncio.shield(entry[1])
         return result
@@ -94,7 +108,7 @@ class Subscription:
     reads slowly therefore costs one pending delivery, never a queue.
     """
 
-    __slots__ = ("_pending", "_waiter", "delivered", "dropped", "group")
+    __slots__ = ("_pending", "_waiter", "delivered", "dropped", "group", "read_from", "skipped")
 
     def __init__(self, group: str) -> None:
         self.group = group
@@ -104,6 +118,11 @@ class Subscription:
         self.dropped = 0
         #: Deliveries handed to the subscriber.
         self.delivered = 0
+        #: Updates not handed over because a read that started after they
+        #: arrived was delivered already (it saw their commit).
+        self.skipped = 0
+        #: When the last read this subscriber delivered started.
+        self.read_from = 0
 
     @property
     def pending(self) -> int:
@@ -124,15 +143,21 @@ class Subscription:
     async def next(self) -> Delivery:
         """The next delivery; waits without a task of its own."""
         tick = next(_ticks)
-        while self._pending is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
-        delivery, self._pending = self._pending, None
-        self.delivered += 1
-        return delivery if delivery is CLOSED else delivery._handed(tick)
+        while True:
+            while self._pending is None:
+                self._waiter = asyncio.get_running_loop().create_future()
+                try:
+                    await self._waiter
+                finally:
+                    self._waiter = None
+            delivery, self._pending = self._pending, None
+            if delivery is CLOSED:
+                return delivery
+            if delivery.action == "update" and delivery.arrived < self.read_from:
+                self.skipped += 1
+                continue
+            self.delivered += 1
+            return delivery._handed(tick, self)
 
 
 class Hub:
