@@ -11,12 +11,14 @@ subscriber's frame (see loadgen.py for the exact clock points). Saves alternate 
 systems (F, P0, P1, P2, F, P0, ...) so that machine drift hits all alike. Run with the
 in-memory channel layer, then with channels_redis. Also:
   M  server RSS (process tree) with 0 and with N idle subscriptions -> KiB per subscription;
-  R  Redis commands per save (INFO commandstats delta, idle background subtracted).
+  R  Redis commands per save (INFO commandstats delta around the publish and delivery).
+W5 (full mode): W1 at N=1000 plus one subscriber that never reads its socket.
+W3 (full mode): 1000 subscribers, each of its own instance; all 1000 saved in one burst.
 
-Usage (from the repo root):
+Usage (from the repo root; see tests/benchmarks/README.md):
   python -m tests.benchmarks.fanout --setup        # creates .venv-bench (peers, plot, psutil)
-  python -m tests.benchmarks.fanout --quick        # ~2.5 min: N=100,1000, few saves
-  python -m tests.benchmarks.fanout                # full: N=100,1000,5000, 21 saves each
+  python -m tests.benchmarks.fanout --quick        # W1, N=100,1000, 4 saves: under 3 minutes
+  python -m tests.benchmarks.fanout                # W1 N=100,1000,5000 x 21 saves, W5, W3: ~1 h
 The tool re-executes itself with .venv-bench's interpreter; it is a tool, not a test.
 """
 
@@ -26,6 +28,7 @@ import argparse
 import asyncio
 import atexit
 import contextlib
+import ctypes
 import datetime as dt
 import json
 import os
@@ -53,6 +56,22 @@ def _kill_children() -> None:
     for pid in _CHILDREN:
         with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)
+
+
+try:
+    _LIBC: ctypes.CDLL | None = ctypes.CDLL(None, use_errno=True)
+except OSError:
+    _LIBC = None
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL it if the orchestrator dies, even by SIGKILL.
+
+    Children are only ever spawned from the event loop's thread, which lives as long as the
+    orchestrator does (the death signal follows the spawning thread)."""
+    if _LIBC is not None:
+        _LIBC.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _forget(pid: int) -> None:
@@ -156,7 +175,7 @@ class Server:
         try:
             root = psutil.Process(self.proc.pid)
             procs = [root, *root.children(recursive=True)]
-            return sum(p.memory_info().rss for p in procs) / 1024
+            return float(sum(p.memory_info().rss for p in procs)) / 1024
         except psutil.Error:
             return float("nan")
 
@@ -199,21 +218,32 @@ class WorkerProc:
             cwd=REPO,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
-            stderr=open(LOG_DIR / f"worker-{key}.log", "ab"),  # noqa: SIM115
+            stderr=_log_fd(f"worker-{key}.log", append=True),
             start_new_session=True,
+            preexec_fn=_die_with_parent,
             limit=1 << 20,
         )
         _CHILDREN.append(proc.pid)
+        _close_log_fds()
         return cls(key, proc)
 
-    async def call(self, wait: float, **cmd: Any) -> dict[str, Any]:
+    async def call(self, wait: float, on_progress: Any = None, **cmd: Any) -> dict[str, Any]:
+        """Send one command; ``on_progress`` (async) runs on each progress line before the reply."""
         assert self.proc.stdin is not None and self.proc.stdout is not None
         self.proc.stdin.write((json.dumps(cmd) + "\n").encode())
         await self.proc.stdin.drain()
-        line = await asyncio.wait_for(self.proc.stdout.readline(), wait)
-        if not line:
-            raise RuntimeError(f"worker {self.key} exited (see {LOG_DIR}/worker-{self.key}.log)")
-        return json.loads(line)  # type: ignore[no-any-return]
+        async with asyncio.timeout(wait):
+            while True:
+                line = await self.proc.stdout.readline()
+                if not line:
+                    raise RuntimeError(
+                        f"worker {self.key} exited (see {LOG_DIR}/worker-{self.key}.log)"
+                    )
+                reply = json.loads(line)
+                if "progress" not in reply:
+                    return reply  # type: ignore[no-any-return]
+                if on_progress is not None:
+                    await on_progress()
 
     async def stop(self) -> None:
         if self.proc.returncode is None:
@@ -299,7 +329,7 @@ class RedisStats:
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class Cell:
-    """One (layer, system, N): all that was measured there."""
+    """One (scenario, layer, system, N): all that was measured there."""
 
     saves: list[dict[str, Any]] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
@@ -308,25 +338,30 @@ class Cell:
     rssn_kib: float | None = None
     redis_cmds: list[float] = field(default_factory=list)
     redis_breakdown: dict[str, float] = field(default_factory=dict)
+    backlog: dict[str, Any] = field(default_factory=dict)
 
     def latencies(self) -> list[float]:
         return [s["last_ms"] for s in self.saves if s.get("complete")]
+
+
+CellKey = tuple[str, str, str, int]  # scenario, layer, system, N
 
 
 @dataclass
 class Run:
     args: argparse.Namespace
     info: dict[str, str]
-    cells: dict[tuple[str, str, int], Cell] = field(default_factory=dict)
+    cells: dict[CellKey, Cell] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
-    deadline: float = 0.0
+    deadline: float = 0.0  # no new save after this (the --budget)
+    layer_deadline: float = float("inf")  # this layer's share of what is left of the budget
 
-    def cell(self, layer: str, key: str, n: int) -> Cell:
-        return self.cells.setdefault((layer, key, n), Cell())
+    def cell(self, scenario: str, layer: str, key: str, n: int) -> Cell:
+        return self.cells.setdefault((scenario, layer, key, n), Cell())
 
     def out_of_time(self) -> bool:
-        return time.monotonic() > self.deadline
+        return time.monotonic() > min(self.deadline, self.layer_deadline)
 
 
 def database_url(args: argparse.Namespace, key: str) -> str:
@@ -335,8 +370,35 @@ def database_url(args: argparse.Namespace, key: str) -> str:
     return f"{args.pg_url}?options=-c%20search_path%3Dbench_{key.lower()}"
 
 
-def _spawn(cmd: list[str], **kwargs: Any) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(cmd, start_new_session=True, **kwargs)
+_OPEN_LOGS: list[int] = []
+
+
+def _log_fd(name: str, *, append: bool = False) -> int:
+    """A log file in LOG_DIR for a child's output; the parent's copy is closed after spawning."""
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_APPEND if append else os.O_TRUNC)
+    fd = os.open(LOG_DIR / name, flags, 0o644)
+    _OPEN_LOGS.append(fd)
+    return fd
+
+
+def _close_log_fds() -> None:
+    while _OPEN_LOGS:
+        os.close(_OPEN_LOGS.pop())
+
+
+def _spawn(cmd: list[str], log_name: str, **kwargs: Any) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (so its whole group can be killed), output to a log."""
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+            stdout=_log_fd(log_name),
+            stderr=subprocess.STDOUT,
+            **kwargs,
+        )
+    finally:
+        _close_log_fds()
     _CHILDREN.append(proc.pid)
     return proc
 
@@ -353,10 +415,9 @@ def prepare_databases(run: Run, systems: list[System]) -> list[System]:
         procs[system.key] = (
             _spawn(
                 [system.python, "-m", "tests.benchmarks.peers.prepare", str(run.args.users)],
+                log_path.name,
                 cwd=REPO,
                 env=env,
-                stdout=open(log_path, "wb"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
             ),
             log_path,
         )
@@ -381,178 +442,311 @@ def prepare_databases(run: Run, systems: list[System]) -> list[System]:
     return ok
 
 
+def new_marker() -> str:
+    return f"bm-{secrets.token_hex(4)}"
+
+
+@dataclass
+class Layer:
+    """The servers and load workers of one channel-layer configuration."""
+
+    run: Run
+    name: str  # "inmem" | "redis"
+    servers: dict[str, Server] = field(default_factory=dict)
+    workers: dict[str, WorkerProc] = field(default_factory=dict)
+    keys: list[str] = field(default_factory=list)  # systems still in the race, in ORDER
+    stats: RedisStats | None = None
+    rss0: dict[str, float] = field(default_factory=dict)
+
+    async def connect_all(self, n: int, *, distinct: bool = False) -> dict[str, dict[str, Any]]:
+        """Top every system up to n subscribers, all systems at once (connecting is CPU-bound
+        on the servers; the machine has few cores). Connect time is logged, not reported."""
+        replies = await asyncio.gather(
+            *(
+                self.workers[key].call(
+                    120 + n * 0.15,
+                    cmd="connect",
+                    n=n,
+                    pk="1",
+                    distinct=distinct,
+                    concurrency=32,
+                    timeout=90 + n * 0.1,
+                )
+                for key in self.keys
+            )
+        )
+        out = dict(zip(self.keys, replies, strict=True))
+        for key, res in out.items():
+            extra = (
+                f" ({res['failed']} attempts failed: {res['first_error']})" if res["failed"] else ""
+            )
+            log(f"{key}/{self.name} N={n}: {res['connected']} subscribed in {res['secs']} s{extra}")
+        return out
+
+    async def close_all(self) -> None:
+        await asyncio.gather(*(self.workers[k].call(120, cmd="close") for k in self.keys))
+
+    async def rounds(
+        self,
+        scenario: str,
+        n: int,
+        pks: list[str],
+        rounds: int,
+        warm: int,
+        save_timeout: float,
+        *,
+        redis_until_first: bool = True,
+    ) -> None:
+        """``warm + rounds`` rounds; each round saves once on every system, in ORDER, so that
+        machine drift hits all systems alike. R (Redis commands) is read per save, up to
+        ``settle`` s after the first frame, or (``redis_until_first=False``) after the last."""
+        run, args, stats = self.run, self.run.args, self.stats
+        active = list(self.keys)
+        consecutive_fail = dict.fromkeys(self.keys, 0)
+        for rep in range(warm + rounds):
+            # past the budget, stop, but not before MIN_ROUNDS measured rounds: a median needs them
+            if rep >= warm + MIN_ROUNDS and run.out_of_time():
+                run.notes.append(
+                    f"{scenario}/{self.name} N={n}: stopped after {max(rep - warm, 0)} of "
+                    f"{rounds} rounds (time budget)"
+                )
+                break
+            for key in list(active):
+                cell = run.cell(scenario, self.name, key, n)
+                # R: Redis commands from just before the trigger to `settle` s after the first
+                # subscriber's frame: the publish and the layer's delivery are done by then, and
+                # the window stays short whatever the socket writes cost afterwards
+                before = stats.snapshot() if stats is not None else {}
+                snap: dict[str, dict[str, int]] = {}
+
+                async def first_frame(snap: dict[str, dict[str, int]] = snap) -> None:
+                    if stats is not None:
+                        await asyncio.sleep(args.settle)
+                        snap["after"] = stats.snapshot()
+
+                res = await self.workers[key].call(
+                    save_timeout + 60,
+                    on_progress=first_frame,
+                    cmd="save",
+                    marker=new_marker(),
+                    pks=pks,
+                    timeout=save_timeout,
+                    progress=stats is not None and redis_until_first,
+                )
+                if rep < warm:
+                    continue
+                if stats is not None:
+                    if "after" not in snap:
+                        await asyncio.sleep(args.settle)
+                    d = RedisStats.delta(before, snap.get("after") or stats.snapshot())
+                    cell.redis_cmds.append(sum(d.values()))
+                    for name, count in d.items():
+                        cell.redis_breakdown[name] = cell.redis_breakdown.get(name, 0) + count
+                cell.saves.append(res)
+                if res.get("complete"):
+                    consecutive_fail[key] = 0
+                    continue
+                reason = res.get("error") or (
+                    f"{res.get('received')}/{res.get('expected')} frames within "
+                    f"{save_timeout:.0f} s ({res.get('closed')} sockets closed)"
+                )
+                cell.failures.append(reason)
+                consecutive_fail[key] += 1
+                log(f"{key}/{self.name} {scenario} N={n}: save incomplete: {reason}")
+                if consecutive_fail[key] >= 2:
+                    active.remove(key)
+                    run.notes.append(
+                        f"{key}/{self.name} {scenario} N={n}: dropped after 2 failures"
+                    )
+        for key in self.keys:
+            cell = run.cell(scenario, self.name, key, n)
+            lat = cell.latencies()
+            if lat:
+                log(
+                    f"{key}/{self.name} {scenario} N={n}: median {statistics.median(lat):.1f} ms "
+                    f"p90 {pct(lat, 0.9):.1f} ms over {len(lat)} saves"
+                )
+            if cell.redis_cmds:
+                count = len(cell.redis_cmds)
+                cell.redis_breakdown = {
+                    k: v / count
+                    for k, v in sorted(cell.redis_breakdown.items(), key=lambda kv: -kv[1])
+                }
+
+    def record_connect(self, scenario: str, n: int, replies: dict[str, dict[str, Any]]) -> None:
+        for key, res in replies.items():
+            cell = self.run.cell(scenario, self.name, key, n)
+            cell.connect = res
+            if res["connected"] < n:
+                cell.failures.append(f"connected {res['connected']}/{n}: {res['first_error']}")
+
+
+MIN_ROUNDS = 2
+
+
+def save_timeout(n: int) -> float:
+    return 10 + n * 0.012
+
+
+async def scenario_w1(lay: Layer) -> None:
+    """W1: N subscribers of one instance, one save at a time."""
+    args = lay.run.args
+    for n in args.ns:
+        if lay.run.out_of_time():
+            lay.run.notes.append(f"W1/{lay.name}: stopped before N={n} (time budget)")
+            break
+        lay.record_connect("W1", n, await lay.connect_all(n))
+        await asyncio.sleep(1.0)
+        for key in lay.keys:  # M: RSS with N idle subscriptions against the warm baseline
+            cell = lay.run.cell("W1", lay.name, key, n)
+            cell.rss0_kib = lay.rss0[key]
+            cell.rssn_kib = lay.servers[key].rss_kib()
+        await lay.rounds("W1", n, ["1"], args.saves, args.warm, save_timeout(n))
+    await lay.close_all()
+
+
+async def scenario_w5(lay: Layer) -> None:
+    """W5: W1 at N=w5_n while one more subscriber of the instance never reads its socket.
+
+    Before the N readers connect, each system gets the stalled subscriber and up to
+    ``w5_prefill`` saves (no other subscriber) so that the server's writes to it back up;
+    the kernel queues towards it are reported (ss). Compare with W1 at the same N."""
+    args = lay.run.args
+    n = args.w5_n
+    if lay.run.out_of_time():
+        lay.run.notes.append(f"W5/{lay.name}: not run (time budget)")
+        return
+    for key in lay.keys:
+        w = lay.workers[key]
+        res = await w.call(60, cmd="stall", pk="1", timeout=30)
+        if "error" in res:
+            lay.run.cell("W5", lay.name, key, n).failures.append(f"stall: {res['error']}")
+            continue
+        deadline = time.monotonic() + args.w5_prefill_secs
+        done = 0
+        while done < args.w5_prefill and time.monotonic() < deadline:
+            await w.call(60, cmd="save", marker=new_marker(), pks=["1"], timeout=5)
+            done += 1
+        backlog = await w.call(30, cmd="backlog")
+        backlog["prefill_saves"] = done
+        lay.run.cell("W5", lay.name, key, n).backlog = backlog
+        log(f"{key}/{lay.name} W5: stalled subscriber after {done} saves: {backlog}")
+    lay.record_connect("W5", n, await lay.connect_all(n))
+    await lay.rounds("W5", n, ["1"], args.w5_saves, 1, save_timeout(n))
+    for key in lay.keys:
+        lay.run.cell("W5", lay.name, key, n).backlog.update(
+            {"after": await lay.workers[key].call(30, cmd="backlog")}
+        )
+        await lay.workers[key].call(30, cmd="unstall")
+    await lay.close_all()
+
+
+async def scenario_w3(lay: Layer) -> None:
+    """W3: w3_n subscribers, each of its own instance; one request saves all instances."""
+    args = lay.run.args
+    m = args.w3_n
+    if lay.run.out_of_time():
+        lay.run.notes.append(f"W3/{lay.name}: not run (time budget)")
+        return
+    lay.record_connect("W3", m, await lay.connect_all(m, distinct=True))
+    pks = [str(i) for i in range(1, m + 1)]
+    await lay.rounds("W3", m, pks, args.w3_saves, 1, 30 + m * 0.05, redis_until_first=False)
+    await lay.close_all()
+
+
+SCENARIOS = {"W1": scenario_w1, "W5": scenario_w5, "W3": scenario_w3}
+
+
 async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
     args = run.args
     redis_urls: dict[str, str | None] = {}
     for i, key in enumerate(ORDER):
         redis_urls[key] = (
-            f"{args.redis_url.rstrip('/')}/{args.redis_db_base + i}" if layer == "redis" else None
+            f"{args.redis_url.rstrip('/')}/{args.redis_db_base + i}"
+            if layer == "redis" and key != "F"
+            else None
         )
-    stats = RedisStats(f"{args.redis_url.rstrip('/')}/0") if layer == "redis" else None
-    if stats is not None:
+    lay = Layer(run=run, name=layer)
+    if layer == "redis":
+        lay.stats = RedisStats(f"{args.redis_url.rstrip('/')}/0")
         for system in systems:
             url = redis_urls[system.key]
-            if url and system.key != "F":
-                stats.flushdb(url)
-
-    servers: dict[str, Server] = {}
-    workers: dict[str, WorkerProc] = {}
+            if url:
+                lay.stats.flushdb(url)
     try:
         for system in systems:
             port = free_port()
             log_path = LOG_DIR / f"server-{layer}-{system.key}.log"
-            redis_url = redis_urls[system.key] if system.key != "F" else None
-            env = system.env(database_url(args, system.key), redis_url)
+            env = system.env(database_url(args, system.key), redis_urls[system.key])
             env["CONN_MAX_AGE"] = str(args.conn_max_age)
-            proc = subprocess.Popen(
-                system.server_cmd(port),
-                cwd=REPO,
-                env=env,
-                stdout=open(log_path, "wb"),  # noqa: SIM115
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-            _CHILDREN.append(proc.pid)
-            servers[system.key] = Server(system, port, proc, log_path)
-        ready = await asyncio.gather(*(wait_ready(s, 90) for s in servers.values()))
-        for (key, server), ok in zip(list(servers.items()), ready, strict=True):
+            proc = _spawn(system.server_cmd(port), log_path.name, cwd=REPO, env=env)
+            lay.servers[system.key] = Server(system, port, proc, log_path)
+        ready = await asyncio.gather(*(wait_ready(s, 90) for s in lay.servers.values()))
+        for (key, server), ok in zip(list(lay.servers.items()), ready, strict=True):
             if not ok:
                 run.skipped[f"{key}/{layer}"] = f"server not ready: {server.log_tail(5)}"
                 log(f"{key}/{layer}: server did not come up; log {server.log_path}")
                 server.stop()
-                del servers[key]
-        for key, server in servers.items():
-            workers[key] = await WorkerProc.start(key, server.port)
-        keys = [k for k in ORDER if k in workers]
-        log(f"{layer}: servers up: {', '.join(f'{k}:{servers[k].port}' for k in keys)}")
+                del lay.servers[key]
+        for key, server in lay.servers.items():
+            lay.workers[key] = await WorkerProc.start(key, server.port)
+        lay.keys = [k for k in ORDER if k in lay.workers]
+        log(f"{layer}: servers up: {', '.join(f'{k}:{lay.servers[k].port}' for k in lay.keys)}")
 
         # warm-up: one client, two saves, then 0 subscriptions -> RSS baseline
-        for key in list(keys):
-            w = workers[key]
-            res = await w.call(60, cmd="connect", n=1, pk="1", timeout=45)
-            warm = [await w.call(30, cmd="save", marker=new_marker(), pk="1", timeout=10)]
-            warm.append(await w.call(30, cmd="save", marker=new_marker(), pk="1", timeout=10))
-            await w.call(30, cmd="close")
-            bad = res.get("first_error") or next(
+        for key in list(lay.keys):
+            w = lay.workers[key]
+            res = await w.call(90, cmd="connect", n=1, pk="1", timeout=60)
+            warm = [
+                await w.call(60, cmd="save", marker=new_marker(), pks=["1"], timeout=10)
+                for _ in range(2)
+            ]
+            await w.call(60, cmd="close")
+            bad = (res.get("first_error") if res.get("connected", 0) < 1 else None) or next(
                 (s.get("error") or "no frame" for s in warm if not s.get("complete")), None
             )
             if bad:
                 run.skipped[f"{key}/{layer}"] = f"warm-up failed: {bad}"
                 log(f"{key}/{layer}: warm-up failed: {bad}")
-                keys.remove(key)
+                lay.keys.remove(key)
         await asyncio.sleep(0.5)
-        rss0 = {k: servers[k].rss_kib() for k in keys}
-
-        for n in args.ns:
-            if run.out_of_time():
-                run.notes.append(f"{layer}: stopped before N={n} (time budget)")
-                break
-            for key in list(keys):
-                res = await workers[key].call(
-                    60 + n * 0.1, cmd="connect", n=n, pk="1", concurrency=64, timeout=30 + n * 0.05
-                )
-                cell = run.cell(layer, key, n)
-                cell.connect = res
-                if res["connected"] < n:
-                    cell.failures.append(f"connected {res['connected']}/{n}: {res['first_error']}")
-                    log(f"{key}/{layer} N={n}: only {res['connected']} connected: {res['first_error']}")
-                log(f"{key}/{layer} N={n}: {res['connected']} subscribed in {res['secs']} s")
-            await asyncio.sleep(1.0)
-            for key in keys:
-                cell = run.cell(layer, key, n)
-                cell.rss0_kib = rss0[key]
-                cell.rssn_kib = servers[key].rss_kib()
-            background_per_s = 0.0
-            if stats is not None:
-                before = stats.snapshot()
-                await asyncio.sleep(1.0)
-                background_per_s = sum(RedisStats.delta(before, stats.snapshot()).values())
-            active = list(keys)
-            consecutive_fail = dict.fromkeys(keys, 0)
-            save_timeout = 10 + n * 0.01
-            for rep in range(args.warm + args.saves):
-                if run.out_of_time():
-                    run.notes.append(f"{layer} N={n}: stopped after {rep} rounds (time budget)")
-                    break
-                for key in list(active):
-                    cell = run.cell(layer, key, n)
-                    t_before = time.monotonic()
-                    before = stats.snapshot() if stats is not None else {}
-                    res = await workers[key].call(
-                        save_timeout + 30,
-                        cmd="save",
-                        marker=new_marker(),
-                        pk="1",
-                        timeout=save_timeout,
-                    )
-                    if stats is not None:
-                        await asyncio.sleep(args.settle)
-                        d = RedisStats.delta(before, stats.snapshot())
-                        window = time.monotonic() - t_before
-                        if rep >= args.warm:
-                            cell.redis_cmds.append(sum(d.values()) - background_per_s * window)
-                            for cmd_name, count in d.items():
-                                cell.redis_breakdown[cmd_name] = (
-                                    cell.redis_breakdown.get(cmd_name, 0) + count
-                                )
-                    if rep < args.warm:
-                        continue
-                    cell.saves.append(res)
-                    if not res.get("complete"):
-                        reason = res.get("error") or (
-                            f"{res.get('received')}/{res.get('expected')} frames within "
-                            f"{save_timeout:.0f} s"
-                        )
-                        cell.failures.append(reason)
-                        consecutive_fail[key] += 1
-                        log(f"{key}/{layer} N={n}: save incomplete: {reason}")
-                        if consecutive_fail[key] >= 2:
-                            active.remove(key)
-                            run.notes.append(f"{key}/{layer} N={n}: dropped after 2 failed saves")
-                    else:
-                        consecutive_fail[key] = 0
-            for key in keys:
-                cell = run.cell(layer, key, n)
-                lat = cell.latencies()
-                if lat:
-                    log(
-                        f"{key}/{layer} N={n}: median {statistics.median(lat):.1f} ms "
-                        f"p90 {pct(lat, 0.9):.1f} ms over {len(lat)} saves"
-                    )
-                if cell.redis_cmds:
-                    nsaves = len(cell.redis_cmds)
-                    cell.redis_breakdown = {
-                        k: v / nsaves
-                        for k, v in sorted(cell.redis_breakdown.items(), key=lambda kv: -kv[1])
-                    }
+        lay.rss0 = {k: lay.servers[k].rss_kib() for k in lay.keys}
+        for scenario in args.scenarios:
+            await SCENARIOS[scenario](lay)
     finally:
-        await asyncio.gather(*(w.stop() for w in workers.values()), return_exceptions=True)
-        for server in servers.values():
+        await asyncio.gather(*(w.stop() for w in lay.workers.values()), return_exceptions=True)
+        for server in lay.servers.values():
             server.stop()
-        if stats is not None:
+        if lay.stats is not None:
             for system in systems:
                 url = redis_urls[system.key]
-                if url and system.key != "F":
+                if url:
                     with contextlib.suppress(Exception):
-                        stats.flushdb(url)
-
-
-def new_marker() -> str:
-    return f"bm-{secrets.token_hex(4)}"
+                        lay.stats.flushdb(url)
 
 
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
+SCENARIO_ORDER = ("W1", "W3", "W5")
+
+
 def summarise(run: Run) -> list[dict[str, Any]]:
     rows = []
-    for (layer, key, n), cell in sorted(
-        run.cells.items(), key=lambda kv: (kv[0][0] != "inmem", kv[0][2], ORDER.index(kv[0][1]))
+    for (scenario, layer, key, n), cell in sorted(
+        run.cells.items(),
+        key=lambda kv: (
+            SCENARIO_ORDER.index(kv[0][0]),
+            kv[0][1] != "inmem",
+            kv[0][3],
+            ORDER.index(kv[0][2]),
+        ),
     ):
         lat = cell.latencies()
         firsts = [s["first_ms"] for s in cell.saves if s.get("complete")]
         calls = [s["save_call_ms"] for s in cell.saves if s.get("complete") and "save_call_ms" in s]
         row: dict[str, Any] = {
+            "scenario": scenario,
             "layer": layer,
             "system": key,
             "n": n,
@@ -574,12 +768,18 @@ def summarise(run: Run) -> list[dict[str, Any]]:
             row["rss0_mib"] = cell.rss0_kib / 1024
         if cell.redis_cmds:
             row["redis_cmds_per_save"] = statistics.median(cell.redis_cmds)
-            row["redis_top"] = {
-                k: round(v, 1) for k, v in list(cell.redis_breakdown.items())[:4]
-            }
+            row["redis_top"] = {k: round(v, 1) for k, v in list(cell.redis_breakdown.items())[:4]}
+        if cell.backlog:
+            row["backlog"] = cell.backlog
         if cell.failures:
             row["failure"] = cell.failures[0]
         rows.append(row)
+    by = {(r["scenario"], r["layer"], r["system"], r["n"]): r for r in rows}
+    for r in rows:
+        if r["scenario"] == "W5" and "median_ms" in r:
+            w1 = by.get(("W1", r["layer"], r["system"], r["n"]), {}).get("median_ms")
+            if w1:
+                r["vs_w1"] = r["median_ms"] / w1
     return rows
 
 
@@ -593,53 +793,92 @@ def fmt(value: Any, spec: str = ".1f") -> str:
     return str(value)
 
 
-def ratio_rows(rows: list[dict[str, Any]]) -> list[tuple[str, int, str, str, str]]:
-    by = {(r["layer"], r["system"], r["n"]): r for r in rows}
+def ratio_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str, int, str, str, str]]:
+    """P0's median latency over each other system's, per scenario, layer and N."""
+    by = {(r["scenario"], r["layer"], r["system"], r["n"]): r for r in rows}
+    groups = sorted(
+        {(r["scenario"], r["layer"], r["n"]) for r in rows},
+        key=lambda t: (SCENARIO_ORDER.index(t[0]), t[1] != "inmem", t[2]),
+    )
     out = []
-    for layer, n in sorted({(r["layer"], r["n"]) for r in rows}, key=lambda t: (t[0] != "inmem", t[1])):
-        p0 = by.get((layer, "P0", n), {}).get("median_ms")
+    for scenario, layer, n in groups:
+        p0 = by.get((scenario, layer, "P0", n), {}).get("median_ms")
         cols = []
         for other in ("P1", "P2", "F"):
-            o = by.get((layer, other, n), {}).get("median_ms")
+            o = by.get((scenario, layer, other, n), {}).get("median_ms")
             cols.append(f"{p0 / o:.2f}" if p0 and o else "—")
-        out.append((layer, n, *cols))
+        out.append((scenario, layer, n, cols[0], cols[1], cols[2]))
     return out
 
 
+def _backlog_text(r: dict[str, Any]) -> str:
+    b = r.get("backlog") or {}
+    after = b.get("after") or {}
+    if not b:
+        return "—"
+    return (
+        f"{b.get('prefill_saves')} saves; kernel q {fmt(after.get('server_send_q'))}"
+        f"+{fmt(after.get('client_recv_q'))} B"
+    )
+
+
 def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
-    info = run.info
-    mode = "quick" if run.args.quick else "full"
+    info, args = run.info, run.args
+    mode = "quick" if args.quick else "full"
     lines = [
-        f"### Fan-out W1 ({mode} run, {info['date']}, commit `{info['commit']}`)",
+        f"### Fan-out ({mode} run, {info['date']}, commit `{info['commit']}`)",
         "",
         f"Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, "
-        f"Python {info['python']}; database {run.args.db}; servers, Redis and the load "
-        "workers share these CPUs. Latency = from the load process sending the save trigger "
-        "(HTTP) to the last subscriber's frame read; deliveries/s = N / median latency; "
-        "KiB/sub = (server RSS with N idle subscriptions − RSS with 0) / N; Redis cmds/save = "
-        "INFO commandstats delta per save (Lua-internal calls included, idle background "
-        "subtracted).",
+        f"Python {info['python']}; database {args.db} (peers CONN_MAX_AGE={args.conn_max_age}); "
+        "every server is one uvicorn process (F: one `websockets` process); servers, Redis and "
+        "the load workers share these CPUs. Latency = from the load process sending the save "
+        "trigger (HTTP) to the last subscriber's frame read; deliveries/s = N / median latency; "
+        "KiB/sub = (server RSS with N idle subscriptions - RSS with 0) / N; Redis cmds/save = "
+        "INFO commandstats delta from the trigger to 0.1 s after the first subscriber's frame "
+        "(Lua-internal calls included; channels_redis's idle BZPOPMIN cycle, 4 commands per "
+        "process every 5 s, may add one or two).",
+        "",
+        "W1: N subscribers of one instance, one save.",
         "",
         "| layer | N | system | saves | median ms | p90 ms | first ms | deliveries/s "
         "| KiB/sub | Redis cmds/save |",
         "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in rows:
+    for r in (r for r in rows if r["scenario"] == "W1"):
         lines.append(
             f"| {r['layer']} | {r['n']} | {r['system']} | {r['saves']} "
             f"| {fmt(r.get('median_ms'))} | {fmt(r.get('p90_ms'))} | {fmt(r.get('first_ms'))} "
             f"| {fmt(r.get('deliveries_per_s'), ',.0f')} | {fmt(r.get('kib_per_sub'))} "
             f"| {fmt(r.get('redis_cmds_per_save'), '.0f')} |"
         )
+    others = [r for r in rows if r["scenario"] != "W1"]
+    if others:
+        lines += [
+            "",
+            f"W3: {args.w3_n} subscribers, each of its own instance; one request saves all "
+            f"{args.w3_n}. W5: W1 at N={args.w5_n} plus one subscriber that never reads "
+            "(its socket backed up first); vs W1 = W5 median / W1 median.",
+            "",
+            "| scenario | layer | N | system | saves | median ms | p90 ms | deliveries/s "
+            "| vs W1 | Redis cmds/save (W3: /burst) | stalled client |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+        ]
+        for r in others:
+            lines.append(
+                f"| {r['scenario']} | {r['layer']} | {r['n']} | {r['system']} | {r['saves']} "
+                f"| {fmt(r.get('median_ms'))} | {fmt(r.get('p90_ms'))} "
+                f"| {fmt(r.get('deliveries_per_s'), ',.0f')} | {fmt(r.get('vs_w1'), '.2f')} "
+                f"| {fmt(r.get('redis_cmds_per_save'), '.0f')} | {_backlog_text(r)} |"
+            )
     lines += [
         "",
         "Median-latency ratios (below 1 = P0 faster):",
         "",
-        "| layer | N | P0/P1 | P0/P2 | P0/F |",
-        "|---|---:|---:|---:|---:|",
+        "| scenario | layer | N | P0/P1 | P0/P2 | P0/F |",
+        "|---|---|---:|---:|---:|---:|",
     ]
-    for layer, n, a, b, c in ratio_rows(rows):
-        lines.append(f"| {layer} | {n} | {a} | {b} | {c} |")
+    for scenario, layer, n, a, b, c in ratio_rows(rows):
+        lines.append(f"| {scenario} | {layer} | {n} | {a} | {b} | {c} |")
     if run.skipped or run.notes or any(r.get("failure") for r in rows):
         lines += ["", "Not measured / incomplete:", ""]
         for key, why in run.skipped.items():
@@ -649,28 +888,34 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         for r in rows:
             if r.get("failure"):
                 lines.append(
-                    f"- {r['system']}/{r['layer']} N={r['n']}: {r['failed']} failed: {r['failure']}"
+                    f"- {r['scenario']} {r['system']}/{r['layer']} N={r['n']}: "
+                    f"{r['failed']} failed: {r['failure']}"
                 )
     return "\n".join(lines)
 
 
 def plain_table(rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'layer':6} {'N':>5} {'sys':4} {'saves':>5} {'med ms':>8} {'p90 ms':>8} "
-        f"{'first ms':>8} {'deliv/s':>9} {'KiB/sub':>8} {'redis/save':>10}  redis top"
+        f"{'scen':4} {'layer':6} {'N':>5} {'sys':4} {'saves':>5} {'med ms':>8} {'p90 ms':>8} "
+        f"{'first ms':>8} {'deliv/s':>9} {'KiB/sub':>8} {'redis/save':>10}  notes"
     )
     out = [head, "-" * len(head)]
     for r in rows:
-        top = ", ".join(f"{k}={v:g}" for k, v in (r.get("redis_top") or {}).items())
+        note = ", ".join(f"{k}={v:g}" for k, v in (r.get("redis_top") or {}).items())
+        if r["scenario"] == "W5":
+            note = f"vs W1 {fmt(r.get('vs_w1'), '.2f')}; {_backlog_text(r)}"
         out.append(
-            f"{r['layer']:6} {r['n']:>5} {r['system']:4} {r['saves']:>5} "
+            f"{r['scenario']:4} {r['layer']:6} {r['n']:>5} {r['system']:4} {r['saves']:>5} "
             f"{fmt(r.get('median_ms')):>8} {fmt(r.get('p90_ms')):>8} {fmt(r.get('first_ms')):>8} "
             f"{fmt(r.get('deliveries_per_s'), ',.0f'):>9} {fmt(r.get('kib_per_sub')):>8} "
-            f"{fmt(r.get('redis_cmds_per_save'), '.0f'):>10}  {top}"
+            f"{fmt(r.get('redis_cmds_per_save'), '.0f'):>10}  {note}"
         )
-    out += ["", f"{'layer':6} {'N':>5} {'P0/P1':>7} {'P0/P2':>7} {'P0/F':>7}   (median latency)"]
-    for layer, n, a, b, c in ratio_rows(rows):
-        out.append(f"{layer:6} {n:>5} {a:>7} {b:>7} {c:>7}")
+    out += [
+        "",
+        f"{'scen':4} {'layer':6} {'N':>5} {'P0/P1':>7} {'P0/P2':>7} {'P0/F':>7}   (median latency)",
+    ]
+    for scenario, layer, n, a, b, c in ratio_rows(rows):
+        out.append(f"{scenario:4} {layer:6} {n:>5} {a:>7} {b:>7} {c:>7}")
     return "\n".join(out)
 
 
@@ -680,6 +925,7 @@ def plot(run: Run, rows: list[dict[str, Any]], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    rows = [r for r in rows if r["scenario"] == "W1"]
     layers = [layer for layer in run.args.layers if any(r["layer"] == layer for r in rows)]
     if not layers:
         return
@@ -692,13 +938,10 @@ def plot(run: Run, rows: list[dict[str, Any]], path: Path) -> None:
             ]
             if not pts:
                 continue
-            xs = [r["n"] for r in pts]
-            med = [r["median_ms"] for r in pts]
-            upper = [r["p90_ms"] - r["median_ms"] for r in pts]
             ax.errorbar(
-                xs,
-                med,
-                yerr=[[0] * len(pts), upper],
+                [r["n"] for r in pts],
+                [r["median_ms"] for r in pts],
+                yerr=[[0] * len(pts), [r["p90_ms"] - r["median_ms"] for r in pts]],
                 marker="o",
                 capsize=3,
                 color=colours.get(key),
@@ -710,11 +953,11 @@ def plot(run: Run, rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("save → last frame, ms (median, bar to p90)")
         ax.set_title(f"W1 fan-out, {'in-memory layer' if layer == 'inmem' else 'channels_redis'}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper left")
     info = run.info
     fig.suptitle(
         f"gql_observer fan-out ({'quick' if run.args.quick else 'full'}) · {info['commit']} · "
-        f"{info['nproc']}× {info['cpu']}",
+        f"{info['nproc']} x {info['cpu']}",
         fontsize=9,
     )
     fig.tight_layout()
@@ -732,12 +975,14 @@ def parse_args() -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--setup", action="store_true", help="create/update .venv-bench and exit")
-    p.add_argument("--quick", action="store_true", help="N=100,1000, 7 saves, ~2.5 minutes")
+    p.add_argument("--quick", action="store_true", help="N=100,1000, 4 saves, under 3 minutes")
     p.add_argument("--systems", default=",".join(ORDER), help="comma list of F,P0,P1,P2")
     p.add_argument("--layers", default="inmem,redis", help="comma list of inmem,redis")
     p.add_argument("--ns", default=None, help="comma list of N (default 100,1000[,5000 full])")
     p.add_argument("--saves", type=int, default=None, help="measured saves per system and N")
-    p.add_argument("--warm", type=int, default=1, help="unrecorded saves per system and N")
+    p.add_argument(
+        "--warm", type=int, default=None, help="unrecorded saves per system and N (full: 1)"
+    )
     p.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
     p.add_argument(
         "--conn-max-age",
@@ -753,7 +998,25 @@ def parse_args() -> argparse.Namespace:
         default=11,
         help="Redis db index of F; P0, P1, P2 get the next ones (flushed before and after)",
     )
-    p.add_argument("--settle", type=float, default=0.05, help="s to wait before reading Redis stats")
+    p.add_argument(
+        "--settle",
+        type=float,
+        default=0.1,
+        help="s after the first subscriber's frame at which Redis counters are read",
+    )
+    p.add_argument(
+        "--scenarios",
+        default=None,
+        help="comma list of W1,W5,W3, run in that order per layer (quick: W1; full: all)",
+    )
+    p.add_argument("--w3-n", type=int, default=1000, help="W3: instances, one subscriber each")
+    p.add_argument("--w3-saves", type=int, default=None, help="W3: measured bursts per system")
+    p.add_argument("--w5-n", type=int, default=1000, help="W5: readers besides the stalled one")
+    p.add_argument("--w5-saves", type=int, default=None, help="W5: measured saves per system")
+    p.add_argument(
+        "--w5-prefill", type=int, default=400, help="W5: saves to back up the stalled socket"
+    )
+    p.add_argument("--w5-prefill-secs", type=float, default=20.0, help="W5: prefill time cap")
     p.add_argument("--plot", default="docs/perf/fanout.png")
     p.add_argument("--json", default="/tmp/gqlo-fanout.json", help="raw results")
     p.add_argument("--budget", type=float, default=None, help="s after which no new saves start")
@@ -762,14 +1025,26 @@ def parse_args() -> argparse.Namespace:
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
     args.layers = [s.strip() for s in args.layers.split(",") if s.strip()]
     args.ns = (
-        [int(x) for x in args.ns.split(",")] if args.ns else ([100, 1000] if args.quick else [100, 1000, 5000])
+        [int(x) for x in args.ns.split(",")]
+        if args.ns
+        else ([100, 1000] if args.quick else [100, 1000, 5000])
     )
-    args.saves = args.saves or (7 if args.quick else 21)
-    args.budget = args.budget or (140.0 if args.quick else 3000.0)
-    args.users = 1
-    bad = [s for s in args.systems if s not in SYSTEMS] + [
-        layer for layer in args.layers if layer not in ("inmem", "redis")
-    ]
+    args.saves = args.saves or (4 if args.quick else 21)
+    args.warm = args.warm if args.warm is not None else (0 if args.quick else 1)
+    args.budget = args.budget or (125.0 if args.quick else 4800.0)
+    args.scenarios = (
+        [x.strip().upper() for x in args.scenarios.split(",") if x.strip()]
+        if args.scenarios
+        else (["W1"] if args.quick else ["W1", "W5", "W3"])
+    )
+    args.w3_saves = args.w3_saves or (3 if args.quick else 7)
+    args.w5_saves = args.w5_saves or (4 if args.quick else 11)
+    args.users = max(1, args.w3_n) if "W3" in args.scenarios else 1
+    bad = (
+        [s for s in args.systems if s not in SYSTEMS]
+        + [layer for layer in args.layers if layer not in ("inmem", "redis")]
+        + [x for x in args.scenarios if x not in ("W1", "W3", "W5")]
+    )
     if bad:
         p.error(f"unknown: {bad}")
     return args
@@ -796,8 +1071,12 @@ async def measure(run: Run) -> None:
             log(f"PostgreSQL unreachable ({exc}); using SQLite files")
             args.db = "sqlite"
     log(f"preparing databases ({args.db})")
-    systems = await asyncio.to_thread(prepare_databases, run, systems)
-    for layer in args.layers:
+    systems = prepare_databases(run, systems)  # blocking on purpose: nothing else runs yet
+    for i, layer in enumerate(args.layers):
+        # each layer gets an equal share of what is left, so a slow machine measures every
+        # layer with fewer rounds instead of the last layer not at all
+        now = time.monotonic()
+        run.layer_deadline = now + (run.deadline - now) / (len(args.layers) - i)
         if run.out_of_time():
             run.notes.append(f"layer {layer} not run (time budget)")
             continue
@@ -837,11 +1116,11 @@ def main() -> None:
     import resource
     import tempfile
 
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by servers and workers
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     args.tmp = tempfile.mkdtemp(prefix="gqlo-bench-")
-    hard_limit = args.budget + (100 if args.quick else 600)
+    hard_limit = args.budget + (45 if args.quick else 600)
 
     run = Run(args=args, info=machine_info(), deadline=time.monotonic() + args.budget)
     started = time.monotonic()
@@ -864,7 +1143,7 @@ def main() -> None:
                 "rows": rows,
                 "skipped": run.skipped,
                 "notes": run.notes,
-                "raw": {f"{k[0]}/{k[1]}/{k[2]}": vars(c) for k, c in run.cells.items()},
+                "raw": {"/".join(map(str, k)): vars(c) for k, c in run.cells.items()},
             },
             indent=1,
             default=str,

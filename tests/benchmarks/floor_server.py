@@ -1,9 +1,10 @@
-"""F, the floor: a bare ``websockets`` server that fans one pre-encoded frame out to every client.
+"""F, the floor: a bare ``websockets`` server that fans one pre-encoded frame out to clients.
 
-Clients connect to ws://HOST:PORT/ and get an ``ack`` frame; ``GET /bench/save/?marker=M``
-encodes one DCRF-style envelope carrying M once and ``broadcast()``s it to every connected
-client, then answers ``{"t_call", "t_return"}`` (``time.monotonic()`` around the broadcast).
-No Django, no channel layer, no GraphQL: what is left is the websocket writes themselves.
+Clients connect to ws://HOST:PORT/?pk=P and get an ``ack`` frame; ``GET /bench/save/?pk=P,Q&
+marker=M`` encodes, for each pk, one DCRF-style envelope carrying username ``M-<pk>`` once and
+``broadcast()``s it to that pk's clients, then answers ``{"t_call", "t_return"}``
+(``time.monotonic()`` around the loop). No Django, no channel layer, no GraphQL, no
+backpressure (``broadcast`` never waits): what is left is the websocket writes themselves.
 
     python -m tests.benchmarks.floor_server --port 8765
 """
@@ -14,6 +15,7 @@ import argparse
 import asyncio
 import json
 import time
+from collections import defaultdict
 from http import HTTPStatus
 from urllib.parse import parse_qs, urlsplit
 
@@ -21,7 +23,7 @@ from websockets.asyncio.server import ServerConnection, broadcast, serve
 from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
-CLIENTS: set[ServerConnection] = set()
+CLIENTS: defaultdict[str, set[ServerConnection]] = defaultdict(set)
 
 
 def _json_response(body: dict[str, object]) -> Response:
@@ -33,35 +35,42 @@ def _json_response(body: dict[str, object]) -> Response:
 def process_request(connection: ServerConnection, request: Request) -> Response | None:
     url = urlsplit(request.path)
     if url.path == "/bench/ping/":
-        return _json_response({"ok": True, "clients": len(CLIENTS)})
+        return _json_response({"ok": True, "clients": sum(map(len, CLIENTS.values()))})
     if url.path == "/bench/save/":
         query = parse_qs(url.query)
         marker = query["marker"][0]
-        pk = query.get("pk", ["1"])[0]
+        pks = query.get("pk", ["1"])[0].split(",")
         t_call = time.monotonic()
-        frame = json.dumps(
-            {
-                "errors": [],
-                "data": {"id": int(pk), "username": marker, "email": f"user{pk}@example.com"},
-                "action": "update",
-                "response_status": 200,
-                "request_id": 1,
-            }
-        )
-        broadcast(CLIENTS, frame)
+        for pk in pks:
+            frame = json.dumps(
+                {
+                    "errors": [],
+                    "data": {
+                        "id": int(pk),
+                        "username": f"{marker}-{pk}",
+                        "email": f"user{pk}@example.com",
+                    },
+                    "action": "update",
+                    "response_status": 200,
+                    "request_id": 1,
+                }
+            )
+            broadcast(CLIENTS.get(pk, ()), frame)
         t_return = time.monotonic()
-        return _json_response({"t_call": t_call, "t_return": t_return, "clients": len(CLIENTS)})
+        return _json_response({"t_call": t_call, "t_return": t_return})
     return None
 
 
 async def handler(connection: ServerConnection) -> None:
-    CLIENTS.add(connection)
+    assert connection.request is not None
+    pk = parse_qs(urlsplit(connection.request.path).query).get("pk", ["1"])[0]
+    CLIENTS[pk].add(connection)
     try:
         await connection.send('{"type": "ack"}')
         async for _ in connection:
             pass
     finally:
-        CLIENTS.discard(connection)
+        CLIENTS[pk].discard(connection)
 
 
 async def main(host: str, port: int) -> None:

@@ -8,13 +8,21 @@ time, so they do not compete for the CPU.
 
 Timing (all ``time.monotonic()``, CLOCK_MONOTONIC, comparable across processes on Linux):
   t0       just before the worker writes the trigger request (HTTP GET or GraphQL mutation);
-  t_first  when the first subscriber's reader task sees the save's frame;
+  t_first  when the first subscriber's reader task sees its frame of this save;
   t_last   when the last subscriber's reader task sees it.
 Latency = t_last - t0: the HTTP hop, the save, the fan-out and the load process's own reads
 (the floor system F shows how much of that is websockets + this process alone).
 
-Commands: connect {n, pk, concurrency, timeout} | save {marker, pk, timeout} |
-          close {} | exit {}
+A save of instance ``pk`` sets its username to ``<marker>-<pk>``; a subscriber of ``pk``
+counts the first frame containing ``<marker>-<pk>"`` (the quote: ``-1"`` is not ``-10"``).
+
+Commands (JSON objects with "cmd"):
+  connect {n, pk | distinct, concurrency, timeout}  top up to n subscribers (of pk, or of
+                                                    pks 1..n when distinct)
+  save {marker, pks, timeout, progress}             trigger one save of each pk, wait
+  stall {pk, timeout}                               one more subscriber that never reads
+  backlog {}                                        kernel bytes queued towards it (ss)
+  unstall {} | close {} | exit {}
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ import contextlib
 import gc
 import json
 import resource
+import socket
+import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
@@ -34,6 +44,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.benchmarks.systems import GQL_SUBSCRIPTION, SYSTEMS, System
+
+# graphql-core parses at most 2000 tokens per document and gql_observer's schema allows 30
+# aliases: a W3 burst goes to P0 as several documents, sent one after the other
+MUTATIONS_PER_DOCUMENT = 25
 
 
 def raise_fd_limit() -> int:
@@ -47,16 +61,16 @@ def raise_fd_limit() -> int:
 class Tally:
     """What one save produced across all subscribers of this worker."""
 
-    marker: str | None = None
     expected: int = 0
     count: int = 0
     t_first: float = 0.0
     t_last: float = 0.0
     done: asyncio.Event = field(default_factory=asyncio.Event)
+    on_first: Any = None
 
-    def reset(self, marker: str, expected: int) -> None:
-        self.marker = marker
+    def reset(self, expected: int, on_first: Any = None) -> None:
         self.expected = expected
+        self.on_first = on_first
         self.count = 0
         self.t_first = self.t_last = 0.0
         self.done = asyncio.Event()
@@ -68,6 +82,8 @@ class Tally:
         self.count += 1
         if self.count == 1:
             self.t_first = now
+            if self.on_first is not None:
+                self.on_first()
         self.t_last = now
         if self.count >= self.expected:
             self.done.set()
@@ -77,7 +93,7 @@ class Tally:
 class Sub:
     ws: ClientConnection
     pk: str
-    last: str | None = None
+    expect: str | None = None  # what this save's frame contains, while a save is timed
     task: asyncio.Task[None] | None = None
 
 
@@ -86,17 +102,28 @@ class Worker:
         self.system = system
         self.port = port
         self.subs: list[Sub] = []
+        self.stalled: ClientConnection | None = None
         self.tally = Tally()
         self.closed_unexpectedly = 0
-        self.mutation_selection: str | None = None
 
     # ---- subscribing -------------------------------------------------------------------
-    async def _open(self, pk: str, timeout: float) -> Sub:
+    async def _open(self, pk: str, timeout: float, *, stalled: bool = False) -> ClientConnection:
+        """Connect and subscribe to ``pk``; return once the server has acknowledged."""
         system = self.system
         url = f"ws://127.0.0.1:{self.port}{system.ws_path}"
+        if system.client == "floor":
+            url += f"?pk={pk}"
         subprotocols = ["graphql-transport-ws"] if system.client == "gql" else None
+        sock = None
+        if stalled:
+            # a tiny receive window, so that what the server sends piles up on its side soon
+            sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            sock.setblocking(False)
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.port))
         ws = await connect(
             url,
+            sock=sock,
             subprotocols=subprotocols,  # type: ignore[arg-type]
             compression=None,  # no permessage-deflate anywhere: we time fan-out, not zlib
             ping_interval=None,
@@ -123,14 +150,9 @@ class Worker:
                     reply = json.loads(await ws.recv())
                     if reply.get("type") != "connection_ack":
                         raise RuntimeError(f"expected connection_ack, got {reply}")
+                    query = GQL_SUBSCRIPTION % {"pk": pk}
                     await ws.send(
-                        json.dumps(
-                            {
-                                "id": "1",
-                                "type": "subscribe",
-                                "payload": {"query": GQL_SUBSCRIPTION % {"pk": pk}},
-                            }
-                        )
+                        json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}})
                     )
                     while True:
                         reply = json.loads(await ws.recv())
@@ -144,43 +166,54 @@ class Worker:
                         if kind in ("error", "complete"):
                             raise RuntimeError(f"subscription failed: {reply}")
         except BaseException:
-            await ws.close()
+            ws.transport.abort()
             raise
-        sub = Sub(ws=ws, pk=pk)
-        sub.task = asyncio.create_task(self._read(sub))
-        return sub
+        return ws
 
     async def _read(self, sub: Sub) -> None:
         try:
             async for msg in sub.ws:
-                tally = self.tally
-                marker = tally.marker
-                if marker is not None and sub.last != marker and marker in msg:
-                    sub.last = marker
-                    tally.hit()
+                expect = sub.expect
+                if expect is not None and expect in msg:
+                    sub.expect = None
+                    self.tally.hit()
         except ConnectionClosed:
             pass
         self.closed_unexpectedly += 1
 
-    async def connect(self, n: int, pk: str, concurrency: int, timeout: float) -> dict[str, Any]:
+    async def connect(
+        self, n: int, pk: str, distinct: bool, concurrency: int, timeout: float
+    ) -> dict[str, Any]:
+        """Top up to ``n`` subscribers; failed attempts are retried until ``timeout``."""
         start = time.monotonic()
         deadline = start + timeout
-        want = n - len(self.subs)
         errors: list[str] = []
         sem = asyncio.Semaphore(concurrency)
 
-        async def one() -> None:
+        async def one(sub_pk: str) -> None:
             async with sem:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     errors.append("connect deadline passed")
                     return
                 try:
-                    self.subs.append(await self._open(pk, min(left, 30.0)))
+                    ws = await self._open(sub_pk, min(left, 30.0))
                 except Exception as exc:  # report, don't crash the worker
                     errors.append(f"{type(exc).__name__}: {exc}"[:300])
+                    return
+                sub = Sub(ws=ws, pk=sub_pk)
+                sub.task = asyncio.create_task(self._read(sub))
+                self.subs.append(sub)
 
-        await asyncio.gather(*(one() for _ in range(max(want, 0))))
+        for _attempt in range(3):
+            have = {s.pk for s in self.subs} if distinct else set()
+            if distinct:
+                wanted = [str(i) for i in range(1, n + 1) if str(i) not in have]
+            else:
+                wanted = [pk] * max(n - len(self.subs), 0)
+            if not wanted or time.monotonic() > deadline:
+                break
+            await asyncio.gather(*(one(p) for p in wanted))
         return {
             "connected": len(self.subs),
             "failed": len(errors),
@@ -188,14 +221,17 @@ class Worker:
             "secs": round(time.monotonic() - start, 3),
         }
 
-    async def close(self, timeout: float = 20.0) -> dict[str, Any]:
+    async def close(self, timeout: float = 30.0) -> dict[str, Any]:
         subs, self.subs = self.subs, []
+        # bounded, like connecting: 1000 disconnects at once exhaust the peers' Redis pool
+        sem = asyncio.Semaphore(32)
 
         async def one(sub: Sub) -> None:
-            with contextlib.suppress(Exception):
-                await sub.ws.close()
-            if sub.task is not None:
-                sub.task.cancel()
+            async with sem:
+                with contextlib.suppress(Exception):
+                    await sub.ws.close()
+                if sub.task is not None:
+                    sub.task.cancel()
 
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
@@ -205,9 +241,43 @@ class Worker:
         self.closed_unexpectedly = 0
         return {"closed": len(subs)}
 
+    # ---- the stalled client (W5) -------------------------------------------------------
+    async def stall(self, pk: str, timeout: float) -> dict[str, Any]:
+        if self.stalled is None:
+            self.stalled = await self._open(pk, timeout, stalled=True)
+            # nobody reads it again: once its receive window is full, the server's writes to
+            # it stay queued in the server
+            self.stalled.transport.pause_reading()
+        return {"stalled": True}
+
+    def backlog(self) -> dict[str, Any]:
+        """Bytes queued in the kernel towards the stalled client, both ends (from ``ss``)."""
+        if self.stalled is None:
+            return {"client_recv_q": None, "server_send_q": None}
+        host, port = self.stalled.transport.get_extra_info("sockname")[:2]
+        local = f"{host}:{port}"
+        remote = f"127.0.0.1:{self.port}"
+        out = subprocess.run(["ss", "-tnH"], capture_output=True, text=True, check=False).stdout
+        recv_q = send_q = None
+        for line in out.splitlines():
+            cols = line.split()
+            if len(cols) < 5:
+                continue
+            if cols[3] == local and cols[4] == remote:
+                recv_q = int(cols[1])
+            elif cols[3] == remote and cols[4] == local:
+                send_q = int(cols[2])
+        return {"client_recv_q": recv_q, "server_send_q": send_q}
+
+    async def unstall(self) -> dict[str, Any]:
+        if self.stalled is not None:
+            self.stalled.transport.abort()
+            self.stalled = None
+        return {"stalled": False}
+
     # ---- triggering --------------------------------------------------------------------
     async def http(
-        self, method: str, path: str, body: bytes | None = None, timeout: float = 60.0
+        self, method: str, path: str, body: bytes | None = None, timeout: float = 120.0
     ) -> tuple[int, bytes]:
         async with asyncio.timeout(timeout):
             reader, writer = await asyncio.open_connection("127.0.0.1", self.port)
@@ -223,48 +293,48 @@ class Worker:
         header, _, payload = raw.partition(b"\r\n\r\n")
         lines = header.decode("latin-1").split("\r\n")
         status = int(lines[0].split()[1]) if lines and len(lines[0].split()) > 1 else 0
-        if any(h.lower().startswith("transfer-encoding:") and "chunked" in h.lower() for h in lines):
+        if any(
+            h.lower().startswith("transfer-encoding:") and "chunked" in h.lower() for h in lines
+        ):
             payload = _dechunk(payload)
         return status, payload
 
-    async def _selection(self) -> str:
-        """``updateUser``'s return type decides whether the mutation needs a selection set."""
-        if self.mutation_selection is None:
-            query = (
-                "{ __schema { mutationType { fields { name type { kind name ofType "
-                "{ kind name ofType { kind name } } } } } } }"
+    async def _trigger(self, marker: str, pks: list[str]) -> tuple[int, bytes]:
+        if self.system.trigger == "get":
+            return await self.http("GET", f"/bench/save/?pk={','.join(pks)}&marker={marker}")
+        # one updateUser per instance, executed in order like the peers' view
+        status, raw = 0, b""
+        for start in range(0, len(pks), MUTATIONS_PER_DOCUMENT):
+            fields = " ".join(
+                f'u{i}: updateUser(pk: "{pk}", username: "{marker}-{pk}") {{ __typename }}'
+                for i, pk in enumerate(pks[start : start + MUTATIONS_PER_DOCUMENT])
             )
-            selection = " { __typename }"
-            with contextlib.suppress(Exception):
-                _, raw = await self.http("POST", "/graphql/", json.dumps({"query": query}).encode())
-                fields = json.loads(raw)["data"]["__schema"]["mutationType"]["fields"]
-                for f in fields:
-                    if f["name"] == "updateUser":
-                        t = f["type"]
-                        while t.get("ofType") and t["kind"] in ("NON_NULL", "LIST"):
-                            t = t["ofType"]
-                        if t["kind"] in ("SCALAR", "ENUM"):
-                            selection = ""
-            self.mutation_selection = selection
-        return self.mutation_selection
+            body = json.dumps({"query": f"mutation {{ {fields} }}"}).encode()
+            status, raw = await self.http("POST", "/graphql/", body)
+            if status != 200 or b'"errors"' in raw:
+                break
+        return status, raw
 
-    async def save(self, marker: str, pk: str, timeout: float) -> dict[str, Any]:
-        selection = await self._selection() if self.system.trigger == "mutation" else ""
-        expected = sum(1 for s in self.subs if s.pk == pk)
+    async def save(
+        self, marker: str, pks: list[str], timeout: float, progress: bool = False
+    ) -> dict[str, Any]:
+        """Save every pk in ``pks`` and wait until each of their subscribers saw its frame.
+
+        With ``progress``, a ``{"progress": "first"}`` line is written as soon as the first
+        subscriber has its frame, so the orchestrator can read Redis counters right then.
+        """
+        wanted = set(pks)
+        expected = 0
+        for sub in self.subs:
+            if sub.pk in wanted:
+                sub.expect = f'{marker}-{sub.pk}"'
+                expected += 1
         gc.collect()
         gc.disable()
         try:
-            self.tally.reset(f'{marker}"', expected)  # the closing quote: "bm-7" must not match "bm-70"
+            self.tally.reset(expected, _announce_first if progress else None)
             t0 = time.monotonic()
-            if self.system.trigger == "get":
-                status, raw = await self.http("GET", f"/bench/save/?pk={pk}&marker={marker}")
-            else:
-                doc = (
-                    "mutation ($pk: ID!, $username: String) "
-                    "{ updateUser(pk: $pk, username: $username)%s }" % selection
-                )
-                body = {"query": doc, "variables": {"pk": pk, "username": marker}}
-                status, raw = await self.http("POST", "/graphql/", json.dumps(body).encode())
+            status, raw = await self._trigger(marker, pks)
             t_resp = time.monotonic()
             error = None
             server: dict[str, Any] = {}
@@ -283,7 +353,6 @@ class Worker:
             result = {
                 "expected": expected,
                 "received": tally.count,
-                "t0": t0,
                 "resp_ms": (t_resp - t0) * 1e3,
                 "first_ms": (tally.t_first - t0) * 1e3 if tally.count else None,
                 "last_ms": (tally.t_last - t0) * 1e3 if tally.count else None,
@@ -294,10 +363,16 @@ class Worker:
             if "t_call" in server:
                 result["save_call_ms"] = (server["t_call"] - t0) * 1e3
                 result["save_return_ms"] = (server["t_return"] - t0) * 1e3
-            self.tally.marker = None
             return result
         finally:
+            for sub in self.subs:
+                sub.expect = None
             gc.enable()
+
+
+def _announce_first() -> None:
+    sys.stdout.write('{"progress": "first"}\n')
+    sys.stdout.flush()
 
 
 def _dechunk(data: bytes) -> bytes:
@@ -312,6 +387,34 @@ def _dechunk(data: bytes) -> bytes:
     return bytes(out)
 
 
+async def handle(worker: Worker, name: str, cmd: dict[str, Any]) -> dict[str, Any]:
+    if name == "connect":
+        return await worker.connect(
+            cmd["n"],
+            str(cmd.get("pk", "1")),
+            bool(cmd.get("distinct", False)),
+            cmd.get("concurrency", 32),
+            cmd["timeout"],
+        )
+    if name == "save":
+        return await worker.save(
+            cmd["marker"], [str(p) for p in cmd["pks"]], cmd["timeout"], cmd.get("progress", False)
+        )
+    if name == "stall":
+        return await worker.stall(str(cmd.get("pk", "1")), cmd.get("timeout", 30))
+    if name == "backlog":
+        return worker.backlog()
+    if name == "unstall":
+        return await worker.unstall()
+    if name == "close":
+        return await worker.close()
+    if name == "exit":
+        await worker.unstall()
+        await worker.close()
+        return {"bye": True}
+    return {"error": f"unknown command {name}"}
+
+
 async def serve_commands(worker: Worker) -> None:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
@@ -323,19 +426,7 @@ async def serve_commands(worker: Worker) -> None:
         cmd = json.loads(line)
         name = cmd.pop("cmd")
         try:
-            if name == "connect":
-                reply = await worker.connect(
-                    cmd["n"], str(cmd.get("pk", "1")), cmd.get("concurrency", 100), cmd["timeout"]
-                )
-            elif name == "save":
-                reply = await worker.save(cmd["marker"], str(cmd.get("pk", "1")), cmd["timeout"])
-            elif name == "close":
-                reply = await worker.close()
-            elif name == "exit":
-                await worker.close()
-                reply = {"bye": True}
-            else:
-                reply = {"error": f"unknown command {name}"}
+            reply = await handle(worker, name, cmd)
         except Exception as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         sys.stdout.write(json.dumps(reply) + "\n")

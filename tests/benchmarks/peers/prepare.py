@@ -2,7 +2,8 @@
 
 Run with the interpreter and settings of the server that will use the database::
 
-    DJANGO_SETTINGS_MODULE=tests.benchmarks.peers.settings python -m tests.benchmarks.peers.prepare 1000
+    DJANGO_SETTINGS_MODULE=tests.benchmarks.peers.settings \\
+        python -m tests.benchmarks.peers.prepare 1000
 
 Only Django is imported, so it also runs from the project's own venv for P0.
 """

@@ -45,7 +45,9 @@ if _redis_url:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
-            "CONFIG": {"hosts": [{"address": _redis_url}]},
+            # the same read timeout as gql_observer's demo: channels_redis blocks 5 s in
+            # BZPOPMIN, and an equal socket timeout cuts idle receivers (channels_redis #422)
+            "CONFIG": {"hosts": [{"address": _redis_url, "socket_timeout": 30}]},
         }
     }
 else:

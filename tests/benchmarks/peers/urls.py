@@ -10,7 +10,9 @@ from django.urls import path
 
 
 def save_view(request: HttpRequest) -> JsonResponse:
-    """Save user ``pk`` with username ``marker`` (a plain sync view, as a web worker would).
+    """Save each user in ``pk`` (comma list) with username ``<marker>-<pk>``, in order.
+
+    A plain sync view, as a web worker would save; one request = one burst for W3.
 
     ``t_call`` / ``t_return`` are ``time.monotonic()`` just before ``save()`` is called and just
     after it returns; CLOCK_MONOTONIC is system-wide on Linux, so the load process can compare
@@ -22,7 +24,7 @@ def save_view(request: HttpRequest) -> JsonResponse:
     for i, pk in enumerate(pks):
         user = User.objects.filter(pk=pk).first()
         assert user is not None, f"user {pk} missing: run the benchmark's prepare step"
-        user.username = marker
+        user.username = f"{marker}-{pk}"
         if i == 0:
             t_call = time.monotonic()
         user.save()
