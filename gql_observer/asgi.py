@@ -68,7 +68,9 @@ class ObserverTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._pinger: asyncio.Task[None] | None = None
+        # A timer, not a task, between pings: an idle connection costs no task.
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._ping_task: asyncio.Task[None] | None = None
         self._rate = get_settings()["SUBSCRIBE_RATE"]
         self._tokens = self._burst = 2 * self._rate
         self._refilled = time.monotonic()
@@ -87,23 +89,31 @@ class ObserverTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
         ``ping`` every ``KEEP_ALIVE_INTERVAL`` (strawberry's ``keep_alive`` only
         covers legacy graphql-ws)."""
         await super().handle_connection_init(message)
-        interval = get_settings()["KEEP_ALIVE_INTERVAL"]
-        if self.connection_acknowledged and interval and self._pinger is None:
-            self._pinger = asyncio.create_task(self._ping(interval))
+        if self.connection_acknowledged and self._ping_timer is None:
+            self._schedule_ping()
 
-    async def _ping(self, interval: float) -> None:
-        while True:
-            await asyncio.sleep(interval)
-            try:
-                await self.send_message({"type": "ping"})
-            except Exception:
-                return  # the connection is going away; shutdown follows
+    def _schedule_ping(self) -> None:
+        interval = get_settings()["KEEP_ALIVE_INTERVAL"]
+        if interval:
+            self._ping_timer = asyncio.get_running_loop().call_later(interval, self._ping_due)
+
+    def _ping_due(self) -> None:
+        self._ping_task = asyncio.ensure_future(self._ping())
+
+    async def _ping(self) -> None:
+        try:
+            await self.send_message({"type": "ping"})
+        except Exception:
+            return  # the connection is going away; shutdown follows
+        self._schedule_ping()
 
     async def shutdown(self) -> None:
-        if self._pinger is not None:
-            self._pinger.cancel()
+        if self._ping_timer is not None:
+            self._ping_timer.cancel()
+        if self._ping_task is not None:
+            self._ping_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await self._pinger
+                await self._ping_task
         await super().shutdown()
 
     async def handle_message(self, message: Any) -> None:
