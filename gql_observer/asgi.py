@@ -34,7 +34,12 @@ from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
 from . import cohort, registry
-from .auth import AuthenticationFailed, authenticate, credential_from_params
+from .auth import (
+    AuthenticationFailed,
+    authenticate,
+    credential_from_params,
+    websocket_auth_stack,
+)
 from .hub import current_hub
 from .settings import get_settings
 from .visibility import CHECK_KEY, EXPIRES_KEY, viewer_from_scope
@@ -236,19 +241,38 @@ class ObserverWSConsumer(GraphQLWSConsumer):
         dropped."""
         if self._gave_up:
             return
+        if not self.send_timeout:
+            await super().send(text_data, bytes_data, close)
+            return
         try:
             await asyncio.wait_for(super().send(text_data, bytes_data, close), self.send_timeout)
         except TimeoutError:
-            self._gave_up = True
-            logger.warning(
-                "A websocket client took more than %.1fs to take a message; closing it",
-                self.send_timeout,
-            )
-            # As if the client had gone: strawberry cancels every operation.
-            self.message_queue.put_nowait({"message": None, "disconnected": True})
-            # The close frame waits behind what the client did not read (ASGI
-            # servers wait for a writable socket); it must not hold anything.
-            self._closer = asyncio.ensure_future(self._close_slow())
+            self._give_up()
+
+    async def write_frame(self, frame: str) -> None:
+        """Write one ready-encoded frame (the cohorts' hot path): straight to the
+        server, without Channels' per-message wrappers or a timeout task (the
+        cohort keeps the send timeout on a timer when the socket pushes back)."""
+        if self._gave_up:
+            return
+        await self.base_send({"type": "websocket.send", "text": frame})
+
+    def give_up(self) -> None:
+        """Close a connection whose client takes nothing (``SEND_TIMEOUT``)."""
+        if not self._gave_up:
+            self._give_up()
+
+    def _give_up(self) -> None:
+        self._gave_up = True
+        logger.warning(
+            "A websocket client took more than %.1fs to take a message; closing it",
+            self.send_timeout,
+        )
+        # As if the client had gone: strawberry cancels every operation.
+        self.message_queue.put_nowait({"message": None, "disconnected": True})
+        # The close frame waits behind what the client did not read (ASGI
+        # servers wait for a writable socket); it must not hold anything.
+        self._closer = asyncio.ensure_future(self._close_slow())
 
     async def _close_slow(self) -> None:
         # The server may have closed the socket meanwhile (shutdown, the peer
@@ -456,7 +480,7 @@ def application(
                 ]
             ),
             "websocket": HostOriginValidator(
-                AuthMiddlewareStack(
+                websocket_auth_stack(
                     URLRouter(
                         [
                             re_path(pattern, websocket),

@@ -61,29 +61,33 @@ def cohort_key(
 
 
 class Member:
-    """One subscriber of a cohort: its operation and its socket."""
+    """One subscriber of a cohort: its operation and its socket.
 
-    __slots__ = ("_next", "_sending", "_writer", "done", "dropped", "handler", "operation")
+    A frame is written inline, without a task: an ASGI server's ``send``
+    returns at once while the socket takes data. Only when the socket pushes
+    back does the rest of the write move to a task of its own (with the send
+    timeout on a timer), and newer frames wait behind it — one at most.
+    """
+
+    __slots__ = (
+        "_next",
+        "_timer",
+        "_writer",
+        "done",
+        "dropped",
+        "handler",
+        "operation",
+    )
 
     def __init__(self, handler: Any, operation: Any) -> None:
         self.handler = handler
         self.operation = operation
         self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._next: str | None = None
-        self._sending = False
-        self._writer: asyncio.Future[None] | None = None
+        self._writer: asyncio.Task[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
         #: Frames skipped because a newer one came before the socket took them.
         self.dropped = 0
-
-    def push(self, payload: str) -> None:
-        """Queue ``payload`` (an encoded ``next`` payload); latest wins."""
-        frame = f'{{"id":{json.dumps(self.operation.id)},"type":"next","payload":{payload}}}'
-        if self._next is not None:
-            self.dropped += 1
-        self._next = frame
-        if not self._sending:
-            self._sending = True
-            self._writer = asyncio.ensure_future(self._drain())
 
     @property
     def alive(self) -> bool:
@@ -92,24 +96,84 @@ class Member:
         operation = self.operation
         return not operation.completed and self.handler.operations.get(operation.id) is operation
 
-    async def _drain(self) -> None:
+    @property
+    def busy(self) -> bool:
+        """Whether a write is waiting for the socket."""
+        return self._writer is not None
+
+    def push(self, payload: str) -> None:
+        """Write ``payload`` (an encoded ``next`` payload) now, or after the
+        write in progress; latest wins."""
+        frame = f'{{"id":{json.dumps(self.operation.id)},"type":"next","payload":{payload}}}'
+        if self._writer is not None:
+            if self._next is not None:
+                self.dropped += 1
+            self._next = frame
+            return
+        if self.alive:
+            self._write_inline(frame)
+
+    def _consumer(self) -> Any:
+        return self.handler.websocket.ws_consumer
+
+    def _write(self, frame: str) -> Any:
+        consumer = self._consumer()
+        write = getattr(consumer, "write_frame", None)
+        return write(frame) if write is not None else consumer.send(text_data=frame)
+
+    def _write_inline(self, frame: str) -> None:
+        coro = self._write(frame)
         try:
+            awaited = coro.send(None)
+        except StopIteration:
+            return  # written: the usual case, no task, no timer
+        except Exception:
+            logger.debug("Could not write to a member's socket", exc_info=True)
+            return
+        # The socket pushes back: finish this write (and newer frames) in a task.
+        self._writer = asyncio.ensure_future(self._resume(coro, awaited))
+        timeout = getattr(self._consumer(), "send_timeout", None)
+        if timeout:
+            self._timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
+
+    async def _resume(self, coro: Any, awaited: Any) -> None:
+        try:
+            # Drive the suspended write as a task would: wait for what it waits
+            # for, then let it go on (it reads the outcome itself).
+            while True:
+                if isinstance(awaited, asyncio.Future):
+                    await asyncio.wait([awaited])
+                else:
+                    await asyncio.sleep(0)
+                try:
+                    awaited = coro.send(None)
+                except StopIteration:
+                    break
             while self._next is not None and self.alive:
                 frame, self._next = self._next, None
-                await self.handler.websocket.ws_consumer.send(text_data=frame)
+                await self._write(frame)
+        except asyncio.CancelledError:
+            coro.close()  # the connection was given up (send timeout) or is closing
         except Exception:
             logger.debug("Could not write to a member's socket", exc_info=True)
         finally:
-            self._sending = False
+            self._writer = None
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+
+    def _timed_out(self) -> None:
+        self._timer = None
+        give_up = getattr(self._consumer(), "give_up", None)
+        if give_up is not None:
+            give_up()
+        if self._writer is not None:
+            self._writer.cancel()
 
     async def finish(self, errors: list[GraphQLError] | None = None) -> None:
         """Send what is left, then ``complete`` (or the initial ``errors``)."""
-        while self._sending or self._next is not None:
-            if not self._sending:
-                self._sending = True
-                await self._drain()
-            else:
-                await asyncio.sleep(0)
+        while self._writer is not None:
+            await asyncio.wait([self._writer])
         if not self.alive:
             pass
         elif errors:

@@ -37,7 +37,7 @@ ASGI_APPLICATION = "schema_examples.asgi.application"
 DATABASES = {
     "default": dj_database_url.parse(
         os.environ.get("DATABASE_URL") or f"sqlite:///{VAR / 'demo.sqlite3'}",
-        conn_max_age=0,
+        conn_max_age=int(os.environ.get("CONN_MAX_AGE", "0")),
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"

@@ -1,0 +1,17 @@
+"""Django settings of P0 (gql_observer) in the benchmark: the demo project's schema
+and apps, with the peers' database, channel layer and save trigger (same view,
+same connection reuse), so every system is triggered the same way."""
+
+from __future__ import annotations
+
+from schema_examples.settings import *  # noqa: F403
+from tests.benchmarks.peers.settings import (  # noqa: F401
+    ALLOWED_HOSTS,
+    CHANNEL_LAYERS,
+    DATABASES,
+    LOGGING,
+    ROOT_URLCONF,
+)
+
+DEBUG = False
+GQL_OBSERVER = {"SCHEMA": "schema_examples.schema.schema", "GRAPHIQL": False}
