@@ -197,7 +197,11 @@ class Hub:
             # Nothing outside this loop can break it: no probes.
             self._probe_interval = None
             self.publisher = Publisher(
-                layer, self.loop, options["PUBLISH_TIMEOUT"], options["PUBLISH_RETRY_WINDOW"]
+                layer,
+                self.loop,
+                options["PUBLISH_TIMEOUT"],
+                options["PUBLISH_RETRY_WINDOW"],
+                local=self.dispatch,
             )
             self.publisher.start()
             set_local_publisher(self.publisher)

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import os
 import threading
+from collections.abc import Callable
 from typing import Any, Final
 
 from channels.layers import InMemoryChannelLayer, channel_layers
@@ -46,6 +47,7 @@ class Publisher:
         "_done",
         "_failing",
         "_layer",
+        "_local",
         "_loop",
         "_pending",
         "_queue",
@@ -64,8 +66,13 @@ class Publisher:
         loop: asyncio.AbstractEventLoop,
         timeout: float,
         retry_window: float = 30.0,
+        local: Callable[[dict[str, Any]], None] | None = None,
     ) -> None:
         self._layer = layer
+        # The hub of this loop, for the in-memory layer: the layer would only
+        # hand the event back to it, at a cost that grows with every group
+        # (channels' InMemoryChannelLayer scans them all on each message).
+        self._local = local
         self._loop = loop
         self._timeout = timeout
         self._retry_window = retry_window
@@ -190,6 +197,10 @@ class Publisher:
         )
 
     async def _send(self, event: ChangeEvent) -> bool:
+        if self._local is not None:
+            self._local(dict(event))
+            self.sent += 1
+            return True
         try:
             await asyncio.wait_for(
                 self._layer.group_send(event["group"], dict(event)), self._timeout

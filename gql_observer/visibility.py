@@ -8,6 +8,7 @@ allows it. Every event re-checks all of it, once per permission context.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import time
 from collections.abc import Callable, Hashable
@@ -16,7 +17,7 @@ from typing import Any, Final
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
-from django.core.exceptions import ObjectDoesNotExist, ValidationError
+from django.core.exceptions import ValidationError
 from django.db.models import Field, Model, QuerySet
 from strawberry import Info
 
@@ -155,24 +156,97 @@ def normalize_pk(definition: ObservedDefinition, value: object) -> object | None
         return None
 
 
-def _read(definition: ObservedDefinition, info: Info, viewer: Viewer, value: object) -> Verdict:
+def _read_many(
+    definition: ObservedDefinition, info: Info, viewer: Viewer, values: list[object]
+) -> dict[object, Verdict]:
+    """The verdicts on several instances for one viewer: one query."""
     user = viewer.user
     if definition.scoped:
         user = _still_valid(viewer)
         if user is None or not _allowed(definition, user):
-            return Verdict(UNAUTHORIZED)
+            return dict.fromkeys(values, Verdict(UNAUTHORIZED))
+    verdicts = dict.fromkeys(values, Verdict(NOT_FOUND))
+    lookup = definition.lookup
     try:
-        obj: Model = queryset(definition, info).get(**{definition.lookup: value})
-    except (ObjectDoesNotExist, ValidationError, ValueError, TypeError):
-        return Verdict(NOT_FOUND)
-    # Existence is secret: not allowed answers as not found does.
-    if definition.permission is not None and not definition.permission(user, obj):
-        return Verdict(NOT_FOUND)
-    return Verdict(OK, obj)
+        found = list(queryset(definition, info).filter(**{f"{lookup}__in": values}))
+    except (ValidationError, ValueError, TypeError):
+        found = []
+    for obj in found:
+        # Existence is secret: not allowed answers as not found does.
+        if definition.permission is None or definition.permission(user, obj):
+            verdicts[getattr(obj, lookup)] = Verdict(OK, obj)
+    return verdicts
 
 
-read = sync_to_async(_read, thread_sensitive=True)
-"""Read the instance whose lookup field equals ``value`` as ``viewer`` may see it."""
+_read_many_async = sync_to_async(_read_many, thread_sensitive=True)
+
+
+class _Reads:
+    """Reads of one type for one viewer, coalesced: while one query runs, the
+    instances asked for meanwhile wait and are read together by the next one.
+    A burst of changes to many instances costs a few queries, not one each."""
+
+    __slots__ = ("_task", "definition", "info", "pending", "running", "viewer")
+
+    def __init__(self, definition: ObservedDefinition, info: Info, viewer: Viewer) -> None:
+        self.definition, self.info, self.viewer = definition, info, viewer
+        self.pending: dict[object, list[asyncio.Future[Verdict]]] = {}
+        self.running = False
+        self._task: asyncio.Task[None] | None = None
+
+    def ask(self, value: object) -> asyncio.Future[Verdict]:
+        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+        self.pending.setdefault(value, []).append(future)
+        if not self.running:
+            self.running = True
+            asyncio.get_running_loop().call_soon(self._start)
+        return future
+
+    def _start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            while self.pending:
+                batch, self.pending = self.pending, {}
+                try:
+                    verdicts = await _read_many_async(
+                        self.definition, self.info, self.viewer, list(batch)
+                    )
+                except BaseException as error:
+                    for futures in batch.values():
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(error)
+                    if isinstance(error, asyncio.CancelledError):
+                        raise
+                    continue
+                for value, futures in batch.items():
+                    for future in futures:
+                        if not future.done():
+                            future.set_result(verdicts[value])
+        finally:
+            self.running = False
+            if _readers.get(self.key) is self and not self.pending:
+                del _readers[self.key]
+
+    @property
+    def key(self) -> Hashable:
+        return (id(asyncio.get_running_loop()), self.viewer.key(self.definition))
+
+
+_readers: dict[Hashable, _Reads] = {}
+
+
+async def read(
+    definition: ObservedDefinition, info: Info, viewer: Viewer, value: object
+) -> Verdict:
+    """Read the instance whose lookup field equals ``value`` as ``viewer`` may see it."""
+    key = (id(asyncio.get_running_loop()), viewer.key(definition))
+    reads = _readers.get(key)
+    if reads is None:
+        reads = _readers[key] = _Reads(definition, info, viewer)
+    return await reads.ask(value)
 
 
 def _may_see_deleted(definition: ObservedDefinition, viewer: Viewer, instance: Model) -> Verdict:
