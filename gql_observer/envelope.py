@@ -44,7 +44,15 @@ def envelope_type(definition: ObservedDefinition) -> type[Any]:
             "response_status": int,
             "request_id": JSON | None,
             "data": definition.type_ | None,
+            "resync": bool,
         },
+        "resync": strawberry.field(
+            default=False,
+            description=(
+                "True when this state was re-read because the server lost contact with "
+                "the channel layer for a while (changes in between may have merged)."
+            ),
+        ),
         "__module__": __name__,
         "__doc__": (
             f"What happened to one {definition.type_name}, as djangochannelsrestframework "
@@ -64,6 +72,8 @@ def envelope(
     request_id: Any,
     data: Any = None,
     errors: list[str] | None = None,
+    *,
+    resync: bool = False,
 ) -> Any:
     """One envelope value of ``definition``'s envelope type."""
     return envelope_type(definition)(
@@ -72,4 +82,5 @@ def envelope(
         response_status=status,
         request_id=request_id,
         data=data,
+        resync=resync,
     )

@@ -150,7 +150,9 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
                     # Deleted meanwhile, or no longer visible: fail closed, end here.
                     yield refusal(definition, "update", verdict.status, request_id)
                     return
-                yield envelope(definition, "update", OK, request_id, verdict.instance)
+                yield envelope(
+                    definition, "update", OK, request_id, verdict.instance, resync=delivery.resync
+                )
         finally:
             hub.leave(subscription)
 

@@ -25,6 +25,8 @@ QUERY_USER = (
 
 #: Every frame and HTTP body the server sent to an in-process client in this run.
 SENT: list[str] = []
+#: Whether any test talked to the in-process application (then frames must exist).
+APPLICATION_USED: list[bool] = []
 #: What a password hash looks like, whatever the hasher.
 HASH = re.compile(r"(md5|pbkdf2_sha256|pbkdf2_sha1|argon2|bcrypt_sha256|scrypt)\$")
 
@@ -48,7 +50,8 @@ def _no_password_hash_ever_leaves() -> Iterator[None]:
     with pytest.MonkeyPatch.context() as patch:
         patch.setattr(ApplicationCommunicator, "receive_output", recording)
         yield
-    assert SENT, "no frame was recorded: the scan would prove nothing"
+    if any(APPLICATION_USED):
+        assert SENT, "no frame was recorded: the scan would prove nothing"
     leaked = [frame for frame in SENT if HASH.search(frame)]
     assert not leaked, f"password hashes were sent: {leaked[:3]}"
 
@@ -57,6 +60,7 @@ def _no_password_hash_ever_leaves() -> Iterator[None]:
 def application() -> Any:
     from schema_examples.asgi import application
 
+    APPLICATION_USED.append(True)
     return application
 
 
