@@ -121,14 +121,16 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
         # Join before the first read: a commit between the two is then seen.
         subscription = await hub.join(group)
         try:
-            verdict = await read(definition, info, viewer, value)
+            # From here on the subscription follows the instance (its pk),
+            # whatever becomes of the field it was looked up by.
+            verdict = await read(definition, info, viewer, instance_pk, by_pk=True)
             if verdict.status != OK:
                 yield refusal(definition, "subscribe_instance", verdict.status, request_id)
                 return
             yield envelope(definition, "subscribe_instance", CREATED, request_id)
 
             async def reread() -> Verdict:
-                return await read(definition, info, viewer, value)
+                return await read(definition, info, viewer, instance_pk, by_pk=True)
 
             while True:
                 delivery = await subscription.next()

@@ -157,7 +157,7 @@ def normalize_pk(definition: ObservedDefinition, value: object) -> object | None
 
 
 def _read_many(
-    definition: ObservedDefinition, info: Info, viewer: Viewer, values: list[object]
+    definition: ObservedDefinition, info: Info, viewer: Viewer, values: list[object], lookup: str
 ) -> dict[object, Verdict]:
     """The verdicts on several instances for one viewer: one query."""
     user = viewer.user
@@ -166,7 +166,6 @@ def _read_many(
         if user is None or not _allowed(definition, user):
             return dict.fromkeys(values, Verdict(UNAUTHORIZED))
     verdicts = dict.fromkeys(values, Verdict(NOT_FOUND))
-    lookup = definition.lookup
     try:
         found = list(queryset(definition, info).filter(**{f"{lookup}__in": values}))
     except (ValidationError, ValueError, TypeError):
@@ -186,10 +185,18 @@ class _Reads:
     instances asked for meanwhile wait and are read together by the next one.
     A burst of changes to many instances costs a few queries, not one each."""
 
-    __slots__ = ("_task", "definition", "info", "pending", "running", "viewer")
+    __slots__ = ("_task", "definition", "info", "key", "lookup", "pending", "running", "viewer")
 
-    def __init__(self, definition: ObservedDefinition, info: Info, viewer: Viewer) -> None:
-        self.definition, self.info, self.viewer = definition, info, viewer
+    def __init__(
+        self,
+        key: Hashable,
+        definition: ObservedDefinition,
+        info: Info,
+        viewer: Viewer,
+        lookup: str,
+    ) -> None:
+        self.key, self.definition, self.info, self.viewer = key, definition, info, viewer
+        self.lookup = lookup
         self.pending: dict[object, list[asyncio.Future[Verdict]]] = {}
         self.running = False
         self._task: asyncio.Task[None] | None = None
@@ -211,7 +218,7 @@ class _Reads:
                 batch, self.pending = self.pending, {}
                 try:
                     verdicts = await _read_many_async(
-                        self.definition, self.info, self.viewer, list(batch)
+                        self.definition, self.info, self.viewer, list(batch), self.lookup
                     )
                 except BaseException as error:
                     for futures in batch.values():
@@ -230,22 +237,25 @@ class _Reads:
             if _readers.get(self.key) is self and not self.pending:
                 del _readers[self.key]
 
-    @property
-    def key(self) -> Hashable:
-        return (id(asyncio.get_running_loop()), self.viewer.key(self.definition))
-
 
 _readers: dict[Hashable, _Reads] = {}
 
 
 async def read(
-    definition: ObservedDefinition, info: Info, viewer: Viewer, value: object
+    definition: ObservedDefinition,
+    info: Info,
+    viewer: Viewer,
+    value: object,
+    *,
+    by_pk: bool = False,
 ) -> Verdict:
-    """Read the instance whose lookup field equals ``value`` as ``viewer`` may see it."""
-    key = (id(asyncio.get_running_loop()), viewer.key(definition))
+    """Read the instance whose lookup field (or pk, ``by_pk``) equals ``value``,
+    as ``viewer`` may see it."""
+    lookup = "pk" if by_pk else definition.lookup
+    key = (id(asyncio.get_running_loop()), viewer.key(definition), lookup)
     reads = _readers.get(key)
     if reads is None:
-        reads = _readers[key] = _Reads(definition, info, viewer)
+        reads = _readers[key] = _Reads(key, definition, info, viewer, lookup)
     return await reads.ask(value)
 
 

@@ -29,9 +29,9 @@ def counts(monkeypatch: pytest.MonkeyPatch) -> Counts:
     seen = Counts()
     real_read, real_publish = schema.read, cohort.Cohort._publish
 
-    async def counting_read(*args: Any) -> Any:
+    async def counting_read(*args: Any, **kwargs: Any) -> Any:
         seen.reads += 1
-        return await real_read(*args)
+        return await real_read(*args, **kwargs)
 
     def counting_publish(self: cohort.Cohort, *args: Any) -> None:
         seen.executions += 1

@@ -229,3 +229,42 @@ async def test_password_is_not_in_the_schema(client: GraphQLTransportWSCommunica
     message = await client.receive()
     assert message["type"] == "error" and message["id"] == op
     assert "Cannot query field 'password'" in message["payload"][0]["message"]
+
+
+async def test_a_unique_field_other_than_pk_may_be_the_lookup(users: list[User]) -> None:
+    import strawberry_django
+    from django.contrib.auth.models import Group
+
+    import gql_observer
+    from gql_observer.asgi import application as build
+    from gql_observer.registry import definitions
+
+    if not any(d.field_name == "groupByName" for d in definitions()):
+
+        @gql_observer.observe(Group, name="groupByName", lookup="name")
+        @strawberry_django.type(Group, fields=["id", "name"], name="GroupType")
+        class GroupType:
+            pass
+
+    group = await database_sync_to_async(Group.objects.create)(name="editors")
+    query = 'subscription { groupByName(pk: "editors") { action responseStatus data { id name } } }'
+    async with GraphQLTransportWSCommunicator(build(gql_observer.build_schema())) as client:
+        op = await client.subscribe(query)
+        assert (await client.next(op))["groupByName"]["responseStatus"] == 201
+
+        @database_sync_to_async
+        def rename() -> None:
+            group.name = "authors"
+            group.save()
+
+        await rename()
+        # The subscription follows the instance, whatever its name becomes.
+        assert await client.next(op) == {
+            "groupByName": {
+                "action": "update",
+                "responseStatus": 200,
+                "data": {"id": str(group.pk), "name": "authors"},
+            }
+        }
+        missing = await client.subscribe(query.replace("editors", "nobody"))
+        assert (await client.next(missing))["groupByName"]["responseStatus"] == 404
