@@ -1,8 +1,8 @@
 """The demo's schema, as clients see it (SDL snapshot). After an intended change:
 
-    DJANGO_SETTINGS_MODULE=tests.settings python -c "import django; django.setup();
-    from schema_examples.schema import schema;
-    open('tests/snapshots/schema.graphql', 'w').write(schema.as_str() + '\\n')"
+DJANGO_SETTINGS_MODULE=tests.settings python -c "import django; django.setup();
+from schema_examples.schema import schema;
+open('tests/snapshots/schema.graphql', 'w').write(schema.as_str() + '\\n')"
 """
 
 from __future__ import annotations
