@@ -26,6 +26,8 @@ from django.db import close_old_connections, connection
 from gql_observer import cohort as cohort_module
 from gql_observer import hub as hub_module
 
+from .e2e.clients import open_subscription
+
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
 
 SUBSCRIPTION = "subscription ($pk: ID!) { user(pk: $pk) { action data { id username email } } }"
@@ -258,22 +260,8 @@ def _members(hub: hub_module.Hub) -> dict[str, tuple[int, int]]:
 
 
 async def _healthy(url: str, pk: int) -> Reader:
-    ws = await websockets.connect(url, subprotocols=["graphql-transport-ws"])
-    await ws.send(json.dumps({"type": "connection_init"}))
-    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
     # The very operation the stalled client runs: one cohort, one execution.
-    await ws.send(
-        json.dumps(
-            {
-                "type": "subscribe",
-                "id": "h",
-                "payload": {"query": SHORT_SUBSCRIPTION, "variables": {"pk": pk}},
-            }
-        )
-    )
-    first = json.loads(await asyncio.wait_for(ws.recv(), 10))
-    assert first["payload"]["data"]["user"]["action"] == "subscribe_instance", first
-    return Reader(ws)
+    return Reader(await open_subscription(url, SHORT_SUBSCRIPTION, {"pk": pk}, op_id="h"))
 
 
 async def test_a_stalled_client_costs_one_pending_frame_and_gets_the_latest_state_on_resume(

@@ -18,6 +18,7 @@ import pytest
 import redis
 import websockets
 
+from .clients import open_subscription
 from .conftest import DemoServer, free_port, run_shell, start
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]
@@ -105,21 +106,7 @@ class Watcher:
 
     @classmethod
     async def open(cls, url: str, pk: int) -> Watcher:
-        ws = await websockets.connect(url, subprotocols=["graphql-transport-ws"])
-        await ws.send(json.dumps({"type": "connection_init"}))
-        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
-        await ws.send(
-            json.dumps(
-                {
-                    "type": "subscribe",
-                    "id": "s",
-                    "payload": {"query": SUBSCRIPTION, "variables": {"pk": pk}},
-                }
-            )
-        )
-        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
-        assert first["payload"]["data"]["user"]["action"] == "subscribe_instance", first
-        return cls(ws, pk)
+        return cls(await open_subscription(url, SUBSCRIPTION, {"pk": pk}), pk)
 
     async def _read(self) -> None:
         try:

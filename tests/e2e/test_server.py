@@ -14,6 +14,7 @@ import websockets
 from gql import Client, GraphQLRequest
 from gql.transport.websockets import WebsocketsTransport
 
+from .clients import open_subscription
 from .conftest import REDIS_URL, DemoServer, run_shell, start
 
 pytestmark = pytest.mark.timeout(120)
@@ -36,21 +37,7 @@ async def next_result(stream: Any, timeout: float = 10) -> dict[str, Any]:
 
 async def raw_subscribe(url: str, pk: int, rid: Any) -> Any:
     """A websockets connection with one subscription; its first envelope checked."""
-    ws = await websockets.connect(url, subprotocols=["graphql-transport-ws"])
-    await ws.send(json.dumps({"type": "connection_init"}))
-    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
-    await ws.send(
-        json.dumps(
-            {
-                "type": "subscribe",
-                "id": "s",
-                "payload": {"query": SUBSCRIPTION, "variables": {"pk": pk, "rid": rid}},
-            }
-        )
-    )
-    first = json.loads(await asyncio.wait_for(ws.recv(), 10))
-    assert first["payload"]["data"]["user"]["action"] == "subscribe_instance"
-    return ws
+    return await open_subscription(url, SUBSCRIPTION, {"pk": pk, "rid": rid})
 
 
 async def raw_next(ws: Any, timeout: float = 10) -> dict[str, Any]:
