@@ -58,18 +58,13 @@ class Delivery:
         "arrived",
         "last",
         "resync",
-        "version",
     )
 
-    def __init__(
-        self, action: Action, last: LastValues | None, *, resync: bool = False, version: int = 0
-    ) -> None:
+    def __init__(self, action: Action, last: LastValues | None, *, resync: bool = False) -> None:
         self.action: Action = action
         self.last = last
         #: Sent after the hub lost the channel layer: nothing may have changed.
         self.resync = resync
-        #: The event's version (0 for a resync).
-        self.version = version
         #: When it reached this process (on the reads' clock): its commit came before.
         self.arrived = next(_ticks)
         self._reads: dict[Hashable, tuple[int, asyncio.Future[Any]]] = {}
@@ -80,7 +75,7 @@ class Delivery:
         """This delivery as ``reader``, which asked for it at ``tick``, sees it."""
         handed = Delivery.__new__(Delivery)
         handed.action, handed.last = self.action, self.last
-        handed.resync, handed.version, handed.arrived = self.resync, self.version, self.arrived
+        handed.resync, handed.arrived = self.resync, self.arrived
         handed._reads, handed._not_before, handed._reader = self._reads, tick, reader
         return handed
 
@@ -480,7 +475,9 @@ class Hub:
         subscriptions = self.groups.get(event["group"])
         if not subscriptions:
             return
-        delivery = Delivery(event["action"], event["last"], version=event.get("version", 0))
+        # The event's version is not needed here: the order of states comes from
+        # the reads (see Delivery); versions stay on the wire for diagnostics.
+        delivery = Delivery(event["action"], event["last"])
         for subscription in list(subscriptions):
             subscription.push(delivery)
 
