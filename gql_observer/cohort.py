@@ -53,6 +53,10 @@ def observed_subscription(query: str, operation_name: str | None) -> str | None:
     return name if name in names else None
 
 
+# A type observed later makes a cached "not observed" answer wrong.
+registry.on_register(lambda definition: observed_subscription.cache_clear())
+
+
 def cohort_key(
     query: str, variables: Any, operation_name: str | None, viewer: Hashable
 ) -> Hashable:
