@@ -5,6 +5,9 @@ marker=M`` encodes, for each pk, one DCRF-style envelope carrying username ``M-<
 ``broadcast()``s it to that pk's clients, then answers ``{"t_call", "t_return"}``
 (``time.monotonic()`` around the loop). No Django, no channel layer, no GraphQL, no
 backpressure (``broadcast`` never waits): what is left is the websocket writes themselves.
+W4's writer instead sends ``"<pk> <value>"`` messages on ws://HOST:PORT/feed/; each becomes one
+such envelope with username ``<value>``, broadcast to that pk's clients (no buffer bound: what a
+client does not read piles up in the server).
 
     python -m tests.benchmarks.floor_server --port 8765
 """
@@ -32,6 +35,18 @@ def _json_response(body: dict[str, object]) -> Response:
     return Response(HTTPStatus.OK.value, "OK", headers, data)
 
 
+def envelope(pk: str, username: str) -> str:
+    return json.dumps(
+        {
+            "errors": [],
+            "data": {"id": int(pk), "username": username, "email": f"user{pk}@example.com"},
+            "action": "update",
+            "response_status": 200,
+            "request_id": 1,
+        }
+    )
+
+
 def process_request(connection: ServerConnection, request: Request) -> Response | None:
     url = urlsplit(request.path)
     if url.path == "/bench/ping/":
@@ -42,28 +57,26 @@ def process_request(connection: ServerConnection, request: Request) -> Response 
         pks = query.get("pk", ["1"])[0].split(",")
         t_call = time.monotonic()
         for pk in pks:
-            frame = json.dumps(
-                {
-                    "errors": [],
-                    "data": {
-                        "id": int(pk),
-                        "username": f"{marker}-{pk}",
-                        "email": f"user{pk}@example.com",
-                    },
-                    "action": "update",
-                    "response_status": 200,
-                    "request_id": 1,
-                }
-            )
-            broadcast(CLIENTS.get(pk, ()), frame)
+            broadcast(CLIENTS.get(pk, ()), envelope(pk, f"{marker}-{pk}"))
         t_return = time.monotonic()
         return _json_response({"t_call": t_call, "t_return": t_return})
     return None
 
 
+async def feed(connection: ServerConnection) -> None:
+    """W4: every ``"<pk> <value>"`` message is broadcast to pk's clients as username value."""
+    async for message in connection:
+        pk, _, value = str(message).partition(" ")
+        broadcast(CLIENTS.get(pk, ()), envelope(pk, value))
+
+
 async def handler(connection: ServerConnection) -> None:
     assert connection.request is not None
-    pk = parse_qs(urlsplit(connection.request.path).query).get("pk", ["1"])[0]
+    url = urlsplit(connection.request.path)
+    if url.path == "/feed/":
+        await feed(connection)
+        return
+    pk = parse_qs(url.query).get("pk", ["1"])[0]
     CLIENTS[pk].add(connection)
     try:
         await connection.send('{"type": "ack"}')

@@ -46,6 +46,9 @@ class System:
     uses_database: bool = True
     env_style: str = "bench"  # "bench": BENCH_* variables; "demo": DATABASE_URL / REDIS_URL
     extra_env: dict[str, str] = field(default_factory=dict)
+    # W4's writer process (writer.py): modules it imports after Django is ready, so that the
+    # same save handlers are connected as in the server (P0's connect when Django is ready)
+    writer_imports: tuple[str, ...] = ()
 
     def server_cmd(self, port: int) -> list[str]:
         return [self.python, *(a.replace("{port}", str(port)) for a in self.module_args)]
@@ -130,6 +133,7 @@ SYSTEMS: dict[str, System] = {
         python=bench_python(),
         module_args=(*UVICORN, "tests.benchmarks.peers.p1_asgi:application"),
         django_settings="tests.benchmarks.peers.settings",
+        writer_imports=("tests.benchmarks.peers.p1_asgi",),
     ),
     "P2": System(
         key="P2",
@@ -140,6 +144,7 @@ SYSTEMS: dict[str, System] = {
         python=bench_python(),
         module_args=(*UVICORN, "tests.benchmarks.peers.p2_asgi:application"),
         django_settings="tests.benchmarks.peers.settings",
+        writer_imports=("tests.benchmarks.peers.p2_asgi",),
     ),
 }
 ORDER = ("F", "P0", "P1", "P2")
