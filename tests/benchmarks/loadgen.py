@@ -16,12 +16,21 @@ Latency = t_last - t0: the HTTP hop, the save, the fan-out and the load process'
 A save of instance ``pk`` sets its username to ``<marker>-<pk>``; a subscriber of ``pk``
 counts the first frame containing ``<marker>-<pk>"`` (the quote: ``-1"`` is not ``-10"``).
 
+W4 (many saves of a few rows, see ``track``): each subscriber keeps the number of the last
+value it got (``<marker>-<number>``, numbers grow with every save), when it first got it, and
+how many data frames came; nothing is parsed beyond finding that number.
+
 Commands (JSON objects with "cmd"):
-  connect {n, pk | distinct, concurrency, timeout}  top up to n subscribers (of pk, or of
-                                                    pks 1..n when distinct)
+  connect {n, pk | distinct | pks, concurrency, timeout}  top up to n subscribers (of pk, of
+                                                    pks 1..n when distinct, or spread evenly
+                                                    over the list pks)
   save {marker, pks, timeout, progress}             trigger one save of each pk, wait
   stall {pk, timeout}                               one more subscriber that never reads
   backlog {}                                        kernel bytes queued towards it (ss)
+  track {marker}                                    W4: start counting from zero
+  settle {final, quiet, timeout}                    W4: wait until no frame came for quiet s
+                                                    (or timeout), then check every subscriber's
+                                                    last value against final {pk: value}
   unstall {} | close {} | exit {}
 """
 
@@ -34,9 +43,11 @@ import gc
 import json
 import resource
 import socket
+import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,6 +106,12 @@ class Sub:
     pk: str
     expect: str | None = None  # what this save's frame contains, while a save is timed
     task: asyncio.Task[None] | None = None
+    # W4, while tracking: data frames, the number of the last value, when it first came
+    frames: int = 0
+    seq: int = 0
+    t_value: float = 0.0
+    repeats: int = 0  # frames carrying the value the subscriber already held
+    regressions: int = 0  # frames carrying an older value than one already held
 
 
 class Worker:
@@ -105,6 +122,9 @@ class Worker:
         self.stalled: ClientConnection | None = None
         self.tally = Tally()
         self.closed_unexpectedly = 0
+        self.track_prefix: str | None = None  # W4: '"<marker>-' while tracking
+        self.frames = 0
+        self.t_last_frame = 0.0
 
     # ---- subscribing -------------------------------------------------------------------
     async def _open(self, pk: str, timeout: float, *, stalled: bool = False) -> ClientConnection:
@@ -173,6 +193,10 @@ class Worker:
     async def _read(self, sub: Sub) -> None:
         try:
             async for msg in sub.ws:
+                prefix = self.track_prefix
+                if prefix is not None:
+                    self._track(sub, str(msg), prefix)
+                    continue
                 expect = sub.expect
                 if expect is not None and expect in msg:
                     sub.expect = None
@@ -181,8 +205,35 @@ class Worker:
             pass
         self.closed_unexpectedly += 1
 
+    def _track(self, sub: Sub, msg: str, prefix: str) -> None:
+        start = msg.find(prefix)
+        if start < 0:
+            return  # not a data frame of this run (an ack, a ping)
+        start += len(prefix)
+        end = msg.find('"', start)
+        if end < 0 or not msg[start:end].isdigit():
+            return
+        seq = int(msg[start:end])
+        now = time.monotonic()
+        self.frames += 1
+        self.t_last_frame = now
+        sub.frames += 1
+        if seq > sub.seq:
+            sub.seq = seq
+            sub.t_value = now
+        elif seq == sub.seq:
+            sub.repeats += 1
+        else:
+            sub.regressions += 1
+
     async def connect(
-        self, n: int, pk: str, distinct: bool, concurrency: int, timeout: float
+        self,
+        n: int,
+        pk: str,
+        distinct: bool,
+        concurrency: int,
+        timeout: float,
+        pks: list[str] | None = None,
     ) -> dict[str, Any]:
         """Top up to ``n`` subscribers; failed attempts are retried until ``timeout``."""
         start = time.monotonic()
@@ -207,7 +258,11 @@ class Worker:
 
         for _attempt in range(3):
             have = {s.pk for s in self.subs} if distinct else set()
-            if distinct:
+            if pks:
+                counts = Counter(s.pk for s in self.subs)
+                per_pk = n // len(pks)
+                wanted = [p for p in pks for _ in range(max(per_pk - counts[p], 0))]
+            elif distinct:
                 wanted = [str(i) for i in range(1, n + 1) if str(i) not in have]
             else:
                 wanted = [pk] * max(n - len(self.subs), 0)
@@ -240,6 +295,57 @@ class Worker:
             sub.ws.transport.abort()
         self.closed_unexpectedly = 0
         return {"closed": len(subs)}
+
+    # ---- W4: many saves of a few rows --------------------------------------------------
+    def track(self, marker: str) -> dict[str, Any]:
+        for sub in self.subs:
+            sub.frames = sub.seq = sub.repeats = sub.regressions = 0
+            sub.t_value = 0.0
+        self.frames = 0
+        self.t_last_frame = time.monotonic()
+        self.track_prefix = f'"{marker}-'
+        return {"tracking": len(self.subs)}
+
+    async def settle(self, final: dict[str, str], quiet: float, timeout: float) -> dict[str, Any]:
+        """Wait until no data frame came for ``quiet`` s (at most ``timeout`` s), then compare
+        each subscriber's last value with ``final`` (pk -> the committed value)."""
+        start = time.monotonic()
+        while True:
+            now = time.monotonic()
+            if now - self.t_last_frame >= quiet or now - start >= timeout:
+                break
+            await asyncio.sleep(0.05)
+        waited = time.monotonic() - start
+        quiet_reached = time.monotonic() - self.t_last_frame >= quiet
+        self.track_prefix = None
+        want = {pk: int(value.rpartition("-")[2]) for pk, value in final.items()}
+        frames = sorted(s.frames for s in self.subs)
+        correct = [s for s in self.subs if s.seq == want.get(s.pk, -1)]
+        wrong = [s for s in self.subs if s.seq != want.get(s.pk, -1)]
+        frames_by_pk: Counter[str] = Counter()
+        for sub in self.subs:
+            frames_by_pk[sub.pk] += sub.frames
+        return {
+            "subs": len(self.subs),
+            "correct": len(correct),
+            "wrong": len(wrong),
+            "no_frame": sum(1 for s in self.subs if s.frames == 0),
+            "wrong_examples": [
+                {"pk": s.pk, "got": s.seq, "want": want.get(s.pk)} for s in wrong[:3]
+            ],
+            "frames": sum(frames),
+            "frames_min": frames[0] if frames else 0,
+            "frames_median": statistics.median(frames) if frames else 0,
+            "frames_max": frames[-1] if frames else 0,
+            "frames_by_pk": dict(frames_by_pk),
+            "repeats": sum(s.repeats for s in self.subs),
+            "regressions": sum(s.regressions for s in self.subs),
+            "t_hold_last": max((s.t_value for s in correct), default=None),
+            "t_last_frame": self.t_last_frame,
+            "waited_s": waited,
+            "quiet": quiet_reached,
+            "closed": self.closed_unexpectedly,
+        }
 
     # ---- the stalled client (W5) -------------------------------------------------------
     async def stall(self, pk: str, timeout: float) -> dict[str, Any]:
@@ -395,7 +501,12 @@ async def handle(worker: Worker, name: str, cmd: dict[str, Any]) -> dict[str, An
             bool(cmd.get("distinct", False)),
             cmd.get("concurrency", 32),
             cmd["timeout"],
+            [str(p) for p in cmd["pks"]] if cmd.get("pks") else None,
         )
+    if name == "track":
+        return worker.track(str(cmd["marker"]))
+    if name == "settle":
+        return await worker.settle(cmd["final"], cmd.get("quiet", 2.0), cmd["timeout"])
     if name == "save":
         return await worker.save(
             cmd["marker"], [str(p) for p in cmd["pks"]], cmd["timeout"], cmd.get("progress", False)
