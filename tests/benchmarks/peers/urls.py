@@ -1,9 +1,10 @@
-"""HTTP side of the peer servers: the benchmark's save trigger."""
+"""HTTP side of the benchmark's Django servers (P0, P1, P2): the save trigger, W4's stats."""
 
 from __future__ import annotations
 
 import time
 
+from django.apps import apps
 from django.contrib.auth.models import User
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
@@ -36,7 +37,35 @@ def ping_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
 
+async def stats_view(request: HttpRequest) -> JsonResponse:
+    """gql_observer's own counters, when it is installed (P0), for W4; ``{}`` for the peers.
+
+    An async view, so it runs on the server's event loop, where the hub and the cohorts live:
+    ``hub``: ``Hub.stats()`` (``pending``: deliveries waiting, at most one per hub
+    subscription; ``dropped``: deliveries merged into a later one). ``members``: cohort members
+    (one per subscriber), how many have a write waiting for their socket (``busy``) and how
+    many frames they skipped because a newer one came first (``dropped``).
+    """
+    if not apps.is_installed("gql_observer"):
+        return JsonResponse({})
+    from gql_observer.cohort import cohorts
+    from gql_observer.hub import current_hub
+
+    hub = current_hub()
+    members = [m for cohort in list(cohorts.values()) for m in list(cohort.members.values())]
+    return JsonResponse(
+        {
+            "hub": hub.stats() if hub is not None else None,
+            "cohorts": len(cohorts),
+            "members": len(members),
+            "members_busy": sum(m.busy for m in members),
+            "members_dropped": sum(m.dropped for m in members),
+        }
+    )
+
+
 urlpatterns = [
     path("bench/save/", save_view),
     path("bench/ping/", ping_view),
+    path("bench/stats/", stats_view),
 ]
