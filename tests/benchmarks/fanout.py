@@ -14,11 +14,16 @@ in-memory channel layer, then with channels_redis. Also:
   R  Redis commands per save (INFO commandstats delta around the publish and delivery).
 W5 (full mode): W1 at N=1000 plus one subscriber that never reads its socket.
 W3 (full mode): 1000 subscribers, each of its own instance; all 1000 saved in one burst.
+W4 (``--scenarios W4``, channels_redis only): a writer process (writer.py) saves 10 hot rows
+through the ORM at 1,000 saves/s for 10 s (quick; full: 30 s) while 100 clients subscribe to
+each row; after the system drains, every subscriber's last frame must carry the row's committed
+value.
 
 Usage (from the repo root; see tests/benchmarks/README.md):
   python -m tests.benchmarks.fanout --setup        # creates .venv-bench (peers, plot, psutil)
   python -m tests.benchmarks.fanout --quick        # W1, N=100,1000, 4 saves: under 3 minutes
   python -m tests.benchmarks.fanout                # W1 N=100,1000,5000 x 21 saves, W5, W3: ~1 h
+  python -m tests.benchmarks.fanout --quick --scenarios W4 --layers redis   # W4, 10 s/system
 The tool re-executes itself with .venv-bench's interpreter; it is a tool, not a test.
 """
 
@@ -339,6 +344,7 @@ class Cell:
     redis_cmds: list[float] = field(default_factory=list)
     redis_breakdown: dict[str, float] = field(default_factory=dict)
     backlog: dict[str, Any] = field(default_factory=dict)
+    w4: dict[str, Any] = field(default_factory=dict)
 
     def latencies(self) -> list[float]:
         return [s["last_ms"] for s in self.saves if s.get("complete")]
@@ -457,8 +463,11 @@ class Layer:
     keys: list[str] = field(default_factory=list)  # systems still in the race, in ORDER
     stats: RedisStats | None = None
     rss0: dict[str, float] = field(default_factory=dict)
+    redis_urls: dict[str, str | None] = field(default_factory=dict)
 
-    async def connect_all(self, n: int, *, distinct: bool = False) -> dict[str, dict[str, Any]]:
+    async def connect_all(
+        self, n: int, *, distinct: bool = False, pks: list[str] | None = None
+    ) -> dict[str, dict[str, Any]]:
         """Top every system up to n subscribers, all systems at once (connecting is CPU-bound
         on the servers; the machine has few cores). Connect time is logged, not reported."""
         replies = await asyncio.gather(
@@ -469,6 +478,7 @@ class Layer:
                     n=n,
                     pk="1",
                     distinct=distinct,
+                    pks=pks,
                     concurrency=32,
                     timeout=90 + n * 0.1,
                 )
@@ -654,7 +664,248 @@ async def scenario_w3(lay: Layer) -> None:
     await lay.close_all()
 
 
-SCENARIOS = {"W1": scenario_w1, "W5": scenario_w5, "W3": scenario_w3}
+async def http_json(port: int, path: str, timeout: float = 10.0) -> dict[str, Any] | None:
+    """GET ``path`` from a server; its JSON body, or None."""
+    try:
+        async with asyncio.timeout(timeout):
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            head = f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+            writer.write(head.encode())
+            raw = await reader.read()
+            writer.close()
+        header, _, body = raw.partition(b"\r\n\r\n")
+        if header.split(b"\r\n", 1)[0].split()[1:2] != [b"200"]:
+            return None
+        if b"transfer-encoding: chunked" in header.lower():
+            from tests.benchmarks.loadgen import _dechunk
+
+            body = _dechunk(body)
+        reply = json.loads(body)
+        return reply if isinstance(reply, dict) else None
+    except (OSError, TimeoutError, IndexError, ValueError):
+        return None
+
+
+async def wait_server_idle(server: Server, cap: float, busy: float = 0.15) -> float:
+    """Wait until the server's process tree uses less than ``busy`` of a CPU over 0.5 s (at
+    most ``cap`` s), so that a system still working off a backlog does not load the next."""
+    import psutil
+
+    start = time.monotonic()
+    try:
+        proc = psutil.Process(server.proc.pid)
+        while time.monotonic() - start < cap:
+            before = proc.cpu_times()
+            await asyncio.sleep(0.5)
+            after = proc.cpu_times()
+            used = (after.user + after.system) - (before.user + before.system)
+            if used / 0.5 < busy:
+                break
+    except psutil.Error:
+        pass
+    return time.monotonic() - start
+
+
+class Sampler:
+    """Peaks, every 0.5 s while W4 writes and drains: the server's RSS, Redis's used_memory,
+    and the longest queue of messages waiting in Redis for the server process (channels_redis
+    keeps one sorted set per receiving process, ``<prefix>specific.<id>!``, all its channels'
+    messages in it, at most ``capacity`` = 100 by default: ``group_send`` leaves out what
+    does not fit)."""
+
+    def __init__(self, server: Server, redis_client: Any, system_db: Any) -> None:
+        self.server = server
+        self.redis = redis_client
+        self.system_db = system_db
+        self.rss_peak_kib = 0.0
+        self.redis_peak = 0
+        self.queue_peak = 0
+        self.task: asyncio.Task[None] | None = None
+
+    def sample(self) -> None:
+        rss = self.server.rss_kib()
+        if rss == rss:  # not nan
+            self.rss_peak_kib = max(self.rss_peak_kib, rss)
+        if self.redis is not None:
+            with contextlib.suppress(Exception):
+                used = int(self.redis.info("memory")["used_memory"])
+                self.redis_peak = max(self.redis_peak, used)
+        if self.system_db is not None:
+            with contextlib.suppress(Exception):
+                for key in self.system_db.scan_iter(match="*specific.*!", count=1000):
+                    self.queue_peak = max(self.queue_peak, int(self.system_db.zcard(key)))
+
+    async def _loop(self) -> None:
+        while True:
+            self.sample()
+            await asyncio.sleep(0.5)
+
+    def __enter__(self) -> Sampler:
+        self.task = asyncio.ensure_future(self._loop())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.task is not None:
+            self.task.cancel()
+        self.sample()
+
+
+async def start_writer(lay: Layer, key: str, marker: str, pks: list[str]) -> Any:
+    """W4's writer for one system, with that system's interpreter and environment."""
+    args, system = lay.run.args, SYSTEMS[key]
+    cmd = [
+        system.python,
+        "-m",
+        "tests.benchmarks.writer",
+        "--pks",
+        ",".join(pks),
+        "--marker",
+        marker,
+        "--rate",
+        str(args.w4_rate),
+        "--seconds",
+        str(args.w4_secs),
+    ]
+    if system.uses_database:
+        env = system.env(database_url(args, key), lay.redis_urls.get(key))
+        env["CONN_MAX_AGE"] = str(args.conn_max_age)
+        for module in system.writer_imports:
+            cmd += ["--import", module]
+    else:
+        env = system.env(None, None)
+        cmd += ["--floor-port", str(lay.servers[key].port)]
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        cwd=REPO,
+        env=env,
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=_log_fd(f"writer-{lay.name}-{key}.log", append=True),
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+    )
+    _CHILDREN.append(proc.pid)
+    _close_log_fds()
+    return proc
+
+
+async def stop_process(proc: Any, wait: float = 15.0) -> None:
+    if proc.returncode is None:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), wait)
+    if proc.returncode is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(proc.wait(), 5)
+    if proc.returncode is not None:
+        _forget(proc.pid)
+
+
+async def read_json_line(proc: Any, timeout: float) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        line = await proc.stdout.readline()
+    if not line:
+        raise RuntimeError("the writer exited without a reply")
+    reply = json.loads(line)
+    if "error" in reply:
+        raise RuntimeError(str(reply["error"]))
+    return reply  # type: ignore[no-any-return]
+
+
+async def w4_one(lay: Layer, key: str, pks: list[str], redis_client: Any) -> dict[str, Any]:
+    """One system's W4: writer ready -> clients count from zero -> write -> drain -> check."""
+    args = lay.run.args
+    server, worker = lay.servers[key], lay.workers[key]
+    stats_path = "/bench/stats/" if SYSTEMS[key].uses_database else None
+    out: dict[str, Any] = {"target_rate": args.w4_rate, "rows": len(pks)}
+    marker = new_marker()
+    proc = await start_writer(lay, key, marker, pks)
+    try:
+        await read_json_line(proc, 120)
+        out["stats_before"] = await http_json(server.port, stats_path) if stats_path else None
+        out["rss_before_kib"] = server.rss_kib()
+        if redis_client is not None:
+            out["redis_mem_before"] = int(redis_client.info("memory")["used_memory"])
+        await worker.call(30, cmd="track", marker=marker)
+        assert proc.stdin is not None
+        url = lay.redis_urls.get(key)
+        system_db = RedisStats(url).client if url else None
+        with Sampler(server, redis_client, system_db) as sampler:
+            proc.stdin.write(b"go\n")
+            await proc.stdin.drain()
+            writer = await read_json_line(proc, args.w4_secs + 120)
+            out["writer"] = writer
+            settle = await worker.call(
+                args.w4_drain + 60,
+                cmd="settle",
+                final=writer["final"],
+                quiet=args.w4_quiet,
+                timeout=args.w4_drain,
+            )
+        out["settle"] = settle
+        out["rss_peak_kib"] = sampler.rss_peak_kib
+        out["redis_mem_peak"] = sampler.redis_peak or None
+        out["redis_queue_peak"] = sampler.queue_peak if system_db is not None else None
+        out["rss_after_kib"] = server.rss_kib()
+        out["stats_after"] = await http_json(server.port, stats_path) if stats_path else None
+        if settle.get("t_hold_last") is not None:
+            out["tail_ms"] = (settle["t_hold_last"] - writer["t_last_save"]) * 1e3
+    finally:
+        await stop_process(proc)
+    return out
+
+
+async def scenario_w4(lay: Layer) -> None:
+    """W4: w4_rows hot rows, w4_per_row subscribers each; a writer process saves them at
+    w4_rate saves/s for w4_secs; after the drain, every subscriber must hold its row's
+    committed value. One system at a time; each system's clients are closed after its turn."""
+    run, args = lay.run, lay.run.args
+    n = args.w4_rows * args.w4_per_row
+    if lay.name != "redis":
+        run.notes.append(
+            "W4/inmem: not run (a writer process cannot reach an in-memory channel layer)"
+        )
+        return
+    if run.out_of_time():
+        run.notes.append(f"W4/{lay.name}: not run (time budget)")
+        return
+    pks = [str(i) for i in range(1, args.w4_rows + 1)]
+    lay.record_connect("W4", n, await lay.connect_all(n, pks=pks))
+    redis_client = lay.stats.client if lay.stats is not None else None
+    for key in list(lay.keys):
+        cell = run.cell("W4", lay.name, key, n)
+        if run.out_of_time():
+            run.notes.append(f"W4/{lay.name} {key}: not run (time budget)")
+            continue
+        await asyncio.sleep(1.0)
+        log(f"{key}/{lay.name} W4: writing {args.w4_secs:g} s at {args.w4_rate:g} saves/s")
+        try:
+            cell.w4 = await w4_one(lay, key, pks, redis_client)
+        except Exception as exc:
+            cell.failures.append(f"{type(exc).__name__}: {exc}"[:300])
+            log(f"{key}/{lay.name} W4: failed: {exc!r}")
+        w4 = cell.w4
+        if w4.get("settle"):
+            st, wr = w4["settle"], w4["writer"]
+            log(
+                f"{key}/{lay.name} W4: {wr['saves']} saves in {wr['secs']:.1f} s "
+                f"({wr['saves_per_s']:.0f}/s); {st['frames']} frames; {st['correct']}/"
+                f"{st['subs']} at the final state; tail {fmt(w4.get('tail_ms'))} ms; "
+                f"{'drained' if st['quiet'] else 'NOT drained'} after {st['waited_s']:.1f} s"
+            )
+            if not st["quiet"]:
+                run.notes.append(
+                    f"W4/{lay.name} {key}: still delivering {args.w4_drain:g} s after the "
+                    "last save (cut there)"
+                )
+        await lay.workers[key].call(120, cmd="close")
+        idle = await wait_server_idle(lay.servers[key], 30)
+        if idle > 1:
+            log(f"{key}/{lay.name} W4: server busy for {idle:.1f} s after its clients left")
+
+
+SCENARIOS = {"W1": scenario_w1, "W5": scenario_w5, "W3": scenario_w3, "W4": scenario_w4}
 
 
 async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
@@ -666,7 +917,7 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
             if layer == "redis" and key != "F"
             else None
         )
-    lay = Layer(run=run, name=layer)
+    lay = Layer(run=run, name=layer, redis_urls=redis_urls)
     if layer == "redis":
         lay.stats = RedisStats(f"{args.redis_url.rstrip('/')}/0")
         for system in systems:
@@ -728,7 +979,7 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
-SCENARIO_ORDER = ("W1", "W3", "W5")
+SCENARIO_ORDER = ("W1", "W3", "W5", "W4")
 
 
 def summarise(run: Run) -> list[dict[str, Any]]:
@@ -771,6 +1022,8 @@ def summarise(run: Run) -> list[dict[str, Any]]:
             row["redis_top"] = {k: round(v, 1) for k, v in list(cell.redis_breakdown.items())[:4]}
         if cell.backlog:
             row["backlog"] = cell.backlog
+        if cell.w4:
+            row |= w4_fields(cell.w4)
         if cell.failures:
             row["failure"] = cell.failures[0]
         rows.append(row)
@@ -781,6 +1034,73 @@ def summarise(run: Run) -> list[dict[str, Any]]:
             if w1:
                 r["vs_w1"] = r["median_ms"] / w1
     return rows
+
+
+def _delta(after: dict[str, Any] | None, before: dict[str, Any] | None, *path: str) -> Any:
+    values = []
+    for d in (after, before):
+        for name in path:
+            d = d.get(name) if isinstance(d, dict) else None
+        values.append(d)
+    a, b = values
+    return a - b if isinstance(a, int) and isinstance(b, int) else None
+
+
+def w4_fields(w4: dict[str, Any]) -> dict[str, Any]:
+    """The W4 figures of one system, flat, for the tables and the JSON rows."""
+    wr, st = w4.get("writer") or {}, w4.get("settle") or {}
+    if not wr or not st:
+        return {}
+    per_pk = wr.get("saves_per_pk") or {}
+    frames_by_pk = st.get("frames_by_pk") or {}
+    subs_by_pk = st["subs"] / max(len(per_pk), 1)
+    row: dict[str, Any] = {
+        "w4_target_rate": w4.get("target_rate"),
+        "w4_saves": wr["saves"],
+        "w4_write_secs": wr["secs"],
+        "w4_saves_per_s": wr["saves_per_s"],
+        "w4_save_ms_p50": wr.get("save_ms_p50"),
+        "w4_save_ms_p99": wr.get("save_ms_p99"),
+        "w4_saves_per_row_max": max(per_pk.values(), default=0),
+        "w4_subs": st["subs"],
+        "w4_correct": st["correct"],
+        "w4_wrong_examples": st.get("wrong_examples"),
+        "w4_no_frame": st["no_frame"],
+        "w4_frames": st["frames"],
+        "w4_frames_per_s": st["frames"] / wr["secs"] if wr["secs"] else None,
+        "w4_frames_min": st["frames_min"],
+        "w4_frames_median": st["frames_median"],
+        "w4_frames_max": st["frames_max"],
+        # the most any subscriber of a row got per save of that row (<= 1: no more frames
+        # than states)
+        "w4_frames_per_save_max": max(
+            (frames_by_pk.get(pk, 0) / subs_by_pk / n for pk, n in per_pk.items() if n),
+            default=None,
+        ),
+        "w4_over_capacity_sends": wr.get("over_capacity_sends"),
+        "w4_redis_queue_peak": w4.get("redis_queue_peak"),
+        "w4_repeats": st["repeats"],
+        "w4_regressions": st["regressions"],
+        "w4_tail_ms": w4.get("tail_ms"),
+        "w4_drained": st["quiet"],
+        "w4_drain_wait_s": st["waited_s"],
+        "w4_closed": st["closed"],
+        "w4_rss_before_mib": w4["rss_before_kib"] / 1024,
+        "w4_rss_peak_mib": w4["rss_peak_kib"] / 1024,
+        "w4_rss_after_mib": w4["rss_after_kib"] / 1024,
+    }
+    if w4.get("redis_mem_before") is not None and w4.get("redis_mem_peak"):
+        row["w4_redis_growth_mib"] = (w4["redis_mem_peak"] - w4["redis_mem_before"]) / 2**20
+    before, after = w4.get("stats_before"), w4.get("stats_after")
+    if after and after.get("hub"):
+        row["w4_hub_dropped"] = _delta(after, before, "hub", "dropped")
+        row["w4_hub_pending_after"] = after["hub"].get("pending")
+        row["w4_hub_subscriptions"] = after["hub"].get("subscriptions")
+        row["w4_members_dropped"] = _delta(after, before, "members_dropped")
+        row["w4_members_busy_after"] = after.get("members_busy")
+        row["w4_hub_layer_failures"] = _delta(after, before, "hub", "layer_failures")
+        row["w4_hub_resyncs"] = _delta(after, before, "hub", "resyncs")
+    return row
 
 
 def fmt(value: Any, spec: str = ".1f") -> str:
@@ -797,7 +1117,7 @@ def ratio_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str, int, str, str
     """P0's median latency over each other system's, per scenario, layer and N."""
     by = {(r["scenario"], r["layer"], r["system"], r["n"]): r for r in rows}
     groups = sorted(
-        {(r["scenario"], r["layer"], r["n"]) for r in rows},
+        {(r["scenario"], r["layer"], r["n"]) for r in rows if r["scenario"] != "W4"},
         key=lambda t: (SCENARIO_ORDER.index(t[0]), t[1] != "inmem", t[2]),
     )
     out = []
@@ -837,21 +1157,25 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         "INFO commandstats delta from the trigger to 0.1 s after the first subscriber's frame "
         "(Lua-internal calls included; channels_redis's idle BZPOPMIN cycle, 4 commands per "
         "process every 5 s, may add one or two).",
-        "",
-        "W1: N subscribers of one instance, one save.",
-        "",
-        "| layer | N | system | saves | median ms | p90 ms | first ms | deliveries/s "
-        "| KiB/sub | Redis cmds/save |",
-        "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for r in (r for r in rows if r["scenario"] == "W1"):
+    w1 = [r for r in rows if r["scenario"] == "W1"]
+    if w1:
+        lines += [
+            "",
+            "W1: N subscribers of one instance, one save.",
+            "",
+            "| layer | N | system | saves | median ms | p90 ms | first ms | deliveries/s "
+            "| KiB/sub | Redis cmds/save |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        ]
+    for r in w1:
         lines.append(
             f"| {r['layer']} | {r['n']} | {r['system']} | {r['saves']} "
             f"| {fmt(r.get('median_ms'))} | {fmt(r.get('p90_ms'))} | {fmt(r.get('first_ms'))} "
             f"| {fmt(r.get('deliveries_per_s'), ',.0f')} | {fmt(r.get('kib_per_sub'))} "
             f"| {fmt(r.get('redis_cmds_per_save'), '.0f')} |"
         )
-    others = [r for r in rows if r["scenario"] != "W1"]
+    others = [r for r in rows if r["scenario"] not in ("W1", "W4")]
     if others:
         lines += [
             "",
@@ -870,14 +1194,19 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
                 f"| {fmt(r.get('deliveries_per_s'), ',.0f')} | {fmt(r.get('vs_w1'), '.2f')} "
                 f"| {fmt(r.get('redis_cmds_per_save'), '.0f')} | {_backlog_text(r)} |"
             )
-    lines += [
-        "",
-        "Median-latency ratios (below 1 = P0 faster):",
-        "",
-        "| scenario | layer | N | P0/P1 | P0/P2 | P0/F |",
-        "|---|---|---:|---:|---:|---:|",
-    ]
-    for scenario, layer, n, a, b, c in ratio_rows(rows):
+    w4 = [r for r in rows if r["scenario"] == "W4"]
+    if w4:
+        lines += ["", *w4_markdown(run, w4)]
+    ratios = ratio_rows(rows)
+    if ratios:
+        lines += [
+            "",
+            "Median-latency ratios (below 1 = P0 faster):",
+            "",
+            "| scenario | layer | N | P0/P1 | P0/P2 | P0/F |",
+            "|---|---|---:|---:|---:|---:|",
+        ]
+    for scenario, layer, n, a, b, c in ratios:
         lines.append(f"| {scenario} | {layer} | {n} | {a} | {b} | {c} |")
     if run.skipped or run.notes or any(r.get("failure") for r in rows):
         lines += ["", "Not measured / incomplete:", ""]
@@ -899,8 +1228,11 @@ def plain_table(rows: list[dict[str, Any]]) -> str:
         f"{'scen':4} {'layer':6} {'N':>5} {'sys':4} {'saves':>5} {'med ms':>8} {'p90 ms':>8} "
         f"{'first ms':>8} {'deliv/s':>9} {'KiB/sub':>8} {'redis/save':>10}  notes"
     )
-    out = [head, "-" * len(head)]
-    for r in rows:
+    out: list[str] = []
+    latency_rows = [r for r in rows if r["scenario"] != "W4"]
+    if latency_rows:
+        out += [head, "-" * len(head)]
+    for r in latency_rows:
         note = ", ".join(f"{k}={v:g}" for k, v in (r.get("redis_top") or {}).items())
         if r["scenario"] == "W5":
             note = f"vs W1 {fmt(r.get('vs_w1'), '.2f')}; {_backlog_text(r)}"
@@ -910,13 +1242,122 @@ def plain_table(rows: list[dict[str, Any]]) -> str:
             f"{fmt(r.get('deliveries_per_s'), ',.0f'):>9} {fmt(r.get('kib_per_sub')):>8} "
             f"{fmt(r.get('redis_cmds_per_save'), '.0f'):>10}  {note}"
         )
-    out += [
-        "",
-        f"{'scen':4} {'layer':6} {'N':>5} {'P0/P1':>7} {'P0/P2':>7} {'P0/F':>7}   (median latency)",
-    ]
-    for scenario, layer, n, a, b, c in ratio_rows(rows):
+    ratios = ratio_rows(rows)
+    if ratios:
+        out += [
+            "",
+            f"{'scen':4} {'layer':6} {'N':>5} {'P0/P1':>7} {'P0/P2':>7} {'P0/F':>7}   "
+            "(median latency)",
+        ]
+    for scenario, layer, n, a, b, c in ratios:
         out.append(f"{scenario:4} {layer:6} {n:>5} {a:>7} {b:>7} {c:>7}")
-    return "\n".join(out)
+    w4 = [r for r in rows if r["scenario"] == "W4"]
+    if w4:
+        out += ["", *w4_plain(w4)]
+    return "\n".join(out).strip("\n")
+
+
+def _w4_correct(r: dict[str, Any]) -> str:
+    if "w4_subs" not in r:
+        return "—"
+    return f"{r['w4_correct']}/{r['w4_subs']}"
+
+
+def _w4_rss(r: dict[str, Any]) -> str:
+    if "w4_rss_before_mib" not in r:
+        return "—"
+    return (
+        f"{r['w4_rss_before_mib']:.0f} / {r['w4_rss_peak_mib']:.0f} / {r['w4_rss_after_mib']:.0f}"
+    )
+
+
+def _w4_drained(r: dict[str, Any]) -> str:
+    if "w4_drained" not in r:
+        return "—"
+    return "yes" if r["w4_drained"] else f"no (cut at {r['w4_drain_wait_s']:.0f} s)"
+
+
+def _w4_buffers(r: dict[str, Any]) -> str:
+    """P0's own counters (the peers expose none): hub and cohort-member drops, pending."""
+    if r.get("w4_hub_dropped") is None:
+        return "—"
+    return (
+        f"hub merged {r['w4_hub_dropped']:,}, pending {r.get('w4_hub_pending_after')}; "
+        f"members skipped {fmt(r.get('w4_members_dropped'), ',')}, "
+        f"busy {r.get('w4_members_busy_after')}; layer failures "
+        f"{r.get('w4_hub_layer_failures')}, resyncs {r.get('w4_hub_resyncs')}"
+    )
+
+
+def _w4_layer(r: dict[str, Any]) -> str:
+    """The layer's own bound: the longest Redis queue towards the server, and how many of the
+    writer's group_sends found it full (their message left out)."""
+    if r.get("w4_redis_queue_peak") is None and r.get("w4_over_capacity_sends") is None:
+        return "—"
+    return f"{fmt(r.get('w4_redis_queue_peak'))} / {fmt(r.get('w4_over_capacity_sends'))}"
+
+
+def w4_plain(rows: list[dict[str, Any]]) -> list[str]:
+    head = (
+        f"{'W4':4} {'sys':4} {'saves/s':>8} {'frames':>8} {'fr/sub min/med/max':>19} "
+        f"{'fr/save':>7} {'final ok':>10} {'tail ms':>8} {'drained':>8} "
+        f"{'RSS MiB before/peak/after':>25}  notes"
+    )
+    out = [head, "-" * len(head)]
+    for r in rows:
+        frames = (
+            f"{r['w4_frames_min']}/{r['w4_frames_median']:g}/{r['w4_frames_max']}"
+            if "w4_frames" in r
+            else "—"
+        )
+        note = f"redis queue peak / sends over capacity {_w4_layer(r)}; {_w4_buffers(r)}"
+        if r.get("w4_redis_growth_mib") is not None:
+            note = f"redis +{r['w4_redis_growth_mib']:.1f} MiB; {note}"
+        if r.get("w4_regressions"):
+            note += f"; {r['w4_regressions']} older frames after newer"
+        if r.get("failure"):
+            note += f"; {r['failure']}"
+        out.append(
+            f"{r['layer'][:4]:4} {r['system']:4} {fmt(r.get('w4_saves_per_s'), '.0f'):>8} "
+            f"{fmt(r.get('w4_frames'), ',')!s:>8} {frames:>19} "
+            f"{fmt(r.get('w4_frames_per_save_max'), '.2f'):>7} {_w4_correct(r):>10} "
+            f"{fmt(r.get('w4_tail_ms')):>8} {_w4_drained(r):>8} {_w4_rss(r):>25}  {note}"
+        )
+    return out
+
+
+def w4_markdown(run: Run, rows: list[dict[str, Any]]) -> list[str]:
+    args = run.args
+    lines = [
+        f"W4: {args.w4_rows} hot rows, {args.w4_per_row} subscribers each; a writer process "
+        f"saves them round-robin through the ORM, target {args.w4_rate:,.0f} saves/s for "
+        f"{args.w4_secs:g} s (F: messages to the floor's feed). frames/save = the most data "
+        "frames one subscriber got per save of its row; final ok = subscribers whose last frame "
+        "carries the committed value; tail = last save returned → last subscriber holding its "
+        "final value.",
+        "",
+        "| system | saves/s | save p50/p99 ms | frames | frames/sub min/med/max | frames/save "
+        "| final ok | tail ms | drained | RSS MiB before/peak/after | Redis queue peak / sends "
+        "over capacity | P0's buffers |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|---|",
+    ]
+    for r in rows:
+        if "w4_frames" not in r:
+            lines.append(
+                f"| {r['system']} | — | — | — | — | — | — | — | — | — | — | "
+                f"{r.get('failure') or 'not measured'} |"
+            )
+            continue
+        lines.append(
+            f"| {r['system']} | {r['w4_saves_per_s']:,.0f} "
+            f"| {fmt(r.get('w4_save_ms_p50'), '.2f')}/{fmt(r.get('w4_save_ms_p99'), '.2f')} "
+            f"| {r['w4_frames']:,} "
+            f"| {r['w4_frames_min']}/{r['w4_frames_median']:g}/{r['w4_frames_max']} "
+            f"| {fmt(r.get('w4_frames_per_save_max'), '.2f')} | {_w4_correct(r)} "
+            f"| {fmt(r.get('w4_tail_ms'))} | {_w4_drained(r)} | {_w4_rss(r)} "
+            f"| {_w4_layer(r)} | {_w4_buffers(r)} |"
+        )
+    return lines
 
 
 def plot(run: Run, rows: list[dict[str, Any]], path: Path) -> None:
@@ -1007,7 +1448,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--scenarios",
         default=None,
-        help="comma list of W1,W5,W3, run in that order per layer (quick: W1; full: all)",
+        help="comma list of W1,W5,W3,W4, run in that order per layer (quick: W1; full: "
+        "W1,W5,W3; W4 only when asked, on channels_redis)",
     )
     p.add_argument("--w3-n", type=int, default=1000, help="W3: instances, one subscriber each")
     p.add_argument("--w3-saves", type=int, default=None, help="W3: measured bursts per system")
@@ -1017,6 +1459,21 @@ def parse_args() -> argparse.Namespace:
         "--w5-prefill", type=int, default=400, help="W5: saves to back up the stalled socket"
     )
     p.add_argument("--w5-prefill-secs", type=float, default=20.0, help="W5: prefill time cap")
+    p.add_argument("--w4-rate", type=float, default=1000.0, help="W4: target saves/s")
+    p.add_argument(
+        "--w4-secs", type=float, default=None, help="W4: s of writing per system (quick 10, 30)"
+    )
+    p.add_argument("--w4-rows", type=int, default=10, help="W4: hot rows")
+    p.add_argument("--w4-per-row", type=int, default=100, help="W4: subscribers per row")
+    p.add_argument(
+        "--w4-drain",
+        type=float,
+        default=None,
+        help="W4: s a system may go on delivering after the last save (quick 30, full 120)",
+    )
+    p.add_argument(
+        "--w4-quiet", type=float, default=3.0, help="W4: drained = no frame for this many s"
+    )
     p.add_argument("--plot", default="docs/perf/fanout.png")
     p.add_argument("--json", default="/tmp/gqlo-fanout.json", help="raw results")
     p.add_argument("--budget", type=float, default=None, help="s after which no new saves start")
@@ -1031,7 +1488,6 @@ def parse_args() -> argparse.Namespace:
     )
     args.saves = args.saves or (4 if args.quick else 21)
     args.warm = args.warm if args.warm is not None else (0 if args.quick else 1)
-    args.budget = args.budget or (125.0 if args.quick else 4800.0)
     args.scenarios = (
         [x.strip().upper() for x in args.scenarios.split(",") if x.strip()]
         if args.scenarios
@@ -1039,11 +1495,19 @@ def parse_args() -> argparse.Namespace:
     )
     args.w3_saves = args.w3_saves or (3 if args.quick else 7)
     args.w5_saves = args.w5_saves or (4 if args.quick else 11)
+    args.w4_secs = args.w4_secs or (10.0 if args.quick else 30.0)
+    args.w4_drain = args.w4_drain or (30.0 if args.quick else 120.0)
     args.users = max(1, args.w3_n) if "W3" in args.scenarios else 1
+    if "W4" in args.scenarios:
+        args.users = max(args.users, args.w4_rows)
+    if args.budget is None:
+        args.budget = 125.0 if args.quick else 4800.0
+        if "W4" in args.scenarios:  # connecting, then per system: writing, draining, settling
+            args.budget += 60 + len(args.systems) * (args.w4_secs + args.w4_drain + 40)
     bad = (
         [s for s in args.systems if s not in SYSTEMS]
         + [layer for layer in args.layers if layer not in ("inmem", "redis")]
-        + [x for x in args.scenarios if x not in ("W1", "W3", "W5")]
+        + [x for x in args.scenarios if x not in SCENARIOS]
     )
     if bad:
         p.error(f"unknown: {bad}")
