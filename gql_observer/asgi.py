@@ -13,7 +13,6 @@ import contextlib
 import datetime as dt
 import logging
 import re
-import time
 from typing import Any, cast
 from urllib.parse import urlparse
 
@@ -28,12 +27,9 @@ from graphql import GraphQLError, OperationType, get_operation_ast, parse
 from strawberry.channels import GraphQLHTTPConsumer, GraphQLWSConsumer
 from strawberry.exceptions import ConnectionRejectionError
 from strawberry.schema import BaseSchema
-from strawberry.subscriptions.protocols.graphql_transport_ws.handlers import (
-    BaseGraphQLTransportWSHandler,
-)
+from strawberry.subscriptions import GRAPHQL_WS_PROTOCOL
 from strawberry.subscriptions.protocols.graphql_ws.handlers import BaseGraphQLWSHandler
 
-from . import cohort, registry
 from .auth import (
     AuthenticationFailed,
     authenticate,
@@ -42,14 +38,14 @@ from .auth import (
 )
 from .hub import current_hub
 from .settings import get_settings
-from .visibility import CHECK_KEY, EXPIRES_KEY, viewer_from_scope
+from .transport import TransportWSApp
+from .visibility import CHECK_KEY, EXPIRES_KEY
 
 __all__ = [
     "HostOriginValidator",
     "Lifespan",
     "ObserverHTTPConsumer",
     "ObserverLegacyWSHandler",
-    "ObserverTransportWSHandler",
     "ObserverWSConsumer",
     "application",
     "load_schema",
@@ -61,120 +57,6 @@ logger = logging.getLogger(__name__)
 Scope = dict[str, Any]
 ASGIApp = Any
 _UNPKG = "https://unpkg.com"
-
-
-class ObserverTransportWSHandler(BaseGraphQLTransportWSHandler[Any, Any]):
-    """graphql-transport-ws with a subscribe rate limit per connection.
-
-    A token bucket of ``SUBSCRIBE_RATE`` per second with a burst of twice that:
-    a subscribe beyond it gets an ``error`` message for its id; the connection
-    and its other operations go on.
-    """
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # A timer, not a task, between pings: an idle connection costs no task.
-        self._ping_timer: asyncio.TimerHandle | None = None
-        self._ping_task: asyncio.Task[None] | None = None
-        self._rate = get_settings()["SUBSCRIBE_RATE"]
-        self._tokens = self._burst = 2 * self._rate
-        self._refilled = time.monotonic()
-
-    def _take_token(self) -> bool:
-        now = time.monotonic()
-        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
-        self._refilled = now
-        if self._tokens < 1:
-            return False
-        self._tokens -= 1
-        return True
-
-    async def handle_connection_init(self, message: Any) -> None:
-        """Called on ``connection_init``; once acknowledged, the server sends a
-        ``ping`` every ``KEEP_ALIVE_INTERVAL`` (strawberry's ``keep_alive`` only
-        covers legacy graphql-ws)."""
-        await super().handle_connection_init(message)
-        if self.connection_acknowledged and self._ping_timer is None:
-            self._schedule_ping()
-
-    def _schedule_ping(self) -> None:
-        interval = get_settings()["KEEP_ALIVE_INTERVAL"]
-        if interval:
-            self._ping_timer = asyncio.get_running_loop().call_later(interval, self._ping_due)
-
-    def _ping_due(self) -> None:
-        self._ping_task = asyncio.ensure_future(self._ping())
-
-    async def _ping(self) -> None:
-        try:
-            await self.send_message({"type": "ping"})
-        except Exception:
-            return  # the connection is going away; shutdown follows
-        self._schedule_ping()
-
-    async def shutdown(self) -> None:
-        if self._ping_timer is not None:
-            self._ping_timer.cancel()
-        if self._ping_task is not None:
-            self._ping_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ping_task
-        await super().shutdown()
-
-    async def handle_message(self, message: Any) -> None:
-        """Validate each message at the boundary: a frame that is not an object,
-        or a subscribe/complete without a string id (and a subscribe without a
-        string query) closes 4400, as the protocol says of invalid messages."""
-        if not isinstance(message, dict):
-            await self.handle_invalid_message("Failed to parse message")
-            return
-        kind = message.get("type")
-        if kind in {"subscribe", "complete"} and not isinstance(message.get("id"), str):
-            await self.handle_invalid_message("Failed to parse message")
-            return
-        if kind == "subscribe":
-            payload = message.get("payload")
-            if (
-                not isinstance(payload, dict)
-                or not isinstance(payload.get("query"), str)
-                or not isinstance(payload.get("variables") or {}, dict)
-                or not isinstance(payload.get("operationName") or "", str)
-            ):
-                await self.handle_invalid_message("Failed to parse message")
-                return
-        await super().handle_message(cast(Any, message))
-
-    async def run_operation(self, operation: Any) -> None:
-        """Run one operation; a subscription of an observed field joins the
-        cohort of its (document, variables, operation name, viewer): one
-        execution and one encoding per change for all of them."""
-        field = None
-        if get_settings()["COHORTS"]:
-            field = cohort.observed_subscription(operation.query, operation.operation_name)
-        if field is None:
-            await super().run_operation(operation)
-            return
-        definition = next(d for d in registry.definitions() if d.field_name == field)
-        viewer = viewer_from_scope(self.context["ws"].scope).key(definition)
-        key = cohort.cohort_key(
-            operation.query, operation.variables, operation.operation_name, viewer
-        )
-        group, member = cohort.join(key, self, operation)
-        try:
-            await member.done
-        finally:
-            group.leave(member)
-
-    async def handle_subscribe(self, message: Any) -> None:
-        if self.connection_acknowledged and not self._take_token():
-            operation_id = message.get("id") if isinstance(message, dict) else None
-            if isinstance(operation_id, str) and operation_id not in self.operations:
-                error = GraphQLError("Too many subscribe messages; slow down.")
-                await self.send_message(
-                    {"id": operation_id, "type": "error", "payload": [error.formatted]}
-                )
-                return
-        await super().handle_subscribe(message)
 
 
 class ObserverLegacyWSHandler(BaseGraphQLWSHandler[Any, Any]):
@@ -205,7 +87,9 @@ class ObserverLegacyWSHandler(BaseGraphQLWSHandler[Any, Any]):
 
 
 class ObserverWSConsumer(GraphQLWSConsumer):
-    """Strawberry's websocket consumer, configured from ``GQL_OBSERVER``.
+    """Strawberry's websocket consumer, configured from ``GQL_OBSERVER``, for
+    legacy graphql-ws clients (graphql-transport-ws connections are served by
+    :mod:`gql_observer.transport`).
 
     It has no channel-layer channel of its own: changes reach it through the
     process's hub, so a connection costs no layer channel and no receive task.
@@ -214,7 +98,6 @@ class ObserverWSConsumer(GraphQLWSConsumer):
     """
 
     channel_layer_alias = "gql_observer.no-channel-per-connection"
-    graphql_transport_ws_handler_class = ObserverTransportWSHandler
     graphql_ws_handler_class = ObserverLegacyWSHandler
 
     def __init__(self, schema: BaseSchema, **kwargs: Any) -> None:
@@ -226,6 +109,8 @@ class ObserverWSConsumer(GraphQLWSConsumer):
         kwargs.setdefault(
             "max_subscriptions_per_connection", options["MAX_OPERATIONS_PER_CONNECTION"]
         )
+        # graphql-transport-ws is served by gql_observer.transport.
+        kwargs.setdefault("subscription_protocols", (GRAPHQL_WS_PROTOCOL,))
         self.max_message_size = options["MAX_MESSAGE_SIZE"]
         self.send_timeout = options["SEND_TIMEOUT"]
         self._gave_up = False
@@ -247,19 +132,6 @@ class ObserverWSConsumer(GraphQLWSConsumer):
         try:
             await asyncio.wait_for(super().send(text_data, bytes_data, close), self.send_timeout)
         except TimeoutError:
-            self._give_up()
-
-    async def write_frame(self, frame: str) -> None:
-        """Write one ready-encoded frame (the cohorts' hot path): straight to the
-        server, without Channels' per-message wrappers or a timeout task (the
-        cohort keeps the send timeout on a timer when the socket pushes back)."""
-        if self._gave_up:
-            return
-        await self.base_send({"type": "websocket.send", "text": frame})
-
-    def give_up(self) -> None:
-        """Close a connection whose client takes nothing (``SEND_TIMEOUT``)."""
-        if not self._gave_up:
             self._give_up()
 
     def _give_up(self) -> None:
@@ -470,7 +342,7 @@ def application(
         graphiql = bool(settings.DEBUG)
     pattern = rf"^{re.escape(path.strip('/'))}/?$"
     http = ObserverHTTPConsumer.as_asgi(schema=schema, graphql_ide="graphiql" if graphiql else None)
-    websocket = ObserverWSConsumer.as_asgi(schema=schema)
+    legacy = ObserverWSConsumer.as_asgi(schema=schema)
     return ProtocolTypeRouter(
         {
             "http": URLRouter(
@@ -479,14 +351,15 @@ def application(
                     re_path(r"", django_application),  # type: ignore[arg-type]
                 ]
             ),
-            "websocket": HostOriginValidator(
-                websocket_auth_stack(
-                    URLRouter(
-                        [
-                            re_path(pattern, websocket),
-                        ]
-                    )
-                )
+            # graphql-transport-ws: the lean connection (gql_observer.transport);
+            # legacy graphql-ws, other paths and refusals: strawberry's consumer.
+            "websocket": TransportWSApp(
+                schema,
+                path=pattern,
+                fallback=HostOriginValidator(
+                    websocket_auth_stack(URLRouter([re_path(pattern, legacy)]))
+                ),
+                origin_allowed=origin_allowed,
             ),
             "lifespan": Lifespan(),
         }

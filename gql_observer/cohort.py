@@ -17,9 +17,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import Hashable
+from collections.abc import Coroutine, Hashable
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from strawberry.types.execution import ExecutionResult, PreExecutionError
@@ -27,7 +27,10 @@ from strawberry.utils.aio import aclosing
 
 from . import registry
 
-__all__ = ["Cohort", "Member", "cohort_key", "cohorts", "join", "observed_subscription"]
+if TYPE_CHECKING:
+    from strawberry.schema import BaseSchema
+
+__all__ = ["Cohort", "Member", "Socket", "cohort_key", "cohorts", "join", "observed_subscription"]
 
 logger = logging.getLogger(__name__)
 
@@ -64,8 +67,28 @@ def cohort_key(
     return (query, json.dumps(variables, sort_keys=True, default=str), operation_name, viewer)
 
 
+class Socket(Protocol):
+    """What a cohort needs of a member's connection
+    (:class:`gql_observer.transport.Connection` is one)."""
+
+    schema: BaseSchema
+    root_value: Any
+    send_timeout: float
+
+    @property
+    def context(self) -> Any: ...
+
+    def is_open(self, operation: Any) -> bool: ...
+
+    def write_frame(self, frame: str) -> Coroutine[Any, Any, None]: ...
+
+    def give_up(self) -> None: ...
+
+    async def finish(self, operation: Any, errors: list[GraphQLError] | None) -> None: ...
+
+
 class Member:
-    """One subscriber of a cohort: its operation and its socket.
+    """One subscriber of a cohort: its operation and its connection.
 
     A frame is written inline, without a task: an ASGI server's ``send``
     returns at once while the socket takes data. Only when the socket pushes
@@ -75,18 +98,20 @@ class Member:
 
     __slots__ = (
         "_next",
+        "_prefix",
         "_timer",
         "_writer",
-        "done",
+        "cohort",
         "dropped",
-        "handler",
         "operation",
+        "socket",
     )
 
-    def __init__(self, handler: Any, operation: Any) -> None:
-        self.handler = handler
+    def __init__(self, cohort: Cohort, socket: Socket, operation: Any) -> None:
+        self.cohort = cohort
+        self.socket = socket
         self.operation = operation
-        self.done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._prefix = f'{{"id":{json.dumps(operation.id)},"type":"next","payload":'
         self._next: str | None = None
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
@@ -97,18 +122,23 @@ class Member:
     def alive(self) -> bool:
         """Whether the operation is still open on its connection (the client may
         have completed it, the server may have ended it)."""
-        operation = self.operation
-        return not operation.completed and self.handler.operations.get(operation.id) is operation
+        return self.socket.is_open(self.operation)
 
     @property
     def busy(self) -> bool:
         """Whether a write is waiting for the socket."""
         return self._writer is not None
 
+    def leave(self) -> None:
+        """The client is done with this subscription (or gone)."""
+        self.cohort.leave(self)
+        if self._writer is not None:
+            self._writer.cancel()
+
     def push(self, payload: str) -> None:
         """Write ``payload`` (an encoded ``next`` payload) now, or after the
         write in progress; latest wins."""
-        frame = f'{{"id":{json.dumps(self.operation.id)},"type":"next","payload":{payload}}}'
+        frame = f"{self._prefix}{payload}}}"
         if self._writer is not None:
             if self._next is not None:
                 self.dropped += 1
@@ -117,16 +147,8 @@ class Member:
         if self.alive:
             self._write_inline(frame)
 
-    def _consumer(self) -> Any:
-        return self.handler.websocket.ws_consumer
-
-    def _write(self, frame: str) -> Any:
-        consumer = self._consumer()
-        write = getattr(consumer, "write_frame", None)
-        return write(frame) if write is not None else consumer.send(text_data=frame)
-
     def _write_inline(self, frame: str) -> None:
-        coro = self._write(frame)
+        coro = self.socket.write_frame(frame)
         try:
             awaited = coro.send(None)
         except StopIteration:
@@ -136,11 +158,11 @@ class Member:
             return
         # The socket pushes back: finish this write (and newer frames) in a task.
         self._writer = asyncio.ensure_future(self._resume(coro, awaited))
-        timeout = getattr(self._consumer(), "send_timeout", None)
+        timeout = self.socket.send_timeout
         if timeout:
             self._timer = asyncio.get_running_loop().call_later(timeout, self._timed_out)
 
-    async def _resume(self, coro: Any, awaited: Any) -> None:
+    async def _resume(self, coro: Coroutine[Any, Any, None], awaited: Any) -> None:
         try:
             # Drive the suspended write as a task would: wait for what it waits
             # for, then let it go on (it reads the outcome itself).
@@ -155,7 +177,7 @@ class Member:
                     break
             while self._next is not None and self.alive:
                 frame, self._next = self._next, None
-                await self._write(frame)
+                await self.socket.write_frame(frame)
         except asyncio.CancelledError:
             coro.close()  # the connection was given up (send timeout) or is closing
         except Exception:
@@ -168,9 +190,7 @@ class Member:
 
     def _timed_out(self) -> None:
         self._timer = None
-        give_up = getattr(self._consumer(), "give_up", None)
-        if give_up is not None:
-            give_up()
+        self.socket.give_up()
         if self._writer is not None:
             self._writer.cancel()
 
@@ -178,33 +198,24 @@ class Member:
         """Send what is left, then ``complete`` (or the initial ``errors``)."""
         while self._writer is not None:
             await asyncio.wait([self._writer])
-        if not self.alive:
-            pass
-        elif errors:
-            await self.operation.send_initial_errors(errors)
-        else:
-            await self.operation.send_operation_message(
-                {"id": self.operation.id, "type": "complete"}
-            )
-        if not self.done.done():
-            self.done.set_result(None)
+        await self.socket.finish(self.operation, errors)
 
 
 class Cohort:
     """Subscribers of one operation for one viewer, served by one execution."""
 
-    def __init__(self, key: Hashable, handler: Any, operation: Any) -> None:
+    def __init__(self, key: Hashable, socket: Socket, operation: Any) -> None:
         self.key = key
         self.members: dict[int, Member] = {}
         self.first: str | None = None
-        self._handler = handler
+        self._socket = socket
         self._operation = operation
         self.loop = asyncio.get_running_loop()
         self.task = asyncio.ensure_future(self._run())
         self.task.set_name("gql_observer.cohort")
 
-    def join(self, handler: Any, operation: Any) -> Member:
-        member = Member(handler, operation)
+    def join(self, socket: Socket, operation: Any) -> Member:
+        member = Member(self, socket, operation)
         self.members[id(member)] = member
         if self.first is not None:
             # What the running execution answered first (subscribe_instance):
@@ -215,17 +226,18 @@ class Cohort:
     def leave(self, member: Member) -> None:
         self.members.pop(id(member), None)
         if not self.members:
-            cohorts.pop(self.key, None)
+            if cohorts.get(self.key) is self:
+                del cohorts[self.key]
             self.task.cancel()
 
     async def _run(self) -> None:
-        handler, operation = self._handler, self._operation
+        socket, operation = self._socket, self._operation
         try:
-            stream = await handler.schema.stream(
+            stream = await socket.schema.stream(
                 operation.query,
                 variable_values=operation.variables,
-                context_value=handler.context,
-                root_value=handler.root_value,
+                context_value=socket.context,
+                root_value=socket.root_value,
                 operation_name=operation.operation_name,
             )
             async with aclosing(stream):
@@ -234,7 +246,7 @@ class Cohort:
                         await self._finish(list(result.errors or []))
                         return
                     if isinstance(result, ExecutionResult):
-                        self._publish(result, handler)
+                        self._publish(result)
             await self._finish(None)
         except asyncio.CancelledError:
             raise
@@ -245,13 +257,13 @@ class Cohort:
             if cohorts.get(self.key) is self:
                 del cohorts[self.key]
 
-    def _publish(self, result: ExecutionResult, handler: Any) -> None:
+    def _publish(self, result: ExecutionResult) -> None:
         payload: dict[str, Any] = {"data": result.data}
         if result.errors:
             payload["errors"] = [error.formatted for error in result.errors]
         if result.extensions:
             payload["extensions"] = result.extensions
-        encoded = handler.view.encode_json(payload)
+        encoded = json.dumps(payload, separators=(",", ":"))
         if self.first is None:
             self.first = encoded
         for member in list(self.members.values()):
@@ -269,9 +281,9 @@ class Cohort:
 cohorts: dict[Hashable, Cohort] = {}
 
 
-def join(key: Hashable, handler: Any, operation: Any) -> tuple[Cohort, Member]:
+def join(key: Hashable, socket: Socket, operation: Any) -> Member:
     """Join the cohort of ``key``, starting it with this operation if there is none."""
     cohort = cohorts.get(key)
     if cohort is None or cohort.task.done() or cohort.loop is not asyncio.get_running_loop():
-        cohort = cohorts[key] = Cohort(key, handler, operation)
-    return cohort, cohort.join(handler, operation)
+        cohort = cohorts[key] = Cohort(key, socket, operation)
+    return cohort.join(socket, operation)

@@ -6,6 +6,7 @@ from typing import Any, TypedDict, cast
 
 from django.conf import settings as django_settings
 from django.core.exceptions import ImproperlyConfigured
+from django.core.signals import setting_changed
 
 __all__ = ["DEFAULTS", "ObserverSettings", "channel_layer", "get_settings"]
 
@@ -99,8 +100,28 @@ DEFAULTS: ObserverSettings = {
 }
 
 
+_cached: ObserverSettings | None = None
+
+
+def _forget(*, setting: str, **kwargs: Any) -> None:
+    global _cached
+    if setting == "GQL_OBSERVER":
+        _cached = None
+
+
+setting_changed.connect(_forget)
+
+
 def get_settings() -> ObserverSettings:
-    """Return the defaults merged with ``settings.GQL_OBSERVER``."""
+    """Return the defaults merged with ``settings.GQL_OBSERVER`` (read once;
+    again after ``override_settings`` changes it). Do not modify the result."""
+    global _cached
+    if _cached is None:
+        _cached = _read_settings()
+    return _cached
+
+
+def _read_settings() -> ObserverSettings:
     user: Any = getattr(django_settings, "GQL_OBSERVER", {})
     if not isinstance(user, dict):
         raise ImproperlyConfigured("settings.GQL_OBSERVER must be a dict.")

@@ -1,0 +1,577 @@
+"""graphql-transport-ws on a bare ASGI websocket: the lean connection.
+
+One connection is one coroutine (the ASGI server's own task, reading frames)
+and one small object; an observed subscription is a cohort member, with no
+task and no queue of its own. Queries, mutations and subscriptions of fields
+that are not observed run in a task each, as any GraphQL server runs them.
+
+Authentication happens once, at the handshake (the session cookie) and at
+``connection_init`` (a token in its payload); nothing wraps ``send`` or
+``receive``. Everything the protocol says is here: ``connection_init`` within
+``CONNECTION_INIT_TIMEOUT`` (4408), one only (4429), nothing before the ack
+(4401), unique operation ids (4409), invalid messages (4400), ``ping``/``pong``
+both ways; plus our limits: frame size (1009), operations per connection, a
+subscribe rate, and a send timeout (1013).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import re
+import sys
+import time
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from typing import TYPE_CHECKING, Any, Final
+
+from django.conf import settings
+from django.http.cookie import parse_cookie
+from graphql import GraphQLError, GraphQLSyntaxError
+from strawberry.schema.exceptions import CannotGetOperationTypeError
+from strawberry.types.execution import ExecutionResult, PreExecutionError
+from strawberry.utils.aio import aclosing
+
+from . import cohort, registry
+from .auth import AuthenticationFailed, authenticate, credential_from_params
+from .settings import get_settings
+from .visibility import CHECK_KEY, EXPIRES_KEY, viewer_from_scope
+
+if TYPE_CHECKING:
+    from strawberry.schema import BaseSchema
+
+__all__ = ["SUBPROTOCOL", "Connection", "Operation", "TransportWSApp"]
+
+logger = logging.getLogger(__name__)
+
+SUBPROTOCOL: Final = "graphql-transport-ws"
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def encode(payload: Any) -> str:
+    """JSON as it goes on the wire (compact)."""
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def _reason(text: str) -> str:
+    # A close reason is at most 123 bytes of UTF-8.
+    data = text.encode()
+    if len(data) <= 123:
+        return text
+    return data[:120].decode(errors="ignore") + "..."
+
+
+class Operation:
+    """One operation of a connection: a task (queries, mutations, subscriptions
+    that are not observed) or a cohort member (observed subscriptions)."""
+
+    __slots__ = ("completed", "id", "member", "operation_name", "query", "task", "variables")
+
+    def __init__(
+        self, id: str, query: str, variables: dict[str, Any] | None, operation_name: str | None
+    ) -> None:
+        self.id = id
+        self.query = query
+        self.variables = variables
+        self.operation_name = operation_name
+        self.completed = False
+        self.task: asyncio.Task[None] | None = None
+        self.member: cohort.Member | None = None
+
+
+class Connection:
+    """One graphql-transport-ws connection (what cohorts call a socket).
+
+    ``context`` is what resolvers get as ``info.context``: a dict with
+    ``request`` and ``ws`` (this connection: ``.scope``, ``.user``), ``user``
+    and ``connection_params``, like strawberry's websocket context.
+    """
+
+    __slots__ = (
+        "__weakref__",
+        "_burst",
+        "_closed",
+        "_context",
+        "_gave_up",
+        "_init_timer",
+        "_ping_timer",
+        "_rate",
+        "_refilled",
+        "_send",
+        "_tasks",
+        "_tokens",
+        "acknowledged",
+        "connection_params",
+        "init_received",
+        "operations",
+        "root_value",
+        "schema",
+        "scope",
+        "send_timeout",
+    )
+
+    def __init__(self, schema: BaseSchema, scope: Scope, send: Send) -> None:
+        options = get_settings()
+        self.schema = schema
+        self.scope = scope
+        self._send = send
+        self.root_value: Any = None
+        self._context: dict[str, Any] | None = None
+        self.connection_params: dict[str, Any] | None = None
+        self.operations: dict[str, Operation] = {}
+        self._tasks: set[asyncio.Future[Any]] | None = None
+        self.init_received = False
+        self.acknowledged = False
+        self.send_timeout: float = options["SEND_TIMEOUT"]
+        self._closed = False
+        self._gave_up = False
+        self._init_timer: asyncio.TimerHandle | None = None
+        self._ping_timer: asyncio.TimerHandle | None = None
+        self._rate = options["SUBSCRIBE_RATE"]
+        self._tokens = self._burst = 2 * self._rate
+        self._refilled = time.monotonic()
+
+    @property
+    def context(self) -> dict[str, Any]:
+        """``info.context`` of this connection's operations (made when the first
+        one runs: most subscribers share their cohort's and never need one)."""
+        if self._context is None:
+            self._context = {
+                "request": self,
+                "ws": self,
+                "response": None,
+                "user": self.scope.get("user"),
+                "connection_params": self.connection_params,
+            }
+        return self._context
+
+    @property
+    def user(self) -> Any:
+        """The connection's user (strawberry-django's ``get_current_user`` reads it)."""
+        return self.scope.get("user")
+
+    # ---- the connection's life ------------------------------------------------------
+    async def serve(self, receive: Receive) -> None:
+        """Accept, then read frames until the client goes."""
+        await self._send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
+        self._init_timer = asyncio.get_running_loop().call_later(
+            get_settings()["CONNECTION_INIT_TIMEOUT"], self._init_late
+        )
+        try:
+            # Nothing of a frame stays referenced between frames: an idle
+            # connection holds no message.
+            while await self._on_event(await receive()):
+                pass
+        finally:
+            await self.shutdown()
+
+    async def _on_event(self, event: dict[str, Any]) -> bool:
+        """Handle one ASGI event; False once the client has gone."""
+        kind = event["type"]
+        if kind == "websocket.disconnect":
+            return False
+        if kind != "websocket.receive" or self._closed:
+            return True
+        max_size = get_settings()["MAX_MESSAGE_SIZE"]
+        text = event.get("text")
+        if text is None:
+            if len(event.get("bytes") or b"") > max_size:
+                await self.close(1009, "Message too big")
+            else:
+                await self.close(4400, "WebSocket message type must be text")
+            return True
+        if len(text) * 4 > max_size and len(text.encode()) > max_size:
+            await self.close(1009, "Message too big")
+            return True
+        try:
+            message = json.loads(text)
+        except ValueError:
+            await self.close(4400, "WebSocket message must be valid JSON")
+            return True
+        await self.handle_message(message)
+        return True
+
+    async def shutdown(self) -> None:
+        """The client went (or the server gave up on it): end every operation."""
+        self._closed = True
+        for timer in (self._init_timer, self._ping_timer):
+            if timer is not None:
+                timer.cancel()
+        operations = list(self.operations.values())
+        self.operations.clear()
+        for operation in operations:
+            self._end(operation)
+        tasks = [t for t in self._tasks or () if not t.done()]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(Exception, asyncio.CancelledError):
+                await task
+
+    def _end(self, operation: Operation) -> None:
+        operation.completed = True
+        if operation.member is not None:
+            operation.member.leave()
+        elif operation.task is not None:
+            operation.task.cancel()
+
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        if self._tasks is None:
+            self._tasks = set()
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _init_late(self) -> None:
+        self._init_timer = None
+        if not self.init_received and not self._closed:
+            self._spawn(self.close(4408, "Connection initialisation timeout"))
+
+    # ---- writing ----------------------------------------------------------------------
+    async def close(self, code: int, reason: str) -> None:
+        """Close the socket with ``code``; later frames from the client are ignored."""
+        if self._closed:
+            return
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self._send({"type": "websocket.close", "code": code, "reason": _reason(reason)})
+
+    async def write_frame(self, frame: str) -> None:
+        """Write one ready-encoded frame (no timeout: callers keep their own)."""
+        if self._gave_up or self._closed:
+            return
+        await self._send({"type": "websocket.send", "text": frame})
+
+    async def send_message(self, message: Mapping[str, Any]) -> None:
+        """Write one protocol message; one the client does not take within
+        ``SEND_TIMEOUT`` gives the connection up (1013)."""
+        write = self.write_frame(encode(message))
+        if not self.send_timeout:
+            await write
+            return
+        try:
+            await asyncio.wait_for(write, self.send_timeout)
+        except TimeoutError:
+            self.give_up()
+
+    def give_up(self) -> None:
+        """Close a connection whose client takes nothing: its operations end
+        at once (subscriptions leave their cohorts), then it closes 1013."""
+        if self._gave_up or self._closed:
+            return
+        self._gave_up = True
+        logger.warning(
+            "A websocket client took more than %.1fs to take a message; closing it",
+            self.send_timeout,
+        )
+        operations = list(self.operations.values())
+        self.operations.clear()
+        for operation in operations:
+            self._end(operation)
+        # The close frame waits behind what the client did not read (ASGI
+        # servers wait for a writable socket): it gets a task of its own.
+        self._spawn(self._close_slow())
+
+    async def _close_slow(self) -> None:
+        self._closed = True
+        with contextlib.suppress(Exception):
+            await self._send({"type": "websocket.close", "code": 1013, "reason": "Client too slow"})
+
+    def _schedule_ping(self) -> None:
+        interval = get_settings()["KEEP_ALIVE_INTERVAL"]
+        if interval:
+            self._ping_timer = asyncio.get_running_loop().call_later(interval, self._ping)
+
+    def _ping(self) -> None:
+        # A timer, not a task, between pings: an idle connection costs no task.
+        self._ping_timer = None
+        if not self._closed and not self._gave_up:
+            self._spawn(self._send_ping())
+
+    async def _send_ping(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.send_message({"type": "ping"})
+        if not self._closed:
+            self._schedule_ping()
+
+    # ---- reading ----------------------------------------------------------------------
+    async def handle_message(self, message: Any) -> None:
+        """One client message, validated at the boundary (an invalid one closes 4400)."""
+        if not isinstance(message, dict) or "type" not in message:
+            await self.close(4400, "Failed to parse message")
+            return
+        kind = message["type"]
+        if kind == "connection_init":
+            await self.handle_connection_init(message)
+        elif kind == "ping":
+            await self.send_message({"type": "pong"})
+        elif kind == "pong":
+            pass
+        elif kind == "subscribe":
+            await self.handle_subscribe(message)
+        elif kind == "complete":
+            if not isinstance(message.get("id"), str):
+                await self.close(4400, "Failed to parse message")
+                return
+            operation = self.operations.pop(message["id"], None)
+            if operation is not None:
+                self._end(operation)
+        else:
+            await self.close(4400, f"Unknown message type: {kind}")
+
+    async def handle_connection_init(self, message: dict[str, Any]) -> None:
+        """``connection_init``: a token in its payload authenticates the
+        connection (otherwise the session's user stays); a bad one closes 4403.
+        Once acknowledged, the server pings every ``KEEP_ALIVE_INTERVAL``."""
+        if self._init_timer is not None:
+            self._init_timer.cancel()
+            self._init_timer = None
+        payload = message.get("payload")
+        if payload is None:
+            payload = {}
+        if not isinstance(payload, dict):
+            await self.close(4400, "Invalid connection init payload")
+            return
+        if self.init_received:
+            await self.close(4429, "Too many initialisation requests")
+            return
+        self.init_received = True
+        self.connection_params = payload
+        credential = credential_from_params(payload)
+        if credential is not None:
+            try:
+                result = await authenticate(credential, self.scope)
+            except AuthenticationFailed as error:
+                logger.info("Refused a connection_init credential: %s", error)
+                await self.close(4403, "Forbidden")
+                return
+            self.scope["user"] = result.user
+            self.scope[EXPIRES_KEY] = result.expires
+            self.scope[CHECK_KEY] = result.still_valid
+        if self._closed:
+            return
+        await self.send_message({"type": "connection_ack"})
+        self.acknowledged = True
+        self._schedule_ping()
+
+    def _take_token(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._refilled) * self._rate)
+        self._refilled = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
+
+    async def handle_subscribe(self, message: dict[str, Any]) -> None:
+        operation_id = message.get("id")
+        payload = message.get("payload")
+        if (
+            not isinstance(operation_id, str)
+            or not isinstance(payload, dict)
+            or not isinstance(payload.get("query"), str)
+            or not isinstance(payload.get("variables") or {}, dict)
+            or not isinstance(payload.get("operationName") or "", str)
+        ):
+            await self.close(4400, "Failed to parse message")
+            return
+        if not self.acknowledged:
+            await self.close(4401, "Unauthorized")
+            return
+        if operation_id in self.operations:
+            await self.close(4409, f"Subscriber for {operation_id} already exists")
+            return
+        if not self._take_token():
+            await self._refuse(operation_id, "Too many subscribe messages; slow down.")
+            return
+        if len(self.operations) >= get_settings()["MAX_OPERATIONS_PER_CONNECTION"]:
+            await self._refuse(operation_id, "Subscription limit reached")
+            return
+        operation = Operation(
+            operation_id,
+            payload["query"],
+            payload.get("variables"),
+            payload.get("operationName"),
+        )
+        self.operations[operation_id] = operation
+        if not self._join_cohort(operation):
+            operation.task = self._spawn(self._run(operation))
+
+    async def _refuse(self, operation_id: str, why: str) -> None:
+        error = GraphQLError(why)
+        await self.send_message({"id": operation_id, "type": "error", "payload": [error.formatted]})
+
+    def _join_cohort(self, operation: Operation) -> bool:
+        """A subscription of one observed field joins the cohort of its
+        (document, variables, operation name, viewer): one execution and one
+        encoding per change for all of them, and no task of its own."""
+        if not get_settings()["COHORTS"]:
+            return False
+        field = cohort.observed_subscription(operation.query, operation.operation_name)
+        if field is None:
+            return False
+        definition = next(d for d in registry.definitions() if d.field_name == field)
+        viewer = viewer_from_scope(self.scope).key(definition)
+        key = cohort.cohort_key(
+            operation.query, operation.variables, operation.operation_name, viewer
+        )
+        # Its members' documents are all one string, held once.
+        operation.query = sys.intern(operation.query)
+        operation.member = cohort.join(key, self, operation)
+        return True
+
+    # ---- operations that run on their own -----------------------------------------------
+    def is_open(self, operation: Operation) -> bool:
+        """Whether ``operation`` is still open on this connection."""
+        return not operation.completed and self.operations.get(operation.id) is operation
+
+    async def finish(self, operation: Operation, errors: list[GraphQLError] | None) -> None:
+        """End ``operation`` from the server's side: ``complete``, or ``error``
+        with ``errors`` when it failed before its first result."""
+        if not self.is_open(operation):
+            return
+        operation.completed = True
+        del self.operations[operation.id]
+        if errors:
+            message: dict[str, Any] = {
+                "id": operation.id,
+                "type": "error",
+                "payload": [error.formatted for error in errors],
+            }
+        else:
+            message = {"id": operation.id, "type": "complete"}
+        await self.send_message(message)
+
+    async def _run(self, operation: Operation) -> None:
+        try:
+            stream = await self.schema.stream(
+                operation.query,
+                variable_values=operation.variables,
+                context_value=self.context,
+                root_value=self.root_value,
+                operation_name=operation.operation_name,
+            )
+            first = True
+            async with aclosing(stream):
+                async for result in stream:
+                    if first and isinstance(result, PreExecutionError):
+                        assert result.errors
+                        reason = _close_reason(result.errors[0])
+                        if reason is not None:
+                            self.operations.pop(operation.id, None)
+                            await self.close(4400, reason)
+                            return
+                        await self.finish(operation, list(result.errors))
+                        return
+                    if not isinstance(result, ExecutionResult):
+                        await self.finish(
+                            operation,
+                            [
+                                GraphQLError(
+                                    "Incremental delivery is not supported over "
+                                    "graphql-transport-ws"
+                                )
+                            ],
+                        )
+                        return
+                    first = False
+                    if not self.is_open(operation):
+                        return
+                    await self.send_message(
+                        {"id": operation.id, "type": "next", "payload": result_payload(result)}
+                    )
+            await self.finish(operation, None)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            logger.exception("An operation failed")
+            with contextlib.suppress(Exception):
+                await self.finish(operation, None)
+
+
+def result_payload(result: ExecutionResult) -> dict[str, Any]:
+    """A ``next`` message's payload."""
+    payload: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        payload["errors"] = [error.formatted for error in result.errors]
+    if result.extensions:
+        payload["extensions"] = result.extensions
+    return payload
+
+
+def _close_reason(error: GraphQLError) -> str | None:
+    # A document that does not parse, or names no operation to run, is a
+    # protocol fault (4400), as in strawberry's handler; other errors are the
+    # operation's own.
+    if isinstance(error, GraphQLSyntaxError):
+        return error.message
+    if isinstance(error.original_error, CannotGetOperationTypeError):
+        return error.original_error.as_http_error_reason()
+    return None
+
+
+async def _session_user(scope: Scope) -> None:
+    """Set ``scope["user"]`` (and ``scope["session"]``) from the session cookie,
+    as Channels' ``AuthMiddlewareStack`` does, once, at the handshake."""
+    from django.contrib.auth.models import AnonymousUser
+
+    cookie = b""
+    for name, value in scope.get("headers", ()):
+        if name == b"cookie":
+            cookie = value
+            break
+    cookies = parse_cookie(cookie.decode("latin1")) if cookie else {}
+    key = cookies.get(settings.SESSION_COOKIE_NAME)
+    if not key:
+        scope.setdefault("user", AnonymousUser())
+        return
+    from importlib import import_module
+
+    from channels.auth import get_user
+
+    scope["session"] = import_module(settings.SESSION_ENGINE).SessionStore(session_key=key)
+    scope["user"] = await get_user(scope)
+
+
+class TransportWSApp:
+    """The ASGI application of a GraphQL websocket: graphql-transport-ws
+    connections are served here; anything else (legacy graphql-ws, no
+    subprotocol, another path than ``path``, a regular expression matched
+    against the path without its leading ``/``) goes to ``fallback``.
+
+    A browser's handshake must come from an Origin in ``ALLOWED_HOSTS``
+    (see :func:`gql_observer.asgi.origin_allowed`); clients that send no Origin
+    (not browsers) are let through.
+    """
+
+    def __init__(
+        self,
+        schema: BaseSchema,
+        *,
+        path: str,
+        fallback: Callable[[Scope, Receive, Send], Awaitable[None]],
+        origin_allowed: Callable[[str], bool],
+    ) -> None:
+        self.schema = schema
+        self.path = re.compile(path)
+        self.fallback = fallback
+        self.origin_allowed = origin_allowed
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope.get("path", "").lstrip("/")
+        if SUBPROTOCOL not in scope.get("subprotocols", ()) or not self.path.match(path):
+            await self.fallback(scope, receive, send)
+            return
+        if (await receive())["type"] != "websocket.connect":
+            return
+        origin = next((v for k, v in scope.get("headers", ()) if k == b"origin"), None)
+        if origin is not None and not self.origin_allowed(origin.decode("latin1")):
+            await send({"type": "websocket.close"})  # refused handshake: 403
+            return
+        await _session_user(scope)
+        await Connection(self.schema, scope, send).serve(receive)
