@@ -1,0 +1,182 @@
+"""The lean graphql-transport-ws connection (gql_observer.transport): what it
+costs, and what resolvers find in their context."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncGenerator
+from typing import Any
+
+import pytest
+import strawberry
+from channels.db import database_sync_to_async
+from django.conf import settings as django_settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+from django.contrib.auth.models import User
+from django.contrib.sessions.backends.db import SessionStore
+from strawberry.types import Info
+from strawberry_django.auth.utils import get_current_user
+
+from gql_observer import cohort, issue_token
+from gql_observer.testing import GraphQLTransportWSCommunicator
+
+from .conftest import SUBSCRIBE_USER, save_user, subscribe_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+
+def _tasks() -> int:
+    return len(asyncio.all_tasks())
+
+
+async def test_an_observed_subscription_costs_no_task(
+    application: Any, users: list[User], settings: Any
+) -> None:
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "SUBSCRIBE_RATE": 10_000}
+    clients = []
+    before = _tasks()
+    for _ in range(10):
+        client = GraphQLTransportWSCommunicator(application)
+        await client.connect()
+        await client.init()
+        clients.append(client)
+    # One task per connection: the application's own (the server's, in production).
+    assert _tasks() - before == 10
+    ops = [await subscribe_user(clients[0], 1)]
+    with_one = _tasks()  # the cohort's execution and the hub have started
+    for client in clients:
+        for _ in range(5):
+            ops.append(await subscribe_user(client, 1))
+    assert _tasks() == with_one, "50 more observed subscriptions started tasks"
+    assert len(cohort.cohorts) == 1
+
+    await save_user(1, username="seen by all")
+    first = clients[0]
+    for client in clients:
+        count = 6 if client is first else 5
+        for _ in range(count):
+            message = await client.receive()
+            assert message["type"] == "next"
+            assert message["payload"]["data"]["user"]["data"]["username"] == "seen by all"
+    for client in clients:
+        await client.disconnect()
+    assert cohort.cohorts == {}
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def me(self, info: Info) -> str:
+        # strawberry-django's way, and the context's own user.
+        user = get_current_user(info)
+        assert user is info.context["user"] or user == info.context["user"]
+        return str(user.username) if user.is_authenticated else "anonymous"
+
+    @strawberry.field
+    def params(self, info: Info) -> strawberry.scalars.JSON:
+        return info.context["connection_params"]
+
+
+@strawberry.type
+class Subscription:
+    @strawberry.subscription
+    async def count(self, to: int) -> AsyncGenerator[int, None]:
+        for n in range(to):
+            yield n
+        # and then nothing until the client completes (or leaves)
+        if to == 0:
+            await asyncio.Event().wait()
+
+
+@pytest.fixture
+def own_application() -> Any:
+    import gql_observer
+    from gql_observer.asgi import application as build
+
+    return build(gql_observer.build_schema(query=Query, subscription=Subscription))
+
+
+@database_sync_to_async
+def _session_for(user: User) -> str:
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    return str(session.session_key)
+
+
+async def _me(client: GraphQLTransportWSCommunicator) -> str:
+    op = await client.subscribe("{ me }")
+    data = await client.next(op)
+    await client.expect_complete(op)
+    return str(data["me"])
+
+
+async def test_resolvers_find_the_user_where_strawberry_django_looks(
+    own_application: Any, users: list[User]
+) -> None:
+    async with GraphQLTransportWSCommunicator(own_application) as client:
+        assert await _me(client) == "anonymous"
+
+    key = await _session_for(users[1])
+    cookie = f"{django_settings.SESSION_COOKIE_NAME}={key}".encode()
+    async with GraphQLTransportWSCommunicator(
+        own_application, headers=[(b"cookie", cookie)]
+    ) as client:
+        assert await _me(client) == "test 2"
+
+    token = await database_sync_to_async(issue_token)(users[2])
+    client = GraphQLTransportWSCommunicator(own_application)
+    await client.connect()
+    await client.init({"token": token, "locale": "fr"})
+    assert await _me(client) == "test 3"
+    op = await client.subscribe("{ params }")
+    assert await client.next(op) == {"params": {"token": token, "locale": "fr"}}
+    await client.disconnect()
+
+
+async def test_a_subscription_of_a_plain_field_runs_and_ends(own_application: Any) -> None:
+    async with GraphQLTransportWSCommunicator(own_application) as client:
+        op = await client.subscribe("subscription { count(to: 3) }")
+        assert [await client.next(op) for _ in range(3)] == [{"count": n} for n in range(3)]
+        await client.expect_complete(op)
+
+        await asyncio.sleep(0.05)  # the finished operation's task is gone
+        before = asyncio.all_tasks()
+        op = await client.subscribe("subscription { count(to: 0) }")
+        await asyncio.sleep(0.05)
+        # A field nobody observes runs in a task of its own...
+        (task,) = asyncio.all_tasks() - before
+        await client.complete(op)
+        # ...which ends when the client completes the operation.
+        await asyncio.wait_for(asyncio.wait([task]), 5)
+        assert task.cancelled()
+        assert await client.nothing()
+
+
+async def test_another_subprotocol_is_not_served_here(application: Any, users: list[User]) -> None:
+    # strawberry's consumer answers what is not graphql-transport-ws: it
+    # accepts, then closes 4406 when it speaks none of the client's subprotocols.
+    refused = GraphQLTransportWSCommunicator(application, subprotocols=["something-else"])
+    await refused.connect()
+    assert refused.subprotocol is None
+    code, _ = await refused.receive_close()
+    assert code == 4406
+    legacy = GraphQLTransportWSCommunicator(application, subprotocols=["graphql-ws"])
+    await legacy.connect()
+    assert legacy.subprotocol == "graphql-ws"
+    await legacy.disconnect()
+
+
+async def test_an_operation_of_a_closed_connection_ends_with_it(
+    application: Any, users: list[User]
+) -> None:
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    await client.init()
+    await client.subscribe(SUBSCRIBE_USER, {"pk": 1, "rid": 1})
+    await client.next("1")
+    assert len(cohort.cohorts) == 1
+    await client.disconnect()
+    assert cohort.cohorts == {}
