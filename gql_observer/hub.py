@@ -11,6 +11,7 @@ ever sees events of its own group.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import uuid
@@ -20,8 +21,9 @@ from typing import Any, Final, TypeVar
 from channels.layers import InMemoryChannelLayer
 
 from .events import CHANGE, PROBE, Action, ChangeEvent, LastValues, ProbeMessage
+from .groups import HUB_CHANNEL_PREFIX, hub_capacity
 from .publish import Publisher, set_local_publisher
-from .settings import channel_layer, get_settings
+from .settings import get_settings, own_channel_layer
 
 __all__ = ["CLOSED", "Delivery", "Hub", "Subscription", "current_hub", "get_hub"]
 
@@ -188,6 +190,7 @@ class Hub:
         #: Recoveries completed (groups re-joined, subscriptions resynchronised).
         self.resyncs = 0
         self.publisher: Publisher | None = None
+        hub_capacity(layer, options["HUB_CAPACITY"])  # for its own probes
         if isinstance(layer, InMemoryChannelLayer):
             # Nothing outside this loop can break it: no probes.
             self._probe_interval = None
@@ -212,9 +215,12 @@ class Hub:
         return task
 
     async def _start(self) -> None:
-        # The layer's default prefix: channels_redis receives every process-local
-        # channel of one layer instance through one shared prefix.
-        self.channel = await self.layer.new_channel()
+        # A name of its own, so that writers can give it room (HUB_CAPACITY);
+        # the hub's layer instance is its own, so the prefix shares nothing.
+        if isinstance(self.layer, InMemoryChannelLayer):
+            self.channel = await self.layer.new_channel()
+        else:
+            self.channel = await self.layer.new_channel(prefix=HUB_CHANNEL_PREFIX)
         self._receiver = self._spawn(self._receive_loop(), "gql_observer.hub.receive")
         self._spawn(self._refresh_loop(), "gql_observer.hub.refresh")
         if self._probe_interval is not None:
@@ -248,6 +254,10 @@ class Hub:
         if self.publisher is not None:
             await self.publisher.stop()
             set_local_publisher(None)
+        close_pools = getattr(self.layer, "close_pools", None)  # the hub's own instance
+        if close_pools is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(close_pools(), self._probe_timeout)
         global _hub
         if _hub is self:
             _hub = None
@@ -500,5 +510,5 @@ def get_hub() -> Hub:
     global _hub
     loop = asyncio.get_running_loop()
     if _hub is None or _hub.loop is not loop or _hub._closed:
-        _hub = Hub(channel_layer())
+        _hub = Hub(own_channel_layer())
     return _hub

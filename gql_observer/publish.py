@@ -21,6 +21,7 @@ from channels.layers import InMemoryChannelLayer, channel_layers
 from django.core.signals import setting_changed
 
 from .events import ChangeEvent
+from .groups import hub_capacity
 from .settings import channel_layer, get_settings
 
 __all__ = ["RETRY_LIMIT", "Publisher", "flush", "publish", "reset", "set_local_publisher"]
@@ -100,6 +101,11 @@ class Publisher:
     def start(self) -> None:
         """Start the send loop; call from the publisher's own loop."""
         self._task = self._loop.create_task(self._run(), name="gql_observer.publisher")
+
+    @property
+    def layer(self) -> Any:
+        """The channel-layer instance this publisher sends with."""
+        return self._layer
 
     async def stop(self, timeout: float | None = None) -> None:
         """Send what is queued (for at most ``timeout`` seconds), then stop."""
@@ -235,9 +241,10 @@ class _ThreadPublisher:
 
     def __init__(self, alias: str, timeout: float, retry_window: float) -> None:
         self.pid = os.getpid()
-        loop = asyncio.new_event_loop()
+        self.loop = loop = asyncio.new_event_loop()
         # A layer instance of its own: connection pools belong to one loop.
         layer = channel_layers.make_backend(alias)
+        hub_capacity(layer, get_settings()["HUB_CAPACITY"])
         self.publisher = Publisher(layer, loop, timeout, retry_window)
         started = threading.Event()
 
@@ -250,6 +257,25 @@ class _ThreadPublisher:
         self.thread = threading.Thread(target=run, name="gql_observer.publisher", daemon=True)
         self.thread.start()
         started.wait()
+
+    def stop(self, timeout: float) -> None:
+        """Send what is queued (for at most ``timeout`` seconds), close the
+        layer's connections, end the thread and close its loop."""
+        loop, publisher = self.loop, self.publisher
+
+        async def finish() -> None:
+            await publisher.stop(timeout)
+            close_pools = getattr(publisher.layer, "close_pools", None)
+            if close_pools is not None:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(close_pools(), timeout)
+
+        with contextlib.suppress(Exception):
+            asyncio.run_coroutine_threadsafe(finish(), loop).result(2 * timeout)
+        loop.call_soon_threadsafe(loop.stop)
+        self.thread.join(timeout)
+        if not self.thread.is_alive():
+            loop.close()
 
 
 _lock = threading.Lock()
@@ -265,9 +291,7 @@ def reset() -> None:
     with _lock:
         current, _thread_publisher = _thread_publisher, None
     if current is not None and current.pid == os.getpid():
-        current.publisher.wait_idle(1.0)
-        current.publisher.loop.call_soon_threadsafe(current.publisher.loop.stop)
-        current.thread.join(1.0)
+        current.stop(1.0)
 
 
 def _on_setting_changed(*, setting: str, **kwargs: Any) -> None:

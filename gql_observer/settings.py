@@ -35,6 +35,7 @@ class ObserverSettings(TypedDict):
     #: hub re-join its groups and resynchronise its subscribers. ``None``: no
     #: probes. Never used with the in-memory layer.
     HUB_PROBE_INTERVAL: float | None
+    HUB_CAPACITY: int
     #: Seconds a websocket may take to accept one message before the server
     #: gives up on the client and closes the connection (code 1013).
     SEND_TIMEOUT: float
@@ -83,6 +84,7 @@ DEFAULTS: ObserverSettings = {
     "PUBLISH_TIMEOUT": 5.0,
     "PUBLISH_RETRY_WINDOW": 30.0,
     "HUB_PROBE_INTERVAL": 3.0,
+    "HUB_CAPACITY": 10_000,
     "SEND_TIMEOUT": 30.0,
     "KEEP_ALIVE_INTERVAL": 20.0,
     "GROUP_REFRESH_INTERVAL": None,
@@ -158,3 +160,16 @@ def channel_layer() -> Any:
             f"GQL_OBSERVER['CHANNEL_LAYER'] is {alias!r} but CHANNEL_LAYERS has no such "
             f"alias (it has: {', '.join(django_settings.CHANNEL_LAYERS) or 'none'})."
         ) from None
+
+
+def own_channel_layer() -> Any:
+    """A new instance of the ``CHANNEL_LAYER`` layer, for a hub: channels_redis
+    receives every process-local channel of one instance through one prefix
+    and one receive loop, so the hub's channel gets an instance of its own.
+    An in-memory layer is shared (its groups live in the instance)."""
+    from channels.layers import InMemoryChannelLayer, channel_layers
+
+    layer = channel_layer()
+    if isinstance(layer, InMemoryChannelLayer):
+        return layer
+    return channel_layers.make_backend(get_settings()["CHANNEL_LAYER"])

@@ -1,0 +1,67 @@
+"""A burst of changes larger than channels_redis's channel capacity reaches
+every subscriber (real Redis, real publisher thread, real hub)."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from django.contrib.auth.models import User
+from django.db import close_old_connections
+
+import gql_observer
+from gql_observer.testing import GraphQLTransportWSCommunicator
+
+from .conftest import subscribe_user
+
+pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
+
+BURST = 150  # channels_redis's default capacity is 100 messages per channel
+
+
+def _save_all(pks: list[int]) -> None:
+    try:
+        for pk in pks:
+            user = User.objects.get(pk=pk)
+            user.username = f"burst {pk}"
+            user.save()  # one transaction, one event, one group each
+        assert gql_observer.flush(10), "the publisher did not send everything"
+    finally:
+        close_old_connections()
+
+
+async def test_a_burst_larger_than_the_layer_capacity_reaches_every_subscriber(
+    application: Any, redis_layer: str, settings: Any
+) -> None:
+    # No probes: a lost probe would resynchronise everyone and hide a loss.
+    settings.GQL_OBSERVER = {
+        **settings.GQL_OBSERVER,
+        "HUB_PROBE_INTERVAL": None,
+        "SUBSCRIBE_RATE": 10_000,
+        "MAX_OPERATIONS_PER_CONNECTION": BURST,
+    }
+    pks = [
+        u.pk
+        for u in await User.objects.abulk_create([User(username=f"user {n}") for n in range(BURST)])
+    ]
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    await client.init()
+    ops = {await subscribe_user(client, pk): pk for pk in pks}
+
+    # The server's loop is busy while the writer commits the whole burst: every
+    # event waits in the hub's channel in Redis.
+    writer = threading.Thread(target=_save_all, args=(pks,))
+    writer.start()
+    writer.join()
+
+    seen: dict[str, str] = {}
+    while len(seen) < BURST:
+        message = await client.receive(timeout=10)
+        assert message["type"] == "next", message
+        envelope = message["payload"]["data"]["user"]
+        assert envelope["action"] == "update" and not envelope.get("resync"), envelope
+        seen[message["id"]] = envelope["data"]["username"]
+    assert seen == {op: f"burst {pk}" for op, pk in ops.items()}
+    await client.disconnect()
