@@ -184,6 +184,11 @@ class Hub:
         self._probe_interval = options["HUB_PROBE_INTERVAL"]
         self._probe_timeout = options["PUBLISH_TIMEOUT"]
         self._probe_seen = 0
+        self._probe_sent = 0
+        self._received = 0
+        #: Probes that never came while later ones did: the hub's channel was
+        #: full and the layer dropped messages (each one resynchronises).
+        self.overflows = 0
         self._dropped_by_gone = 0
         #: Times the layer failed (a receive raised, or a probe did not come back).
         self.layer_failures = 0
@@ -273,7 +278,8 @@ class Hub:
         ``dropped``: deliveries merged into a later one because a subscriber
         was busy (a slow client), including subscriptions that have ended;
         ``pending``: deliveries waiting for their subscriber (at most one per
-        subscription); ``layer_failures`` and ``resyncs``: see the attributes.
+        subscription); ``layer_failures``, ``resyncs`` and ``overflows``: see
+        the attributes.
         """
         live = [s for subscriptions in self.groups.values() for s in subscriptions]
         stats = {
@@ -283,6 +289,7 @@ class Hub:
             "dropped": self._dropped_by_gone + sum(s.dropped for s in live),
             "layer_failures": self.layer_failures,
             "resyncs": self.resyncs,
+            "overflows": self.overflows,
         }
         if self.publisher is not None:
             stats["published"] = self.publisher.sent
@@ -395,6 +402,7 @@ class Hub:
                 await self._recover()
                 continue
             failures = 0
+            self._received += 1
             self.dispatch(message)
 
     async def _probe_loop(self, interval: float) -> None:
@@ -402,18 +410,25 @@ class Hub:
         # (Redis restarted and the client reconnected) or on a connection that
         # hangs; a message to itself that does not come back shows both.
         await self._join_probe_group()
-        nonce = 0
         while True:
-            nonce += 1
+            # Nonces count probes the layer took: a gap among those that come
+            # back means the layer dropped one (see dispatch).
+            nonce = self._probe_sent + 1
+            received = self._received
             probe: ProbeMessage = {"type": PROBE, "nonce": nonce}
             try:
                 await asyncio.wait_for(
                     self.layer.group_send(self._probe_group, probe), self._probe_timeout
                 )
+                self._probe_sent = nonce
             except Exception:
                 logger.debug("Probe %d could not be sent", nonce, exc_info=True)
             await asyncio.sleep(interval)
             if self._probe_seen >= nonce or self._recovering.locked():
+                continue
+            if self._received > received:
+                # Messages still arrive: the layer works, and the probe waits
+                # behind a backlog in the hub's channel (a burst of writes).
                 continue
             self.layer_failures += 1
             logger.warning(
@@ -457,13 +472,9 @@ class Hub:
                     )
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, _MAX_DELAY)
-            self.resyncs += 1
-            count = 0
-            for subscriptions in self.groups.values():
-                delivery = Delivery("update", None, resync=True)
-                for subscription in list(subscriptions):
-                    subscription.push(delivery)
-                    count += 1
+            count = self._resync_all()
+            # Probes lost with the outage are no news any more.
+            self._probe_seen = max(self._probe_seen, self._probe_sent)
             logger.warning(
                 "Channel layer back after %d failed attempt(s): re-joined %d group(s), "
                 "resynchronising %d subscription(s)",
@@ -472,11 +483,33 @@ class Hub:
                 count,
             )
 
+    def _resync_all(self) -> int:
+        """Let every subscription re-read its instance; returns how many."""
+        self.resyncs += 1
+        count = 0
+        for subscriptions in self.groups.values():
+            delivery = Delivery("update", None, resync=True)
+            for subscription in list(subscriptions):
+                subscription.push(delivery)
+                count += 1
+        return count
+
     def dispatch(self, message: dict[str, Any]) -> None:
         """Hand one channel-layer message to the local subscriptions of its group."""
         kind = message.get("type")
         if kind == PROBE:
-            self._probe_seen = max(self._probe_seen, int(message.get("nonce", 0)))
+            nonce = int(message.get("nonce", 0))
+            if nonce > self._probe_seen + 1 and not self._recovering.locked():
+                # A probe the layer took never came, and a later one did: the
+                # hub's channel was full, and changes may have been dropped too.
+                self.overflows += 1
+                count = self._resync_all()
+                logger.warning(
+                    "The channel layer dropped messages to this process's hub (its channel "
+                    "was full: raise HUB_CAPACITY); resynchronising %d subscription(s)",
+                    count,
+                )
+            self._probe_seen = max(self._probe_seen, nonce)
             return
         if kind != CHANGE:
             logger.warning("Ignored a message of type %r", kind)

@@ -3,6 +3,7 @@ every subscriber (real Redis, real publisher thread, real hub)."""
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from typing import Any
 
@@ -64,4 +65,41 @@ async def test_a_burst_larger_than_the_layer_capacity_reaches_every_subscriber(
         assert envelope["action"] == "update" and not envelope.get("resync"), envelope
         seen[message["id"]] = envelope["data"]["username"]
     assert seen == {op: f"burst {pk}" for op, pk in ops.items()}
+    await client.disconnect()
+
+
+async def test_a_probe_that_never_came_makes_the_hub_resynchronise(
+    application: Any, redis_layer: str, settings: Any
+) -> None:
+    """A probe the layer took but never delivered, while a later one came,
+    means the hub's channel overflowed: every subscriber re-reads."""
+    from gql_observer.events import PROBE
+    from gql_observer.hub import current_hub
+
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "HUB_PROBE_INTERVAL": 0.2}
+    await User.objects.acreate(pk=1, username="before")
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    await client.init()
+    op = await subscribe_user(client, 1)
+    hub = current_hub()
+    assert hub is not None
+    for _ in range(100):  # the hub's own probes go round
+        if hub._probe_seen >= 2:
+            break
+        await asyncio.sleep(0.05)
+    assert hub.stats()["overflows"] == 0
+
+    # Changed while the hub's channel was full: the event was dropped (an
+    # update() sends none)...
+    await User.objects.filter(pk=1).aupdate(username="dropped")
+    # ...and so was a probe; the next one comes through the real layer.
+    skipped = hub._probe_sent + 2
+    await hub.layer.group_send(hub._probe_group, {"type": PROBE, "nonce": skipped})
+
+    message = await client.receive(timeout=5)
+    envelope = message["payload"]["data"]["user"]
+    assert (message["id"], envelope["action"]) == (op, "update")
+    assert envelope["data"]["username"] == "dropped"  # re-read: the resync
+    assert hub.stats()["overflows"] == 1
     await client.disconnect()
