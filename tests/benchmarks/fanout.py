@@ -2,13 +2,14 @@
 
 Systems (tests/benchmarks/systems.py), each server in its own process on a loopback port:
   F   bare ``websockets`` server broadcasting one pre-encoded frame (the floor)
+  U   the same fan-out as a bare ASGI app under uvicorn, like P0 (the ASGI floor)
   P0  gql_observer's demo: ``python -m schema_examples serve`` (project venv), when present
   P1  djangochannelsrestframework 1.3 ObserverModelInstanceMixin under uvicorn (.venv-bench)
   P2  strawberry channels recipe (listen_to_channel + post_save group_send) under uvicorn
 
 W1: N clients subscribe to user 1; one save; time from the trigger request to the LAST
 subscriber's frame (see loadgen.py for the exact clock points). Saves alternate between the
-systems (F, P0, P1, P2, F, P0, ...) so that machine drift hits all alike. Run with the
+systems (F, U, P0, P1, P2, F, U, ...) so that machine drift hits all alike. Run with the
 in-memory channel layer, then with channels_redis. Also:
   M  server RSS (process tree) with 0 and with N idle subscriptions -> KiB per subscription;
   R  Redis commands per save (INFO commandstats delta around the publish and delivery).
@@ -874,6 +875,8 @@ async def scenario_w4(lay: Layer) -> None:
     lay.record_connect("W4", n, await lay.connect_all(n, pks=pks))
     redis_client = lay.stats.client if lay.stats is not None else None
     for key in list(lay.keys):
+        if key == "U":  # the ASGI floor has no writer feed (F stands for the floor here)
+            continue
         cell = run.cell("W4", lay.name, key, n)
         if run.out_of_time():
             run.notes.append(f"W4/{lay.name} {key}: not run (time budget)")
@@ -914,7 +917,7 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
     for i, key in enumerate(ORDER):
         redis_urls[key] = (
             f"{args.redis_url.rstrip('/')}/{args.redis_db_base + i}"
-            if layer == "redis" and key != "F"
+            if layer == "redis" and key not in ("F", "U")
             else None
         )
     lay = Layer(run=run, name=layer, redis_urls=redis_urls)
@@ -1113,7 +1116,7 @@ def fmt(value: Any, spec: str = ".1f") -> str:
     return str(value)
 
 
-def ratio_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str, int, str, str, str]]:
+def ratio_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str, int, str, str, str, str]]:
     """P0's median latency over each other system's, per scenario, layer and N."""
     by = {(r["scenario"], r["layer"], r["system"], r["n"]): r for r in rows}
     groups = sorted(
@@ -1124,10 +1127,10 @@ def ratio_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str, int, str, str
     for scenario, layer, n in groups:
         p0 = by.get((scenario, layer, "P0", n), {}).get("median_ms")
         cols = []
-        for other in ("P1", "P2", "F"):
+        for other in ("P1", "P2", "F", "U"):
             o = by.get((scenario, layer, other, n), {}).get("median_ms")
             cols.append(f"{p0 / o:.2f}" if p0 and o else "—")
-        out.append((scenario, layer, n, cols[0], cols[1], cols[2]))
+        out.append((scenario, layer, n, cols[0], cols[1], cols[2], cols[3]))
     return out
 
 
@@ -1203,11 +1206,11 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
             "",
             "Median-latency ratios (below 1 = P0 faster):",
             "",
-            "| scenario | layer | N | P0/P1 | P0/P2 | P0/F |",
-            "|---|---|---:|---:|---:|---:|",
+            "| scenario | layer | N | P0/P1 | P0/P2 | P0/F | P0/U |",
+            "|---|---|---:|---:|---:|---:|---:|",
         ]
-    for scenario, layer, n, a, b, c in ratios:
-        lines.append(f"| {scenario} | {layer} | {n} | {a} | {b} | {c} |")
+    for scenario, layer, n, a, b, c, d in ratios:
+        lines.append(f"| {scenario} | {layer} | {n} | {a} | {b} | {c} | {d} |")
     if run.skipped or run.notes or any(r.get("failure") for r in rows):
         lines += ["", "Not measured / incomplete:", ""]
         for key, why in run.skipped.items():
@@ -1246,11 +1249,11 @@ def plain_table(rows: list[dict[str, Any]]) -> str:
     if ratios:
         out += [
             "",
-            f"{'scen':4} {'layer':6} {'N':>5} {'P0/P1':>7} {'P0/P2':>7} {'P0/F':>7}   "
-            "(median latency)",
+            f"{'scen':4} {'layer':6} {'N':>5} {'P0/P1':>7} {'P0/P2':>7} {'P0/F':>7} "
+            f"{'P0/U':>7}   (median latency)",
         ]
-    for scenario, layer, n, a, b, c in ratios:
-        out.append(f"{scenario:4} {layer:6} {n:>5} {a:>7} {b:>7} {c:>7}")
+    for scenario, layer, n, a, b, c, d in ratios:
+        out.append(f"{scenario:4} {layer:6} {n:>5} {a:>7} {b:>7} {c:>7} {d:>7}")
     w4 = [r for r in rows if r["scenario"] == "W4"]
     if w4:
         out += ["", *w4_plain(w4)]
@@ -1371,7 +1374,13 @@ def plot(run: Run, rows: list[dict[str, Any]], path: Path) -> None:
     if not layers:
         return
     fig, axes = plt.subplots(1, len(layers), figsize=(6 * len(layers), 4.5), squeeze=False)
-    colours = {"F": "tab:gray", "P0": "tab:green", "P1": "tab:red", "P2": "tab:blue"}
+    colours = {
+        "F": "tab:gray",
+        "U": "tab:olive",
+        "P0": "tab:green",
+        "P1": "tab:red",
+        "P2": "tab:blue",
+    }
     for ax, layer in zip(axes[0], layers, strict=True):
         for key in ORDER:
             pts = [
@@ -1417,7 +1426,7 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--setup", action="store_true", help="create/update .venv-bench and exit")
     p.add_argument("--quick", action="store_true", help="N=100,1000, 4 saves, under 3 minutes")
-    p.add_argument("--systems", default=",".join(ORDER), help="comma list of F,P0,P1,P2")
+    p.add_argument("--systems", default=",".join(ORDER), help="comma list of F,U,P0,P1,P2")
     p.add_argument("--layers", default="inmem,redis", help="comma list of inmem,redis")
     p.add_argument("--ns", default=None, help="comma list of N (default 100,1000[,5000 full])")
     p.add_argument("--saves", type=int, default=None, help="measured saves per system and N")

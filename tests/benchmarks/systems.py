@@ -114,6 +114,16 @@ SYSTEMS: dict[str, System] = {
         module_args=("-m", "tests.benchmarks.floor_server", "--port", "{port}"),
         uses_database=False,
     ),
+    "U": System(
+        key="U",
+        label="U ASGI floor (bare ASGI app, uvicorn)",
+        ws_path="/graphql/",
+        client="gql",
+        trigger="get",
+        python=main_python(),
+        module_args=(*UVICORN, "tests.benchmarks.asgi_floor:application"),
+        uses_database=False,
+    ),
     "P0": System(
         key="P0",
         label="P0 gql_observer",
@@ -147,4 +157,4 @@ SYSTEMS: dict[str, System] = {
         writer_imports=("tests.benchmarks.peers.p2_asgi",),
     ),
 }
-ORDER = ("F", "P0", "P1", "P2")
+ORDER = ("F", "U", "P0", "P1", "P2")
