@@ -19,16 +19,13 @@ import json
 import logging
 from collections.abc import Coroutine, Hashable
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from graphql import GraphQLError, OperationDefinitionNode, OperationType, parse
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
 from . import registry
-
-if TYPE_CHECKING:
-    from strawberry.schema import BaseSchema
 
 __all__ = ["Cohort", "Member", "Socket", "cohort_key", "cohorts", "join", "observed_subscription"]
 
@@ -71,12 +68,9 @@ class Socket(Protocol):
     """What a cohort needs of a member's connection
     (:class:`gql_observer.transport.Connection` is one)."""
 
-    schema: BaseSchema
-    root_value: Any
     send_timeout: float
 
-    @property
-    def context(self) -> Any: ...
+    async def stream(self, operation: Any) -> Any: ...
 
     def is_open(self, operation: Any) -> bool: ...
 
@@ -233,13 +227,7 @@ class Cohort:
     async def _run(self) -> None:
         socket, operation = self._socket, self._operation
         try:
-            stream = await socket.schema.stream(
-                operation.query,
-                variable_values=operation.variables,
-                context_value=socket.context,
-                root_value=socket.root_value,
-                operation_name=operation.operation_name,
-            )
+            stream = await socket.stream(operation)
             async with aclosing(stream):
                 async for result in stream:
                     if isinstance(result, PreExecutionError):

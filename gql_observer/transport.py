@@ -447,15 +447,20 @@ class Connection:
             message = {"id": operation.id, "type": "complete"}
         await self.send_message(message)
 
+    async def stream(self, operation: Operation) -> Any:
+        """Start executing ``operation`` in this connection's context: its
+        results, as strawberry's ``Schema.stream`` gives them."""
+        return await self.schema.stream(
+            operation.query,
+            variable_values=operation.variables,
+            context_value=self.context,
+            root_value=self.root_value,
+            operation_name=operation.operation_name,
+        )
+
     async def _run(self, operation: Operation) -> None:
         try:
-            stream = await self.schema.stream(
-                operation.query,
-                variable_values=operation.variables,
-                context_value=self.context,
-                root_value=self.root_value,
-                operation_name=operation.operation_name,
-            )
+            stream = await self.stream(operation)
             first = True
             async with aclosing(stream):
                 async for result in stream:

@@ -133,3 +133,17 @@ def save_user(pk: int, **changes: Any) -> None:
     for name, value in changes.items():
         setattr(user, name, value)
     user.save()
+
+
+@database_sync_to_async
+def login_session(user: User) -> str:
+    """A session in which ``user`` logged in; returns its key (the cookie's value)."""
+    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
+    from django.contrib.sessions.backends.db import SessionStore
+
+    session = SessionStore()
+    session[SESSION_KEY] = str(user.pk)
+    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
+    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
+    session.create()
+    return str(session.session_key)

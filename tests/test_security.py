@@ -9,7 +9,6 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import User
 from django.contrib.sessions.backends.db import SessionStore
 from django.db import transaction
@@ -17,6 +16,8 @@ from django.db import transaction
 from gql_observer import issue_token
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
+
+from .conftest import login_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -119,16 +120,6 @@ async def test_a_token_dies_when_the_password_changes(application: Any, users: l
     await client.connect()
     await client.send({"type": "connection_init", "payload": {"token": token}})
     assert await client.receive_close() == (4403, "Forbidden")
-
-
-@database_sync_to_async
-def login_session(user: User) -> str:
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
-    return str(session.session_key)
 
 
 async def test_the_session_cookie_authenticates_the_connection_and_logout_ends_it(

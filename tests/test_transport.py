@@ -11,16 +11,14 @@ import pytest
 import strawberry
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
-from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import User
-from django.contrib.sessions.backends.db import SessionStore
 from strawberry.types import Info
 from strawberry_django.auth.utils import get_current_user
 
 from gql_observer import cohort, issue_token
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
-from .conftest import SUBSCRIBE_USER, save_user, subscribe_user
+from .conftest import SUBSCRIBE_USER, login_session, save_user, subscribe_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -96,16 +94,6 @@ def own_application() -> Any:
     return build(gql_observer.build_schema(query=Query, subscription=Subscription))
 
 
-@database_sync_to_async
-def _session_for(user: User) -> str:
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
-    return str(session.session_key)
-
-
 async def _me(client: GraphQLTransportWSCommunicator) -> str:
     op = await client.subscribe("{ me }")
     data = await client.next(op)
@@ -119,7 +107,7 @@ async def test_resolvers_find_the_user_where_strawberry_django_looks(
     async with GraphQLTransportWSCommunicator(own_application) as client:
         assert await _me(client) == "anonymous"
 
-    key = await _session_for(users[1])
+    key = await login_session(users[1])
     cookie = f"{django_settings.SESSION_COOKIE_NAME}={key}".encode()
     async with GraphQLTransportWSCommunicator(
         own_application, headers=[(b"cookie", cookie)]
