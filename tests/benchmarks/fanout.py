@@ -733,8 +733,9 @@ class Sampler:
                 self.redis_peak = max(self.redis_peak, used)
         if self.system_db is not None:
             with contextlib.suppress(Exception):
-                for key in self.system_db.scan_iter(match="*specific.*!", count=1000):
-                    self.queue_peak = max(self.queue_peak, int(self.system_db.zcard(key)))
+                for pattern in ("*specific.*!", "*gqlobs-hub.*!"):  # P0's hub: its own name
+                    for key in self.system_db.scan_iter(match=pattern, count=1000):
+                        self.queue_peak = max(self.queue_peak, int(self.system_db.zcard(key)))
 
     async def _loop(self) -> None:
         while True:
