@@ -250,12 +250,13 @@ class Connection:
     async def send_message(self, message: Mapping[str, Any]) -> None:
         """Write one protocol message; one the client does not take within
         ``SEND_TIMEOUT`` gives the connection up (1013)."""
-        write = self.write_frame(encode(message))
+        frame = encode(message)
         if not self.send_timeout:
-            await write
+            await self.write_frame(frame)
             return
         try:
-            await asyncio.wait_for(write, self.send_timeout)
+            async with asyncio.timeout(self.send_timeout):  # a timer, not a task
+                await self.write_frame(frame)
         except TimeoutError:
             self.give_up()
 
