@@ -93,8 +93,7 @@ class ObserverWSConsumer(GraphQLWSConsumer):
 
     It has no channel-layer channel of its own: changes reach it through the
     process's hub, so a connection costs no layer channel and no receive task.
-    (strawberry's ``listen_to_channel`` therefore does not work here; subclass
-    and set ``channel_layer_alias = "default"`` if your own fields need it.)
+    (strawberry's ``listen_to_channel`` therefore does not work here.)
     """
 
     channel_layer_alias = "gql_observer.no-channel-per-connection"
