@@ -46,6 +46,7 @@ __all__ = ["SUBPROTOCOL", "Connection", "Operation", "TransportWSApp"]
 logger = logging.getLogger(__name__)
 
 SUBPROTOCOL: Final = "graphql-transport-ws"
+LEGACY_SUBPROTOCOL: Final = "graphql-ws"
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -570,7 +571,10 @@ class TransportWSApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "").lstrip("/")
-        if SUBPROTOCOL not in scope.get("subprotocols", ()) or not self.path.match(path):
+        # The client's first choice among the two GraphQL subprotocols wins.
+        offered = scope.get("subprotocols", ())
+        chosen = next((p for p in offered if p in (SUBPROTOCOL, LEGACY_SUBPROTOCOL)), None)
+        if chosen != SUBPROTOCOL or not self.path.match(path):
             await self.fallback(scope, receive, send)
             return
         if (await receive())["type"] != "websocket.connect":

@@ -151,10 +151,18 @@ async def test_another_subprotocol_is_not_served_here(application: Any, users: l
     assert refused.subprotocol is None
     code, _ = await refused.receive_close()
     assert code == 4406
-    legacy = GraphQLTransportWSCommunicator(application, subprotocols=["graphql-ws"])
-    await legacy.connect()
-    assert legacy.subprotocol == "graphql-ws"
-    await legacy.disconnect()
+    # The client's first choice wins.
+    for offered in (["graphql-ws"], ["graphql-ws", "graphql-transport-ws"]):
+        legacy = GraphQLTransportWSCommunicator(application, subprotocols=offered)
+        await legacy.connect()
+        assert legacy.subprotocol == "graphql-ws"
+        await legacy.disconnect()
+    current = GraphQLTransportWSCommunicator(
+        application, subprotocols=["graphql-transport-ws", "graphql-ws"]
+    )
+    await current.connect()
+    assert current.subprotocol == "graphql-transport-ws"
+    await current.disconnect()
 
 
 async def test_an_operation_of_a_closed_connection_ends_with_it(
