@@ -26,12 +26,10 @@ __all__ = [
     "AuthenticationFailed",
     "Authenticator",
     "Credential",
-    "WebsocketSessionMiddleware",
     "authenticate",
     "credential_from_params",
     "issue_token",
     "signed_token_authenticator",
-    "websocket_auth_stack",
 ]
 
 SALT = "gql_observer.token"
@@ -133,36 +131,3 @@ async def authenticate(credential: str, scope: Mapping[str, Any]) -> Credential:
     if result.expires is not None and result.expires <= time.time():
         raise AuthenticationFailed("The token has expired.")
     return result
-
-
-class WebsocketSessionMiddleware:
-    """The session of a websocket connection, read from its cookie.
-
-    Channels' ``SessionMiddleware`` wraps ``send`` to save the session with
-    every outgoing message; a GraphQL websocket never changes the session, so
-    this one only loads it (lazily) and leaves ``send`` alone: one coroutine
-    layer less on every frame of a fan-out.
-    """
-
-    def __init__(self, inner: Any) -> None:
-        self.inner = inner
-
-    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> Any:
-        from importlib import import_module
-
-        from django.conf import settings
-        from django.utils.functional import SimpleLazyObject
-
-        key = scope.get("cookies", {}).get(settings.SESSION_COOKIE_NAME)
-        store = import_module(settings.SESSION_ENGINE).SessionStore
-
-        scope = dict(scope, session=SimpleLazyObject(lambda: store(session_key=key)))
-        return await self.inner(scope, receive, send)
-
-
-def websocket_auth_stack(inner: Any) -> Any:
-    """Channels' ``AuthMiddlewareStack`` for websockets, without per-message wrappers."""
-    from channels.auth import AuthMiddleware
-    from channels.sessions import CookieMiddleware
-
-    return CookieMiddleware(WebsocketSessionMiddleware(AuthMiddleware(inner)))

@@ -69,6 +69,8 @@ class Socket(Protocol):
     (:class:`gql_observer.transport.Connection` is one)."""
 
     send_timeout: float
+    #: The type of a result message on this socket's protocol (``next``, ``data``).
+    next_type: str
 
     async def stream(self, operation: Any) -> Any: ...
 
@@ -105,7 +107,8 @@ class Member:
         self.cohort = cohort
         self.socket = socket
         self.operation = operation
-        self._prefix = f'{{"id":{json.dumps(operation.id)},"type":"next","payload":'
+        kind = socket.next_type
+        self._prefix = f'{{"id":{json.dumps(operation.id)},"type":"{kind}","payload":'
         self._next: str | None = None
         self._writer: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None

@@ -24,7 +24,7 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 from django.conf import settings
 from django.http.cookie import parse_cookie
@@ -108,6 +108,8 @@ class Connection:
         "acknowledged",
         "connection_params",
         "init_received",
+        "legacy",
+        "next_type",
         "operations",
         "root_value",
         "schema",
@@ -115,8 +117,14 @@ class Connection:
         "send_timeout",
     )
 
-    def __init__(self, schema: BaseSchema, scope: Scope, send: Send) -> None:
+    def __init__(
+        self, schema: BaseSchema, scope: Scope, send: Send, *, legacy: bool = False
+    ) -> None:
         options = get_settings()
+        #: Legacy graphql-ws (subscriptions-transport-ws) instead of graphql-transport-ws.
+        self.legacy = legacy
+        #: The type of a result message: ``next``, or ``data`` in legacy graphql-ws.
+        self.next_type = "data" if legacy else "next"
         self.schema = schema
         self.scope = scope
         self._send = send
@@ -158,10 +166,12 @@ class Connection:
     # ---- the connection's life ------------------------------------------------------
     async def serve(self, receive: Receive) -> None:
         """Accept, then read frames until the client goes."""
-        await self._send({"type": "websocket.accept", "subprotocol": SUBPROTOCOL})
-        self._init_timer = asyncio.get_running_loop().call_later(
-            get_settings()["CONNECTION_INIT_TIMEOUT"], self._init_late
-        )
+        subprotocol = LEGACY_SUBPROTOCOL if self.legacy else SUBPROTOCOL
+        await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
+        if not self.legacy:  # legacy graphql-ws has no such deadline
+            self._init_timer = asyncio.get_running_loop().call_later(
+                get_settings()["CONNECTION_INIT_TIMEOUT"], self._init_late
+            )
         try:
             # Nothing of a frame stays referenced between frames: an idle
             # connection holds no message.
@@ -183,7 +193,9 @@ class Connection:
             if len(event.get("bytes") or b"") > max_size:
                 await self.close(1009, "Message too big")
             else:
-                await self.close(4400, "WebSocket message type must be text")
+                await self.close(
+                    1002 if self.legacy else 4400, "WebSocket message type must be text"
+                )
             return True
         if len(text) * 4 > max_size and len(text.encode()) > max_size:
             await self.close(1009, "Message too big")
@@ -191,9 +203,13 @@ class Connection:
         try:
             message = json.loads(text)
         except ValueError:
-            await self.close(4400, "WebSocket message must be valid JSON")
+            if not self.legacy:  # legacy graphql-ws ignores what it cannot parse
+                await self.close(4400, "WebSocket message must be valid JSON")
             return True
-        await self.handle_message(message)
+        if self.legacy:
+            await self.handle_legacy_message(message)
+        else:
+            await self.handle_message(message)
         return True
 
     async def shutdown(self) -> None:
@@ -344,22 +360,30 @@ class Connection:
             return
         self.init_received = True
         self.connection_params = payload
-        credential = credential_from_params(payload)
-        if credential is not None:
-            try:
-                result = await authenticate(credential, self.scope)
-            except AuthenticationFailed as error:
-                logger.info("Refused a connection_init credential: %s", error)
-                await self.close(4403, "Forbidden")
-                return
-            self.scope["user"] = result.user
-            self.scope[EXPIRES_KEY] = result.expires
-            self.scope[CHECK_KEY] = result.still_valid
+        if not await self._authenticate(payload):
+            await self.close(4403, "Forbidden")
+            return
         if self._closed:
             return
         await self.send_message({"type": "connection_ack"})
         self.acknowledged = True
         self._schedule_ping()
+
+    async def _authenticate(self, payload: dict[str, Any] | None) -> bool:
+        """A token in the ``connection_init`` payload authenticates the
+        connection (otherwise the session's user stays); False if it is bad."""
+        credential = credential_from_params(payload)
+        if credential is None:
+            return True
+        try:
+            result = await authenticate(credential, self.scope)
+        except AuthenticationFailed as error:
+            logger.info("Refused a connection_init credential: %s", error)
+            return False
+        self.scope["user"] = result.user
+        self.scope[EXPIRES_KEY] = result.expires
+        self.scope[CHECK_KEY] = result.still_valid
+        return True
 
     def _take_token(self) -> bool:
         now = time.monotonic()
@@ -373,13 +397,7 @@ class Connection:
     async def handle_subscribe(self, message: dict[str, Any]) -> None:
         operation_id = message.get("id")
         payload = message.get("payload")
-        if (
-            not isinstance(operation_id, str)
-            or not isinstance(payload, dict)
-            or not isinstance(payload.get("query"), str)
-            or not isinstance(payload.get("variables") or {}, dict)
-            or not isinstance(payload.get("operationName") or "", str)
-        ):
+        if not isinstance(operation_id, str) or not _valid_payload(payload):
             await self.close(4400, "Failed to parse message")
             return
         if not self.acknowledged:
@@ -388,6 +406,9 @@ class Connection:
         if operation_id in self.operations:
             await self.close(4409, f"Subscriber for {operation_id} already exists")
             return
+        await self._start(operation_id, payload)
+
+    async def _start(self, operation_id: str, payload: dict[str, Any]) -> None:
         if not self._take_token():
             await self._refuse(operation_id, "Too many subscribe messages; slow down.")
             return
@@ -405,8 +426,66 @@ class Connection:
             operation.task = self._spawn(self._run(operation))
 
     async def _refuse(self, operation_id: str, why: str) -> None:
-        error = GraphQLError(why)
-        await self.send_message({"id": operation_id, "type": "error", "payload": [error.formatted]})
+        await self.send_message(self._error_message(operation_id, [GraphQLError(why)]))
+
+    def _error_message(self, operation_id: str, errors: list[GraphQLError]) -> dict[str, Any]:
+        # graphql-transport-ws sends a list of errors; legacy graphql-ws one.
+        payload: Any = errors[0].formatted if self.legacy else [e.formatted for e in errors]
+        return {"id": operation_id, "type": "error", "payload": payload}
+
+    # ---- legacy graphql-ws ----------------------------------------------------------------
+    async def handle_legacy_message(self, message: Any) -> None:
+        """One legacy graphql-ws (subscriptions-transport-ws) message. As that
+        protocol has it, what is not a known message is ignored."""
+        if not isinstance(message, dict):
+            return
+        kind = message.get("type")
+        operation_id = message.get("id")
+        if kind == "connection_init":
+            await self._legacy_init(message.get("payload"))
+        elif kind == "connection_terminate":
+            await self.close(1000, "")
+        elif kind == "start" and isinstance(operation_id, str):
+            if not self.acknowledged:
+                await self.close(4401, "Unauthorized")
+                return
+            payload = message.get("payload")
+            if not _valid_payload(payload):
+                await self._refuse(operation_id, "Invalid start message.")
+                return
+            previous = self.operations.get(operation_id)
+            if previous is not None:  # a start with a live id replaces it
+                await self._legacy_stop(previous)
+            await self._start(operation_id, payload)
+        elif kind == "stop" and isinstance(operation_id, str):
+            operation = self.operations.get(operation_id)
+            if operation is not None:
+                await self._legacy_stop(operation)
+
+    async def _legacy_stop(self, operation: Operation) -> None:
+        # The client stopped it: legacy graphql-ws still answers ``complete``.
+        del self.operations[operation.id]
+        self._end(operation)
+        await self.send_message({"id": operation.id, "type": "complete"})
+
+    async def _legacy_init(self, payload: Any) -> None:
+        if payload is not None and not isinstance(payload, dict):
+            await self.send_message({"type": "connection_error"})
+            await self.close(1000, "")
+            return
+        if self.init_received:  # again: acknowledged as before, nothing else changes
+            await self.send_message({"type": "connection_ack"})
+            return
+        self.init_received = True
+        self.connection_params = payload or {}
+        if not await self._authenticate(payload):
+            await self.send_message(
+                {"type": "connection_error", "payload": {"message": "Forbidden"}}
+            )
+            await self.close(1011, "")
+            return
+        await self.send_message({"type": "connection_ack"})
+        self.acknowledged = True
 
     def _join_cohort(self, operation: Operation) -> bool:
         """A subscription of one observed field joins the cohort of its
@@ -440,11 +519,7 @@ class Connection:
         operation.completed = True
         del self.operations[operation.id]
         if errors:
-            message: dict[str, Any] = {
-                "id": operation.id,
-                "type": "error",
-                "payload": [error.formatted for error in errors],
-            }
+            message = self._error_message(operation.id, errors)
         else:
             message = {"id": operation.id, "type": "complete"}
         await self.send_message(message)
@@ -468,7 +543,7 @@ class Connection:
                 async for result in stream:
                     if first and isinstance(result, PreExecutionError):
                         assert result.errors
-                        reason = _close_reason(result.errors[0])
+                        reason = None if self.legacy else _close_reason(result.errors[0])
                         if reason is not None:
                             self.operations.pop(operation.id, None)
                             await self.close(4400, reason)
@@ -480,8 +555,7 @@ class Connection:
                             operation,
                             [
                                 GraphQLError(
-                                    "Incremental delivery is not supported over "
-                                    "graphql-transport-ws"
+                                    "Incremental delivery is not supported over this protocol"
                                 )
                             ],
                         )
@@ -490,7 +564,11 @@ class Connection:
                     if not self.is_open(operation):
                         return
                     await self.send_message(
-                        {"id": operation.id, "type": "next", "payload": result_payload(result)}
+                        {
+                            "id": operation.id,
+                            "type": self.next_type,
+                            "payload": result_payload(result),
+                        }
                     )
             await self.finish(operation, None)
         except asyncio.CancelledError:
@@ -499,6 +577,16 @@ class Connection:
             logger.exception("An operation failed")
             with contextlib.suppress(Exception):
                 await self.finish(operation, None)
+
+
+def _valid_payload(payload: Any) -> TypeGuard[dict[str, Any]]:
+    """Whether a subscribe/start payload has a query (and well-typed options)."""
+    return (
+        isinstance(payload, dict)
+        and isinstance(payload.get("query"), str)
+        and isinstance(payload.get("variables") or {}, dict)
+        and isinstance(payload.get("operationName") or "", str)
+    )
 
 
 def result_payload(result: ExecutionResult) -> dict[str, Any]:
@@ -546,14 +634,15 @@ async def _session_user(scope: Scope) -> None:
 
 
 class TransportWSApp:
-    """The ASGI application of a GraphQL websocket: graphql-transport-ws
-    connections are served here; anything else (legacy graphql-ws, no
-    subprotocol, another path than ``path``, a regular expression matched
-    against the path without its leading ``/``) goes to ``fallback``.
+    """The ASGI application of the GraphQL websocket at ``path`` (a regular
+    expression matched against the path without its leading ``/``): the
+    client's first choice of graphql-transport-ws and legacy graphql-ws is
+    served; a handshake offering neither is accepted and closed with 4406,
+    one for another path refused (403).
 
-    A browser's handshake must come from an Origin in ``ALLOWED_HOSTS``
-    (see :func:`gql_observer.asgi.origin_allowed`); clients that send no Origin
-    (not browsers) are let through.
+    A browser's handshake must come from an Origin that ``origin_allowed``
+    accepts (see :func:`gql_observer.asgi.origin_allowed`); clients that send
+    no Origin (not browsers, which no other site can drive) are let through.
     """
 
     def __init__(
@@ -561,27 +650,31 @@ class TransportWSApp:
         schema: BaseSchema,
         *,
         path: str,
-        fallback: Callable[[Scope, Receive, Send], Awaitable[None]],
         origin_allowed: Callable[[str], bool],
     ) -> None:
         self.schema = schema
         self.path = re.compile(path)
-        self.fallback = fallback
         self.origin_allowed = origin_allowed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope.get("path", "").lstrip("/")
-        # The client's first choice among the two GraphQL subprotocols wins.
-        offered = scope.get("subprotocols", ())
-        chosen = next((p for p in offered if p in (SUBPROTOCOL, LEGACY_SUBPROTOCOL)), None)
-        if chosen != SUBPROTOCOL or not self.path.match(path):
-            await self.fallback(scope, receive, send)
-            return
         if (await receive())["type"] != "websocket.connect":
+            return
+        if not self.path.match(scope.get("path", "").lstrip("/")):
+            await send({"type": "websocket.close"})  # refused handshake: 403
             return
         origin = next((v for k, v in scope.get("headers", ()) if k == b"origin"), None)
         if origin is not None and not self.origin_allowed(origin.decode("latin1")):
-            await send({"type": "websocket.close"})  # refused handshake: 403
+            await send({"type": "websocket.close"})
+            return
+        # The client's first choice among the two GraphQL subprotocols wins.
+        offered = scope.get("subprotocols", ())
+        chosen = next((p for p in offered if p in (SUBPROTOCOL, LEGACY_SUBPROTOCOL)), None)
+        if chosen is None:
+            await send({"type": "websocket.accept"})
+            await send(
+                {"type": "websocket.close", "code": 4406, "reason": "Subprotocol not acceptable"}
+            )
             return
         await _session_user(scope)
-        await Connection(self.schema, scope, send).serve(receive)
+        connection = Connection(self.schema, scope, send, legacy=chosen == LEGACY_SUBPROTOCOL)
+        await connection.serve(receive)

@@ -4,6 +4,7 @@ costs, and what resolvers find in their context."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -143,9 +144,11 @@ async def test_a_subscription_of_a_plain_field_runs_and_ends(own_application: An
         assert await client.nothing()
 
 
-async def test_another_subprotocol_is_not_served_here(application: Any, users: list[User]) -> None:
-    # strawberry's consumer answers what is not graphql-transport-ws: it
-    # accepts, then closes 4406 when it speaks none of the client's subprotocols.
+async def test_the_subprotocol_is_the_clients_first_choice(
+    application: Any, users: list[User]
+) -> None:
+    # A handshake offering neither GraphQL subprotocol is accepted, then
+    # closed with 4406 (as graphql-ws servers answer it).
     refused = GraphQLTransportWSCommunicator(application, subprotocols=["something-else"])
     await refused.connect()
     assert refused.subprotocol is None
@@ -176,3 +179,118 @@ async def test_an_operation_of_a_closed_connection_ends_with_it(
     assert len(cohort.cohorts) == 1
     await client.disconnect()
     assert cohort.cohorts == {}
+
+
+# -- legacy graphql-ws (subscriptions-transport-ws) on the same connection ----------------
+
+
+async def legacy_client(application: Any, payload: Any = None) -> GraphQLTransportWSCommunicator:
+    client = GraphQLTransportWSCommunicator(application, subprotocols=["graphql-ws"])
+    await client.connect()
+    await client.send({"type": "connection_init", "payload": payload or {}})
+    assert await client.receive() == {"type": "connection_ack"}
+    return client
+
+
+async def test_legacy_clients_share_a_cohort_and_get_data_frames(
+    application: Any, users: list[User]
+) -> None:
+    current = GraphQLTransportWSCommunicator(application)
+    await current.connect()
+    await current.init()
+    op = await subscribe_user(current, 1)
+    legacy = await legacy_client(application)
+    await legacy.send(
+        {
+            "type": "start",
+            "id": "a",
+            "payload": {"query": SUBSCRIBE_USER, "variables": {"pk": 1, "rid": 1}},
+        }
+    )
+    first = await legacy.receive()
+    assert (first["type"], first["id"]) == ("data", "a")
+    assert first["payload"]["data"]["user"]["responseStatus"] == 201
+    assert len(cohort.cohorts) == 1  # one execution for both protocols
+
+    await save_user(1, username="both")
+    assert (await current.next(op))["user"]["data"]["username"] == "both"
+    update = await legacy.receive()
+    assert (update["type"], update["id"]) == ("data", "a")
+    assert update["payload"]["data"]["user"]["data"]["username"] == "both"
+
+    # stop: the subscription ends, and legacy graphql-ws answers complete
+    await legacy.send({"type": "stop", "id": "a"})
+    assert await legacy.receive() == {"type": "complete", "id": "a"}
+    await save_user(1, username="only the other")
+    assert (await current.next(op))["user"]["data"]["username"] == "only the other"
+    assert await legacy.nothing()
+    await legacy.disconnect()
+    await current.disconnect()
+
+
+async def test_legacy_protocol_answers(application: Any, users: list[User]) -> None:
+    client = GraphQLTransportWSCommunicator(application, subprotocols=["graphql-ws"])
+    await client.connect()
+    # start before connection_init
+    await client.send({"type": "start", "id": "1", "payload": {"query": "{ __typename }"}})
+    assert await client.receive_close() == (4401, "Unauthorized")
+
+    client = await legacy_client(application)
+    for ignored in ("not json", json.dumps({"type": "bogus"}), json.dumps([1, 2])):
+        await client.send_raw(ignored)
+    await client.send({"type": "start", "id": "2", "payload": {"query": 3}})
+    assert await client.receive() == {
+        "type": "error",
+        "id": "2",
+        "payload": {"message": "Invalid start message."},
+    }
+    # a query runs, answers data, then complete
+    await client.send({"type": "start", "id": "3", "payload": {"query": "{ __typename }"}})
+    assert await client.receive() == {
+        "type": "data",
+        "id": "3",
+        "payload": {"data": {"__typename": "Query"}},
+    }
+    assert await client.receive() == {"type": "complete", "id": "3"}
+    # an invalid document: one error (not a list), the connection goes on
+    await client.send({"type": "start", "id": "4", "payload": {"query": "{ nope }"}})
+    error = await client.receive()
+    assert (error["type"], error["id"]) == ("error", "4")
+    assert "nope" in error["payload"]["message"]
+    await client.send_raw(b"\x00")
+    assert (await client.receive_close())[0] == 1002
+
+
+async def test_a_legacy_start_with_a_live_id_replaces_it(
+    application: Any, users: list[User]
+) -> None:
+    client = await legacy_client(application)
+
+    def start(pk: int) -> dict[str, Any]:
+        payload = {"query": SUBSCRIBE_USER, "variables": {"pk": pk}}
+        return {"type": "start", "id": "x", "payload": payload}
+
+    await client.send(start(1))
+    assert (await client.receive())["type"] == "data"
+    await client.send(start(2))
+    assert await client.receive() == {"type": "complete", "id": "x"}
+    assert (await client.receive())["payload"]["data"]["user"]["responseStatus"] == 201
+    await save_user(2, username="the second")
+    update = await client.receive()
+    assert update["payload"]["data"]["user"]["data"]["username"] == "the second"
+    await save_user(1, username="not watched any more")
+    assert await client.nothing()
+    await client.disconnect()
+
+
+async def test_a_bad_legacy_token_gets_connection_error(
+    application: Any, users: list[User]
+) -> None:
+    client = GraphQLTransportWSCommunicator(application, subprotocols=["graphql-ws"])
+    await client.connect()
+    await client.send({"type": "connection_init", "payload": {"token": "garbage"}})
+    assert await client.receive() == {
+        "type": "connection_error",
+        "payload": {"message": "Forbidden"},
+    }
+    assert (await client.receive_close())[0] == 1011
