@@ -33,7 +33,7 @@ from .auth import (
 from .hub import current_hub
 from .settings import get_settings
 from .transport import TransportWSApp
-from .visibility import CHECK_KEY, EXPIRES_KEY
+from .visibility import set_credential
 
 __all__ = [
     "Lifespan",
@@ -101,9 +101,7 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
                 result = await authenticate(credential, scope)
             except AuthenticationFailed as error:
                 raise HTTPException(401, str(error)) from None
-            scope["user"] = result.user
-            scope[EXPIRES_KEY] = result.expires
-            scope[CHECK_KEY] = result.still_valid
+            set_credential(scope, result)
         context["user"] = scope.get("user")
         return context
 

@@ -36,7 +36,7 @@ from strawberry.utils.aio import aclosing
 from . import cohort, registry
 from .auth import AuthenticationFailed, authenticate, credential_from_params
 from .settings import get_settings
-from .visibility import CHECK_KEY, EXPIRES_KEY, viewer_from_scope
+from .visibility import set_credential, viewer_from_scope
 
 if TYPE_CHECKING:
     from strawberry.schema import BaseSchema
@@ -380,9 +380,7 @@ class Connection:
         except AuthenticationFailed as error:
             logger.info("Refused a connection_init credential: %s", error)
             return False
-        self.scope["user"] = result.user
-        self.scope[EXPIRES_KEY] = result.expires
-        self.scope[CHECK_KEY] = result.still_valid
+        set_credential(self.scope, result)
         return True
 
     def _take_token(self) -> bool:

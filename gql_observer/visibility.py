@@ -21,6 +21,7 @@ from django.core.exceptions import ValidationError
 from django.db.models import Field, Model, QuerySet
 from strawberry import Info
 
+from .auth import Credential
 from .definition import ObservedDefinition
 
 __all__ = [
@@ -32,6 +33,7 @@ __all__ = [
     "may_see_deleted",
     "normalize_pk",
     "read",
+    "set_credential",
     "viewer_from_scope",
     "viewer_of",
 ]
@@ -84,6 +86,14 @@ def _scope(info: Info) -> dict[str, Any]:
 def viewer_of(info: Info) -> Viewer:
     """The viewer of an operation, from its connection's scope."""
     return viewer_from_scope(_scope(info))
+
+
+def set_credential(scope: dict[str, Any], credential: Credential) -> None:
+    """Make ``credential`` (a token's) the viewer of the connection or request
+    whose scope this is: what :func:`viewer_from_scope` reads back."""
+    scope["user"] = credential.user
+    scope[EXPIRES_KEY] = credential.expires
+    scope[CHECK_KEY] = credential.still_valid
 
 
 def viewer_from_scope(scope: dict[str, Any]) -> Viewer:
