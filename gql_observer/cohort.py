@@ -27,7 +27,17 @@ from strawberry.utils.aio import aclosing
 
 from . import registry
 
-__all__ = ["Cohort", "Member", "Socket", "cohort_key", "cohorts", "join", "observed_subscription"]
+__all__ = [
+    "Cohort",
+    "Member",
+    "Socket",
+    "cohort_key",
+    "cohorts",
+    "encode",
+    "join",
+    "observed_subscription",
+    "result_payload",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -55,6 +65,21 @@ def observed_subscription(query: str, operation_name: str | None) -> str | None:
 
 # A type observed later makes a cached "not observed" answer wrong.
 registry.on_register(lambda definition: observed_subscription.cache_clear())
+
+
+def encode(payload: Any) -> str:
+    """JSON as it goes on the wire (compact)."""
+    return json.dumps(payload, separators=(",", ":"))
+
+
+def result_payload(result: ExecutionResult) -> dict[str, Any]:
+    """The payload of a result message (``next``, or legacy ``data``)."""
+    payload: dict[str, Any] = {"data": result.data}
+    if result.errors:
+        payload["errors"] = [error.formatted for error in result.errors]
+    if result.extensions:
+        payload["extensions"] = result.extensions
+    return payload
 
 
 def cohort_key(
@@ -249,12 +274,7 @@ class Cohort:
                 del cohorts[self.key]
 
     def _publish(self, result: ExecutionResult) -> None:
-        payload: dict[str, Any] = {"data": result.data}
-        if result.errors:
-            payload["errors"] = [error.formatted for error in result.errors]
-        if result.extensions:
-            payload["extensions"] = result.extensions
-        encoded = json.dumps(payload, separators=(",", ":"))
+        encoded = encode(result_payload(result))
         if self.first is None:
             self.first = encoded
         for member in list(self.members.values()):

@@ -35,6 +35,7 @@ from strawberry.utils.aio import aclosing
 
 from . import cohort, registry
 from .auth import AuthenticationFailed, authenticate, credential_from_params
+from .cohort import encode, result_payload
 from .settings import get_settings
 from .visibility import set_credential, viewer_from_scope
 
@@ -51,11 +52,6 @@ LEGACY_SUBPROTOCOL: Final = "graphql-ws"
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 Send = Callable[[dict[str, Any]], Awaitable[None]]
-
-
-def encode(payload: Any) -> str:
-    """JSON as it goes on the wire (compact)."""
-    return json.dumps(payload, separators=(",", ":"))
 
 
 def _reason(text: str) -> str:
@@ -93,7 +89,6 @@ class Connection:
     """
 
     __slots__ = (
-        "__weakref__",
         "_burst",
         "_closed",
         "_context",
@@ -218,16 +213,19 @@ class Connection:
         for timer in (self._init_timer, self._ping_timer):
             if timer is not None:
                 timer.cancel()
-        operations = list(self.operations.values())
-        self.operations.clear()
-        for operation in operations:
-            self._end(operation)
+        self._end_all()
         tasks = [t for t in self._tasks or () if not t.done()]
         for task in tasks:
             task.cancel()
         for task in tasks:
             with contextlib.suppress(Exception, asyncio.CancelledError):
                 await task
+
+    def _end_all(self) -> None:
+        operations = list(self.operations.values())
+        self.operations.clear()
+        for operation in operations:
+            self._end(operation)
 
     def _end(self, operation: Operation) -> None:
         operation.completed = True
@@ -287,18 +285,10 @@ class Connection:
             "A websocket client took more than %.1fs to take a message; closing it",
             self.send_timeout,
         )
-        operations = list(self.operations.values())
-        self.operations.clear()
-        for operation in operations:
-            self._end(operation)
+        self._end_all()
         # The close frame waits behind what the client did not read (ASGI
         # servers wait for a writable socket): it gets a task of its own.
-        self._spawn(self._close_slow())
-
-    async def _close_slow(self) -> None:
-        self._closed = True
-        with contextlib.suppress(Exception):
-            await self._send({"type": "websocket.close", "code": 1013, "reason": "Client too slow"})
+        self._spawn(self.close(1013, "Client too slow"))
 
     def _schedule_ping(self) -> None:
         interval = get_settings()["KEEP_ALIVE_INTERVAL"]
@@ -585,16 +575,6 @@ def _valid_payload(payload: Any) -> TypeGuard[dict[str, Any]]:
         and isinstance(payload.get("variables") or {}, dict)
         and isinstance(payload.get("operationName") or "", str)
     )
-
-
-def result_payload(result: ExecutionResult) -> dict[str, Any]:
-    """A ``next`` message's payload."""
-    payload: dict[str, Any] = {"data": result.data}
-    if result.errors:
-        payload["errors"] = [error.formatted for error in result.errors]
-    if result.extensions:
-        payload["extensions"] = result.extensions
-    return payload
 
 
 def _close_reason(error: GraphQLError) -> str | None:
