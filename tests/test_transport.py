@@ -125,18 +125,33 @@ async def test_resolvers_find_the_user_where_strawberry_django_looks(
     await client.disconnect()
 
 
+async def _operation_tasks(count: int) -> set[asyncio.Task[Any]] | None:
+    """The connections' operation tasks once there are ``count`` of them; None
+    if that does not happen within 5 s."""
+    for _ in range(500):
+        tasks = {
+            t
+            for t in asyncio.all_tasks()
+            if getattr(t.get_coro(), "__qualname__", "") == "Connection._run"
+        }
+        if len(tasks) == count:
+            return tasks
+        await asyncio.sleep(0.01)
+    return None
+
+
 async def test_a_subscription_of_a_plain_field_runs_and_ends(own_application: Any) -> None:
     async with GraphQLTransportWSCommunicator(own_application) as client:
         op = await client.subscribe("subscription { count(to: 3) }")
         assert [await client.next(op) for _ in range(3)] == [{"count": n} for n in range(3)]
         await client.expect_complete(op)
 
-        await asyncio.sleep(0.05)  # the finished operation's task is gone
-        before = asyncio.all_tasks()
+        assert await _operation_tasks(0) is not None, "the finished operation's task stayed"
         op = await client.subscribe("subscription { count(to: 0) }")
-        await asyncio.sleep(0.05)
         # A field nobody observes runs in a task of its own...
-        (task,) = asyncio.all_tasks() - before
+        started = await _operation_tasks(1)
+        assert started is not None, "no task of its own"
+        (task,) = started
         await client.complete(op)
         # ...which ends when the client completes the operation.
         await asyncio.wait_for(asyncio.wait([task]), 5)
