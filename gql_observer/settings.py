@@ -29,13 +29,25 @@ class ObserverSettings(TypedDict):
     #: Seconds an event that could not be published is retried (with backoff,
     #: the latest per instance) before it is given up and logged.
     PUBLISH_RETRY_WINDOW: float
+    #: Seconds between two channel-layer sends of a process's publisher in a
+    #: burst of saves: the first change after a quiet spell is sent at once,
+    #: the changes submitted within the window after it go out together (one
+    #: message per model). ``0``: send as soon as the previous send is done.
+    PUBLISH_BATCH_WINDOW: float
     #: Seconds between a hub's probes of the channel layer: a message to itself
     #: through a group of its own. A probe not back by the next one (a layer
     #: that hangs, or lost the hub's group memberships in a restart) makes the
     #: hub re-join its groups and resynchronise its subscribers. ``None``: no
     #: probes. Never used with the in-memory layer.
     HUB_PROBE_INTERVAL: float | None
+    #: Capacity of each hub's channel on channels_redis (messages waiting to be
+    #: received); channels_redis drops messages beyond it without an error.
     HUB_CAPACITY: int
+    #: Seconds between two database reads of one type for one viewer in a
+    #: burst of changes: the first change after a quiet spell is read at once,
+    #: the changes that arrive within the window after it are read together by
+    #: one query. ``0``: read as soon as the previous read is done.
+    READ_BATCH_WINDOW: float
     #: Seconds a websocket may take to accept one message before the server
     #: gives up on the client and closes the connection (code 1013).
     SEND_TIMEOUT: float
@@ -83,8 +95,10 @@ DEFAULTS: ObserverSettings = {
     "MAX_OPERATIONS_PER_CONNECTION": 100,
     "PUBLISH_TIMEOUT": 5.0,
     "PUBLISH_RETRY_WINDOW": 30.0,
+    "PUBLISH_BATCH_WINDOW": 0.01,
     "HUB_PROBE_INTERVAL": 3.0,
     "HUB_CAPACITY": 10_000,
+    "READ_BATCH_WINDOW": 0.01,
     "SEND_TIMEOUT": 30.0,
     "KEEP_ALIVE_INTERVAL": 20.0,
     "GROUP_REFRESH_INTERVAL": None,

@@ -23,6 +23,7 @@ from strawberry import Info
 
 from .auth import Credential
 from .definition import ObservedDefinition
+from .settings import get_settings
 
 __all__ = [
     "CHECK_KEY",
@@ -191,9 +192,14 @@ _read_many_async = sync_to_async(_read_many, thread_sensitive=True)
 
 
 class _Reads:
-    """Reads of one type for one viewer, coalesced: while one query runs, the
-    instances asked for meanwhile wait and are read together by the next one.
-    A burst of changes to many instances costs a few queries, not one each."""
+    """Reads of one type for one viewer, coalesced.
+
+    The first ask after a quiet spell is read at once. After that, reads of
+    this key start at most once per ``READ_BATCH_WINDOW`` (counted from the
+    start of the previous one): the instances asked for meanwhile wait and are
+    read together by one query. A burst of changes to many instances costs a
+    query per window, not one per change. Every query starts after each ask
+    it answers, so a read never answers with a state older than the ask."""
 
     __slots__ = ("_task", "definition", "info", "key", "lookup", "pending", "running", "viewer")
 
@@ -223,8 +229,11 @@ class _Reads:
         self._task = asyncio.ensure_future(self._run())
 
     async def _run(self) -> None:
+        window = get_settings()["READ_BATCH_WINDOW"]
+        loop = asyncio.get_running_loop()
         try:
             while self.pending:
+                started = loop.time()
                 batch, self.pending = self.pending, {}
                 try:
                     verdicts = await _read_many_async(
@@ -242,6 +251,10 @@ class _Reads:
                     for future in futures:
                         if not future.done():
                             future.set_result(verdicts[value])
+                # Linger: in a burst, what is asked during the window is read together.
+                wait = started + window - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
         finally:
             self.running = False
             if _readers.get(self.key) is self and not self.pending:

@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
-from gql_observer import cohort, schema
+from gql_observer import cohort, schema, visibility
 from gql_observer import hub as hub_module
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
@@ -143,3 +144,54 @@ async def test_a_delete_completes_every_member(application: Any, users: list[Use
         await client.expect_complete("1")
         await client.disconnect()
     assert cohort.cohorts == {}
+
+
+async def test_a_burst_of_changes_to_many_instances_is_read_in_a_few_queries(
+    application: Any, users: list[User], monkeypatch: pytest.MonkeyPatch, settings: Any
+) -> None:
+    batches: list[list[object]] = []
+    real_read_many = visibility._read_many_async
+
+    async def counting_read_many(*args: Any) -> Any:
+        batches.append(list(args[3]))  # the instances one query reads
+        return await real_read_many(*args)
+
+    monkeypatch.setattr(visibility, "_read_many_async", counting_read_many)
+    pks = list(range(10, 30))
+    await database_sync_to_async(User.objects.bulk_create)(
+        [User(pk=pk, username=f"u{pk}") for pk in pks]
+    )
+    (client,) = await clients(application, 1)
+    for pk in pks:
+        op = await client.subscribe(SUBSCRIBE_USER, {"pk": pk, "rid": pk})
+        assert (await client.next(op))["user"]["responseStatus"] == 201
+    # A window far longer than the burst: the first change is read at once,
+    # every change within the window after it by one more query.
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "READ_BATCH_WINDOW": 3.0}
+    # The first change after a quiet spell does not wait for the window: its
+    # frame comes long before the window (3 s) is over.
+    batches.clear()
+    await save_user(pks[0], username="first")
+    first = await client.receive(timeout=2.0)
+    assert first["payload"]["data"]["user"]["data"]["username"] == "first"
+    assert batches == [[pks[0]]]
+    # The rest of the burst, saved one by one (20 commits) within the window.
+    await database_sync_to_async(_rename_each)(pks[1:], "burst")
+    names = {}
+    for _ in pks[1:]:
+        message = await client.receive(timeout=10.0)
+        user = message["payload"]["data"]["user"]
+        names[user["requestId"]] = user["data"]["username"]
+    assert names == {pk: f"burst-{pk}" for pk in pks[1:]}
+    # 19 changes, one query (two if the loop took the first ones before the
+    # window's read began), where every change used to cost a query of its own.
+    assert sorted(pk for batch in batches[1:] for pk in batch) == pks[1:]
+    assert len(batches) - 1 <= 2, [len(batch) for batch in batches]
+    await client.disconnect()
+
+
+def _rename_each(pks: list[int], prefix: str) -> None:
+    for pk in pks:
+        user = User.objects.get(pk=pk)
+        user.username = f"{prefix}-{pk}"
+        user.save()
