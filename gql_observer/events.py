@@ -6,10 +6,22 @@ import threading
 import time
 from typing import Final, Literal, TypedDict
 
-__all__ = ["CHANGE", "PROBE", "Action", "ChangeEvent", "LastValues", "ProbeMessage", "next_version"]
+__all__ = [
+    "CHANGE",
+    "CHANGES",
+    "PROBE",
+    "Action",
+    "ChangeBatch",
+    "ChangeEvent",
+    "LastValues",
+    "ProbeMessage",
+    "next_version",
+]
 
 #: The channel-layer ``type`` of a change event.
 CHANGE: Final = "gqlobs.change"
+#: The channel-layer ``type`` of several change events of one model in one message.
+CHANGES: Final = "gqlobs.changes"
 #: The channel-layer ``type`` of a hub's liveness probe (to itself).
 PROBE: Final = "gqlobs.probe"
 
@@ -36,6 +48,15 @@ class ChangeEvent(TypedDict):
     action: Action
     last: LastValues | None
     version: int
+
+
+class ChangeBatch(TypedDict):
+    """Changes of several instances of one model, sent once to the model's
+    group (every hub with a subscriber of that model is in it) instead of once
+    to each instance's group. Each hub picks the events it has subscribers for."""
+
+    type: Literal["gqlobs.changes"]
+    events: list[ChangeEvent]
 
 
 class ProbeMessage(TypedDict):

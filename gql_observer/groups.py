@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["HUB_CHANNEL_PREFIX", "MAX_GROUP_NAME", "hub_capacity", "instance_group"]
+__all__ = ["HUB_CHANNEL_PREFIX", "MAX_GROUP_NAME", "hub_capacity", "instance_group", "model_group"]
 
 #: Channels refuses names of 100 characters or more.
 MAX_GROUP_NAME = 99
@@ -25,7 +25,8 @@ def hub_capacity(layer: object, capacity: int) -> None:
     change of every instance its process watches, so publishers and hubs
     raise that bound for hub channels on their own layer instances.
     """
-    capacities = getattr(layer, "channel_capacity", None)
+    # vars(): a proxy layer (channels_redis.pubsub) must not build a layer here.
+    capacities = vars(layer).get("channel_capacity") if hasattr(layer, "__dict__") else None
     if isinstance(capacities, list) and not any(p is _HUB_CHANNEL for p, _ in capacities):
         capacities.insert(0, (_HUB_CHANNEL, capacity))
 
@@ -42,3 +43,17 @@ def instance_group(prefix: str, model_label: str, pk: object) -> str:
         return name
     digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
     return f"{prefix}.{model_label}.h{digest}"[:MAX_GROUP_NAME]
+
+
+def model_group(prefix: str, model_label: str) -> str:
+    """The group of every hub that has a subscriber of some instance of a model.
+
+    ``gqlobs-model.auth.user``: the ``-model`` suffix keeps it apart from every
+    instance group (those start with ``<prefix>.``). A publisher sends a batch
+    of changes to several instances of one model here, once.
+    """
+    name = f"{prefix}-model.{model_label}"
+    if _VALID.match(model_label) and len(name) <= MAX_GROUP_NAME:
+        return name
+    digest = hashlib.blake2b(model_label.encode(), digest_size=16).hexdigest()
+    return f"{prefix}-model.h{digest}"[:MAX_GROUP_NAME]

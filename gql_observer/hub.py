@@ -20,7 +20,7 @@ from typing import Any, Final, TypeVar
 
 from channels.layers import InMemoryChannelLayer
 
-from .events import CHANGE, PROBE, Action, ChangeEvent, LastValues, ProbeMessage
+from .events import CHANGE, CHANGES, PROBE, Action, ChangeEvent, LastValues, ProbeMessage
 from .groups import HUB_CHANNEL_PREFIX, hub_capacity
 from .publish import Publisher, set_local_publisher
 from .settings import get_settings, own_channel_layer
@@ -105,10 +105,21 @@ class Subscription:
     reads slowly therefore costs one pending delivery, never a queue.
     """
 
-    __slots__ = ("_pending", "_waiter", "delivered", "dropped", "group", "read_from", "skipped")
+    __slots__ = (
+        "_pending",
+        "_waiter",
+        "delivered",
+        "dropped",
+        "family",
+        "group",
+        "read_from",
+        "skipped",
+    )
 
-    def __init__(self, group: str) -> None:
+    def __init__(self, group: str, family: str | None = None) -> None:
         self.group = group
+        #: The group of the instance's model (batches of changes arrive there).
+        self.family = family
         self._pending: Delivery | None = None
         self._waiter: asyncio.Future[None] | None = None
         #: Deliveries merged into a later one because this subscriber was busy.
@@ -172,6 +183,8 @@ class Hub:
         self.loop = asyncio.get_running_loop()
         self.channel: str | None = None
         self.groups: dict[str, set[Subscription]] = {}
+        #: Model groups (batches of changes) -> the local subscriptions of that model.
+        self.families: dict[str, set[Subscription]] = {}
         #: Groups the hub's channel is a member of in the layer.
         self.joined: set[str] = set()
         self._locks: dict[str, asyncio.Lock] = {}
@@ -186,6 +199,10 @@ class Hub:
         self._probe_seen = 0
         self._probe_sent = 0
         self._received = 0
+        # The layer failed and no probe has come back since: what was published
+        # meanwhile may be lost, even after a re-join (a pub/sub layer
+        # re-subscribes in the background), so the first probe back resyncs.
+        self._unconfirmed = False
         #: Probes that never came while later ones did: the hub's channel was
         #: full and the layer dropped messages (each one resynchronises).
         self.overflows = 0
@@ -298,18 +315,23 @@ class Hub:
 
     # -- membership ----------------------------------------------------------
 
-    async def join(self, group: str) -> Subscription:
-        """Subscribe locally to ``group``; the hub's channel is in the group on return."""
+    async def join(self, group: str, family: str | None = None) -> Subscription:
+        """Subscribe locally to ``group`` (an instance's), and to ``family`` (its
+        model's, where batches of changes arrive); the hub's channel is in both
+        on return, the model's first, so no batch can miss a subscriber."""
         if self._closed:
             raise RuntimeError("The hub is closed.")
         await self._ready
-        subscription = Subscription(group)
+        subscription = Subscription(group, family)
         self.groups.setdefault(group, set()).add(subscription)
+        if family is not None:
+            self.families.setdefault(family, set()).add(subscription)
         try:
-            async with self._lock(group):
-                if group not in self.joined:
-                    await self._twice(self.layer.group_add, group)
-                    self.joined.add(group)
+            for name in (group,) if family is None else (family, group):
+                async with self._lock(name):
+                    if name not in self.joined:
+                        await self._twice(self.layer.group_add, name)
+                        self.joined.add(name)
         except BaseException:
             self.leave(subscription)
             raise
@@ -330,6 +352,14 @@ class Hub:
             del self.groups[group]
             if not self._closed:
                 self._spawn(self._discard(group), "gql_observer.hub.discard")
+        family = subscription.family
+        members = self.families.get(family) if family is not None else None
+        if family is not None and members is not None:
+            members.discard(subscription)
+            if not members:
+                del self.families[family]
+                if not self._closed:
+                    self._spawn(self._discard(family), "gql_observer.hub.discard")
 
     async def _twice(self, call: Callable[[str, str | None], Awaitable[Any]], group: str) -> None:
         # After Redis restarts, each pooled connection fails once before the
@@ -349,13 +379,18 @@ class Hub:
     async def _discard(self, group: str) -> None:
         lock = self._lock(group)
         async with lock:
-            if group in self.joined and not self.groups.get(group):
+            if group in self.joined and not self.groups.get(group) and not self.families.get(group):
                 try:
                     await self._twice(self.layer.group_discard, group)
                 except Exception:
                     logger.exception("Could not leave group %s", group)
                 self.joined.discard(group)
-        if group not in self.groups and not lock.locked() and self._locks.get(group) is lock:
+        if (
+            group not in self.groups
+            and group not in self.families
+            and not lock.locked()
+            and self._locks.get(group) is lock
+        ):
             del self._locks[group]
 
     async def _refresh_loop(self) -> None:
@@ -416,17 +451,33 @@ class Hub:
             nonce = self._probe_sent + 1
             received = self._received
             probe: ProbeMessage = {"type": PROBE, "nonce": nonce}
+            sent = False
             try:
                 await asyncio.wait_for(
                     self.layer.group_send(self._probe_group, probe), self._probe_timeout
                 )
                 self._probe_sent = nonce
+                sent = True
             except Exception:
                 logger.debug("Probe %d could not be sent", nonce, exc_info=True)
+                if not self._unconfirmed:
+                    self.layer_failures += 1
+                    self._unconfirmed = True
             await asyncio.sleep(interval)
-            if self._probe_seen >= nonce or self._recovering.locked():
+            if self._recovering.locked():
                 continue
-            if self._received > received:
+            if self._probe_seen >= nonce:
+                if self._unconfirmed:
+                    self._unconfirmed = False
+                    count = self._resync_all()
+                    logger.warning(
+                        "Channel layer back (a probe came through after a failure): "
+                        "resynchronising %d subscription(s)",
+                        count,
+                    )
+                continue
+            if not sent or self._received > received:
+                # Not sent: the layer is down, a later probe tells when it is back.
                 # Messages still arrive: the layer works, and the probe waits
                 # behind a backlog in the hub's channel (a burst of writes).
                 continue
@@ -475,6 +526,8 @@ class Hub:
             count = self._resync_all()
             # Probes lost with the outage are no news any more.
             self._probe_seen = max(self._probe_seen, self._probe_sent)
+            # Until a probe comes back, changes may still be lost.
+            self._unconfirmed = self._probe_interval is not None
             logger.warning(
                 "Channel layer back after %d failed attempt(s): re-joined %d group(s), "
                 "resynchronising %d subscription(s)",
@@ -511,10 +564,16 @@ class Hub:
                 )
             self._probe_seen = max(self._probe_seen, nonce)
             return
+        if kind == CHANGES:
+            for event in message.get("events") or ():
+                self._dispatch_change(event)
+            return
         if kind != CHANGE:
             logger.warning("Ignored a message of type %r", kind)
             return
-        event: ChangeEvent = message  # type: ignore[assignment]
+        self._dispatch_change(message)  # type: ignore[arg-type]
+
+    def _dispatch_change(self, event: ChangeEvent) -> None:
         subscriptions = self.groups.get(event["group"])
         if not subscriptions:
             return

@@ -20,8 +20,8 @@ from typing import Any, Final
 from channels.layers import InMemoryChannelLayer, channel_layers
 from django.core.signals import setting_changed
 
-from .events import ChangeEvent
-from .groups import hub_capacity
+from .events import CHANGES, ChangeBatch, ChangeEvent
+from .groups import hub_capacity, model_group
 from .settings import channel_layer, get_settings
 
 __all__ = ["RETRY_LIMIT", "Publisher", "flush", "publish", "reset", "set_local_publisher"]
@@ -33,8 +33,13 @@ class Publisher:
     """Sends events from one event loop, in the order they were submitted.
 
     Events queued while a send is in flight go out as one batch, merged per
-    instance: the last action of an instance wins, so a burst of saves costs
-    one message per instance.
+    instance: the last action of an instance wins. Changes of several
+    instances of one model in a batch go out as one message to the model's
+    group (:func:`~gql_observer.groups.model_group`), where every hub with a
+    subscriber of that model listens; a single change goes to its instance's
+    group. After a quiet spell the first event is sent at once; after that a
+    send starts at most once per ``batch_window`` seconds, so a burst of saves
+    to many instances costs a message per window, not one per save.
 
     A send that fails or takes longer than ``timeout`` never reaches the
     writer: the event is kept (the latest per instance, at most
@@ -51,11 +56,13 @@ class Publisher:
         "_local",
         "_loop",
         "_pending",
+        "_prefix",
         "_queue",
         "_retry",
         "_retry_window",
         "_task",
         "_timeout",
+        "_window",
         "dropped",
         "failed",
         "sent",
@@ -68,8 +75,11 @@ class Publisher:
         timeout: float,
         retry_window: float = 30.0,
         local: Callable[[dict[str, Any]], None] | None = None,
+        batch_window: float = 0.0,
     ) -> None:
         self._layer = layer
+        self._window = batch_window
+        self._prefix = get_settings()["GROUP_PREFIX"]
         # The hub of this loop, for the in-memory layer: the layer would only
         # hand the event back to it, at a cost that grows with every group
         # (channels' InMemoryChannelLayer scans them all on each message).
@@ -173,23 +183,51 @@ class Publisher:
                 merged.pop(event["group"], None)  # keep the latest, in its place
                 merged[event["group"]] = (event, None)
             failing = False
-            for group, (event, since) in merged.items():
-                if not failing and await self._send(event):
+            for target, message, members in self._messages(merged):
+                if not failing and await self._send(target, message, members[0][0]):
                     continue
                 # Once a send failed, the rest of the batch waits for the retry:
                 # against an unreachable layer each would cost ``timeout``.
                 failing = True
-                first = now if since is None else since
-                if now - first >= self._retry_window:
-                    self._give_up(event, f"retried for {now - first:.0f}s")
-                else:
-                    self._retry[group] = (event, first)
+                for event, since in members:
+                    first = now if since is None else since
+                    if now - first >= self._retry_window:
+                        self._give_up(event, f"retried for {now - first:.0f}s")
+                    else:
+                        self._retry[event["group"]] = (event, first)
             while len(self._retry) > RETRY_LIMIT:
                 oldest = next(iter(self._retry))
                 self._give_up(self._retry.pop(oldest)[0], "too many instances waiting")
             delay = min(delay * 2, _RETRY_MAX_DELAY) if failing else _RETRY_MIN_DELAY
             # Every event submitted or kept is pending until sent, superseded or given up.
             self._settle(in_play - len(self._retry))
+            if self._window > 0 and self._local is None and not failing:
+                # Linger: what is submitted meanwhile goes out together.
+                wait = now + self._window - self._loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+
+    def _messages(
+        self, merged: dict[str, tuple[ChangeEvent, float | None]]
+    ) -> list[tuple[str, dict[str, Any], list[tuple[ChangeEvent, float | None]]]]:
+        """(group, message, the events it carries) for one batch: one message per
+        model with several changed instances (to the model's group, at most
+        :data:`BATCH_LIMIT` events each), one per instance otherwise."""
+        by_model: dict[str, list[tuple[ChangeEvent, float | None]]] = {}
+        for event, since in merged.values():
+            by_model.setdefault(event["model"], []).append((event, since))
+        messages: list[tuple[str, dict[str, Any], list[tuple[ChangeEvent, float | None]]]] = []
+        for model, members in by_model.items():
+            if len(members) == 1:
+                event = members[0][0]
+                messages.append((event["group"], dict(event), members))
+                continue
+            family = model_group(self._prefix, model)
+            for start in range(0, len(members), BATCH_LIMIT):
+                chunk = members[start : start + BATCH_LIMIT]
+                batch: ChangeBatch = {"type": CHANGES, "events": [e for e, _ in chunk]}
+                messages.append((family, dict(batch), chunk))
+        return messages
 
     def _give_up(self, event: ChangeEvent, why: str) -> None:
         self.dropped += 1
@@ -202,15 +240,15 @@ class Publisher:
             why,
         )
 
-    async def _send(self, event: ChangeEvent) -> bool:
+    async def _send(self, group: str, message: dict[str, Any], event: ChangeEvent) -> bool:
+        """Send ``message`` to ``group``; ``event`` (one it carries) names it in logs."""
         if self._local is not None:
-            self._local(dict(event))
+            self._local(message)
             self.sent += 1
             return True
         try:
-            await asyncio.wait_for(
-                self._layer.group_send(event["group"], dict(event)), self._timeout
-            )
+            async with asyncio.timeout(self._timeout):
+                await self._layer.group_send(group, message)
         except Exception:
             self.failed += 1
             self._failing += 1
@@ -232,6 +270,8 @@ class Publisher:
 
 #: Instances whose latest event may wait for a retry at once.
 RETRY_LIMIT: Final = 10_000
+#: Most change events in one channel-layer message.
+BATCH_LIMIT: Final = 200
 _RETRY_MIN_DELAY: Final = 0.1
 _RETRY_MAX_DELAY: Final = 2.0
 
@@ -239,13 +279,15 @@ _RETRY_MAX_DELAY: Final = 2.0
 class _ThreadPublisher:
     """A :class:`Publisher` on a daemon thread of its own (one per process)."""
 
-    def __init__(self, alias: str, timeout: float, retry_window: float) -> None:
+    def __init__(
+        self, alias: str, timeout: float, retry_window: float, batch_window: float
+    ) -> None:
         self.pid = os.getpid()
         self.loop = loop = asyncio.new_event_loop()
         # A layer instance of its own: connection pools belong to one loop.
         layer = channel_layers.make_backend(alias)
         hub_capacity(layer, get_settings()["HUB_CAPACITY"])
-        self.publisher = Publisher(layer, loop, timeout, retry_window)
+        self.publisher = Publisher(layer, loop, timeout, retry_window, batch_window=batch_window)
         started = threading.Event()
 
         def run() -> None:
@@ -325,7 +367,10 @@ def _publisher() -> Publisher | None:
             if current is None or current.pid != os.getpid():
                 options = get_settings()
                 current = _ThreadPublisher(
-                    alias, options["PUBLISH_TIMEOUT"], options["PUBLISH_RETRY_WINDOW"]
+                    alias,
+                    options["PUBLISH_TIMEOUT"],
+                    options["PUBLISH_RETRY_WINDOW"],
+                    options["PUBLISH_BATCH_WINDOW"],
                 )
                 _thread_publisher = current
     return current.publisher

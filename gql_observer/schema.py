@@ -35,7 +35,7 @@ from .envelope import (
     envelope_type,
 )
 from .errors import should_mask
-from .groups import instance_group
+from .groups import instance_group, model_group
 from .hub import CLOSED, get_hub
 from .settings import get_settings
 from .visibility import (
@@ -118,10 +118,11 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
                 yield refusal(definition, "subscribe_instance", found.status, request_id)
                 return
             instance_pk = found.instance.pk
-        group = instance_group(get_settings()["GROUP_PREFIX"], definition.model_label, instance_pk)
+        prefix = get_settings()["GROUP_PREFIX"]
+        group = instance_group(prefix, definition.model_label, instance_pk)
         hub = get_hub()
         # Join before the first read: a commit between the two is then seen.
-        subscription = await hub.join(group)
+        subscription = await hub.join(group, model_group(prefix, definition.model_label))
         try:
             # From here on the subscription follows the instance (its pk),
             # whatever becomes of the field it was looked up by.

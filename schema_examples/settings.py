@@ -1,5 +1,5 @@
-"""Settings of the demo project; ``DATABASE_URL``, ``REDIS_URL``, ``ALLOWED_HOSTS``
-and ``DEBUG`` come from the environment."""
+"""Settings of the demo project; ``DATABASE_URL``, ``REDIS_URL``, ``REDIS_LAYER``,
+``ALLOWED_HOSTS`` and ``DEBUG`` come from the environment."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import dj_database_url
+from django.core.exceptions import ImproperlyConfigured
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
@@ -43,10 +44,22 @@ DATABASES = {
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 
-def channel_layers(redis_url: str | None) -> dict[str, Any]:
-    """The in-memory layer for one process; channels_redis when ``redis_url`` is set."""
+def channel_layers(redis_url: str | None, kind: str = "core") -> dict[str, Any]:
+    """The in-memory layer for one process; channels_redis when ``redis_url`` is set:
+    its ``RedisChannelLayer`` (``kind="core"``) or its ``RedisPubSubChannelLayer``
+    (``kind="pubsub"``)."""
     if not redis_url:
         return {"default": {"BACKEND": "channels.layers.InMemoryChannelLayer"}}
+    prefix = os.environ.get("CHANNELS_PREFIX", "asgi")
+    if kind == "pubsub":
+        return {
+            "default": {
+                "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+                "CONFIG": {"hosts": [redis_url], "prefix": prefix},
+            }
+        }
+    if kind != "core":
+        raise ImproperlyConfigured(f"REDIS_LAYER must be core or pubsub, not {kind!r}")
     return {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -54,13 +67,13 @@ def channel_layers(redis_url: str | None) -> dict[str, Any]:
                 # channels_redis blocks 5 s in BZPOPMIN; a read timeout of the same
                 # length would cut idle connections (channels_redis #422).
                 "hosts": [{"address": redis_url, "socket_timeout": 30}],
-                "prefix": os.environ.get("CHANNELS_PREFIX", "asgi"),
+                "prefix": prefix,
             },
         }
     }
 
 
-CHANNEL_LAYERS = channel_layers(os.environ.get("REDIS_URL"))
+CHANNEL_LAYERS = channel_layers(os.environ.get("REDIS_URL"), os.environ.get("REDIS_LAYER", "core"))
 
 GQL_OBSERVER = {"SCHEMA": "schema_examples.schema.schema"}
 

@@ -164,14 +164,17 @@ async def test_complete_leaves_no_subscription_task_or_group(
 ) -> None:
     op = await subscribe_user(client, 1)
     hub = hub_module.get_hub()
-    assert set(hub.groups) == {"gqlobs.auth.user.1"} == hub.joined
+    assert set(hub.groups) == {"gqlobs.auth.user.1"}
+    # The instance's group, and its model's (where batches of changes arrive).
+    assert hub.joined == {"gqlobs.auth.user.1", "gqlobs-model.auth.user"}
     await client.complete(op)
     await save_user(1, username="unseen")
     assert await client.nothing(0.3)
-    assert hub.groups == {}
+    assert hub.groups == {} == hub.families
     assert hub.joined == set()
     layer_groups = getattr(hub.layer, "groups", {})
     assert not layer_groups.get("gqlobs.auth.user.1")
+    assert not layer_groups.get("gqlobs-model.auth.user")
     # Only the hub's receive and refresh loops remain.
     assert {t.get_name() for t in hub.tasks} == {
         "gql_observer.hub.receive",

@@ -100,9 +100,12 @@ async def test_the_seed_walk_through_with_python_gql(
 
 
 @pytest.mark.redis
+@pytest.mark.parametrize("layer", ["core", "pubsub"])
 async def test_a_shell_save_reaches_subscribers_of_two_servers_through_redis(
-    redis_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+    redis_env: dict[str, str], servers: list[DemoServer], tmp_path: Path, layer: str
 ) -> None:
+    # Both channels_redis layers: RedisChannelLayer and RedisPubSubChannelLayer.
+    redis_env = {**redis_env, "REDIS_LAYER": layer}
     first = start(servers, redis_env, tmp_path)
     second = start(servers, redis_env, tmp_path)  # the database is already migrated
     on_first = await raw_subscribe(first.ws, 1, 1)
