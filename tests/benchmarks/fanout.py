@@ -458,7 +458,7 @@ class Layer:
     """The servers and load workers of one channel-layer configuration."""
 
     run: Run
-    name: str  # "inmem" | "redis"
+    name: str  # "inmem" | "redis" | "pubsub"
     servers: dict[str, Server] = field(default_factory=dict)
     workers: dict[str, WorkerProc] = field(default_factory=dict)
     keys: list[str] = field(default_factory=list)  # systems still in the race, in ORDER
@@ -866,7 +866,8 @@ async def scenario_w4(lay: Layer) -> None:
     n = args.w4_rows * args.w4_per_row
     if lay.name != "redis":
         run.notes.append(
-            "W4/inmem: not run (a writer process cannot reach an in-memory channel layer)"
+            f"W4/{lay.name}: not run (W4 runs on the redis layer: a writer process cannot "
+            "reach an in-memory layer, and its queue sampler reads RedisChannelLayer's keys)"
         )
         return
     if run.out_of_time():
@@ -910,6 +911,13 @@ async def scenario_w4(lay: Layer) -> None:
 
 
 SCENARIOS = {"W1": scenario_w1, "W5": scenario_w5, "W3": scenario_w3, "W4": scenario_w4}
+LAYER_TITLES = {
+    "inmem": "in-memory layer",
+    "redis": "channels_redis",
+    "pubsub": "channels_redis pub/sub",
+}
+#: Layers on Redis and the channels_redis layer each one uses (``BENCH_REDIS_LAYER``).
+REDIS_LAYERS = {"redis": "core", "pubsub": "pubsub"}
 
 
 async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
@@ -918,11 +926,11 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
     for i, key in enumerate(ORDER):
         redis_urls[key] = (
             f"{args.redis_url.rstrip('/')}/{args.redis_db_base + i}"
-            if layer == "redis" and key not in ("F", "U")
+            if layer in REDIS_LAYERS and key not in ("F", "U")
             else None
         )
     lay = Layer(run=run, name=layer, redis_urls=redis_urls)
-    if layer == "redis":
+    if layer in REDIS_LAYERS:
         lay.stats = RedisStats(f"{args.redis_url.rstrip('/')}/0")
         for system in systems:
             url = redis_urls[system.key]
@@ -934,6 +942,7 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
             log_path = LOG_DIR / f"server-{layer}-{system.key}.log"
             env = system.env(database_url(args, system.key), redis_urls[system.key])
             env["CONN_MAX_AGE"] = str(args.conn_max_age)
+            env["BENCH_REDIS_LAYER"] = REDIS_LAYERS.get(layer, "")
             proc = _spawn(system.server_cmd(port), log_path.name, cwd=REPO, env=env)
             lay.servers[system.key] = Server(system, port, proc, log_path)
         ready = await asyncio.gather(*(wait_ready(s, 90) for s in lay.servers.values()))
@@ -1402,7 +1411,7 @@ def plot(run: Run, rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_yscale("log")
         ax.set_xlabel("subscribers of one instance (N)")
         ax.set_ylabel("save → last frame, ms (median, bar to p90)")
-        ax.set_title(f"W1 fan-out, {'in-memory layer' if layer == 'inmem' else 'channels_redis'}")
+        ax.set_title(f"W1 fan-out, {LAYER_TITLES.get(layer, layer)}")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8, loc="upper left")
     info = run.info
@@ -1428,7 +1437,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--setup", action="store_true", help="create/update .venv-bench and exit")
     p.add_argument("--quick", action="store_true", help="N=100,1000, 4 saves, under 3 minutes")
     p.add_argument("--systems", default=",".join(ORDER), help="comma list of F,U,P0,P1,P2")
-    p.add_argument("--layers", default="inmem,redis", help="comma list of inmem,redis")
+    p.add_argument(
+        "--layers",
+        default="inmem,redis",
+        help="comma list of inmem, redis (channels_redis RedisChannelLayer), pubsub "
+        "(channels_redis RedisPubSubChannelLayer)",
+    )
     p.add_argument("--ns", default=None, help="comma list of N (default 100,1000[,5000 full])")
     p.add_argument("--saves", type=int, default=None, help="measured saves per system and N")
     p.add_argument(
@@ -1516,7 +1530,7 @@ def parse_args() -> argparse.Namespace:
             args.budget += 60 + len(args.systems) * (args.w4_secs + args.w4_drain + 40)
     bad = (
         [s for s in args.systems if s not in SYSTEMS]
-        + [layer for layer in args.layers if layer not in ("inmem", "redis")]
+        + [layer for layer in args.layers if layer != "inmem" and layer not in REDIS_LAYERS]
         + [x for x in args.scenarios if x not in SCENARIOS]
     )
     if bad:
@@ -1554,7 +1568,7 @@ async def measure(run: Run) -> None:
         if run.out_of_time():
             run.notes.append(f"layer {layer} not run (time budget)")
             continue
-        if layer == "redis":
+        if layer in REDIS_LAYERS:
             try:
                 RedisStats(f"{args.redis_url.rstrip('/')}/0").client.ping()
             except Exception as exc:

@@ -2,6 +2,7 @@
 
 BENCH_DATABASE_URL  dj-database-url string (default: a SQLite file in /tmp)
 BENCH_REDIS_URL     redis://127.0.0.1:6379/<db>; unset = InMemoryChannelLayer
+BENCH_REDIS_LAYER   "pubsub": channels_redis's RedisPubSubChannelLayer (default: RedisChannelLayer)
 BENCH_SYSTEM        "P1" or "P2" (only changes which apps are installed)
 CONN_MAX_AGE        seconds a database connection is kept (default 60: persistent, the
                     peers' best case; with Django's default 0, DCRF's read per subscriber
@@ -41,7 +42,14 @@ DATABASES = {
 }
 
 _redis_url = os.environ.get("BENCH_REDIS_URL")
-if _redis_url:
+if _redis_url and os.environ.get("BENCH_REDIS_LAYER") == "pubsub":
+    CHANNEL_LAYERS = {
+        "default": {
+            "BACKEND": "channels_redis.pubsub.RedisPubSubChannelLayer",
+            "CONFIG": {"hosts": [_redis_url]},
+        }
+    }
+elif _redis_url:
     CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
