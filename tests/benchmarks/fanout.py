@@ -13,6 +13,7 @@ systems (F, U, P0, P1, P2, F, U, ...) so that machine drift hits all alike. Run 
 in-memory channel layer, then with channels_redis. Also:
   M  server RSS (process tree) with 0 and with N idle subscriptions -> KiB per subscription;
   R  Redis commands per save (INFO commandstats delta around the publish and delivery).
+W2 (full mode): W1 at N=1000 spread over 100 distinct operations (request ids 1..100).
 W5 (full mode): W1 at N=1000 plus one subscriber that never reads its socket.
 W3 (full mode): 1000 subscribers, each of its own instance; all 1000 saved in one burst.
 W4 (``--scenarios W4``, channels_redis only): a writer process (writer.py) saves 10 hot rows
@@ -467,7 +468,7 @@ class Layer:
     redis_urls: dict[str, str | None] = field(default_factory=dict)
 
     async def connect_all(
-        self, n: int, *, distinct: bool = False, pks: list[str] | None = None
+        self, n: int, *, distinct: bool = False, pks: list[str] | None = None, ops: int = 1
     ) -> dict[str, dict[str, Any]]:
         """Top every system up to n subscribers, all systems at once (connecting is CPU-bound
         on the servers; the machine has few cores). Connect time is logged, not reported."""
@@ -480,6 +481,7 @@ class Layer:
                     pk="1",
                     distinct=distinct,
                     pks=pks,
+                    ops=ops,
                     concurrency=32,
                     timeout=90 + n * 0.1,
                 )
@@ -613,6 +615,20 @@ async def scenario_w1(lay: Layer) -> None:
             cell.rss0_kib = lay.rss0[key]
             cell.rssn_kib = lay.servers[key].rss_kib()
         await lay.rounds("W1", n, ["1"], args.saves, args.warm, save_timeout(n))
+    await lay.close_all()
+
+
+async def scenario_w2(lay: Layer) -> None:
+    """W2: W1's N=w2_n subscribers of one instance, spread over w2_ops distinct operations
+    (request ids 1..w2_ops): gql_observer makes one cohort per operation (one execution and
+    encoding each) but still one read; the peers work per subscriber either way."""
+    args = lay.run.args
+    n = args.w2_n
+    if lay.run.out_of_time():
+        lay.run.notes.append(f"W2/{lay.name}: not run (time budget)")
+        return
+    lay.record_connect("W2", n, await lay.connect_all(n, ops=args.w2_ops))
+    await lay.rounds("W2", n, ["1"], args.saves, args.warm, save_timeout(n))
     await lay.close_all()
 
 
@@ -910,7 +926,13 @@ async def scenario_w4(lay: Layer) -> None:
             log(f"{key}/{lay.name} W4: server busy for {idle:.1f} s after its clients left")
 
 
-SCENARIOS = {"W1": scenario_w1, "W5": scenario_w5, "W3": scenario_w3, "W4": scenario_w4}
+SCENARIOS = {
+    "W1": scenario_w1,
+    "W2": scenario_w2,
+    "W5": scenario_w5,
+    "W3": scenario_w3,
+    "W4": scenario_w4,
+}
 LAYER_TITLES = {
     "inmem": "in-memory layer",
     "redis": "channels_redis",
@@ -992,7 +1014,7 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
-SCENARIO_ORDER = ("W1", "W3", "W5", "W4")
+SCENARIO_ORDER = ("W1", "W2", "W3", "W5", "W4")
 
 
 def summarise(run: Run) -> list[dict[str, Any]]:
@@ -1042,7 +1064,7 @@ def summarise(run: Run) -> list[dict[str, Any]]:
         rows.append(row)
     by = {(r["scenario"], r["layer"], r["system"], r["n"]): r for r in rows}
     for r in rows:
-        if r["scenario"] == "W5" and "median_ms" in r:
+        if r["scenario"] in ("W2", "W5") and "median_ms" in r:
             w1 = by.get(("W1", r["layer"], r["system"], r["n"]), {}).get("median_ms")
             if w1:
                 r["vs_w1"] = r["median_ms"] / w1
@@ -1192,9 +1214,10 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
     if others:
         lines += [
             "",
-            f"W3: {args.w3_n} subscribers, each of its own instance; one request saves all "
-            f"{args.w3_n}. W5: W1 at N={args.w5_n} plus one subscriber that never reads "
-            "(its socket backed up first); vs W1 = W5 median / W1 median.",
+            f"W2: W1 at N={args.w2_n} spread over {args.w2_ops} distinct operations (request "
+            f"ids). W3: {args.w3_n} subscribers, each of its own instance; one request saves "
+            f"all {args.w3_n}. W5: W1 at N={args.w5_n} plus one subscriber that never reads "
+            "(its socket backed up first); vs W1 = W2 or W5 median / W1 median.",
             "",
             "| scenario | layer | N | system | saves | median ms | p90 ms | deliveries/s "
             "| vs W1 | Redis cmds/save (W3: /burst) | stalled client |",
@@ -1249,6 +1272,8 @@ def plain_table(rows: list[dict[str, Any]]) -> str:
         note = ", ".join(f"{k}={v:g}" for k, v in (r.get("redis_top") or {}).items())
         if r["scenario"] == "W5":
             note = f"vs W1 {fmt(r.get('vs_w1'), '.2f')}; {_backlog_text(r)}"
+        elif r["scenario"] == "W2":
+            note = f"vs W1 {fmt(r.get('vs_w1'), '.2f')}; {note}"
         out.append(
             f"{r['scenario']:4} {r['layer']:6} {r['n']:>5} {r['system']:4} {r['saves']:>5} "
             f"{fmt(r.get('median_ms')):>8} {fmt(r.get('p90_ms')):>8} {fmt(r.get('first_ms')):>8} "
@@ -1472,13 +1497,15 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--scenarios",
         default=None,
-        help="comma list of W1,W5,W3,W4, run in that order per layer (quick: W1; full: "
-        "W1,W5,W3; W4 only when asked, on channels_redis)",
+        help="comma list of W1,W2,W5,W3,W4, run in that order per layer (quick: W1; full: "
+        "W1,W2,W5,W3; W4 only when asked, on channels_redis)",
     )
     p.add_argument("--w3-n", type=int, default=1000, help="W3: instances, one subscriber each")
     p.add_argument("--w3-saves", type=int, default=None, help="W3: measured bursts per system")
     p.add_argument("--w5-n", type=int, default=1000, help="W5: readers besides the stalled one")
     p.add_argument("--w5-saves", type=int, default=None, help="W5: measured saves per system")
+    p.add_argument("--w2-n", type=int, default=1000, help="W2: subscribers of one instance")
+    p.add_argument("--w2-ops", type=int, default=100, help="W2: distinct operations among them")
     p.add_argument(
         "--w5-prefill", type=int, default=400, help="W5: saves to back up the stalled socket"
     )
@@ -1515,7 +1542,7 @@ def parse_args() -> argparse.Namespace:
     args.scenarios = (
         [x.strip().upper() for x in args.scenarios.split(",") if x.strip()]
         if args.scenarios
-        else (["W1"] if args.quick else ["W1", "W5", "W3"])
+        else (["W1"] if args.quick else ["W1", "W2", "W5", "W3"])
     )
     args.w3_saves = args.w3_saves or (3 if args.quick else 7)
     args.w5_saves = args.w5_saves or (4 if args.quick else 11)

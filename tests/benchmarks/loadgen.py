@@ -21,9 +21,10 @@ value it got (``<marker>-<number>``, numbers grow with every save), when it firs
 how many data frames came; nothing is parsed beyond finding that number.
 
 Commands (JSON objects with "cmd"):
-  connect {n, pk | distinct | pks, concurrency, timeout}  top up to n subscribers (of pk, of
-                                                    pks 1..n when distinct, or spread evenly
-                                                    over the list pks)
+  connect {n, pk | distinct | pks, concurrency, timeout, ops}  top up to n subscribers (of pk,
+                                                    of pks 1..n when distinct, or spread evenly
+                                                    over the list pks); ops > 1: requestId cycles
+                                                    through 1..ops (W2: distinct operations)
   save {marker, pks, timeout, progress}             trigger one save of each pk, wait
   stall {pk, timeout}                               one more subscriber that never reads
   backlog {}                                        kernel bytes queued towards it (ss)
@@ -127,8 +128,11 @@ class Worker:
         self.t_last_frame = 0.0
 
     # ---- subscribing -------------------------------------------------------------------
-    async def _open(self, pk: str, timeout: float, *, stalled: bool = False) -> ClientConnection:
-        """Connect and subscribe to ``pk``; return once the server has acknowledged."""
+    async def _open(
+        self, pk: str, timeout: float, *, stalled: bool = False, rid: int = 1
+    ) -> ClientConnection:
+        """Connect and subscribe to ``pk`` with request id ``rid``; return once the server
+        has acknowledged."""
         system = self.system
         url = f"ws://127.0.0.1:{self.port}{system.ws_path}"
         if system.client == "floor":
@@ -157,7 +161,7 @@ class Worker:
                     await ws.recv()
                 elif system.client == "dcrf":
                     await ws.send(
-                        json.dumps({"action": "subscribe_instance", "pk": int(pk), "request_id": 1})
+                        json.dumps({"action": "subscribe_instance", "pk": int(pk), "request_id": rid})
                     )
                     while True:
                         reply = json.loads(await ws.recv())
@@ -170,7 +174,7 @@ class Worker:
                     reply = json.loads(await ws.recv())
                     if reply.get("type") != "connection_ack":
                         raise RuntimeError(f"expected connection_ack, got {reply}")
-                    query = GQL_SUBSCRIPTION % {"pk": pk}
+                    query = GQL_SUBSCRIPTION % {"pk": pk, "rid": rid}
                     await ws.send(
                         json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}})
                     )
@@ -234,21 +238,24 @@ class Worker:
         concurrency: int,
         timeout: float,
         pks: list[str] | None = None,
+        ops: int = 1,
     ) -> dict[str, Any]:
-        """Top up to ``n`` subscribers; failed attempts are retried until ``timeout``."""
+        """Top up to ``n`` subscribers; failed attempts are retried until ``timeout``.
+        With ``ops`` > 1 the subscribers' request ids cycle through 1..ops, so that they
+        make ``ops`` distinct operations (W2)."""
         start = time.monotonic()
         deadline = start + timeout
         errors: list[str] = []
         sem = asyncio.Semaphore(concurrency)
 
-        async def one(sub_pk: str) -> None:
+        async def one(sub_pk: str, rid: int) -> None:
             async with sem:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     errors.append("connect deadline passed")
                     return
                 try:
-                    ws = await self._open(sub_pk, min(left, 30.0))
+                    ws = await self._open(sub_pk, min(left, 30.0), rid=rid)
                 except Exception as exc:  # report, don't crash the worker
                     errors.append(f"{type(exc).__name__}: {exc}"[:300])
                     return
@@ -268,7 +275,8 @@ class Worker:
                 wanted = [pk] * max(n - len(self.subs), 0)
             if not wanted or time.monotonic() > deadline:
                 break
-            await asyncio.gather(*(one(p) for p in wanted))
+            base = len(self.subs)
+            await asyncio.gather(*(one(p, (base + i) % ops + 1) for i, p in enumerate(wanted)))
         return {
             "connected": len(self.subs),
             "failed": len(errors),
@@ -502,6 +510,7 @@ async def handle(worker: Worker, name: str, cmd: dict[str, Any]) -> dict[str, An
             cmd.get("concurrency", 32),
             cmd["timeout"],
             [str(p) for p in cmd["pks"]] if cmd.get("pks") else None,
+            int(cmd.get("ops", 1)),
         )
     if name == "track":
         return worker.track(str(cmd["marker"]))

@@ -26,7 +26,7 @@ def main_python() -> str:
 
 
 GQL_SUBSCRIPTION = (
-    'subscription { user(pk: "%(pk)s", requestId: 1) '
+    'subscription { user(pk: "%(pk)s", requestId: %(rid)s) '
     "{ action responseStatus requestId data { id username email } } }"
 )
 
