@@ -51,7 +51,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks.systems import BENCH_VENV, ORDER, REPO, SYSTEMS, System
+from tests.benchmarks.systems import BENCH_VENV, DEFAULT_SYSTEMS, ORDER, REPO, SYSTEMS, System
 
 REQUIREMENTS = Path(__file__).with_name("requirements.txt")
 LOG_DIR = Path("/tmp/gqlo-bench-logs")
@@ -172,17 +172,21 @@ class Server:
     port: int
     proc: subprocess.Popen[bytes]
     log_path: Path
+    # the system's other server processes (P0x2), as (port, process)
+    more: list[tuple[int, subprocess.Popen[bytes]]] = field(default_factory=list)
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.proc.poll() is None and all(p.poll() is None for _, p in self.more)
 
     def rss_kib(self) -> float:
         import psutil
 
         try:
-            root = psutil.Process(self.proc.pid)
-            procs = [root, *root.children(recursive=True)]
-            return float(sum(p.memory_info().rss for p in procs)) / 1024
+            total = 0
+            for pid in [self.proc.pid, *(p.pid for _, p in self.more)]:
+                root = psutil.Process(pid)
+                total += sum(p.memory_info().rss for p in [root, *root.children(recursive=True)])
+            return float(total) / 1024
         except psutil.Error:
             return float("nan")
 
@@ -192,6 +196,8 @@ class Server:
         return ""
 
     def stop(self) -> None:
+        for port, proc in self.more:
+            Server(self.system, port, proc, self.log_path).stop()
         if self.proc.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.proc.pid, signal.SIGTERM)
@@ -213,7 +219,7 @@ class WorkerProc:
         self.proc = proc
 
     @classmethod
-    async def start(cls, key: str, port: int) -> WorkerProc:
+    async def start(cls, key: str, port: int, more_ports: tuple[int, ...] = ()) -> WorkerProc:
         proc = await asyncio.create_subprocess_exec(
             sys.executable,
             "-m",
@@ -222,6 +228,7 @@ class WorkerProc:
             key,
             "--port",
             str(port),
+            *(a for p in more_ports for a in ("--more-port", str(p))),
             cwd=REPO,
             stdin=asyncio.subprocess.PIPE,
             stdout=asyncio.subprocess.PIPE,
@@ -286,17 +293,22 @@ async def http_ok(port: int, method: str, path: str, body: bytes | None = None) 
 
 async def wait_ready(server: Server, timeout: float) -> bool:
     deadline = time.monotonic() + timeout
+    waiting = [server.port, *(port for port, _ in server.more)]
     while time.monotonic() < deadline:
         if not server.alive():
             return False
+        port = waiting[0]
         if server.system.trigger == "mutation":
             ok = await http_ok(
-                server.port, "POST", "/graphql/", json.dumps({"query": "{ __typename }"}).encode()
+                port, "POST", "/graphql/", json.dumps({"query": "{ __typename }"}).encode()
             )
         else:
-            ok = await http_ok(server.port, "GET", "/bench/ping/")
+            ok = await http_ok(port, "GET", "/bench/ping/")
         if ok:
-            return True
+            waiting.pop(0)
+            if not waiting:
+                return True
+            continue
         await asyncio.sleep(0.2)
     return False
 
@@ -960,13 +972,20 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
                 lay.stats.flushdb(url)
     try:
         for system in systems:
-            port = free_port()
+            if system.processes > 1 and layer not in REDIS_LAYERS:
+                run.notes.append(f"{system.key}/{layer}: not run (its processes need Redis)")
+                continue
             log_path = LOG_DIR / f"server-{layer}-{system.key}.log"
             env = system.env(database_url(args, system.key), redis_urls[system.key])
             env["CONN_MAX_AGE"] = str(args.conn_max_age)
             env["BENCH_REDIS_LAYER"] = REDIS_LAYERS.get(layer, "")
-            proc = _spawn(system.server_cmd(port), log_path.name, cwd=REPO, env=env)
-            lay.servers[system.key] = Server(system, port, proc, log_path)
+            procs = []
+            for i in range(system.processes):
+                port = free_port()
+                name = log_path.name if i == 0 else f"server-{layer}-{system.key}-{i}.log"
+                procs.append((port, _spawn(system.server_cmd(port), name, cwd=REPO, env=env)))
+            (port, proc), more = procs[0], procs[1:]
+            lay.servers[system.key] = Server(system, port, proc, log_path, more)
         ready = await asyncio.gather(*(wait_ready(s, 90) for s in lay.servers.values()))
         for (key, server), ok in zip(list(lay.servers.items()), ready, strict=True):
             if not ok:
@@ -975,7 +994,9 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
                 server.stop()
                 del lay.servers[key]
         for key, server in lay.servers.items():
-            lay.workers[key] = await WorkerProc.start(key, server.port)
+            lay.workers[key] = await WorkerProc.start(
+                key, server.port, tuple(port for port, _ in server.more)
+            )
         lay.keys = [k for k in ORDER if k in lay.workers]
         log(f"{layer}: servers up: {', '.join(f'{k}:{lay.servers[k].port}' for k in lay.keys)}")
 
@@ -1413,6 +1434,7 @@ def plot(run: Run, rows: list[dict[str, Any]], path: Path) -> None:
         "F": "tab:gray",
         "U": "tab:olive",
         "P0": "tab:green",
+        "P0x2": "tab:cyan",
         "P1": "tab:red",
         "P2": "tab:blue",
     }
@@ -1461,7 +1483,12 @@ def parse_args() -> argparse.Namespace:
     )
     p.add_argument("--setup", action="store_true", help="create/update .venv-bench and exit")
     p.add_argument("--quick", action="store_true", help="N=100,1000, 4 saves, under 3 minutes")
-    p.add_argument("--systems", default=",".join(ORDER), help="comma list of F,U,P0,P1,P2")
+    p.add_argument(
+        "--systems",
+        default=",".join(DEFAULT_SYSTEMS),
+        help="comma list of F,U,P0,P0x2,P1,P2 (P0x2: gql_observer on two server processes "
+        "behind one Redis, subscribers alternating between them; Redis layers only)",
+    )
     p.add_argument(
         "--layers",
         default="inmem,redis",
@@ -1485,8 +1512,9 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--redis-db-base",
         type=int,
-        default=11,
-        help="Redis db index of F; P0, P1, P2 get the next ones (flushed before and after)",
+        default=10,
+        help="Redis db index of F; U, P0, P0x2, P1, P2 get the next ones (flushed before and "
+        "after; Redis has dbs 0-15)",
     )
     p.add_argument(
         "--settle",

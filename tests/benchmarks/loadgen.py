@@ -116,9 +116,12 @@ class Sub:
 
 
 class Worker:
-    def __init__(self, system: System, port: int) -> None:
+    def __init__(self, system: System, port: int, more_ports: tuple[int, ...] = ()) -> None:
         self.system = system
-        self.port = port
+        self.port = port  # saves are triggered here
+        # subscribers alternate between every server of the system (P0x2: two processes)
+        self.ports = (port, *more_ports)
+        self._opened = 0
         self.subs: list[Sub] = []
         self.stalled: ClientConnection | None = None
         self.tally = Tally()
@@ -134,7 +137,9 @@ class Worker:
         """Connect and subscribe to ``pk`` with request id ``rid``; return once the server
         has acknowledged."""
         system = self.system
-        url = f"ws://127.0.0.1:{self.port}{system.ws_path}"
+        port = self.ports[self._opened % len(self.ports)]
+        self._opened += 1
+        url = f"ws://127.0.0.1:{port}{system.ws_path}"
         if system.client == "floor":
             url += f"?pk={pk}"
         subprotocols = ["graphql-transport-ws"] if system.client == "gql" else None
@@ -144,7 +149,7 @@ class Worker:
             sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
             sock.setblocking(False)
-            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", self.port))
+            await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
         ws = await connect(
             url,
             sock=sock,
@@ -559,9 +564,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--system", required=True, choices=sorted(SYSTEMS))
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--more-port", type=int, action="append", default=[])
     args = parser.parse_args()
     raise_fd_limit()
-    worker = Worker(SYSTEMS[args.system], args.port)
+    worker = Worker(SYSTEMS[args.system], args.port, tuple(args.more_port))
     try:
         import uvloop
 

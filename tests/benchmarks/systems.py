@@ -49,6 +49,9 @@ class System:
     # W4's writer process (writer.py): modules it imports after Django is ready, so that the
     # same save handlers are connected as in the server (P0's connect when Django is ready)
     writer_imports: tuple[str, ...] = ()
+    # server processes behind one channel layer; subscribers alternate between them, saves go
+    # to the first (only on a layer that crosses processes)
+    processes: int = 1
 
     def server_cmd(self, port: int) -> list[str]:
         return [self.python, *(a.replace("{port}", str(port)) for a in self.module_args)]
@@ -134,6 +137,17 @@ SYSTEMS: dict[str, System] = {
         module_args=(*UVICORN, "tests.benchmarks.peers.p0_asgi:application"),
         django_settings="tests.benchmarks.peers.p0_settings",
     ),
+    "P0x2": System(
+        key="P0x2",
+        label="P0 gql_observer, two server processes behind one Redis",
+        ws_path="/graphql/",
+        client="gql",
+        trigger="get",
+        python=main_python(),
+        module_args=(*UVICORN, "tests.benchmarks.peers.p0_asgi:application"),
+        django_settings="tests.benchmarks.peers.p0_settings",
+        processes=2,
+    ),
     "P1": System(
         key="P1",
         label="P1 DCRF 1.3 ObserverModelInstanceMixin",
@@ -157,4 +171,6 @@ SYSTEMS: dict[str, System] = {
         writer_imports=("tests.benchmarks.peers.p2_asgi",),
     ),
 }
-ORDER = ("F", "U", "P0", "P1", "P2")
+ORDER = ("F", "U", "P0", "P0x2", "P1", "P2")
+#: What runs without --systems: P0x2 only when asked (it doubles P0's share of the machine).
+DEFAULT_SYSTEMS = ("F", "U", "P0", "P1", "P2")
