@@ -47,6 +47,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -220,26 +221,9 @@ class WorkerProc:
 
     @classmethod
     async def start(cls, key: str, port: int, more_ports: tuple[int, ...] = ()) -> WorkerProc:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.benchmarks.loadgen",
-            "--system",
-            key,
-            "--port",
-            str(port),
-            *(a for p in more_ports for a in ("--more-port", str(p))),
-            cwd=REPO,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=_log_fd(f"worker-{key}.log", append=True),
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
-            limit=1 << 20,
-        )
-        _CHILDREN.append(proc.pid)
-        _close_log_fds()
-        return cls(key, proc)
+        cmd = [sys.executable, "-m", "tests.benchmarks.loadgen", "--system", key]
+        cmd += ["--port", str(port), *(a for p in more_ports for a in ("--more-port", str(p)))]
+        return cls(key, await spawn_piped(cmd, f"worker-{key}.log", limit=1 << 20))
 
     async def call(self, wait: float, on_progress: Any = None, **cmd: Any) -> dict[str, Any]:
         """Send one command; ``on_progress`` (async) runs on each progress line before the reply."""
@@ -263,17 +247,7 @@ class WorkerProc:
         if self.proc.returncode is None:
             with contextlib.suppress(Exception):
                 await self.call(30, cmd="exit")
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.proc.wait(), 5)
-        if self.proc.returncode is not None:
-            _forget(self.proc.pid)
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.proc.wait(), 5)
-        if self.proc.returncode is not None:
-            _forget(self.proc.pid)
+        await stop_process(self.proc, 5)
 
 
 async def http_ok(port: int, method: str, path: str, body: bytes | None = None) -> bool:
@@ -406,6 +380,37 @@ def _close_log_fds() -> None:
         os.close(_OPEN_LOGS.pop())
 
 
+async def spawn_piped(
+    cmd: list[str], log_name: str, *, append: bool = True, **kwargs: Any
+) -> asyncio.subprocess.Process:
+    """Start a child speaking JSON lines on stdin/stdout, stderr to a log, in its own session,
+    killed with the orchestrator (load workers, W4's writer, the soak's load processes)."""
+    proc = await asyncio.create_subprocess_exec(
+        *cmd,
+        cwd=kwargs.pop("cwd", REPO),
+        stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=_log_fd(log_name, append=append),
+        start_new_session=True,
+        preexec_fn=_die_with_parent,
+        **kwargs,
+    )
+    _CHILDREN.append(proc.pid)
+    _close_log_fds()
+    return proc
+
+
+def wait_child(proc: subprocess.Popen[bytes], timeout: float = 240) -> int:
+    """Wait for a one-shot child (a prepare step); killed past ``timeout``. Its return code."""
+    try:
+        rc = proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        rc = proc.wait(timeout=5)
+    _forget(proc.pid)
+    return rc
+
+
 def _spawn(cmd: list[str], log_name: str, **kwargs: Any) -> subprocess.Popen[bytes]:
     """Start a child in its own session (so its whole group can be killed), output to a log."""
     try:
@@ -447,13 +452,7 @@ def prepare_databases(run: Run, systems: list[System]) -> list[System]:
             ok.append(system)
             continue
         proc, log_path = procs[system.key]
-        try:
-            rc = proc.wait(timeout=240)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            rc = proc.wait(timeout=5)
-        _forget(proc.pid)
-        if rc == 0:
+        if wait_child(proc) == 0:
             ok.append(system)
         else:
             tail = log_path.read_text(errors="replace").strip().splitlines()[-3:]
@@ -804,19 +803,7 @@ async def start_writer(lay: Layer, key: str, marker: str, pks: list[str]) -> Any
     else:
         env = system.env(None, None)
         cmd += ["--floor-port", str(lay.servers[key].port)]
-    proc = await asyncio.create_subprocess_exec(
-        *cmd,
-        cwd=REPO,
-        env=env,
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=_log_fd(f"writer-{lay.name}-{key}.log", append=True),
-        start_new_session=True,
-        preexec_fn=_die_with_parent,
-    )
-    _CHILDREN.append(proc.pid)
-    _close_log_fds()
-    return proc
+    return await spawn_piped(cmd, f"writer-{lay.name}-{key}.log", env=env)
 
 
 async def stop_process(proc: Any, wait: float = 15.0) -> None:
@@ -1632,8 +1619,19 @@ async def measure(run: Run) -> None:
         await run_layer(run, layer, systems)
 
 
-async def amain(run: Run, hard_limit: float) -> None:
-    """Measure, bounded by ``hard_limit`` seconds and by SIGINT/SIGTERM; cleanup always runs."""
+def run_loop(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` on uvloop when it is installed (the bench venv), else on asyncio."""
+    try:
+        import uvloop
+    except ImportError:
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+async def run_bounded(work: Awaitable[None], notes: list[str], hard_limit: float) -> None:
+    """Await ``work``, bounded by ``hard_limit`` seconds and by SIGINT/SIGTERM; what ended it
+    early goes into ``notes`` (the results are partial), never into an exception."""
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -1641,14 +1639,19 @@ async def amain(run: Run, hard_limit: float) -> None:
         loop.add_signal_handler(sig, task.cancel)
     try:
         async with asyncio.timeout(hard_limit):
-            await measure(run)
+            await work
     except TimeoutError:
-        run.notes.append(f"hard time limit ({hard_limit:.0f} s) hit: results are partial")
+        notes.append(f"hard time limit ({hard_limit:.0f} s) hit: results are partial")
     except asyncio.CancelledError:
-        run.notes.append("interrupted: results are partial")
+        notes.append("interrupted: results are partial")
     except Exception as exc:
-        run.notes.append(f"aborted by {type(exc).__name__}: {exc}")
+        notes.append(f"aborted by {type(exc).__name__}: {exc}")
         log(f"aborted: {exc!r}")
+
+
+async def amain(run: Run, hard_limit: float) -> None:
+    """Measure, bounded by ``hard_limit`` seconds and by SIGINT/SIGTERM."""
+    await run_bounded(measure(run), run.notes, hard_limit)
 
 
 def main() -> None:
@@ -1667,12 +1670,7 @@ def main() -> None:
 
     run = Run(args=args, info=machine_info(), deadline=time.monotonic() + args.budget)
     started = time.monotonic()
-    try:
-        import uvloop
-
-        uvloop.run(amain(run, hard_limit))
-    except ImportError:
-        asyncio.run(amain(run, hard_limit))
+    run_loop(amain(run, hard_limit))
     _kill_children()
     rows = summarise(run)
     plot_path = (REPO / args.plot) if not Path(args.plot).is_absolute() else Path(args.plot)

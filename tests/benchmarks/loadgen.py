@@ -55,6 +55,7 @@ from typing import Any
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
+from tests.benchmarks.fanout import run_loop
 from tests.benchmarks.systems import GQL_SUBSCRIPTION, SYSTEMS, System
 
 # graphql-core parses at most 2000 tokens per document and gql_observer's schema allows 30
@@ -291,21 +292,7 @@ class Worker:
 
     async def close(self, timeout: float = 30.0) -> dict[str, Any]:
         subs, self.subs = self.subs, []
-        # bounded, like connecting: 1000 disconnects at once exhaust the peers' Redis pool
-        sem = asyncio.Semaphore(32)
-
-        async def one(sub: Sub) -> None:
-            async with sem:
-                with contextlib.suppress(Exception):
-                    await sub.ws.close()
-                if sub.task is not None:
-                    sub.task.cancel()
-
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(timeout):
-                await asyncio.gather(*(one(s) for s in subs))
-        for sub in subs:
-            sub.ws.transport.abort()
+        await close_subs(subs, timeout)
         self.closed_unexpectedly = 0
         return {"closed": len(subs)}
 
@@ -560,6 +547,26 @@ async def serve_commands(worker: Worker) -> None:
             break
 
 
+async def close_subs(subs: list[Any], timeout: float = 30.0) -> None:
+    """Close subscribers (anything with ``ws`` and ``task``), 32 at a time, within ``timeout``;
+    then abort what is left. Bounded like connecting: 1000 disconnects at once exhaust the
+    peers' Redis pool."""
+    sem = asyncio.Semaphore(32)
+
+    async def one(sub: Any) -> None:
+        async with sem:
+            with contextlib.suppress(Exception):
+                await sub.ws.close()
+            if sub.task is not None:
+                sub.task.cancel()
+
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(timeout):
+            await asyncio.gather(*(one(s) for s in subs))
+    for sub in subs:
+        sub.ws.transport.abort()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--system", required=True, choices=sorted(SYSTEMS))
@@ -568,12 +575,7 @@ def main() -> None:
     args = parser.parse_args()
     raise_fd_limit()
     worker = Worker(SYSTEMS[args.system], args.port, tuple(args.more_port))
-    try:
-        import uvloop
-
-        uvloop.run(serve_commands(worker))
-    except ImportError:
-        asyncio.run(serve_commands(worker))
+    run_loop(serve_commands(worker))
 
 
 if __name__ == "__main__":

@@ -29,9 +29,7 @@ import contextlib
 import json
 import os
 import resource
-import signal
 import statistics
-import subprocess
 import sys
 import time
 from collections import Counter
@@ -40,18 +38,18 @@ from pathlib import Path
 from typing import Any
 
 from tests.benchmarks.fanout import (
-    _CHILDREN,
     LOG_DIR,
     Server,
-    _close_log_fds,
-    _die_with_parent,
-    _forget,
     _kill_children,
-    _log_fd,
     _spawn,
     free_port,
     log,
     machine_info,
+    run_bounded,
+    run_loop,
+    spawn_piped,
+    stop_process,
+    wait_child,
     wait_ready,
 )
 from tests.benchmarks.systems import REPO, SYSTEMS, main_python
@@ -192,22 +190,11 @@ class LoadWorker:
         }
 
     async def close(self) -> dict[str, Any]:
+        from tests.benchmarks.loadgen import close_subs
+
         self.closing = True
         subs, self.subs = self.subs, []
-        sem = asyncio.Semaphore(32)
-
-        async def one(sub: Sub) -> None:
-            async with sem:
-                with contextlib.suppress(Exception):
-                    await sub.ws.close()
-                if sub.task is not None:
-                    sub.task.cancel()
-
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(30):
-                await asyncio.gather(*(one(s) for s in subs))
-        for sub in subs:
-            sub.ws.transport.abort()
+        await close_subs(subs)
         return {"closed": len(subs)}
 
 
@@ -250,23 +237,13 @@ class LoadProc:
 
     @classmethod
     async def start(cls, index: int, port: int, pks: list[str]) -> LoadProc:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "tests.benchmarks.soak",
-            "--worker-port",
-            str(port),
-            cwd=REPO,
+        proc = await spawn_piped(
+            [sys.executable, "-m", "tests.benchmarks.soak", "--worker-port", str(port)],
+            f"soak-load-{index}.log",
+            append=False,
             env=dict(os.environ, PYTHONPATH=str(REPO)),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=_log_fd(f"soak-load-{index}.log"),
-            start_new_session=True,
-            preexec_fn=_die_with_parent,
             limit=1 << 22,
         )
-        _CHILDREN.append(proc.pid)
-        _close_log_fds()
         return cls(index, proc, pks)
 
     async def call(self, wait: float, **cmd: Any) -> dict[str, Any]:
@@ -283,15 +260,7 @@ class LoadProc:
         if self.proc.returncode is None:
             with contextlib.suppress(Exception):
                 await self.call(45, cmd="exit")
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.proc.wait(), 5)
-        if self.proc.returncode is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self.proc.wait(), 5)
-        if self.proc.returncode is not None:
-            _forget(self.proc.pid)
+        await stop_process(self.proc, 5)
 
 
 # =============================================================================================
@@ -747,48 +716,20 @@ def prepare(args: argparse.Namespace) -> None:
         cwd=REPO,
         env=env,
     )
-    try:
-        rc = proc.wait(timeout=240)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        rc = proc.wait(timeout=5)
-    _forget(proc.pid)
-    if rc != 0:
+    if wait_child(proc) != 0:
         tail = (LOG_DIR / "soak-prepare.log").read_text(errors="replace").splitlines()[-5:]
         raise RuntimeError(f"prepare failed: {' | '.join(tail)}")
 
 
 async def amain(soak: Soak, hard_limit: float) -> None:
-    loop = asyncio.get_running_loop()
-    task = asyncio.current_task()
-    assert task is not None
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, task.cancel)
     try:
-        async with asyncio.timeout(hard_limit):
-            await soak.run()
-    except TimeoutError:
-        soak.notes.append(f"hard time limit ({hard_limit:.0f} s) hit: results are partial")
-    except asyncio.CancelledError:
-        soak.notes.append("interrupted: results are partial")
-    except Exception as exc:
-        soak.notes.append(f"aborted by {type(exc).__name__}: {exc}")
-        log(f"aborted: {exc!r}")
+        await run_bounded(soak.run(), soak.notes, hard_limit)
     finally:
         with contextlib.suppress(Exception):
             async with asyncio.timeout(60):
                 await asyncio.gather(*(lp.stop() for lp in soak.loads))
         if soak.server is not None:
             soak.server.stop()
-
-
-def run_loop(coro: Any) -> None:
-    try:
-        import uvloop
-
-        uvloop.run(coro)
-    except ImportError:
-        asyncio.run(coro)
 
 
 def main() -> None:
