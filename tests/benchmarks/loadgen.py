@@ -40,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import gc
 import json
 import resource
@@ -49,6 +50,7 @@ import subprocess
 import sys
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -527,7 +529,11 @@ async def handle(worker: Worker, name: str, cmd: dict[str, Any]) -> dict[str, An
     return {"error": f"unknown command {name}"}
 
 
-async def serve_commands(worker: Worker) -> None:
+async def serve_commands(
+    handler: Callable[[str, dict[str, Any]], Awaitable[dict[str, Any]]],
+) -> None:
+    """Answer JSON-line commands (``{"cmd": name, ...}``) from stdin with ``handler``'s
+    replies on stdout, one line each, until stdin closes or after ``exit``."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=1 << 20)
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
@@ -538,7 +544,7 @@ async def serve_commands(worker: Worker) -> None:
         cmd = json.loads(line)
         name = cmd.pop("cmd")
         try:
-            reply = await handle(worker, name, cmd)
+            reply = await handler(name, cmd)
         except Exception as exc:
             reply = {"error": f"{type(exc).__name__}: {exc}"[:500]}
         sys.stdout.write(json.dumps(reply) + "\n")
@@ -575,7 +581,7 @@ def main() -> None:
     args = parser.parse_args()
     raise_fd_limit()
     worker = Worker(SYSTEMS[args.system], args.port, tuple(args.more_port))
-    run_loop(serve_commands(worker))
+    run_loop(serve_commands(functools.partial(handle, worker)))
 
 
 if __name__ == "__main__":

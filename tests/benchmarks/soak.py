@@ -199,33 +199,22 @@ class LoadWorker:
 
 
 async def worker_main(port: int) -> None:
+    from tests.benchmarks.loadgen import serve_commands
+
     worker = LoadWorker(port)
-    loop = asyncio.get_running_loop()
-    reader = asyncio.StreamReader(limit=1 << 20)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while True:
-        line = await reader.readline()
-        if not line:
-            break
-        cmd = json.loads(line)
-        name = cmd.pop("cmd")
-        try:
-            if name == "connect":
-                reply = await worker.connect(**cmd)
-            elif name == "stats":
-                reply = worker.stats()
-            elif name == "final":
-                reply = worker.final()
-            elif name in ("close", "exit"):
-                reply = await worker.close()
-            else:
-                reply = {"error": f"unknown command {name}"}
-        except Exception as exc:
-            reply = {"error": f"{type(exc).__name__}: {exc}"[:500]}
-        sys.stdout.write(json.dumps(reply) + "\n")
-        sys.stdout.flush()
-        if name == "exit":
-            break
+
+    async def handle(name: str, cmd: dict[str, Any]) -> dict[str, Any]:
+        if name == "connect":
+            return await worker.connect(**cmd)
+        if name == "stats":
+            return worker.stats()
+        if name == "final":
+            return worker.final()
+        if name in ("close", "exit"):
+            return await worker.close()
+        return {"error": f"unknown command {name}"}
+
+    await serve_commands(handle)
 
 
 class LoadProc:
