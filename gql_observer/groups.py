@@ -37,12 +37,7 @@ def instance_group(prefix: str, model_label: str, pk: object) -> str:
     ``gqlobs.auth.user.1`` where the primary key is made of safe characters;
     a digest of it otherwise (UUIDs with braces, text keys with spaces, long keys).
     """
-    key = str(pk)
-    name = f"{prefix}.{model_label}.{key}"
-    if _VALID.match(key) and len(name) <= MAX_GROUP_NAME:
-        return name
-    digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
-    return f"{prefix}.{model_label}.h{digest}"[:MAX_GROUP_NAME]
+    return _group_name(f"{prefix}.{model_label}", str(pk))
 
 
 def model_group(prefix: str, model_label: str) -> str:
@@ -52,8 +47,14 @@ def model_group(prefix: str, model_label: str) -> str:
     instance group (those start with ``<prefix>.``). A publisher sends a batch
     of changes to several instances of one model here, once.
     """
-    name = f"{prefix}-model.{model_label}"
-    if _VALID.match(model_label) and len(name) <= MAX_GROUP_NAME:
+    return _group_name(f"{prefix}-model", model_label)
+
+
+def _group_name(head: str, key: str) -> str:
+    """``<head>.<key>`` where ``key`` is made of safe characters and the name is
+    short enough; ``<head>.h<digest of key>`` otherwise."""
+    name = f"{head}.{key}"
+    if _VALID.match(key) and len(name) <= MAX_GROUP_NAME:
         return name
-    digest = hashlib.blake2b(model_label.encode(), digest_size=16).hexdigest()
-    return f"{prefix}-model.h{digest}"[:MAX_GROUP_NAME]
+    digest = hashlib.blake2b(key.encode(), digest_size=16).hexdigest()
+    return f"{head}.h{digest}"[:MAX_GROUP_NAME]
