@@ -59,8 +59,7 @@ def observed_subscription(query: str, operation_name: str | None) -> str | None:
     if len(selections) != 1:
         return None
     name = getattr(getattr(selections[0], "name", None), "value", None)
-    names = {d.field_name for d in registry.definitions()}
-    return name if name in names else None
+    return name if isinstance(name, str) and registry.by_field(name) is not None else None
 
 
 # A type observed later makes a cached "not observed" answer wrong.

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
 
     from .definition import ObservedDefinition
 
-__all__ = ["definitions", "for_model", "on_register", "register"]
+__all__ = ["by_field", "definitions", "for_model", "on_register", "register"]
 
 _by_name: dict[str, ObservedDefinition] = {}
 _listeners: list[Callable[[ObservedDefinition], None]] = []
@@ -40,6 +40,11 @@ def on_register(listener: Callable[[ObservedDefinition], None]) -> None:
 def definitions() -> Iterator[ObservedDefinition]:
     """Every registered definition, in registration order."""
     return iter(list(_by_name.values()))
+
+
+def by_field(field_name: str) -> ObservedDefinition | None:
+    """The definition behind the GraphQL field ``field_name``, if one is observed."""
+    return _by_name.get(field_name)
 
 
 def for_model(model: type[Model]) -> list[ObservedDefinition]:

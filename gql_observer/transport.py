@@ -482,9 +482,9 @@ class Connection:
         if not get_settings()["COHORTS"]:
             return False
         field = cohort.observed_subscription(operation.query, operation.operation_name)
-        if field is None:
+        definition = None if field is None else registry.by_field(field)
+        if definition is None:
             return False
-        definition = next(d for d in registry.definitions() if d.field_name == field)
         viewer = viewer_from_scope(self.scope).key(definition)
         key = cohort.cohort_key(
             operation.query, operation.variables, operation.operation_name, viewer
