@@ -147,7 +147,21 @@ def _read_settings() -> ObserverSettings:
             f"Unknown GQL_OBSERVER setting(s): {', '.join(sorted(unknown))}. "
             f"Known: {', '.join(DEFAULTS)}."
         )
-    return cast(ObserverSettings, {**DEFAULTS, **user})
+    merged = {**DEFAULTS, **user}
+    # Read by the hub's and the publisher's loops, where a wrong type would
+    # stop delivery in a background task instead of failing here.
+    for key in ("READ_BATCH_WINDOW", "PUBLISH_BATCH_WINDOW"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
+            raise ImproperlyConfigured(
+                f"GQL_OBSERVER[{key!r}] must be a number of seconds >= 0, not {value!r}."
+            )
+    capacity = merged["HUB_CAPACITY"]
+    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+        raise ImproperlyConfigured(
+            f"GQL_OBSERVER['HUB_CAPACITY'] must be a whole number >= 1, not {capacity!r}."
+        )
+    return cast(ObserverSettings, merged)
 
 
 _fallback_layer: Any = None

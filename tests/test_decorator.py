@@ -78,3 +78,34 @@ def test_a_missing_layer_alias_is_a_configuration_error(settings: Any) -> None:
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "CHANNEL_LAYER": "nope"}
     with pytest.raises(ImproperlyConfigured, match="CHANNEL_LAYERS has no such alias"):
         channel_layer()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "message"),
+    [
+        ("READ_BATCH_WINDOW", -0.1, "number of seconds >= 0"),
+        ("READ_BATCH_WINDOW", "10ms", "number of seconds >= 0"),
+        ("PUBLISH_BATCH_WINDOW", None, "number of seconds >= 0"),
+        ("HUB_CAPACITY", 0, "whole number >= 1"),
+        ("HUB_CAPACITY", 1e4, "whole number >= 1"),
+    ],
+)
+def test_a_batching_or_capacity_setting_of_the_wrong_kind_is_a_configuration_error(
+    settings: Any, key: str, value: Any, message: str
+) -> None:
+    from gql_observer.settings import get_settings
+
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, key: value}
+    with pytest.raises(ImproperlyConfigured, match=message):
+        get_settings()
+
+
+def test_batching_windows_of_zero_are_allowed(settings: Any) -> None:
+    from gql_observer.settings import get_settings
+
+    settings.GQL_OBSERVER = {
+        **settings.GQL_OBSERVER,
+        "READ_BATCH_WINDOW": 0,
+        "PUBLISH_BATCH_WINDOW": 0.0,
+    }
+    assert get_settings()["READ_BATCH_WINDOW"] == 0
