@@ -28,6 +28,7 @@ from .settings import get_settings
 __all__ = [
     "CHECK_KEY",
     "EXPIRES_KEY",
+    "READ_TASK",
     "Verdict",
     "Viewer",
     "deleted_instance",
@@ -191,6 +192,10 @@ def _read_many(
 _read_many_async = sync_to_async(_read_many, thread_sensitive=True)
 
 
+#: The name of a coalesced read's task (one per type and viewer while reads go on).
+READ_TASK: Final = "gql_observer.read"
+
+
 class _Reads:
     """Reads of one type for one viewer, coalesced.
 
@@ -227,6 +232,7 @@ class _Reads:
 
     def _start(self) -> None:
         self._task = asyncio.ensure_future(self._run())
+        self._task.set_name(READ_TASK)
 
     async def _run(self) -> None:
         window = get_settings()["READ_BATCH_WINDOW"]
