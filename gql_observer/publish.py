@@ -24,7 +24,15 @@ from .events import CHANGES, ChangeBatch, ChangeEvent
 from .groups import hub_capacity, model_group
 from .settings import channel_layer, get_settings
 
-__all__ = ["RETRY_LIMIT", "Publisher", "flush", "publish", "reset", "set_local_publisher"]
+__all__ = [
+    "RETRY_LIMIT",
+    "WINDOW_GROWTH",
+    "Publisher",
+    "flush",
+    "publish",
+    "reset",
+    "set_local_publisher",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -38,8 +46,10 @@ class Publisher:
     group (:func:`~gql_observer.groups.model_group`), where every hub with a
     subscriber of that model listens; a single change goes to its instance's
     group. After a quiet spell the first event is sent at once; after that a
-    send starts at most once per ``batch_window`` seconds, so a burst of saves
-    to many instances costs a message per window, not one per save.
+    send starts at most once per window, so a burst of saves to many instances
+    costs a message per window, not one per save. The window is
+    ``batch_window`` seconds and doubles after every send that more changes
+    were waiting behind, up to :data:`WINDOW_GROWTH` times ``batch_window``.
 
     A send that fails or takes longer than ``timeout`` never reaches the
     writer: the event is kept (the latest per instance, at most
@@ -66,6 +76,7 @@ class Publisher:
         "dropped",
         "failed",
         "sent",
+        "window",
     )
 
     def __init__(
@@ -103,6 +114,8 @@ class Publisher:
         self.failed = 0
         #: Events given up after ``retry_window`` or beyond :data:`RETRY_LIMIT`.
         self.dropped = 0
+        #: The batching window now (seconds): ``batch_window``, or more during a burst.
+        self.window = batch_window
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -202,10 +215,17 @@ class Publisher:
             # Every event submitted or kept is pending until sent, superseded or given up.
             self._settle(in_play - len(self._retry))
             if self._window > 0 and self._local is None and not failing:
-                # Linger: what is submitted meanwhile goes out together.
-                wait = now + self._window - self._loop.time()
+                # Linger: what is submitted meanwhile goes out together. While
+                # changes keep coming, each linger is twice the last (up to
+                # WINDOW_GROWTH times the setting): a long burst costs a few
+                # messages, and a single change still goes out at once.
+                wait = now + self.window - self._loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                if self._queue.empty():
+                    self.window = self._window
+                else:
+                    self.window = min(self.window * 2, self._window * WINDOW_GROWTH)
 
     def _messages(
         self, merged: dict[str, tuple[ChangeEvent, float | None]]
@@ -272,6 +292,8 @@ class Publisher:
 RETRY_LIMIT: Final = 10_000
 #: Most change events in one channel-layer message.
 BATCH_LIMIT: Final = 200
+#: How far a publisher's batching window grows during a burst (times the setting).
+WINDOW_GROWTH: Final = 8
 _RETRY_MIN_DELAY: Final = 0.1
 _RETRY_MAX_DELAY: Final = 2.0
 

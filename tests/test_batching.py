@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -100,3 +101,68 @@ async def _until(condition: Any, tries: int = 500) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("condition not met within 5 s")
+
+
+def _save_steadily(pks: list[int], prefix: str, seconds: float, gap: float) -> int:
+    """Save ``pks`` round-robin, one save every ``gap`` s, for ``seconds``; the saves made."""
+    try:
+        users = [User.objects.get(pk=pk) for pk in pks]
+        end = time.monotonic() + seconds
+        count = 0
+        while time.monotonic() < end:
+            user = users[count % len(users)]
+            user.username = f"{prefix} {user.pk} {count}"
+            user.save()
+            count += 1
+            time.sleep(gap)
+        assert gql_observer.flush(10), "the publisher did not send everything"
+        return count
+    finally:
+        close_old_connections()
+
+
+async def test_the_window_grows_while_changes_keep_coming(
+    application: Any, redis_layer: str, settings: Any
+) -> None:
+    # Saves four times per window for 1.2 s: with a fixed 50 ms window that is
+    # at least 20 messages; a window that doubles while changes keep coming
+    # (50, 100, 200, 400 ms) sends a handful.
+    window = 0.05
+    settings.GQL_OBSERVER = {
+        **settings.GQL_OBSERVER,
+        "HUB_PROBE_INTERVAL": None,
+        "PUBLISH_BATCH_WINDOW": window,
+        "SUBSCRIBE_RATE": 10_000,
+    }
+    users = await User.objects.abulk_create([User(username=f"steady {n}") for n in range(10)])
+    pks = [u.pk for u in users]
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    await client.init()
+    ops = {await subscribe_user(client, pk, rid=pk): pk for pk in pks}
+
+    sent = _sent()
+    saves = await asyncio.to_thread(_save_steadily, pks, "steady", 1.2, window / 4)
+    messages = _sent() - sent
+    assert saves >= 40, saves  # the writer kept the windows busy (else the test proves nothing)
+    assert messages <= 10, (messages, saves)
+    publisher = publish._thread_publisher
+    assert publisher is not None
+    assert publisher.publisher.window > window  # still in the burst's longer window
+
+    # Nothing is lost to the longer windows: every subscriber ends on its row's committed state.
+    committed = {u.pk: u.username async for u in User.objects.filter(pk__in=pks)}
+    last: dict[str, str] = {}
+    while {ops[op]: name for op, name in last.items()} != committed:
+        message = await client.receive(timeout=10)
+        assert message["type"] == "next", message
+        last[message["id"]] = message["payload"]["data"]["user"]["data"]["username"]
+
+    # After a quiet spell the window is back to its setting: one change, one message, at once.
+    await _until(lambda: publisher.publisher.window == window)
+    sent = _sent()
+    await asyncio.to_thread(_save_all, [pks[0]], "quiet")
+    assert _sent() - sent == 1
+    message = await client.receive(timeout=10)
+    assert message["payload"]["data"]["user"]["data"]["username"] == f"quiet {pks[0]}"
+    await client.disconnect()
