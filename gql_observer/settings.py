@@ -85,6 +85,10 @@ class ObserverSettings(TypedDict):
     #: Share one execution and one encoded payload among the subscribers of
     #: the same operation and viewer (see ``gql_observer.cohort``).
     COHORTS: bool
+    #: Build the per-event results of an observed subscription that selects
+    #: only plain attributes from a plan compiled once, instead of running
+    #: graphql-core's execution for every event (see ``gql_observer.plan``).
+    PLANNED_RESULTS: bool
 
 
 DEFAULTS: ObserverSettings = {
@@ -113,6 +117,7 @@ DEFAULTS: ObserverSettings = {
     "MAX_ALIASES": 30,
     "SUBSCRIBE_RATE": 20.0,
     "COHORTS": True,
+    "PLANNED_RESULTS": True,
 }
 
 

@@ -1,0 +1,178 @@
+"""Planned results (``gql_observer.plan``): an observed subscription whose selection is
+plain attributes gets each event's result without a GraphQL execution, and that result is
+exactly graphql-core's — over the protocol, and event by event for the values a plan must
+hand back to graphql-core (nulls where the schema says non-null, deferred columns, objects
+of another type)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from graphql import parse
+
+from gql_observer import plan, registry
+from gql_observer.envelope import envelope
+from gql_observer.schema import EventScopedExecutionContext
+from gql_observer.testing import GraphQLTransportWSCommunicator
+from schema_examples.notes.models import Note
+
+from .conftest import USER_FIELDS, save_user
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+HEAD = "subscription ($pk: ID!, $rid: JSON) { user(pk: $pk, requestId: $rid)"
+IF = "subscription ($pk: ID!, $rid: JSON, $yes: Boolean = true) { user(pk: $pk, requestId: $rid)"
+
+#: Selections a plan builds (every field a plain attribute).
+PLANNED = {
+    "plain": f"{HEAD} {{ {USER_FIELDS} }} }}",
+    "typenames": f"{HEAD} {{ __typename action errors responseStatus requestId resync "
+    "data { __typename id username email } } }",
+    "aliases": f"{HEAD} {{ status: responseStatus kind: action action "
+    "data { name: username id mail: email } } }",
+    "fragments": f"{HEAD} {{ ...Envelope data {{ id ...Fields "
+    "... on UserType { email id } } } }"
+    " fragment Envelope on UserTypeEnvelope { action responseStatus requestId }"
+    " fragment Fields on UserType { username id }",
+    "repeated": f"{HEAD} {{ data {{ id }} action data {{ username id }} data {{ email }} }} }}",
+}
+#: Selections a plan leaves to graphql-core.
+EXECUTED = {
+    "directive": f"{IF} {{ action data {{ id username @include(if: $yes) }} }} }}",
+    "skipped": f"{IF} {{ action @skip(if: $yes) responseStatus data {{ id }} }} }}",
+}
+
+
+async def _frames(application: Any, settings: Any, document: str, planned: bool) -> Any:
+    """Subscribe to user 1 with ``document``, save it twice; the three results as JSON
+    (the request id named after the run, so that the two runs never share a cohort), and
+    how many events a plan built meanwhile."""
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "PLANNED_RESULTS": planned}
+    rid = "planned" if planned else "executed"
+    await save_user(1, username="test 1", email="1@example.com")  # both runs start alike
+    before = plan.counts["planned"]
+    async with GraphQLTransportWSCommunicator(application) as client:
+        op = await client.subscribe(document, {"pk": "1", "rid": rid})
+        results = [await client.next(op)]
+        await save_user(1, username=f"renamed {rid}")
+        results.append(await client.next(op))
+        await save_user(1, username="renamed", email="moved@example.com")
+        results.append(await client.next(op))
+    text = json.dumps(results).replace(f'"renamed {rid}"', '"renamed"').replace(rid, "rid")
+    return text, plan.counts["planned"] - before
+
+
+@pytest.mark.parametrize("name", sorted(PLANNED))
+async def test_planned_results_are_graphql_cores(
+    application: Any, users: list[User], settings: Any, name: str
+) -> None:
+    planned, built = await _frames(application, settings, PLANNED[name], planned=True)
+    executed, none = await _frames(application, settings, PLANNED[name], planned=False)
+    assert built == 3  # the 201 and both updates came from the plan ...
+    assert none == 0  # ... and with PLANNED_RESULTS off from graphql-core
+    assert planned == executed
+    assert "moved@example.com" in planned
+
+
+@pytest.mark.parametrize("name", sorted(EXECUTED))
+async def test_selections_a_plan_cannot_describe_run_as_usual(
+    application: Any, users: list[User], settings: Any, name: str
+) -> None:
+    planned, built = await _frames(application, settings, EXECUTED[name], planned=True)
+    executed, _ = await _frames(application, settings, EXECUTED[name], planned=False)
+    assert built == 0
+    assert planned == executed
+
+
+async def test_a_deleted_instance_is_planned_too(
+    application: Any, users: list[User], settings: Any
+) -> None:
+    async def delete_frame(planned: bool) -> dict[str, Any]:
+        settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "PLANNED_RESULTS": planned}
+        await sync_to_async(User.objects.update_or_create)(
+            pk=2, defaults={"username": "test 2", "email": "2@example.com"}
+        )
+        async with GraphQLTransportWSCommunicator(application) as client:
+            op = await client.subscribe(PLANNED["typenames"], {"pk": "2", "rid": planned})
+            await client.next(op)
+            await sync_to_async(User.objects.filter(pk=2).delete)()
+            frame = await client.next(op)
+            await client.expect_complete(op)
+        frame["user"]["requestId"] = None
+        return frame
+
+    before = plan.counts["planned"]
+    planned = await delete_frame(True)
+    assert plan.counts["planned"] - before == 2
+    assert planned == await delete_frame(False)
+    assert planned["user"]["action"] == "delete"
+    assert planned["user"]["data"] == {
+        "__typename": "UserType",
+        "id": "2",
+        "username": "test 2",
+        "email": "2@example.com",
+    }
+
+
+# Event by event: the plan hands every value it cannot vouch for back to graphql-core.
+
+
+def _executor(document: str) -> EventScopedExecutionContext:
+    from schema_examples.schema import schema
+
+    built = EventScopedExecutionContext.build(
+        schema._schema, parse(document), raw_variable_values={"pk": "1", "rid": 7}
+    )
+    assert isinstance(built, EventScopedExecutionContext), built
+    return built
+
+
+def _both(document: str, event: Any) -> tuple[Any, Any]:
+    """(the result through a plan, graphql-core's result) of one event."""
+    subscription = _executor(document)
+    planned = subscription.build_per_event_executor(event).execute_operation(False)
+    assert subscription._plan is not None
+    per_event = subscription.build_per_event_executor(event)
+    executed = super(EventScopedExecutionContext, per_event).execute_operation(False)
+    return planned.formatted, executed.formatted
+
+
+def _user_envelope(data: Any, **fields: Any) -> Any:
+    definition = registry.by_field("user")
+    assert definition is not None
+    value = envelope(definition, "update", 200, 7, data)
+    for name, field_value in fields.items():
+        setattr(value, name, field_value)
+    return value
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["ok", "no data", "null status", "null in errors", "a note as a user", "deferred email"],
+)
+def test_each_event_is_planned_or_handed_back_with_the_same_result(
+    users: list[User], case: str
+) -> None:
+    user = User.objects.get(pk=1)
+    event, expect_plan = {
+        "ok": (_user_envelope(user, request_id={"nested": [1, "two", None]}), True),
+        "no data": (_user_envelope(None), True),
+        "null status": (_user_envelope(user, response_status=None), False),
+        "null in errors": (_user_envelope(user, errors=["fine", None]), False),
+        "a note as a user": (
+            _user_envelope(Note(pk=5, owner_id=1, title="t", body="b")),
+            False,
+        ),
+        "deferred email": (_user_envelope(User.objects.only("id", "username").get(pk=1)), False),
+    }[case]
+    planned_before, missed_before = plan.counts["planned"], plan.counts["missed"]
+    planned, executed = _both(PLANNED["typenames"], event)
+    assert planned == executed
+    assert plan.counts["planned"] - planned_before == int(expect_plan)
+    assert plan.counts["missed"] - missed_before == int(not expect_plan)
+    if case == "null status":
+        assert "Cannot return null for non-nullable field" in planned["errors"][0]["message"]
