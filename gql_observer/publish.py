@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import contextlib
 import logging
 import os
@@ -62,7 +63,9 @@ class Publisher:
     __slots__ = (
         "_done",
         "_failing",
+        "_inbox",
         "_layer",
+        "_lingering",
         "_local",
         "_loop",
         "_pending",
@@ -99,6 +102,12 @@ class Publisher:
         self._timeout = timeout
         self._retry_window = retry_window
         self._queue: asyncio.Queue[ChangeEvent] = asyncio.Queue()
+        # Events from other threads. While the publisher lingers they wait
+        # here without waking its loop (a wake-up per save costs the writer a
+        # pipe write and the process a switch of threads); the loop takes them
+        # when the window ends.
+        self._inbox: collections.deque[ChangeEvent] = collections.deque()
+        self._lingering = False
         # Submitted, or kept for a retry, and not yet handed to the layer;
         # guarded by ``_done``.
         self._pending = 0
@@ -151,8 +160,17 @@ class Publisher:
             running = None
         if running is self._loop:
             self._queue.put_nowait(event)
-        else:
-            self._loop.call_soon_threadsafe(self._queue.put_nowait, event)
+            return
+        # Appended before ``_lingering`` is read: if the loop has stopped
+        # lingering by then, it is woken; if not, it takes the inbox after.
+        self._inbox.append(event)
+        if not self._lingering:
+            self._loop.call_soon_threadsafe(self._take_inbox)
+
+    def _take_inbox(self) -> None:
+        inbox = self._inbox
+        while inbox:
+            self._queue.put_nowait(inbox.popleft())
 
     def wait_idle(self, timeout: float) -> bool:
         """Block (from another thread) until everything submitted was sent or given up."""
@@ -221,7 +239,12 @@ class Publisher:
                 # messages, and a single change still goes out at once.
                 wait = now + self.window - self._loop.time()
                 if wait > 0:
-                    await asyncio.sleep(wait)
+                    self._lingering = True
+                    try:
+                        await asyncio.sleep(wait)
+                    finally:
+                        self._lingering = False
+                self._take_inbox()
                 if self._queue.empty():
                     self.window = self._window
                 else:
