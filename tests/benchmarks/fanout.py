@@ -779,8 +779,10 @@ class Sampler:
         self.sample()
 
 
-async def start_writer(lay: Layer, key: str, marker: str, pks: list[str]) -> Any:
-    """W4's writer for one system, with that system's interpreter and environment."""
+async def start_writer(
+    lay: Layer, key: str, marker: str, pks: list[str], rate: float, index: int = 0
+) -> Any:
+    """One of W4's writers for one system, with that system's interpreter and environment."""
     args, system = lay.run.args, SYSTEMS[key]
     cmd = [
         system.python,
@@ -791,7 +793,7 @@ async def start_writer(lay: Layer, key: str, marker: str, pks: list[str]) -> Any
         "--marker",
         marker,
         "--rate",
-        str(args.w4_rate),
+        str(rate),
         "--seconds",
         str(args.w4_secs),
     ]
@@ -803,7 +805,7 @@ async def start_writer(lay: Layer, key: str, marker: str, pks: list[str]) -> Any
     else:
         env = system.env(None, None)
         cmd += ["--floor-port", str(lay.servers[key].port)]
-    return await spawn_piped(cmd, f"writer-{lay.name}-{key}.log", env=env)
+    return await spawn_piped(cmd, f"writer-{lay.name}-{key}-{index}.log", env=env)
 
 
 async def stop_process(proc: Any, wait: float = 15.0) -> None:
@@ -835,23 +837,39 @@ async def w4_one(lay: Layer, key: str, pks: list[str], redis_client: Any) -> dic
     args = lay.run.args
     server, worker = lay.servers[key], lay.workers[key]
     stats_path = "/bench/stats/" if SYSTEMS[key].uses_database else None
-    out: dict[str, Any] = {"target_rate": args.w4_rate, "rows": len(pks)}
+    out: dict[str, Any] = {
+        "target_rate": args.w4_rate,
+        "rows": len(pks),
+        "writers": args.w4_writers,
+    }
     marker = new_marker()
-    proc = await start_writer(lay, key, marker, pks)
+    # Each writer owns its own rows (every row has one writer, so its values still grow
+    # with every save) and saves them at its share of the rate.
+    shares = [pks[i :: args.w4_writers] for i in range(args.w4_writers)]
+    rate = args.w4_rate / args.w4_writers
+    procs = [
+        await start_writer(lay, key, marker, share, rate, index)
+        for index, share in enumerate(shares)
+    ]
     try:
-        await read_json_line(proc, 120)
+        for proc in procs:
+            await read_json_line(proc, 120)
         out["stats_before"] = await http_json(server.port, stats_path) if stats_path else None
         out["rss_before_kib"] = server.rss_kib()
         if redis_client is not None:
             out["redis_mem_before"] = int(redis_client.info("memory")["used_memory"])
         await worker.call(30, cmd="track", marker=marker)
-        assert proc.stdin is not None
         url = lay.redis_urls.get(key)
         system_db = RedisStats(url).client if url else None
         with Sampler(server, redis_client, system_db) as sampler:
-            proc.stdin.write(b"go\n")
-            await proc.stdin.drain()
-            writer = await read_json_line(proc, args.w4_secs + 120)
+            for proc in procs:
+                assert proc.stdin is not None
+                proc.stdin.write(b"go\n")
+            for proc in procs:
+                await proc.stdin.drain()
+            writer = merge_writers(
+                [await read_json_line(proc, args.w4_secs + 120) for proc in procs]
+            )
             out["writer"] = writer
             settle = await worker.call(
                 args.w4_drain + 60,
@@ -869,8 +887,36 @@ async def w4_one(lay: Layer, key: str, pks: list[str], redis_client: Any) -> dic
         if settle.get("t_hold_last") is not None:
             out["tail_ms"] = (settle["t_hold_last"] - writer["t_last_save"]) * 1e3
     finally:
-        await stop_process(proc)
+        for proc in procs:
+            await stop_process(proc)
     return out
+
+
+def merge_writers(results: list[dict[str, Any]]) -> dict[str, Any]:
+    """W4's writers' results as one writer's: saves and rows added up, the rate over the span
+    from the first writer's start to the last save of any, save() p50 the median of theirs
+    and p99 / max the worst of theirs."""
+    if len(results) == 1:
+        return results[0]
+    t_first = min(r["t_first"] for r in results)
+    t_last = max(r["t_last_save"] for r in results)
+    saves = sum(r["saves"] for r in results)
+    secs = t_last - t_first
+    present = [r for r in results if r.get("save_ms_p50") is not None]
+    return {
+        "saves": saves,
+        "secs": secs,
+        "saves_per_s": saves / secs if secs > 0 else 0.0,
+        "t_first": t_first,
+        "t_last_save": t_last,
+        "saves_per_pk": {pk: n for r in results for pk, n in r["saves_per_pk"].items()},
+        "save_ms_p50": statistics.median(r["save_ms_p50"] for r in present) if present else None,
+        "save_ms_p99": max((r["save_ms_p99"] for r in present), default=None),
+        "save_ms_max": max((r["save_ms_max"] for r in present), default=None),
+        "final": {pk: v for r in results for pk, v in r["final"].items()},
+        "over_capacity_sends": sum(r.get("over_capacity_sends") or 0 for r in results),
+        "writers": len(results),
+    }
 
 
 async def scenario_w4(lay: Layer) -> None:
@@ -1375,8 +1421,9 @@ def w4_plain(rows: list[dict[str, Any]]) -> list[str]:
 def w4_markdown(run: Run, rows: list[dict[str, Any]]) -> list[str]:
     args = run.args
     lines = [
-        f"W4: {args.w4_rows} hot rows, {args.w4_per_row} subscribers each; a writer process "
-        f"saves them round-robin through the ORM, target {args.w4_rate:,.0f} saves/s for "
+        f"W4: {args.w4_rows} hot rows, {args.w4_per_row} subscribers each; "
+        f"{args.w4_writers} writer process(es), each owning its share of the rows, "
+        f"save them round-robin through the ORM, target {args.w4_rate:,.0f} saves/s in all for "
         f"{args.w4_secs:g} s (F: messages to the floor's feed). frames/save = the most data "
         "frames one subscriber got per save of its row; final ok = subscribers whose last frame "
         "carries the committed value; tail = last save returned → last subscriber holding its "
@@ -1528,6 +1575,12 @@ def parse_args() -> argparse.Namespace:
     p.add_argument("--w4-rate", type=float, default=1000.0, help="W4: target saves/s")
     p.add_argument(
         "--w4-secs", type=float, default=None, help="W4: s of writing per system (quick 10, 30)"
+    )
+    p.add_argument(
+        "--w4-writers",
+        type=int,
+        default=2,
+        help="W4: writer processes, each saving its own rows at its share of the rate",
     )
     p.add_argument("--w4-rows", type=int, default=10, help="W4: hot rows")
     p.add_argument("--w4-per-row", type=int, default=100, help="W4: subscribers per row")

@@ -1,5 +1,8 @@
 """W4's writer: saves a few hot rows at a paced rate, through the Django ORM, in its own process.
 
+The orchestrator may run several (``--w4-writers``), each with its own rows and its share of
+the rate; their results are merged by ``fanout.merge_writers``.
+
 Run by the orchestrator (fanout.py) with the interpreter and environment of the server it
 targets (``systems.py``: same database, same channel layer settings), so that the save handlers
 publishing the change are the real ones: gql_observer's receivers and publisher thread for P0
