@@ -796,6 +796,8 @@ async def start_writer(
         str(rate),
         "--seconds",
         str(args.w4_secs),
+        "--writer",
+        f"{index}/{args.w4_writers}",
     ]
     if system.uses_database:
         env = system.env(database_url(args, key), lay.redis_urls.get(key))
@@ -990,10 +992,11 @@ REDIS_LAYERS = {"redis": "core", "pubsub": "pubsub"}
 async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
     args = run.args
     redis_urls: dict[str, str | None] = {}
-    for i, key in enumerate(ORDER):
+    on_redis = [key for key in ORDER if key not in ("F", "U")]  # F and U have no layer
+    for key in ORDER:
         redis_urls[key] = (
-            f"{args.redis_url.rstrip('/')}/{args.redis_db_base + i}"
-            if layer in REDIS_LAYERS and key not in ("F", "U")
+            f"{args.redis_url.rstrip('/')}/{args.redis_db_base + on_redis.index(key)}"
+            if layer in REDIS_LAYERS and key in on_redis
             else None
         )
     lay = Layer(run=run, name=layer, redis_urls=redis_urls)
@@ -1468,6 +1471,7 @@ def plot(run: Run, rows: list[dict[str, Any]], path: Path) -> None:
         "F": "tab:gray",
         "U": "tab:olive",
         "P0": "tab:green",
+        "P0w": "tab:purple",
         "P0x2": "tab:cyan",
         "P1": "tab:red",
         "P2": "tab:blue",
@@ -1520,7 +1524,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--systems",
         default=",".join(DEFAULT_SYSTEMS),
-        help="comma list of F,U,P0,P0x2,P1,P2 (P0x2: gql_observer on two server processes "
+        help="comma list of F,U,P0,P0w,P0x2,P1,P2 (P0w: gql_observer on its own websocket "
+        "server instead of uvicorn; P0x2: gql_observer on two server processes "
         "behind one Redis, subscribers alternating between them; Redis layers only)",
     )
     p.add_argument(
@@ -1547,7 +1552,7 @@ def parse_args() -> argparse.Namespace:
         "--redis-db-base",
         type=int,
         default=10,
-        help="Redis db index of F; U, P0, P0x2, P1, P2 get the next ones (flushed before and "
+        help="Redis db index of P0; P0w, P0x2, P1, P2 get the next ones (flushed before and "
         "after; Redis has dbs 0-15)",
     )
     p.add_argument(

@@ -11,9 +11,11 @@ publishing the change are the real ones: gql_observer's receivers and publisher 
 module, ``System.writer_imports``). For F (no database, no layer) each "save" is one message
 ``"<pk> <value>"`` on the floor server's ``/feed/`` websocket, which broadcasts it.
 
-Save ``i`` (0, 1, ...) sets row ``pks[i % len(pks)]``'s username to ``<marker>-<i + 1>``: every
-value is distinct and its number orders it. Save ``i`` is due at ``t0 + i / rate``; a writer
-that falls behind saves as fast as it can, and the achieved rate is reported as it is.
+Save ``i`` (0, 1, ...) sets row ``pks[i % len(pks)]``'s username to ``<marker>-<n>`` with
+``n = i * K + k + 1`` for writer ``k`` of ``K`` (``--writer k/K``): every value is distinct among
+all writers, and as each row has one writer, its number orders a row's values. Save ``i`` is
+due at ``t0 + i / rate``; a writer that falls behind saves as fast as it can, and the achieved
+rate is reported as it is.
 
 Protocol on stdin/stdout (one JSON line each): after setup it writes ``{"ready": ...}`` and
 waits for a line on stdin; then it writes for ``--seconds``, reads the rows back from the
@@ -112,7 +114,15 @@ def floor_backend(pks: list[str], port: int) -> tuple[SaveFn, Callable[[], Any]]
     return save, final
 
 
-def write(save: SaveFn, pks: list[str], marker: str, rate: float, seconds: float) -> dict[str, Any]:
+def write(
+    save: SaveFn,
+    pks: list[str],
+    marker: str,
+    rate: float,
+    seconds: float,
+    offset: int = 0,
+    stride: int = 1,
+) -> dict[str, Any]:
     durations: list[float] = []
     per_pk = dict.fromkeys(pks, 0)
     t0 = time.monotonic()
@@ -129,7 +139,7 @@ def write(save: SaveFn, pks: list[str], marker: str, rate: float, seconds: float
         slot = i % len(pks)
         pk = pks[slot]
         start = time.monotonic()
-        save(slot, pk, f"{marker}-{i + 1}")
+        save(slot, pk, f"{marker}-{i * stride + offset + 1}")
         t_last = time.monotonic()
         durations.append(t_last - start)
         per_pk[pk] += 1
@@ -162,6 +172,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--import", dest="imports", action="append", default=[])
     parser.add_argument("--floor-port", type=int, default=0, help="F: the floor server's port")
+    parser.add_argument(
+        "--writer", default="0/1", help="this writer's index / the number of writers (i/K)"
+    )
     args = parser.parse_args()
     pks = [p.strip() for p in args.pks.split(",") if p.strip()]
     try:
@@ -176,7 +189,8 @@ def main() -> None:
     if not sys.stdin.readline():
         return
     try:
-        result = write(save, pks, args.marker, args.rate, args.seconds)
+        offset, stride = (int(x) for x in args.writer.split("/"))
+        result = write(save, pks, args.marker, args.rate, args.seconds, offset, stride)
         result["final"] = final()
         result["over_capacity_sends"] = OVER_CAPACITY.sends
     except Exception as exc:

@@ -1,4 +1,5 @@
-"""HTTP side of the benchmark's Django servers (P0, P1, P2): the save trigger, W4's stats."""
+"""HTTP side of the benchmark's Django servers (P0, P1, P2): the save trigger, W4's stats.
+P0w (``p0_ws.py``) answers the same paths with the same functions."""
 
 from __future__ import annotations
 
@@ -10,17 +11,13 @@ from django.http import HttpRequest, JsonResponse
 from django.urls import path
 
 
-def save_view(request: HttpRequest) -> JsonResponse:
-    """Save each user in ``pk`` (comma list) with username ``<marker>-<pk>``, in order.
-
-    A plain sync view, as a web worker would save; one request = one burst for W3.
+def save_burst(pks: list[int], marker: str) -> dict[str, float | int]:
+    """Save each user in ``pks`` with username ``<marker>-<pk>``, in order (W1, W3's trigger).
 
     ``t_call`` / ``t_return`` are ``time.monotonic()`` just before ``save()`` is called and just
     after it returns; CLOCK_MONOTONIC is system-wide on Linux, so the load process can compare
     them with its own clock.
     """
-    pks = [int(p) for p in request.GET["pk"].split(",")]
-    marker = request.GET["marker"]
     t_call = t_return = 0.0
     for i, pk in enumerate(pks):
         user = User.objects.filter(pk=pk).first()
@@ -30,38 +27,48 @@ def save_view(request: HttpRequest) -> JsonResponse:
             t_call = time.monotonic()
         user.save()
     t_return = time.monotonic()
-    return JsonResponse({"t_call": t_call, "t_return": t_return, "saved": len(pks)})
+    return {"t_call": t_call, "t_return": t_return, "saved": len(pks)}
+
+
+def save_view(request: HttpRequest) -> JsonResponse:
+    """``save_burst`` of ``pk`` (comma list) and ``marker``: a plain sync view, as a web worker
+    would save; one request = one burst for W3."""
+    pks = [int(p) for p in request.GET["pk"].split(",")]
+    return JsonResponse(save_burst(pks, request.GET["marker"]))
 
 
 def ping_view(request: HttpRequest) -> JsonResponse:
     return JsonResponse({"ok": True})
 
 
-async def stats_view(request: HttpRequest) -> JsonResponse:
+def p0_stats() -> dict[str, object]:
     """gql_observer's own counters, when it is installed (P0), for W4; ``{}`` for the peers.
 
-    An async view, so it runs on the server's event loop, where the hub and the cohorts live:
+    Read on the server's event loop, where the hub and the cohorts live:
     ``hub``: ``Hub.stats()`` (``pending``: deliveries waiting, at most one per hub
     subscription; ``dropped``: deliveries merged into a later one). ``members``: cohort members
     (one per subscriber), how many have a write waiting for their socket (``busy``) and how
     many frames they skipped because a newer one came first (``dropped``).
     """
     if not apps.is_installed("gql_observer"):
-        return JsonResponse({})
+        return {}
     from gql_observer.cohort import cohorts
     from gql_observer.hub import current_hub
 
     hub = current_hub()
     members = [m for cohort in list(cohorts.values()) for m in list(cohort.members.values())]
-    return JsonResponse(
-        {
-            "hub": hub.stats() if hub is not None else None,
-            "cohorts": len(cohorts),
-            "members": len(members),
-            "members_busy": sum(m.busy for m in members),
-            "members_dropped": sum(m.dropped for m in members),
-        }
-    )
+    return {
+        "hub": hub.stats() if hub is not None else None,
+        "cohorts": len(cohorts),
+        "members": len(members),
+        "members_busy": sum(m.busy for m in members),
+        "members_dropped": sum(m.dropped for m in members),
+    }
+
+
+async def stats_view(request: HttpRequest) -> JsonResponse:
+    """``p0_stats``, from an async view: it runs on the server's event loop."""
+    return JsonResponse(p0_stats())
 
 
 urlpatterns = [
