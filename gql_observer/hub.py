@@ -222,6 +222,7 @@ class Hub:
                 options["PUBLISH_TIMEOUT"],
                 options["PUBLISH_RETRY_WINDOW"],
                 local=self.dispatch,
+                batch_window=options["PUBLISH_BATCH_WINDOW"],
             )
             self.publisher.start()
             set_local_publisher(self.publisher)

@@ -232,7 +232,7 @@ class Publisher:
             delay = min(delay * 2, _RETRY_MAX_DELAY) if failing else _RETRY_MIN_DELAY
             # Every event submitted or kept is pending until sent, superseded or given up.
             self._settle(in_play - len(self._retry))
-            if self._window > 0 and self._local is None and not failing:
+            if self._window > 0 and not failing:
                 # Linger: what is submitted meanwhile goes out together. While
                 # changes keep coming, each linger is twice the last (up to
                 # WINDOW_GROWTH times the setting): a long burst costs a few

@@ -3,6 +3,7 @@ operation, one channel-layer message per process — for 1 and for 50 subscriber
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -165,6 +166,13 @@ async def test_a_burst_of_changes_to_many_instances_is_read_in_a_few_queries(
     for pk in pks:
         op = await client.subscribe(SUBSCRIBE_USER, {"pk": pk, "rid": pk})
         assert (await client.next(op))["user"]["responseStatus"] == 201
+    # The subscriptions' own reads linger one (10 ms) window after the last of
+    # them; the burst's reads start after that, with the longer window below.
+    for _ in range(500):
+        if not visibility._readers:
+            break
+        await asyncio.sleep(0.01)
+    assert not visibility._readers, "the subscriptions' reads did not end"
     # A window far longer than the burst: the first change is read at once,
     # every change within the window after it by one more query.
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "READ_BATCH_WINDOW": 3.0}

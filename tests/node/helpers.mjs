@@ -62,6 +62,8 @@ export async function startDemoServer({ command = 'serve', databaseUrl = null } 
   const database = databaseUrl || `sqlite:///${path.join(tmp, 'db.sqlite3')}`;
   const env = { ...process.env, DATABASE_URL: database };
   delete env.REDIS_URL;
+  // The demo's own settings (pytest exports its test settings, which ignore DATABASE_URL).
+  delete env.DJANGO_SETTINGS_MODULE;
   const child = spawn(
     pythonExecutable(),
     ['-m', 'schema_examples', command, '--host', '127.0.0.1', '--port', String(port)],
