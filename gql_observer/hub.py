@@ -261,7 +261,18 @@ class Hub:
         tasks = [t for t in self._tasks if t is not current]
         for task in tasks:
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        if tasks:
+            # Bounded: a channel layer's receive that does not end when cancelled
+            # (channels_redis waits on Redis for its clean-up, up to the
+            # connection's socket timeout) must not hold the shutdown.
+            _, stuck = await asyncio.wait(tasks, timeout=self._probe_timeout)
+            if stuck:
+                logger.warning(
+                    "%d hub task(s) did not stop within %.1fs of being cancelled: %s",
+                    len(stuck),
+                    self._probe_timeout,
+                    ", ".join(sorted(t.get_name() for t in stuck)),
+                )
         if self.channel is not None:
             groups = list(self.joined)
             if self._probe_interval is not None:
