@@ -354,24 +354,27 @@ class Hub:
 
         Synchronous, so it is safe in a ``finally`` of a cancelled task.
         """
-        group = subscription.group
-        subscriptions = self.groups.get(group)
+        subscriptions = self.groups.get(subscription.group)
         if subscriptions is None or subscription not in subscriptions:
             return
-        subscriptions.discard(subscription)
         self._dropped_by_gone += subscription.dropped
-        if not subscriptions:
-            del self.groups[group]
+        self._forget(self.groups, subscription.group, subscription)
+        if subscription.family is not None:
+            self._forget(self.families, subscription.family, subscription)
+
+    def _forget(
+        self, members: dict[str, set[Subscription]], group: str, subscription: Subscription
+    ) -> None:
+        """Take ``subscription`` out of ``members[group]``; the group is left
+        (in the background) with its last local member."""
+        local = members.get(group)
+        if local is None:
+            return
+        local.discard(subscription)
+        if not local:
+            del members[group]
             if not self._closed:
                 self._spawn(self._discard(group), "gql_observer.hub.discard")
-        family = subscription.family
-        members = self.families.get(family) if family is not None else None
-        if family is not None and members is not None:
-            members.discard(subscription)
-            if not members:
-                del self.families[family]
-                if not self._closed:
-                    self._spawn(self._discard(family), "gql_observer.hub.discard")
 
     async def _twice(self, call: Callable[[str, str | None], Awaitable[Any]], group: str) -> None:
         # After Redis restarts, each pooled connection fails once before the
