@@ -22,7 +22,7 @@ import logging
 import signal
 from collections.abc import Callable, Iterator, Sequence
 from http import HTTPStatus
-from typing import Any, Final, overload
+from typing import Any, Final, cast, overload
 from urllib.parse import urlsplit
 
 from strawberry.schema import BaseSchema
@@ -36,13 +36,11 @@ from websockets.typing import Subprotocol
 from .hub import current_hub
 from .publish import flush
 from .settings import get_settings
-from .transport import LEGACY_SUBPROTOCOL, SUBPROTOCOL, Connection, _session_user
+from .transport import NOT_ACCEPTABLE, choose_subprotocol, serve_connection
 
 __all__ = ["GraphQLWebsocketServer", "keepalive", "run"]
 
 logger = logging.getLogger(__name__)
-
-_OURS = (SUBPROTOCOL, LEGACY_SUBPROTOCOL)
 
 
 class _Socket:
@@ -172,19 +170,15 @@ class GraphQLWebsocketServer:
     def select_subprotocol(
         self, connection: ServerConnection, offered: Sequence[Subprotocol]
     ) -> Subprotocol | None:
-        return next((p for p in offered if p in _OURS), None)
+        return cast(Subprotocol | None, choose_subprotocol(offered))
 
     async def handler(self, connection: ServerConnection) -> None:
         chosen = connection.subprotocol
-        if chosen not in _OURS:
-            await connection.close(4406, "Subprotocol not acceptable")
+        if chosen is None:  # select_subprotocol found none of ours
+            await connection.close(4406, NOT_ACCEPTABLE)
             return
-        scope = _scope(connection)
-        await _session_user(scope)
         socket = _Socket(connection)
-        await Connection(
-            self.schema, scope, socket.send, legacy=chosen == LEGACY_SUBPROTOCOL
-        ).serve(socket.receive)
+        await serve_connection(self.schema, _scope(connection), socket.send, socket.receive, chosen)
 
     def serve(self, host: str, port: int, **options: Any) -> Any:
         """``websockets``'s ``serve(...)`` for this endpoint (an async context manager)."""

@@ -23,7 +23,7 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 from django.conf import settings
@@ -42,12 +42,24 @@ from .visibility import set_credential, viewer_from_scope
 if TYPE_CHECKING:
     from strawberry.schema import BaseSchema
 
-__all__ = ["SUBPROTOCOL", "Connection", "Operation", "TransportWSApp"]
+__all__ = [
+    "LEGACY_SUBPROTOCOL",
+    "NOT_ACCEPTABLE",
+    "SUBPROTOCOL",
+    "Connection",
+    "Operation",
+    "TransportWSApp",
+    "choose_subprotocol",
+    "serve_connection",
+]
 
 logger = logging.getLogger(__name__)
 
 SUBPROTOCOL: Final = "graphql-transport-ws"
 LEGACY_SUBPROTOCOL: Final = "graphql-ws"
+
+#: The close reason of a handshake offering neither subprotocol (code 4406).
+NOT_ACCEPTABLE: Final = "Subprotocol not acceptable"
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -588,6 +600,21 @@ def _close_reason(error: GraphQLError) -> str | None:
     return None
 
 
+def choose_subprotocol(offered: Iterable[str]) -> str | None:
+    """The client's first choice among graphql-transport-ws and legacy graphql-ws."""
+    return next((p for p in offered if p in (SUBPROTOCOL, LEGACY_SUBPROTOCOL)), None)
+
+
+async def serve_connection(
+    schema: BaseSchema, scope: Scope, send: Send, receive: Receive, subprotocol: str
+) -> None:
+    """Serve one accepted websocket (``subprotocol`` chosen by
+    :func:`choose_subprotocol`): the session's user, then its frames until it closes."""
+    await _session_user(scope)
+    connection = Connection(schema, scope, send, legacy=subprotocol == LEGACY_SUBPROTOCOL)
+    await connection.serve(receive)
+
+
 async def _session_user(scope: Scope) -> None:
     """Set ``scope["user"]`` (and ``scope["session"]``) from the session cookie,
     as Channels' ``AuthMiddlewareStack`` does, once, at the handshake."""
@@ -644,15 +671,9 @@ class TransportWSApp:
         if origin is not None and not self.origin_allowed(origin.decode("latin1")):
             await send({"type": "websocket.close"})
             return
-        # The client's first choice among the two GraphQL subprotocols wins.
-        offered = scope.get("subprotocols", ())
-        chosen = next((p for p in offered if p in (SUBPROTOCOL, LEGACY_SUBPROTOCOL)), None)
+        chosen = choose_subprotocol(scope.get("subprotocols", ()))
         if chosen is None:
             await send({"type": "websocket.accept"})
-            await send(
-                {"type": "websocket.close", "code": 4406, "reason": "Subprotocol not acceptable"}
-            )
+            await send({"type": "websocket.close", "code": 4406, "reason": NOT_ACCEPTABLE})
             return
-        await _session_user(scope)
-        connection = Connection(self.schema, scope, send, legacy=chosen == LEGACY_SUBPROTOCOL)
-        await connection.serve(receive)
+        await serve_connection(self.schema, scope, send, receive, chosen)
