@@ -61,6 +61,7 @@ class Publisher:
     """
 
     __slots__ = (
+        "_batch_window",
         "_done",
         "_failing",
         "_inbox",
@@ -75,7 +76,6 @@ class Publisher:
         "_retry_window",
         "_task",
         "_timeout",
-        "_window",
         "dropped",
         "failed",
         "sent",
@@ -92,7 +92,7 @@ class Publisher:
         batch_window: float = 0.0,
     ) -> None:
         self._layer = layer
-        self._window = batch_window
+        self._batch_window = batch_window
         self._prefix = get_settings()["GROUP_PREFIX"]
         # The hub of this loop, for the in-memory layer: the layer would only
         # hand the event back to it, at a cost that grows with every group
@@ -232,7 +232,7 @@ class Publisher:
             delay = min(delay * 2, _RETRY_MAX_DELAY) if failing else _RETRY_MIN_DELAY
             # Every event submitted or kept is pending until sent, superseded or given up.
             self._settle(in_play - len(self._retry))
-            if self._window > 0 and not failing:
+            if self._batch_window > 0 and not failing:
                 # Linger: what is submitted meanwhile goes out together. While
                 # changes keep coming, each linger is twice the last (up to
                 # WINDOW_GROWTH times the setting): a long burst costs a few
@@ -246,9 +246,9 @@ class Publisher:
                         self._lingering = False
                 self._take_inbox()
                 if self._queue.empty():
-                    self.window = self._window
+                    self.window = self._batch_window
                 else:
-                    self.window = min(self.window * 2, self._window * WINDOW_GROWTH)
+                    self.window = min(self.window * 2, self._batch_window * WINDOW_GROWTH)
 
     def _messages(
         self, merged: dict[str, tuple[ChangeEvent, float | None]]
