@@ -6,7 +6,7 @@ import asyncio
 import logging
 from typing import Any
 
-from django.core.management.base import BaseCommand, CommandParser
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from gql_observer.server import run
 
@@ -30,6 +30,8 @@ class Command(BaseCommand):
         )
 
     def handle(self, *args: Any, **options: Any) -> None:
+        if options["ping_interval"] < 0:
+            raise CommandError("--ping-interval is a number of seconds >= 0 (0: no pings).")
         if options["verbosity"] < 2:
             # Not a line per connection opened and closed.
             logging.getLogger("websockets").setLevel(logging.WARNING)
