@@ -100,7 +100,11 @@ class Socket(Protocol):
 
     def is_open(self, operation: Any) -> bool: ...
 
-    def write_frame(self, frame: str) -> Coroutine[Any, Any, None]: ...
+    def write_frame(self, frame: str) -> Coroutine[Any, Any, None]:
+        """Write one frame. Its first step runs inline, in the cohort's task: up to its
+        first suspension it must not use :func:`asyncio.current_task` (no
+        :func:`asyncio.timeout`, no ``TaskGroup``), which would act on the cohort's task."""
+        ...
 
     def give_up(self) -> None: ...
 
@@ -114,6 +118,8 @@ class Member:
     returns at once while the socket takes data. Only when the socket pushes
     back does the rest of the write move to a task of its own (with the send
     timeout on a timer), and newer frames wait behind it — one at most.
+    The inline step runs in the cohort's task, hence :meth:`Socket.write_frame`'s
+    rule: a timeout entered there would cancel the cohort, not the write.
     """
 
     __slots__ = (

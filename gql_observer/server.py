@@ -66,6 +66,12 @@ class _Socket:
         kind = event["type"]
         with contextlib.suppress(ConnectionClosed):  # as an ASGI server ignores a late send
             if kind == "websocket.send":
+                # Once closing, no data frame may follow the close frame, and
+                # ``Connection.send`` would wait for the close under ``asyncio.timeout_at``:
+                # a cohort writes its first step inline, in its own task, which that timeout
+                # would cancel (``cohort.Socket.write_frame``).
+                if self.connection.state is not State.OPEN:
+                    return
                 text = event.get("text")
                 await self.connection.send(text if text is not None else event.get("bytes", b""))
             elif kind == "websocket.close":
@@ -194,11 +200,20 @@ class GraphQLWebsocketServer:
         )
 
 
+#: Seconds :func:`keepalive` waits for a ping to be written (at most the interval).
+PING_WRITE_TIMEOUT: Final = 1.0
+
+
 async def keepalive(server: Server, interval: float) -> None:
     """Ping every connection of ``server`` every ``interval`` seconds and close those
     whose pong for the previous ping has not come (1011): dead peers are gone within two
     intervals. One task for the whole server, where ``websockets``'s own keepalive
-    (``ping_interval``) runs a task per connection (about 1.5 KiB each)."""
+    (``ping_interval``) runs a task per connection (about 1.5 KiB each).
+
+    A connection whose client reads nothing cannot take the ping: after
+    ``PING_WRITE_TIMEOUT`` it counts as not answering, and the others' pings go on."""
+    write_timeout = min(PING_WRITE_TIMEOUT, interval)
+    never: asyncio.Future[None] = asyncio.get_running_loop().create_future()
     waiting: dict[ServerConnection, Any] = {}
     closing: set[asyncio.Future[None]] = set()
     while True:
@@ -211,13 +226,18 @@ async def keepalive(server: Server, interval: float) -> None:
                 continue
             pong = waiting.pop(connection, None)
             if pong is not None and not pong.done():
-                logger.info("No pong from %s within %.0f s: closing", connection.id, interval)
+                logger.info("No pong from %s within %g s: closing", connection.id, interval)
                 task = asyncio.ensure_future(connection.close(1011, "keepalive ping timeout"))
                 closing.add(task)
                 task.add_done_callback(closing.discard)
                 continue
-            with contextlib.suppress(ConnectionClosed):
-                waiting[connection] = await connection.ping()
+            try:
+                async with asyncio.timeout(write_timeout):
+                    waiting[connection] = await connection.ping()
+            except ConnectionClosed:
+                pass
+            except TimeoutError:
+                waiting[connection] = never  # closed at the next round
 
 
 async def run(

@@ -92,6 +92,60 @@ class LiveServer:
         return await asyncio.wait_for(asyncio.wrap_future(future), 5)
 
 
+class WebsocketsLiveServer:
+    """``gql_observer_serve``'s endpoint (:mod:`gql_observer.server`) in a thread with its
+    own loop: the same small send buffer as :class:`LiveServer`, the shared keepalive every
+    ``ping`` seconds, and a close handshake that gives up after ``close_timeout``."""
+
+    def __init__(self, ping: float, close_timeout: float = 0.5) -> None:
+        self.sock = socket.socket()
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = int(self.sock.getsockname()[1])
+        self.ping = ping
+        self.close_timeout = close_timeout
+        self.ready = threading.Event()
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.stopping: asyncio.Future[None] | None = None
+        self.thread = threading.Thread(
+            target=lambda: asyncio.run(self._serve()), name="live-ws-server", daemon=True
+        )
+
+    @property
+    def url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}/graphql/"
+
+    async def _serve(self) -> None:
+        from gql_observer.asgi import load_schema
+        from gql_observer.server import GraphQLWebsocketServer, keepalive
+
+        self.loop = asyncio.get_running_loop()
+        self.stopping = self.loop.create_future()
+        endpoint = GraphQLWebsocketServer(load_schema())
+        options = {"sock": self.sock, "ping_interval": None, "close_timeout": self.close_timeout}
+        async with endpoint.serve(None, None, **options) as server:  # type: ignore[arg-type]
+            pinging = asyncio.ensure_future(keepalive(server, self.ping))
+            self.ready.set()
+            await self.stopping
+            pinging.cancel()
+            server.close()
+            await server.wait_closed()
+        hub = hub_module.current_hub()
+        if hub is not None:
+            await hub.close()
+
+    def start(self) -> WebsocketsLiveServer:
+        self.thread.start()
+        assert self.ready.wait(20), "the websocket server did not start"
+        return self
+
+    def stop(self) -> None:
+        assert self.loop is not None and self.stopping is not None
+        self.loop.call_soon_threadsafe(self.stopping.set_result, None)
+        self.thread.join(15)
+        self.sock.close()
+
+
 @pytest.fixture
 def uvicorn_server() -> Iterator[LiveServer]:
     server = LiveServer().start()
@@ -366,3 +420,75 @@ def _create_user() -> int:
         return int(user.pk)
     finally:
         connection.close()
+
+
+def _read_until_closed(client: RawClient) -> int | None:
+    """Read (and drop) every frame, answering nothing, not even the close; the close
+    code the server sent, or None if the connection ended without one."""
+    while True:
+        try:
+            opcode, payload = client.recv()
+        except (ConnectionError, OSError):
+            return None
+        if opcode == 8:
+            return int(struct.unpack("!H", payload[:2])[0])
+
+
+async def test_on_gql_observer_serve_a_closing_member_does_not_end_its_cohort() -> None:
+    """A client that reads but never answers a ping, nor the close that follows, is the
+    first of its cohort; its connection closes (1011) while the cohort goes on writing to
+    it. The cohort, running in that first member's context, must go on for the others.
+    (It did not: writing to a closing ``websockets`` connection waits under
+    ``asyncio.timeout_at``, and the cohort's inline write made that timeout its own.)"""
+    server = WebsocketsLiveServer(ping=0.3, close_timeout=0.5).start()
+    try:
+        user = await asyncio.to_thread(_create_user)
+        deaf = RawClient(server.port)
+        await asyncio.to_thread(deaf.subscribe, ["s0"], user)  # first: the cohort's context
+        closed = asyncio.ensure_future(asyncio.to_thread(_read_until_closed, deaf))
+        healthy = await _healthy(server.url, user)
+        # Saves while the deaf client is pinged (0.3 s), closed (0.6 s) and dropped when
+        # its close handshake times out (1.1 s), and well after.
+        final = await asyncio.to_thread(_save_many, user, 400, 0.006)
+        assert await asyncio.wait_for(closed, 10) == 1011
+        await wait_until(lambda: healthy.names[-1:] == [final], 10, "healthy has the final state")
+        members = await server_members(server)
+        assert set(members) == {"h"}, members
+        await healthy.close()
+        deaf.close()
+    finally:
+        server.stop()
+
+
+async def test_on_gql_observer_serve_a_client_that_takes_nothing_does_not_hold_up_pings() -> None:
+    """One client stops reading until the server's writes to it wait; the keepalive, which
+    pings every connection from one task, must not wait with them: another client that
+    never answers pings is still closed (1011) within a few intervals."""
+    server = WebsocketsLiveServer(ping=2.0).start()
+    try:
+        user = await asyncio.to_thread(_create_user)
+        stalled = RawClient(server.port)
+        stalled_ids = [f"s{n}" for n in range(STALLED_OPERATIONS)]
+        await asyncio.to_thread(stalled.subscribe, stalled_ids, user)
+        deaf = RawClient(server.port)
+        await asyncio.to_thread(deaf.subscribe, ["d0"], user)
+        closed = asyncio.ensure_future(asyncio.to_thread(_read_until_closed, deaf))
+        # Large updates, sixteen frames each, for about a second: the writes to ``stalled``
+        # wait well before the first ping.
+        await asyncio.to_thread(_save_many, user, 300, 0.003)
+        assert await asyncio.wait_for(closed, 9) == 1011
+        stalled.close()
+        deaf.close()
+    finally:
+        server.stop()
+
+
+async def server_members(server: WebsocketsLiveServer) -> dict[str, tuple[int, int]]:
+    """:func:`_members` read on the server's loop."""
+    assert server.loop is not None
+
+    async def call() -> dict[str, tuple[int, int]]:
+        return _members(None)  # type: ignore[arg-type]
+
+    future = asyncio.run_coroutine_threadsafe(call(), server.loop)
+    return await asyncio.wait_for(asyncio.wrap_future(future), 5)
