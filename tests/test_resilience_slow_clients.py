@@ -306,6 +306,10 @@ def _subscriptions(hub: hub_module.Hub, group: str) -> list[tuple[int, int, int]
 
 def _members(hub: hub_module.Hub) -> dict[str, tuple[int, int]]:
     """Every cohort member by operation id: (frames waiting, frames dropped)."""
+    return _cohort_members()
+
+
+def _cohort_members() -> dict[str, tuple[int, int]]:
     return {
         member.operation.id: (int(member._next is not None), member.dropped)
         for one in cohort_module.cohorts.values()
@@ -488,7 +492,7 @@ async def server_members(server: WebsocketsLiveServer) -> dict[str, tuple[int, i
     assert server.loop is not None
 
     async def call() -> dict[str, tuple[int, int]]:
-        return _members(None)  # type: ignore[arg-type]
+        return _cohort_members()
 
     future = asyncio.run_coroutine_threadsafe(call(), server.loop)
     return await asyncio.wait_for(asyncio.wrap_future(future), 5)
