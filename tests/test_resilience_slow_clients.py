@@ -39,19 +39,23 @@ STALLED_OPERATIONS = 16
 PADDING = "x" * 140
 
 
+def _listener() -> tuple[socket.socket, int]:
+    """A loopback socket for a server to listen on, and its port. Accepted sockets
+    inherit its small send buffer: a client that stops reading stalls the server's
+    writes after kilobytes, not after the megabytes Linux would otherwise buffer."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
+    sock.bind(("127.0.0.1", 0))
+    return sock, int(sock.getsockname()[1])
+
+
 class LiveServer:
     """The demo application on uvicorn, in a thread with its own loop."""
 
     def __init__(self) -> None:
         from schema_examples.asgi import application
 
-        # Accepted sockets inherit the listener's small send buffer: a client
-        # that stops reading stalls the server's writes after kilobytes, not
-        # after the megabytes Linux would otherwise buffer on loopback.
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
+        self.sock, self.port = _listener()
         config = uvicorn.Config(
             application, lifespan="on", log_level="warning", timeout_graceful_shutdown=2
         )
@@ -98,10 +102,7 @@ class WebsocketsLiveServer:
     ``ping`` seconds, and a close handshake that gives up after ``close_timeout``."""
 
     def __init__(self, ping: float, close_timeout: float = 0.5) -> None:
-        self.sock = socket.socket()
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 8192)
-        self.sock.bind(("127.0.0.1", 0))
-        self.port = int(self.sock.getsockname()[1])
+        self.sock, self.port = _listener()
         self.ping = ping
         self.close_timeout = close_timeout
         self.ready = threading.Event()
