@@ -20,6 +20,7 @@ from django.core import signing
 from django.utils.crypto import salted_hmac
 from django.utils.module_loading import import_string
 
+from .db import unit_of_work
 from .settings import get_settings
 
 __all__ = [
@@ -125,7 +126,7 @@ def _authenticator() -> Authenticator:
 async def authenticate(credential: str, scope: Mapping[str, Any]) -> Credential:
     """Run the configured authenticator in a thread."""
     authenticator = _authenticator()
-    result: Credential = await sync_to_async(authenticator, thread_sensitive=True)(
+    result: Credential = await sync_to_async(unit_of_work(authenticator), thread_sensitive=True)(
         credential, scope
     )
     if result.expires is not None and result.expires <= time.time():

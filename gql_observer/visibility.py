@@ -22,6 +22,7 @@ from django.db.models import Field, Model, QuerySet
 from strawberry import Info
 
 from .auth import Credential
+from .db import unit_of_work
 from .definition import ObservedDefinition
 from .settings import get_settings
 
@@ -189,7 +190,7 @@ def _read_many(
     return verdicts
 
 
-_read_many_async = sync_to_async(_read_many, thread_sensitive=True)
+_read_many_async = sync_to_async(unit_of_work(_read_many), thread_sensitive=True)
 
 
 #: The name of a coalesced read's task (one per type and viewer while reads go on).
@@ -305,7 +306,7 @@ def _may_see_deleted(definition: ObservedDefinition, viewer: Viewer, instance: M
     return Verdict(OK, instance)
 
 
-may_see_deleted = sync_to_async(_may_see_deleted, thread_sensitive=True)
+may_see_deleted = sync_to_async(unit_of_work(_may_see_deleted), thread_sensitive=True)
 """Whether ``viewer`` may see a deleted instance's last values."""
 
 

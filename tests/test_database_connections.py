@@ -1,0 +1,152 @@
+"""The hub's reads survive a database connection that died under them.
+
+The hub reads on one long-lived thread, outside any request, so Django's
+per-request connection handling (``close_old_connections``) never runs there.
+A PostgreSQL backend that is terminated (a restart, a failover, an idle
+timeout, an administrator) must not leave that thread with a dead connection
+that fails every read after it. Runs on PostgreSQL (``GQLOBS_TEST_DB=postgres``);
+SQLite has no server side to lose.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from asgiref.sync import sync_to_async
+from django.contrib.auth.models import User
+from django.db import connection, connections
+
+from gql_observer import issue_token
+from gql_observer.testing import GraphQLTransportWSCommunicator
+
+from .conftest import subscribe_user
+from .test_transactions import _rename, username_seen
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
+
+
+@pytest.fixture(autouse=True)
+def _postgresql_only() -> None:
+    if connection.vendor != "postgresql":
+        pytest.skip("a terminated server connection needs a database server (PostgreSQL)")
+
+
+@pytest.fixture(autouse=True)
+async def _close_read_thread_connection() -> AsyncIterator[None]:
+    """The test database is dropped at the end: the read thread must not hold it open."""
+    yield
+    await sync_to_async(connections.close_all, thread_sensitive=True)()
+
+
+@sync_to_async(thread_sensitive=True)
+def _read_thread_backend() -> int:
+    """The PostgreSQL backend of the thread the hub reads on (Django's sync thread)."""
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_backend_pid()")
+        pid: int = cursor.fetchone()[0]
+    return pid
+
+
+def _on_own_connection(function: object, *args: object) -> object:
+    """``function(*args)`` on a thread of its own with a connection of its own, closed after:
+    the writer and the terminator must not touch the read thread's connection."""
+
+    def run() -> object:
+        try:
+            return function(*args)  # type: ignore[operator]
+        finally:
+            connection.close()
+
+    return asyncio.to_thread(run)
+
+
+def _terminate(pid: int) -> bool:
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_terminate_backend(%s)", [pid])
+        terminated: bool = cursor.fetchone()[0]
+    return terminated
+
+
+async def test_a_change_after_the_read_connection_was_terminated_is_delivered(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    op = await subscribe_user(client, 1)
+    await _on_own_connection(_rename, 1, "before")
+    assert await username_seen(client, op) == "before"
+
+    pid = await _read_thread_backend()
+    assert await _on_own_connection(_terminate, pid) is True
+
+    await _on_own_connection(_rename, 1, "after the connection died")
+    assert await username_seen(client, op) == "after the connection died"
+    # The read went through a new connection, and it stays in use.
+    assert await _read_thread_backend() != pid
+    await _on_own_connection(_rename, 1, "and again")
+    assert await username_seen(client, op) == "and again"
+
+
+async def test_a_subscribe_after_the_read_connection_was_terminated_is_answered(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    op = await subscribe_user(client, 1)
+    pid = await _read_thread_backend()
+    assert await _on_own_connection(_terminate, pid) is True
+
+    second = await subscribe_user(client, 1, rid=2)
+    await _on_own_connection(_rename, 1, "seen by both")
+    seen = {}
+    for _ in range(2):
+        message = await client.receive()
+        assert message["type"] == "next"
+        seen[message["id"]] = message["payload"]["data"]["user"]["data"]["username"]
+    assert seen == {op: "seen by both", second: "seen by both"}
+
+
+async def test_a_token_login_after_the_read_connection_was_terminated_is_accepted(
+    application: Any, users: list[User]
+) -> None:
+    pid = await _read_thread_backend()
+    assert await _on_own_connection(_terminate, pid) is True
+    token = await _on_own_connection(issue_token, users[0])
+
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    try:
+        # The authenticator looks the user up on the read thread.
+        assert (await client.init({"token": token}))["type"] == "connection_ack"
+        op = await subscribe_user(client, 1)
+        await _on_own_connection(_rename, 1, "signed in")
+        assert await username_seen(client, op) == "signed in"
+    finally:
+        await client.disconnect()
+
+
+async def test_the_read_connection_is_replaced_once_older_than_conn_max_age(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    op = await subscribe_user(client, 1)
+    pid = await _read_thread_backend()
+    configured = connection.settings_dict["CONN_MAX_AGE"]  # one dict, shared by every thread
+
+    @sync_to_async(thread_sensitive=True)
+    def outlive_conn_max_age() -> None:
+        # As if CONN_MAX_AGE were 60 and the connection had been opened 61 s ago.
+        connection.settings_dict["CONN_MAX_AGE"] = 60
+        connection.close_at = time.monotonic() - 1
+
+    await outlive_conn_max_age()
+    try:
+        await _on_own_connection(_rename, 1, "on a younger connection")
+        assert await username_seen(client, op) == "on a younger connection"
+        assert await _read_thread_backend() != pid
+        # A connection within its age is kept.
+        pid = await _read_thread_backend()
+        await _on_own_connection(_rename, 1, "on the same connection")
+        assert await username_seen(client, op) == "on the same connection"
+        assert await _read_thread_backend() == pid
+    finally:
+        connection.settings_dict["CONN_MAX_AGE"] = configured
