@@ -337,6 +337,14 @@ class Cell:
     def latencies(self) -> list[float]:
         return [s["last_ms"] for s in self.saves if s.get("complete")]
 
+    def since_save(self) -> list[float]:
+        """From the server's first ``save()`` call to the last frame, per complete save; empty
+        unless every complete save has the server's stamp."""
+        done = [s for s in self.saves if s.get("complete")]
+        if not done or any("save_call_ms" not in s for s in done):
+            return []
+        return [s["last_ms"] - s["save_call_ms"] for s in done]
+
 
 CellKey = tuple[str, str, str, int]  # scenario, layer, system, N
 
@@ -1025,6 +1033,7 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
             log_path = LOG_DIR / f"server-{layer}-{system.key}.log"
             env = system.env(database_url(args, system.key), redis_urls[system.key])
             env["CONN_MAX_AGE"] = str(args.conn_max_age)
+            env["BENCH_DB_POOL"] = "1" if args.db_pool else ""
             env["BENCH_REDIS_LAYER"] = REDIS_LAYERS.get(layer, "")
             procs = []
             for i in range(system.processes):
@@ -1117,6 +1126,18 @@ def summarise(run: Run) -> list[dict[str, Any]]:
             }
         if calls:
             row["save_call_ms"] = statistics.median(calls)
+        # The issue's definition of W1's latency: from save() to the last frame. The server
+        # stamps save() with time.monotonic(), which is system-wide, so the load process can
+        # subtract it from its own stamps; what came before (the HTTP request, Django's
+        # request handling) is the trigger's cost, not the fan-out's.
+        since = cell.since_save()
+        if since:
+            med_s = statistics.median(since)
+            row |= {
+                "save_median_ms": med_s,
+                "save_p90_ms": pct(since, 0.9),
+                "save_deliveries_per_s": n / (med_s / 1000) if med_s > 0 else float("inf"),
+            }
         if cell.rss0_kib is not None and cell.rssn_kib is not None:
             row["kib_per_sub"] = (cell.rssn_kib - cell.rss0_kib) / n
             row["rss0_mib"] = cell.rss0_kib / 1024
@@ -1216,19 +1237,26 @@ def fmt(value: Any, spec: str = ".1f") -> str:
     return str(value)
 
 
-def ratio_rows(rows: list[dict[str, Any]]) -> list[tuple[str, str, int, str, str, str, str]]:
-    """P0's median latency over each other system's, per scenario, layer and N."""
+def ratio_rows(
+    rows: list[dict[str, Any]], field: str = "median_ms", scenarios: tuple[str, ...] = ()
+) -> list[tuple[str, str, int, str, str, str, str]]:
+    """P0's median latency (``field``) over each other system's, per scenario, layer and N;
+    only ``scenarios`` when given."""
     by = {(r["scenario"], r["layer"], r["system"], r["n"]): r for r in rows}
     groups = sorted(
-        {(r["scenario"], r["layer"], r["n"]) for r in rows if r["scenario"] != "W4"},
+        {
+            (r["scenario"], r["layer"], r["n"])
+            for r in rows
+            if r["scenario"] != "W4" and (not scenarios or r["scenario"] in scenarios)
+        },
         key=lambda t: (SCENARIO_ORDER.index(t[0]), t[1] != "inmem", t[2]),
     )
     out = []
     for scenario, layer, n in groups:
-        p0 = by.get((scenario, layer, "P0", n), {}).get("median_ms")
+        p0 = by.get((scenario, layer, "P0", n), {}).get(field)
         cols = []
         for other in ("P1", "P2", "F", "U"):
-            o = by.get((scenario, layer, other, n), {}).get("median_ms")
+            o = by.get((scenario, layer, other, n), {}).get(field)
             cols.append(f"{p0 / o:.2f}" if p0 and o else "—")
         out.append((scenario, layer, n, cols[0], cols[1], cols[2], cols[3]))
     return out
@@ -1245,6 +1273,12 @@ def _backlog_text(r: dict[str, Any]) -> str:
     )
 
 
+def _db_connections(args: argparse.Namespace) -> str:
+    if args.db_pool and args.db == "postgres":
+        return "servers: psycopg pool, CONN_MAX_AGE=0"
+    return f"peers CONN_MAX_AGE={args.conn_max_age}"
+
+
 def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
     info, args = run.info, run.args
     mode = "quick" if args.quick else "full"
@@ -1252,10 +1286,12 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         f"### Fan-out ({mode} run, {info['date']}, commit `{info['commit']}`)",
         "",
         f"Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, "
-        f"Python {info['python']}; database {args.db} (peers CONN_MAX_AGE={args.conn_max_age}); "
+        f"Python {info['python']}; database {args.db} ({_db_connections(args)}); "
         "every server is one uvicorn process (F: one `websockets` process); servers, Redis and "
         "the load workers share these CPUs. Latency = from the load process sending the save "
-        "trigger (HTTP) to the last subscriber's frame read; deliveries/s = N / median latency; "
+        "trigger (HTTP) to the last subscriber's frame read; from save() = from the server's "
+        "stamp just before `save()` (F, U: before their broadcast) to the same frame, the "
+        "issue's definition; deliveries/s = N / median latency; "
         "KiB/sub = (server RSS with N idle subscriptions - RSS with 0) / N; Redis cmds/save = "
         "INFO commandstats delta from the trigger to 0.1 s after the first subscriber's frame "
         "(Lua-internal calls included; channels_redis's idle BZPOPMIN cycle, 4 commands per "
@@ -1268,15 +1304,16 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
             "W1: N subscribers of one instance, one save.",
             "",
             "| layer | N | system | saves | median ms | p90 ms | first ms | deliveries/s "
-            "| KiB/sub | Redis cmds/save |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+            "| from save(): median ms | p90 ms | deliveries/s | KiB/sub | Redis cmds/save |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
     for r in w1:
         lines.append(
             f"| {r['layer']} | {r['n']} | {r['system']} | {r['saves']} "
             f"| {fmt(r.get('median_ms'))} | {fmt(r.get('p90_ms'))} | {fmt(r.get('first_ms'))} "
-            f"| {fmt(r.get('deliveries_per_s'), ',.0f')} | {fmt(r.get('kib_per_sub'))} "
-            f"| {fmt(r.get('redis_cmds_per_save'), '.0f')} |"
+            f"| {fmt(r.get('deliveries_per_s'), ',.0f')} | {fmt(r.get('save_median_ms'))} "
+            f"| {fmt(r.get('save_p90_ms'))} | {fmt(r.get('save_deliveries_per_s'), ',.0f')} "
+            f"| {fmt(r.get('kib_per_sub'))} | {fmt(r.get('redis_cmds_per_save'), '.0f')} |"
         )
     others = [r for r in rows if r["scenario"] not in ("W1", "W4")]
     if others:
@@ -1312,6 +1349,17 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         ]
     for scenario, layer, n, a, b, c, d in ratios:
         lines.append(f"| {scenario} | {layer} | {n} | {a} | {b} | {c} | {d} |")
+    since = ratio_rows(rows, "save_median_ms", ("W1",))
+    if since:
+        lines += [
+            "",
+            "W1 from save() (the server's stamp before `save()`) to the last frame:",
+            "",
+            "| scenario | layer | N | P0/P1 | P0/P2 | P0/F | P0/U |",
+            "|---|---|---:|---:|---:|---:|---:|",
+        ]
+    for scenario, layer, n, a, b, c, d in since:
+        lines.append(f"| {scenario} | {layer} | {n} | {a} | {b} | {c} | {d} |")
     if run.skipped or run.notes or any(r.get("failure") for r in rows):
         lines += ["", "Not measured / incomplete:", ""]
         for key, why in run.skipped.items():
@@ -1330,7 +1378,7 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
 def plain_table(rows: list[dict[str, Any]]) -> str:
     head = (
         f"{'scen':4} {'layer':6} {'N':>5} {'sys':4} {'saves':>5} {'med ms':>8} {'p90 ms':>8} "
-        f"{'first ms':>8} {'deliv/s':>9} {'KiB/sub':>8} {'redis/save':>10}  notes"
+        f"{'first ms':>8} {'deliv/s':>9} {'save ms':>8} {'KiB/sub':>8} {'redis/save':>10}  notes"
     )
     out: list[str] = []
     latency_rows = [r for r in rows if r["scenario"] != "W4"]
@@ -1345,18 +1393,22 @@ def plain_table(rows: list[dict[str, Any]]) -> str:
         out.append(
             f"{r['scenario']:4} {r['layer']:6} {r['n']:>5} {r['system']:4} {r['saves']:>5} "
             f"{fmt(r.get('median_ms')):>8} {fmt(r.get('p90_ms')):>8} {fmt(r.get('first_ms')):>8} "
-            f"{fmt(r.get('deliveries_per_s'), ',.0f'):>9} {fmt(r.get('kib_per_sub')):>8} "
-            f"{fmt(r.get('redis_cmds_per_save'), '.0f'):>10}  {note}"
+            f"{fmt(r.get('deliveries_per_s'), ',.0f'):>9} {fmt(r.get('save_median_ms')):>8} "
+            f"{fmt(r.get('kib_per_sub')):>8} {fmt(r.get('redis_cmds_per_save'), '.0f'):>10}  {note}"
         )
-    ratios = ratio_rows(rows)
-    if ratios:
-        out += [
-            "",
-            f"{'scen':4} {'layer':6} {'N':>5} {'P0/P1':>7} {'P0/P2':>7} {'P0/F':>7} "
-            f"{'P0/U':>7}   (median latency)",
-        ]
-    for scenario, layer, n, a, b, c, d in ratios:
-        out.append(f"{scenario:4} {layer:6} {n:>5} {a:>7} {b:>7} {c:>7} {d:>7}")
+    for field, label, scenarios in (
+        ("median_ms", "(median latency)", ()),
+        ("save_median_ms", "(W1, median from save() to the last frame)", ("W1",)),
+    ):
+        ratios = ratio_rows(rows, field, scenarios)
+        if ratios:
+            out += [
+                "",
+                f"{'scen':4} {'layer':6} {'N':>5} {'P0/P1':>7} {'P0/P2':>7} {'P0/F':>7} "
+                f"{'P0/U':>7}   {label}",
+            ]
+        for scenario, layer, n, a, b, c, d in ratios:
+            out.append(f"{scenario:4} {layer:6} {n:>5} {a:>7} {b:>7} {c:>7} {d:>7}")
     w4 = [r for r in rows if r["scenario"] == "W4"]
     if w4:
         out += ["", *w4_plain(w4)]
@@ -1562,6 +1614,15 @@ def parse_args() -> argparse.Namespace:
         type=int,
         default=60,
         help="CONN_MAX_AGE env for every server (peers honour it; P0 if its settings do)",
+    )
+    p.add_argument(
+        "--db-pool",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="servers reach PostgreSQL through psycopg's pool with CONN_MAX_AGE 0, as Django "
+        "advises under ASGI (default); --no-db-pool: --conn-max-age alone, which under uvicorn "
+        "still connects once per request (each sync view runs on a new thread). W4's writer "
+        "processes keep --conn-max-age either way",
     )
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/test")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379")

@@ -7,6 +7,9 @@ BENCH_SYSTEM        "P1" or "P2" (only changes which apps are installed)
 CONN_MAX_AGE        seconds a database connection is kept (default 60: persistent, the
                     peers' best case; with Django's default 0, DCRF's read per subscriber
                     would open a new PostgreSQL connection each time)
+BENCH_DB_POOL       "1": PostgreSQL through psycopg's pool with CONN_MAX_AGE 0, as Django
+                    advises under ASGI (uvicorn runs each sync view on a new thread, so
+                    CONN_MAX_AGE alone still connects once per request)
 """
 
 from __future__ import annotations
@@ -40,6 +43,11 @@ DATABASES = {
         conn_max_age=int(os.environ.get("CONN_MAX_AGE", "60")),
     )
 }
+if os.environ.get("BENCH_DB_POOL") == "1" and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # What Django advises under ASGI: no persistent connections, psycopg's pool instead (an
+    # ASGI server runs each sync request on a new thread, whose connection dies with it).
+    DATABASES["default"]["CONN_MAX_AGE"] = 0
+    DATABASES["default"].setdefault("OPTIONS", {})["pool"] = True
 
 _redis_url = os.environ.get("BENCH_REDIS_URL")
 if _redis_url and os.environ.get("BENCH_REDIS_LAYER") == "pubsub":
