@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from typing import Final, Literal, TypedDict
+from typing import Final, Literal, NotRequired, TypedDict
 
 __all__ = [
     "CHANGE",
@@ -39,6 +39,9 @@ class ChangeEvent(TypedDict):
     gone; those are restricted to the fields the GraphQL type exposes.
 
     ``version`` is stamped when the commit is announced (:func:`next_version`).
+    ``delivered`` names the hub that already has the change: the writer's own
+    process handed it to its hub directly, and that hub skips the copy the
+    channel layer brings back (see ``publish.set_in_process_hub``).
     """
 
     type: Literal["gqlobs.change"]
@@ -48,6 +51,7 @@ class ChangeEvent(TypedDict):
     action: Action
     last: LastValues | None
     version: int
+    delivered: NotRequired[str]
 
 
 class ChangeBatch(TypedDict):

@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import itertools
 import logging
+import os
 import uuid
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, Final, TypeVar
@@ -22,7 +23,12 @@ from channels.layers import InMemoryChannelLayer
 
 from .events import CHANGE, CHANGES, PROBE, Action, ChangeEvent, LastValues, ProbeMessage
 from .groups import HUB_CHANNEL_PREFIX, hub_capacity
-from .publish import Publisher, set_local_publisher
+from .publish import (
+    Publisher,
+    release_in_process_hub,
+    set_in_process_hub,
+    set_local_publisher,
+)
 from .settings import get_settings, own_channel_layer
 
 __all__ = ["CLOSED", "Delivery", "Hub", "Subscription", "current_hub", "get_hub"]
@@ -193,7 +199,10 @@ class Hub:
         self._receiver: asyncio.Task[None] | None = None
         self._recovering = asyncio.Lock()
         options = get_settings()
-        self._probe_group = f"{options['GROUP_PREFIX']}.hub.{uuid.uuid4().hex}"
+        #: Names this hub in the changes it was handed directly (``deliver_here``).
+        self.token = uuid.uuid4().hex
+        self._pid = os.getpid()
+        self._probe_group = f"{options['GROUP_PREFIX']}.hub.{self.token}"
         self._probe_interval = options["HUB_PROBE_INTERVAL"]
         self._probe_timeout = options["PUBLISH_TIMEOUT"]
         self._probe_seen = 0
@@ -211,6 +220,10 @@ class Hub:
         self.layer_failures = 0
         #: Recoveries completed (groups re-joined, subscriptions resynchronised).
         self.resyncs = 0
+        #: Changes handed over directly by a writer of this process (``deliver_here``).
+        self.delivered_here = 0
+        #: Their copies that came back through the channel layer, skipped.
+        self.echoes_skipped = 0
         self.publisher: Publisher | None = None
         hub_capacity(layer, options["HUB_CAPACITY"])  # for its own probes
         if isinstance(layer, InMemoryChannelLayer):
@@ -226,6 +239,8 @@ class Hub:
             )
             self.publisher.start()
             set_local_publisher(self.publisher)
+        elif options["DELIVER_IN_PROCESS"]:
+            set_in_process_hub(self.deliver_here)
         self._ready = self._spawn(self._start(), "gql_observer.hub.start")
 
     # -- lifecycle ---------------------------------------------------------
@@ -254,6 +269,7 @@ class Hub:
         if self._closed:
             return
         self._closed = True
+        release_in_process_hub(self.deliver_here)
         for subscriptions in self.groups.values():
             for subscription in subscriptions:
                 subscription.push(CLOSED)
@@ -307,8 +323,8 @@ class Hub:
         ``dropped``: deliveries merged into a later one because a subscriber
         was busy (a slow client), including subscriptions that have ended;
         ``pending``: deliveries waiting for their subscriber (at most one per
-        subscription); ``layer_failures``, ``resyncs`` and ``overflows``: see
-        the attributes.
+        subscription); ``layer_failures``, ``resyncs``, ``overflows``,
+        ``delivered_here`` and ``echoes_skipped``: see the attributes.
         """
         live = [s for subscriptions in self.groups.values() for s in subscriptions]
         stats = {
@@ -319,6 +335,8 @@ class Hub:
             "layer_failures": self.layer_failures,
             "resyncs": self.resyncs,
             "overflows": self.overflows,
+            "delivered_here": self.delivered_here,
+            "echoes_skipped": self.echoes_skipped,
         }
         if self.publisher is not None:
             stats["published"] = self.publisher.sent
@@ -581,12 +599,42 @@ class Hub:
             return
         if kind == CHANGES:
             for event in message.get("events") or ():
-                self._dispatch_change(event)
+                self._dispatch_from_layer(event)
             return
         if kind != CHANGE:
             logger.warning("Ignored a message of type %r", kind)
             return
-        self._dispatch_change(message)  # type: ignore[arg-type]
+        self._dispatch_from_layer(message)  # type: ignore[arg-type]
+
+    def deliver_here(self, event: ChangeEvent) -> str | None:
+        """Hand a change committed in this process to the local subscriptions
+        now, from any thread (see ``publish.set_in_process_hub``); the token the
+        channel layer's copy will carry, or ``None`` if the hub cannot take it."""
+        if self._closed or os.getpid() != self._pid:
+            # A forked child must not mark changes as delivered by its parent's hub.
+            return None
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self.loop:
+            self._dispatch_here(event)
+        else:
+            try:
+                self.loop.call_soon_threadsafe(self._dispatch_here, event)
+            except RuntimeError:  # the loop is closed
+                return None
+        return self.token
+
+    def _dispatch_here(self, event: ChangeEvent) -> None:
+        self.delivered_here += 1
+        self._dispatch_change(event)
+
+    def _dispatch_from_layer(self, event: ChangeEvent) -> None:
+        if event.get("delivered") == self.token:
+            self.echoes_skipped += 1
+            return
+        self._dispatch_change(event)
 
     def _dispatch_change(self, event: ChangeEvent) -> None:
         subscriptions = self.groups.get(event["group"])

@@ -31,7 +31,9 @@ __all__ = [
     "Publisher",
     "flush",
     "publish",
+    "release_in_process_hub",
     "reset",
+    "set_in_process_hub",
     "set_local_publisher",
 ]
 
@@ -369,6 +371,8 @@ _lock = threading.Lock()
 _thread_publisher: _ThreadPublisher | None = None
 #: Set by the hub when the layer is in-memory: only its loop can reach receivers.
 _local_publisher: Publisher | None = None
+#: Set by the hub of a server process when the layer crosses processes (Redis).
+_in_process_hub: Callable[[ChangeEvent], str | None] | None = None
 
 
 def reset() -> None:
@@ -393,6 +397,38 @@ def set_local_publisher(publisher: Publisher | None) -> None:
     """Route events to ``publisher`` (the in-memory layer's hub) or stop doing so."""
     global _local_publisher
     _local_publisher = publisher
+
+
+def set_in_process_hub(deliver: Callable[[ChangeEvent], str | None] | None) -> None:
+    """Hand every change committed in this process to ``deliver`` (a hub's) as
+    well as to the channel layer, or stop doing so.
+
+    ``deliver(event)`` passes the change to the hub's own subscribers at once,
+    from any thread, and returns the hub's token (``None`` when it could not).
+    The event then goes to the layer marked ``delivered`` with that token, for
+    the other processes; the hub skips the copy that comes back to it. A writer
+    in a server process (an HTTP or websocket mutation) so reaches that
+    process's subscribers without the round trip through Redis.
+    """
+    global _in_process_hub
+    _in_process_hub = deliver
+
+
+def release_in_process_hub(deliver: Callable[[ChangeEvent], str | None]) -> None:
+    """Stop handing changes to ``deliver``, if it is still the one that gets them."""
+    global _in_process_hub
+    if _in_process_hub == deliver:
+        _in_process_hub = None
+
+
+def _deliver_here(event: ChangeEvent) -> ChangeEvent:
+    deliver = _in_process_hub
+    if deliver is None:
+        return event
+    token = deliver(event)
+    if token is None:
+        return event
+    return {**event, "delivered": token}
 
 
 def _publisher() -> Publisher | None:
@@ -428,6 +464,8 @@ def publish(event: ChangeEvent) -> None:
         if publisher is None:
             logger.debug("No subscriber can be reached in this process; dropped %s", event)
             return
+        if publisher is not _local_publisher:
+            event = _deliver_here(event)
         publisher.submit(event)
     except Exception:
         logger.exception(

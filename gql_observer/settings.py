@@ -89,6 +89,12 @@ class ObserverSettings(TypedDict):
     #: only plain attributes from a plan compiled once, instead of running
     #: graphql-core's execution for every event (see ``gql_observer.plan``).
     PLANNED_RESULTS: bool
+    #: With a channel layer between processes (channels_redis), hand a change
+    #: committed in a server process to that process's own subscribers at
+    #: once, besides sending it to the layer for the other processes (whose
+    #: copy this process's hub then skips). ``False``: every change reaches
+    #: every subscriber through the layer.
+    DELIVER_IN_PROCESS: bool
 
 
 DEFAULTS: ObserverSettings = {
@@ -118,6 +124,7 @@ DEFAULTS: ObserverSettings = {
     "SUBSCRIBE_RATE": 20.0,
     "COHORTS": True,
     "PLANNED_RESULTS": True,
+    "DELIVER_IN_PROCESS": True,
 }
 
 

@@ -75,7 +75,11 @@ def channel_layers(redis_url: str | None, kind: str = "core") -> dict[str, Any]:
 
 CHANNEL_LAYERS = channel_layers(os.environ.get("REDIS_URL"), os.environ.get("REDIS_LAYER", "core"))
 
-GQL_OBSERVER = {"SCHEMA": "schema_examples.schema.schema"}
+GQL_OBSERVER = {
+    "SCHEMA": "schema_examples.schema.schema",
+    # "0": every change, the server's own mutations' too, goes through the channel layer.
+    "DELIVER_IN_PROCESS": os.environ.get("DELIVER_IN_PROCESS", "1") != "0",
+}
 
 USE_TZ = True
 LOGGING = {

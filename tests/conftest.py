@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import re
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import pytest
@@ -95,11 +97,17 @@ async def client(
 
 @pytest.fixture
 def redis_layer(settings: Any) -> Iterator[str]:
-    """Switch the channel layer to channels_redis on the running Redis."""
+    """Switch the channel layer to channels_redis on the running Redis.
+
+    Changes saved by the test reach its subscribers through Redis: the
+    in-process delivery (``DELIVER_IN_PROCESS``) would hand them over
+    directly, since the test's process is also the server's. Its own tests
+    turn it back on."""
     import redis
 
     connection = redis.Redis.from_url(REDIS_URL)
     connection.flushdb()
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "DELIVER_IN_PROCESS": False}
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -147,3 +155,12 @@ def login_session(user: User) -> str:
     session[HASH_SESSION_KEY] = user.get_session_auth_hash()
     session.create()
     return str(session.session_key)
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``condition`` every 50 ms; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.05)

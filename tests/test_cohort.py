@@ -14,7 +14,8 @@ from gql_observer import cohort, schema, visibility
 from gql_observer import hub as hub_module
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
-from .conftest import SUBSCRIBE_USER, save_user
+from .conftest import SUBSCRIBE_USER, save_user, wait_until
+from .test_batching import _sent
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -77,6 +78,40 @@ async def test_one_save_costs_one_read_one_execution_and_one_layer_message(
     # Every subscriber got the same bytes, only the operation id differs.
     assert all(frame == frames[0] for frame in frames)
     for client in subscribers:
+        await client.disconnect()
+
+
+@pytest.mark.redis
+@pytest.mark.parametrize("n", [1, 50])
+async def test_on_redis_a_save_in_the_server_process_is_handed_over_directly_once(
+    application: Any, users: list[User], counts: Counts, n: int, redis_layer: str, settings: Any
+) -> None:
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "DELIVER_IN_PROCESS": True}
+    subscribers = await clients(application, n)
+    for client in subscribers:
+        op = await client.subscribe(SUBSCRIBE_USER, {"pk": 1, "rid": "same"})
+        assert (await client.next(op))["user"]["responseStatus"] == 201
+    hub = hub_module.get_hub()
+    before, reads, executions = hub.stats(), counts.reads, counts.executions
+    sent = _sent()
+    for name in ("once", "twice"):
+        await save_user(1, username=name)
+        for client in subscribers:
+            message = await client.receive()
+            assert message["payload"]["data"]["user"]["data"]["username"] == name
+    # Each change also went to Redis once, for the other processes; its copy came
+    # back to this process's hub, which skipped it.
+    await wait_until(
+        lambda: hub.stats()["echoes_skipped"] - before["echoes_skipped"] == 2,
+        10,
+        "both changes came back through Redis",
+    )
+    assert hub.stats()["delivered_here"] - before["delivered_here"] == 2
+    assert _sent() - sent == 2
+    assert counts.reads - reads == 2
+    assert counts.executions - executions == 2
+    for client in subscribers:
+        assert await client.nothing(0.05)  # no second frame of either change
         await client.disconnect()
 
 

@@ -26,6 +26,7 @@ from django.db import close_old_connections, connection
 from gql_observer import cohort as cohort_module
 from gql_observer import hub as hub_module
 
+from .conftest import wait_until
 from .e2e.clients import open_subscription
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
@@ -291,14 +292,6 @@ class Reader:
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
         await self.ws.close()
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
 
 
 def _subscriptions(hub: hub_module.Hub, group: str) -> list[tuple[int, int, int]]:

@@ -165,6 +165,9 @@ async def test_subscribers_get_the_committed_state_after_redis_stops_and_comes_b
         "REDIS_URL": own_redis.url,
         "REDIS_LAYER": layer,
         "CHANNELS_PREFIX": f"outage{os.getpid()}",
+        # The server's own mutations through Redis too, as another process's saves
+        # would come: what was committed during the outage must arrive by itself.
+        "DELIVER_IN_PROCESS": "0",
     }
     # RedisPubSubChannelLayer's receive never fails: only a probe that cannot
     # be sent reveals the outage, so it lasts longer than two probe intervals.
@@ -245,7 +248,14 @@ async def test_subscribers_recover_when_redis_forgets_the_group_memberships(
 ) -> None:
     # FLUSHALL is a restart without a broken connection: no receive fails,
     # only the hub's probe can notice that nothing reaches it any more.
-    env = {**demo_env, "REDIS_URL": own_redis.url, "CHANNELS_PREFIX": f"flush{os.getpid()}"}
+    env = {
+        **demo_env,
+        "REDIS_URL": own_redis.url,
+        "CHANNELS_PREFIX": f"flush{os.getpid()}",
+        # The server's own mutations through Redis too, as another process's saves
+        # would come: only the lost memberships stand between them and the subscriber.
+        "DELIVER_IN_PROCESS": "0",
+    }
     server = start(servers, env, tmp_path)
     watcher = await Watcher.open(server.ws, 1)
     await asyncio.to_thread(rename, server, 1, "before flush")
