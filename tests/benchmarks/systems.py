@@ -166,13 +166,19 @@ SYSTEMS["P0w"] = replace(
     label="P0w gql_observer on its own websocket server (gql_observer.server, no ASGI)",
     module_args=("-m", "tests.benchmarks.peers.p0_ws", "--port", "{port}"),
 )
+SYSTEMS["P0l"] = replace(
+    SYSTEMS["P0"],
+    key="P0l",
+    label="P0 with DELIVER_IN_PROCESS off: every change through the channel layer",
+    extra_env={"BENCH_DELIVER_IN_PROCESS": "0"},
+)
 SYSTEMS["P0x2"] = replace(
     SYSTEMS["P0"],
     key="P0x2",
     label="P0 gql_observer, two server processes behind one Redis",
     processes=2,
 )
-ORDER = ("F", "U", "P0", "P0w", "P0x2", "P1", "P2")
+ORDER = ("F", "U", "P0", "P0l", "P0w", "P0x2", "P1", "P2")
 #: What runs without --systems: P0x2 only when asked (it doubles P0's share of the machine),
-#: P0w too.
+#: P0w and P0l too.
 DEFAULT_SYSTEMS = ("F", "U", "P0", "P1", "P2")

@@ -4,6 +4,8 @@ same connection reuse), so every system is triggered the same way."""
 
 from __future__ import annotations
 
+import os
+
 from schema_examples.settings import *  # noqa: F403
 from tests.benchmarks.peers.settings import (  # noqa: F401
     ALLOWED_HOSTS,
@@ -14,4 +16,10 @@ from tests.benchmarks.peers.settings import (  # noqa: F401
 )
 
 DEBUG = False
-GQL_OBSERVER = {"SCHEMA": "schema_examples.schema.schema", "GRAPHIQL": False}
+GQL_OBSERVER = {
+    "SCHEMA": "schema_examples.schema.schema",
+    "GRAPHIQL": False,
+    # P0l: "0", so a save in the server reaches its subscribers through the channel layer, as
+    # a save in another process would.
+    "DELIVER_IN_PROCESS": os.environ.get("BENCH_DELIVER_IN_PROCESS", "1") != "0",
+}
