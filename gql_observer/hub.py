@@ -225,6 +225,9 @@ class Hub:
         #: Their copies that came back through the channel layer, skipped.
         self.echoes_skipped = 0
         self.publisher: Publisher | None = None
+        #: Hands changes committed in this process to this hub (``deliver_here``),
+        #: batched as a publisher batches: a burst wakes the loop once per window.
+        self._here: Publisher | None = None
         hub_capacity(layer, options["HUB_CAPACITY"])  # for its own probes
         if isinstance(layer, InMemoryChannelLayer):
             # Nothing outside this loop can break it: no probes.
@@ -240,6 +243,15 @@ class Hub:
             self.publisher.start()
             set_local_publisher(self.publisher)
         elif options["DELIVER_IN_PROCESS"]:
+            self._here = Publisher(
+                layer,
+                self.loop,
+                options["PUBLISH_TIMEOUT"],
+                options["PUBLISH_RETRY_WINDOW"],
+                local=self._dispatch_here,
+                batch_window=options["PUBLISH_BATCH_WINDOW"],
+            )
+            self._here.start()
             set_in_process_hub(self.deliver_here)
         self._ready = self._spawn(self._start(), "gql_observer.hub.start")
 
@@ -304,6 +316,8 @@ class Hub:
         if self.publisher is not None:
             await self.publisher.stop()
             set_local_publisher(None)
+        if self._here is not None:
+            await self._here.stop()
         close_pools = getattr(self.layer, "close_pools", None)  # the hub's own instance
         if close_pools is not None:
             with contextlib.suppress(Exception):
@@ -607,28 +621,27 @@ class Hub:
         self._dispatch_from_layer(message)  # type: ignore[arg-type]
 
     def deliver_here(self, event: ChangeEvent) -> str | None:
-        """Hand a change committed in this process to the local subscriptions
-        now, from any thread (see ``publish.set_in_process_hub``); the token the
+        """Hand a change committed in this process to the local subscriptions,
+        from any thread (see ``publish.set_in_process_hub``); the token the
         channel layer's copy will carry, or ``None`` if the hub cannot take it."""
-        if self._closed or os.getpid() != self._pid:
+        here = self._here
+        if here is None or self._closed or os.getpid() != self._pid:
             # A forked child must not mark changes as delivered by its parent's hub.
             return None
         try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if running is self.loop:
-            self._dispatch_here(event)
-        else:
-            try:
-                self.loop.call_soon_threadsafe(self._dispatch_here, event)
-            except RuntimeError:  # the loop is closed
-                return None
+            here.submit(event)
+        except RuntimeError:  # the loop is closed
+            return None
         return self.token
 
-    def _dispatch_here(self, event: ChangeEvent) -> None:
-        self.delivered_here += 1
-        self._dispatch_change(event)
+    def _dispatch_here(self, message: dict[str, Any]) -> None:
+        """One message of ``_here``: a change, or a batch of one model's."""
+        events: list[ChangeEvent] = (
+            message["events"] if message.get("type") == CHANGES else [message]  # type: ignore[list-item]
+        )
+        self.delivered_here += len(events)
+        for event in events:
+            self._dispatch_change(event)
 
     def _dispatch_from_layer(self, event: ChangeEvent) -> None:
         if event.get("delivered") == self.token:
