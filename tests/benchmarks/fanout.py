@@ -1039,7 +1039,10 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
             for i in range(system.processes):
                 port = free_port()
                 name = log_path.name if i == 0 else f"server-{layer}-{system.key}-{i}.log"
-                procs.append((port, _spawn(system.server_cmd(port), name, cwd=REPO, env=env)))
+                cmd = system.server_cmd(port)
+                if "uvicorn" in system.module_args:
+                    cmd += ["--ws", args.uvicorn_ws]
+                procs.append((port, _spawn(cmd, name, cwd=REPO, env=env)))
             (port, proc), more = procs[0], procs[1:]
             lay.servers[system.key] = Server(system, port, proc, log_path, more)
         ready = await asyncio.gather(*(wait_ready(s, 90) for s in lay.servers.values()))
@@ -1287,7 +1290,8 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         "",
         f"Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, "
         f"Python {info['python']}; database {args.db} ({_db_connections(args)}); "
-        "every server is one uvicorn process (F: one `websockets` process); servers, Redis and "
+        f"every server is one uvicorn process (`--ws {args.uvicorn_ws}`; F: one `websockets` "
+        "process); servers, Redis and "
         "the load workers share these CPUs. Latency = from the load process sending the save "
         "trigger (HTTP) to the last subscriber's frame read; from save() = from the server's "
         "stamp just before `save()` (F, U: before their broadcast) to the same frame, the "
@@ -1625,6 +1629,13 @@ def parse_args() -> argparse.Namespace:
         "advises under ASGI (default); --no-db-pool: --conn-max-age alone, which under uvicorn "
         "still connects once per request (each sync view runs on a new thread). W4's writer "
         "processes keep --conn-max-age either way",
+    )
+    p.add_argument(
+        "--uvicorn-ws",
+        choices=("auto", "websockets", "websockets-sansio", "wsproto"),
+        default="auto",
+        help="uvicorn's websocket implementation for every uvicorn server (U, P0, P1, P2; "
+        "auto = websockets-sansio when websockets is installed)",
     )
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/test")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379")
