@@ -232,28 +232,26 @@ class Hub:
         if isinstance(layer, InMemoryChannelLayer):
             # Nothing outside this loop can break it: no probes.
             self._probe_interval = None
-            self.publisher = Publisher(
-                layer,
-                self.loop,
-                options["PUBLISH_TIMEOUT"],
-                options["PUBLISH_RETRY_WINDOW"],
-                local=self.dispatch,
-                batch_window=options["PUBLISH_BATCH_WINDOW"],
-            )
-            self.publisher.start()
+            self.publisher = self._local_publisher(self.dispatch)
             set_local_publisher(self.publisher)
         elif options["DELIVER_IN_PROCESS"]:
-            self._here = Publisher(
-                layer,
-                self.loop,
-                options["PUBLISH_TIMEOUT"],
-                options["PUBLISH_RETRY_WINDOW"],
-                local=self._dispatch_here,
-                batch_window=options["PUBLISH_BATCH_WINDOW"],
-            )
-            self._here.start()
+            self._here = self._local_publisher(self._dispatch_here)
             set_in_process_hub(self.deliver_here)
         self._ready = self._spawn(self._start(), "gql_observer.hub.start")
+
+    def _local_publisher(self, local: Callable[[dict[str, Any]], None]) -> Publisher:
+        """A started publisher on this loop that hands its messages to ``local``."""
+        options = get_settings()
+        publisher = Publisher(
+            self.layer,
+            self.loop,
+            options["PUBLISH_TIMEOUT"],
+            options["PUBLISH_RETRY_WINDOW"],
+            local=local,
+            batch_window=options["PUBLISH_BATCH_WINDOW"],
+        )
+        publisher.start()
+        return publisher
 
     # -- lifecycle ---------------------------------------------------------
 
