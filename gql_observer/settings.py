@@ -48,6 +48,10 @@ class ObserverSettings(TypedDict):
     #: the changes that arrive within the window after it are read together by
     #: one query. ``0``: read as soon as the previous read is done.
     READ_BATCH_WINDOW: float
+    #: Seconds a read that failed because the database could not be reached
+    #: (``OperationalError``, ``InterfaceError``) is retried, with backoff,
+    #: before its subscribers get an error. ``0``: no retry.
+    READ_RETRY_WINDOW: float
     #: Seconds a websocket may take to accept one message before the server
     #: gives up on the client and closes the connection (code 1013).
     SEND_TIMEOUT: float
@@ -109,6 +113,7 @@ DEFAULTS: ObserverSettings = {
     "HUB_PROBE_INTERVAL": 3.0,
     "HUB_CAPACITY": 10_000,
     "READ_BATCH_WINDOW": 0.01,
+    "READ_RETRY_WINDOW": 30.0,
     "SEND_TIMEOUT": 30.0,
     "KEEP_ALIVE_INTERVAL": 20.0,
     "GROUP_REFRESH_INTERVAL": None,
@@ -162,7 +167,7 @@ def _read_settings() -> ObserverSettings:
     merged = {**DEFAULTS, **user}
     # Read by the hub's and the publisher's loops, where a wrong type would
     # stop delivery in a background task instead of failing here.
-    for key in ("READ_BATCH_WINDOW", "PUBLISH_BATCH_WINDOW"):
+    for key in ("READ_BATCH_WINDOW", "PUBLISH_BATCH_WINDOW", "READ_RETRY_WINDOW"):
         value = merged[key]
         if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
             raise ImproperlyConfigured(

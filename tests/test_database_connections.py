@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -150,3 +151,80 @@ async def test_the_read_connection_is_replaced_once_older_than_conn_max_age(
         assert await _read_thread_backend() == pid
     finally:
         connection.settings_dict["CONN_MAX_AGE"] = configured
+
+
+def _open() -> None:
+    connection.ensure_connection()  # the calling thread's connection
+
+
+def _close() -> None:
+    connection.close()
+
+
+def _allow_connections(allowed: bool) -> None:
+    """Let new connections into the test database, or refuse them (the connections
+    already open stay): from here on the database is down for anyone reconnecting.
+    Said from the server's maintenance database: PostgreSQL refuses it from inside."""
+    import psycopg
+
+    params = connection.get_connection_params()
+    name = connection.ops.quote_name(connection.settings_dict["NAME"])
+    with psycopg.connect(
+        host=params.get("host"),
+        port=params.get("port"),
+        user=params.get("user"),
+        dbname="postgres",
+        autocommit=True,
+    ) as maintenance:
+        maintenance.execute(
+            f"ALTER DATABASE {name} ALLOW_CONNECTIONS {'true' if allowed else 'false'}"  # type: ignore[arg-type]
+        )
+
+
+async def test_a_change_read_while_the_database_is_down_is_delivered_when_it_is_back(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    op = await subscribe_user(client, 1)
+    # The writer's connection is open before the database goes down, and stays.
+    writer = ThreadPoolExecutor(1)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(writer, _open)
+    pid = await _read_thread_backend()
+    await loop.run_in_executor(writer, _allow_connections, False)
+    try:
+        assert await loop.run_in_executor(writer, _terminate, pid) is True
+        await loop.run_in_executor(writer, _rename, 1, "while the database was down")
+        # The read cannot connect: the subscriber waits, and is not told an error.
+        assert await client.nothing(1.0)
+    finally:
+        await loop.run_in_executor(writer, _allow_connections, True)
+    assert await username_seen(client, op) == "while the database was down"
+    await loop.run_in_executor(writer, _close)
+    writer.shutdown()
+
+
+async def test_a_read_that_cannot_reach_the_database_within_the_retry_window_fails(
+    client: GraphQLTransportWSCommunicator, settings: Any
+) -> None:
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "READ_RETRY_WINDOW": 0.5}
+    op = await subscribe_user(client, 1)
+    writer = ThreadPoolExecutor(1)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(writer, _open)
+    pid = await _read_thread_backend()
+    await loop.run_in_executor(writer, _allow_connections, False)
+    try:
+        assert await loop.run_in_executor(writer, _terminate, pid) is True
+        await loop.run_in_executor(writer, _rename, 1, "never read")
+        message = await client.receive(timeout=10)
+    finally:
+        await loop.run_in_executor(writer, _allow_connections, True)
+        await loop.run_in_executor(writer, _close)
+        writer.shutdown()
+    # As any read that fails: the subscription ends with a GraphQL error.
+    assert message == {
+        "id": op,
+        "type": "next",
+        "payload": {"data": None, "errors": [{"message": "Unexpected error."}]},
+    }, message
+    await client.expect_complete(op)

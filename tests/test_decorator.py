@@ -86,6 +86,7 @@ def test_a_missing_layer_alias_is_a_configuration_error(settings: Any) -> None:
         ("READ_BATCH_WINDOW", -0.1, "number of seconds >= 0"),
         ("READ_BATCH_WINDOW", "10ms", "number of seconds >= 0"),
         ("PUBLISH_BATCH_WINDOW", None, "number of seconds >= 0"),
+        ("READ_RETRY_WINDOW", True, "number of seconds >= 0"),
         ("HUB_CAPACITY", 0, "whole number >= 1"),
         ("HUB_CAPACITY", 1e4, "whole number >= 1"),
     ],
