@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from django.http.cookie import parse_cookie
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.schema.exceptions import CannotGetOperationTypeError
@@ -60,6 +61,14 @@ LEGACY_SUBPROTOCOL: Final = "graphql-ws"
 
 #: The close reason of a handshake offering neither subprotocol (code 4406).
 NOT_ACCEPTABLE: Final = "Subprotocol not acceptable"
+#: "Try Again Later": a credential could not be checked because the database
+#: could not be reached. graphql-ws (and Apollo and urql on it) reconnects.
+TRY_AGAIN_LATER: Final = 1013
+
+
+class _TryLater(Exception):
+    """The connection cannot be served now; the client may retry."""
+
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
@@ -362,7 +371,12 @@ class Connection:
             return
         self.init_received = True
         self.connection_params = payload
-        if not await self._authenticate(payload):
+        try:
+            authenticated = await self._authenticate(payload)
+        except _TryLater:
+            await self.close(TRY_AGAIN_LATER, "Try again later")
+            return
+        if not authenticated:
             await self.close(4403, "Forbidden")
             return
         if self._closed:
@@ -382,6 +396,10 @@ class Connection:
         except AuthenticationFailed as error:
             logger.info("Refused a connection_init credential: %s", error)
             return False
+        except (OperationalError, InterfaceError) as error:
+            # Not the client's fault: it may retry (graphql-ws does, after 1013).
+            logger.warning("Could not check a connection_init credential: %s", error)
+            raise _TryLater from error
         set_credential(self.scope, result)
         return True
 
@@ -478,7 +496,15 @@ class Connection:
             return
         self.init_received = True
         self.connection_params = payload or {}
-        if not await self._authenticate(payload):
+        try:
+            authenticated = await self._authenticate(payload)
+        except _TryLater:
+            await self.send_message(
+                {"type": "connection_error", "payload": {"message": "Try again later"}}
+            )
+            await self.close(TRY_AGAIN_LATER, "Try again later")
+            return
+        if not authenticated:
             await self.send_message(
                 {"type": "connection_error", "payload": {"message": "Forbidden"}}
             )

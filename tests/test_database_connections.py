@@ -228,3 +228,32 @@ async def test_a_read_that_cannot_reach_the_database_within_the_retry_window_fai
         "payload": {"data": None, "errors": [{"message": "Unexpected error."}]},
     }, message
     await client.expect_complete(op)
+
+
+async def test_a_token_that_cannot_be_checked_while_the_database_is_down_closes_1013(
+    application: Any, users: list[User]
+) -> None:
+    token = await _on_own_connection(issue_token, users[0])
+    writer = ThreadPoolExecutor(1)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(writer, _open)
+    pid = await _read_thread_backend()
+    await loop.run_in_executor(writer, _allow_connections, False)
+    try:
+        assert await loop.run_in_executor(writer, _terminate, pid) is True
+        client = GraphQLTransportWSCommunicator(application)
+        await client.connect()
+        await client.send({"type": "connection_init", "payload": {"token": token}})
+        # "Try Again Later": graphql-ws reconnects after it (not after 4403 or 1011).
+        assert await client.receive_close(timeout=10) == (1013, "Try again later")
+    finally:
+        await loop.run_in_executor(writer, _allow_connections, True)
+        await loop.run_in_executor(writer, _close)
+        writer.shutdown()
+    # Once the database is back, the same token is accepted.
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    try:
+        assert (await client.init({"token": token}))["type"] == "connection_ack"
+    finally:
+        await client.disconnect()
