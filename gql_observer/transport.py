@@ -26,6 +26,7 @@ import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
+from asgiref.sync import sync_to_async
 from django.conf import settings
 from django.db import InterfaceError, OperationalError
 from django.http.cookie import parse_cookie
@@ -37,6 +38,7 @@ from strawberry.utils.aio import aclosing
 from . import cohort, registry
 from .auth import AuthenticationFailed, authenticate, credential_from_params
 from .cohort import encode, result_payload
+from .db import unit_of_work
 from .settings import get_settings
 from .visibility import set_credential, viewer_from_scope
 
@@ -61,8 +63,8 @@ LEGACY_SUBPROTOCOL: Final = "graphql-ws"
 
 #: The close reason of a handshake offering neither subprotocol (code 4406).
 NOT_ACCEPTABLE: Final = "Subprotocol not acceptable"
-#: "Try Again Later": a credential could not be checked because the database
-#: could not be reached. graphql-ws (and Apollo and urql on it) reconnects.
+#: "Try Again Later": a credential or session could not be checked because the
+#: database could not be reached. graphql-ws (and Apollo and urql on it) reconnects.
 TRY_AGAIN_LATER: Final = 1013
 
 
@@ -636,7 +638,16 @@ async def serve_connection(
 ) -> None:
     """Serve one accepted websocket (``subprotocol`` chosen by
     :func:`choose_subprotocol`): the session's user, then its frames until it closes."""
-    await _session_user(scope)
+    try:
+        await _session_user(scope)
+    except (OperationalError, InterfaceError) as error:
+        # The session could not be read: not the client's fault, it may retry.
+        logger.warning("Could not read the session of a websocket: %s", error)
+        await send({"type": "websocket.accept", "subprotocol": subprotocol})
+        await send(
+            {"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "Try again later"}
+        )
+        return
     connection = Connection(schema, scope, send, legacy=subprotocol == LEGACY_SUBPROTOCOL)
     await connection.serve(receive)
 
@@ -658,10 +669,23 @@ async def _session_user(scope: Scope) -> None:
         return
     from importlib import import_module
 
-    from channels.auth import get_user
+    scope["session"] = session = import_module(settings.SESSION_ENGINE).SessionStore(
+        session_key=key
+    )
+    scope["user"] = await _user_of_session(session)
 
-    scope["session"] = import_module(settings.SESSION_ENGINE).SessionStore(session_key=key)
-    scope["user"] = await get_user(scope)
+
+def _user_of_session_sync(session: Any) -> Any:
+    # Django's own lookup (backend, session hash; a stale session is flushed), as
+    # Channels' get_user does, but as a unit of work: a dead connection is replaced.
+    from types import SimpleNamespace
+
+    from django.contrib.auth import get_user
+
+    return get_user(SimpleNamespace(session=session))  # type: ignore[arg-type]
+
+
+_user_of_session = sync_to_async(unit_of_work(_user_of_session_sync), thread_sensitive=True)
 
 
 class TransportWSApp:

@@ -18,13 +18,14 @@ from typing import Any
 
 import pytest
 from asgiref.sync import sync_to_async
+from django.conf import settings as django_settings
 from django.contrib.auth.models import User
 from django.db import connection, connections
 
 from gql_observer import issue_token
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
-from .conftest import subscribe_user
+from .conftest import login_session, subscribe_user
 from .test_transactions import _rename, username_seen
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
@@ -257,3 +258,29 @@ async def test_a_token_that_cannot_be_checked_while_the_database_is_down_closes_
         assert (await client.init({"token": token}))["type"] == "connection_ack"
     finally:
         await client.disconnect()
+
+
+async def test_a_session_that_cannot_be_read_while_the_database_is_down_closes_1013(
+    application: Any, users: list[User]
+) -> None:
+    key = await login_session(users[0])
+    cookie = f"{django_settings.SESSION_COOKIE_NAME}={key}".encode()
+    writer = ThreadPoolExecutor(1)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(writer, _open)
+    pid = await _read_thread_backend()
+    await loop.run_in_executor(writer, _allow_connections, False)
+    try:
+        assert await loop.run_in_executor(writer, _terminate, pid) is True
+        client = GraphQLTransportWSCommunicator(application, headers=[(b"cookie", cookie)])
+        await client.connect()
+        assert await client.receive_close(timeout=10) == (1013, "Try again later")
+    finally:
+        await loop.run_in_executor(writer, _allow_connections, True)
+        await loop.run_in_executor(writer, _close)
+        writer.shutdown()
+    # Once the database is back, the same session is served.
+    async with GraphQLTransportWSCommunicator(application, headers=[(b"cookie", cookie)]) as client:
+        op = await subscribe_user(client, 1)
+        await _on_own_connection(_rename, 1, "with the session")
+        assert await username_seen(client, op) == "with the session"
