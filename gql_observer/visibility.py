@@ -360,8 +360,33 @@ def _may_see_deleted(definition: ObservedDefinition, viewer: Viewer, instance: M
     return Verdict(OK, instance)
 
 
-may_see_deleted = sync_to_async(unit_of_work(_may_see_deleted), thread_sensitive=True)
-"""Whether ``viewer`` may see a deleted instance's last values."""
+_may_see_deleted_async = sync_to_async(unit_of_work(_may_see_deleted), thread_sensitive=True)
+
+
+async def may_see_deleted(
+    definition: ObservedDefinition, viewer: Viewer, instance: Model
+) -> Verdict:
+    """Whether ``viewer`` may see a deleted instance's last values; retried for
+    ``READ_RETRY_WINDOW`` while the database cannot be reached, as reads are."""
+    retry_window = get_settings()["READ_RETRY_WINDOW"]
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    delay = _RETRY_MIN_DELAY
+    while True:
+        try:
+            return await _may_see_deleted_async(definition, viewer, instance)
+        except (OperationalError, InterfaceError) as error:
+            if loop.time() - began >= retry_window:
+                raise
+            if delay == _RETRY_MIN_DELAY:
+                logger.warning(
+                    "gql_observer: cannot check a deleted %s's viewer (%s); retrying for %gs",
+                    definition.model._meta.label,
+                    error,
+                    retry_window,
+                )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, _RETRY_MAX_DELAY)
 
 
 def deleted_instance(definition: ObservedDefinition, last: dict[str, str | None]) -> Model:

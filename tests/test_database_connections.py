@@ -24,8 +24,10 @@ from django.db import connection, connections
 
 from gql_observer import issue_token
 from gql_observer.testing import GraphQLTransportWSCommunicator
+from schema_examples.notes.models import Note
 
 from .conftest import login_session, subscribe_user
+from .test_security import as_user, envelope, subscribed
 from .test_transactions import _rename, username_seen
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
@@ -284,3 +286,38 @@ async def test_a_session_that_cannot_be_read_while_the_database_is_down_closes_1
         op = await subscribe_user(client, 1)
         await _on_own_connection(_rename, 1, "with the session")
         assert await username_seen(client, op) == "with the session"
+
+
+def _create_note(owner: User) -> Note:
+    return Note.objects.create(owner=owner, title="secret title", body="secret body")
+
+
+def _delete_note(pk: int) -> None:
+    Note.objects.filter(pk=pk).delete()
+
+
+async def test_a_delete_checked_while_the_database_is_down_is_delivered_when_it_is_back(
+    application: Any, users: list[User]
+) -> None:
+    # An owned type: who may see a deleted note is checked against the database.
+    note = await _on_own_connection(_create_note, users[0])
+    client = await as_user(application, users[0])
+    op = await subscribed(client, note)
+    writer = ThreadPoolExecutor(1)
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(writer, _open)
+    pid = await _read_thread_backend()
+    await loop.run_in_executor(writer, _allow_connections, False)
+    try:
+        assert await loop.run_in_executor(writer, _terminate, pid) is True
+        await loop.run_in_executor(writer, _delete_note, note.pk)
+        assert await client.nothing(1.0)
+    finally:
+        await loop.run_in_executor(writer, _allow_connections, True)
+        await loop.run_in_executor(writer, _close)
+        writer.shutdown()
+    assert await client.next(op) == envelope(
+        "delete", 204, {"id": str(note.pk), "title": "secret title", "body": "secret body"}
+    )
+    await client.expect_complete(op)
+    await client.disconnect()
