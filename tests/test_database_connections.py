@@ -11,8 +11,9 @@ SQLite has no server side to lose.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -184,26 +185,38 @@ def _allow_connections(allowed: bool) -> None:
         )
 
 
+@contextlib.asynccontextmanager
+async def _database_down() -> AsyncIterator[Callable[..., Awaitable[Any]]]:
+    """For the body: the read thread's backend is terminated and the test database
+    refuses new connections. Yields ``run(function, *args)``, which runs on a writer
+    thread whose connection was opened before and stays open."""
+    writer = ThreadPoolExecutor(1)
+    loop = asyncio.get_running_loop()
+
+    def run(function: Callable[..., Any], *args: Any) -> Awaitable[Any]:
+        return loop.run_in_executor(writer, function, *args)
+
+    await run(_open)
+    pid = await _read_thread_backend()
+    await run(_allow_connections, False)
+    try:
+        assert await run(_terminate, pid) is True
+        yield run
+    finally:
+        await run(_allow_connections, True)
+        await run(_close)
+        writer.shutdown()
+
+
 async def test_a_change_read_while_the_database_is_down_is_delivered_when_it_is_back(
     client: GraphQLTransportWSCommunicator,
 ) -> None:
     op = await subscribe_user(client, 1)
-    # The writer's connection is open before the database goes down, and stays.
-    writer = ThreadPoolExecutor(1)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(writer, _open)
-    pid = await _read_thread_backend()
-    await loop.run_in_executor(writer, _allow_connections, False)
-    try:
-        assert await loop.run_in_executor(writer, _terminate, pid) is True
-        await loop.run_in_executor(writer, _rename, 1, "while the database was down")
+    async with _database_down() as run:
+        await run(_rename, 1, "while the database was down")
         # The read cannot connect: the subscriber waits, and is not told an error.
         assert await client.nothing(1.0)
-    finally:
-        await loop.run_in_executor(writer, _allow_connections, True)
     assert await username_seen(client, op) == "while the database was down"
-    await loop.run_in_executor(writer, _close)
-    writer.shutdown()
 
 
 async def test_a_read_that_cannot_reach_the_database_within_the_retry_window_fails(
@@ -211,19 +224,9 @@ async def test_a_read_that_cannot_reach_the_database_within_the_retry_window_fai
 ) -> None:
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "READ_RETRY_WINDOW": 0.5}
     op = await subscribe_user(client, 1)
-    writer = ThreadPoolExecutor(1)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(writer, _open)
-    pid = await _read_thread_backend()
-    await loop.run_in_executor(writer, _allow_connections, False)
-    try:
-        assert await loop.run_in_executor(writer, _terminate, pid) is True
-        await loop.run_in_executor(writer, _rename, 1, "never read")
+    async with _database_down() as run:
+        await run(_rename, 1, "never read")
         message = await client.receive(timeout=10)
-    finally:
-        await loop.run_in_executor(writer, _allow_connections, True)
-        await loop.run_in_executor(writer, _close)
-        writer.shutdown()
     # As any read that fails: the subscription ends with a GraphQL error.
     assert message == {
         "id": op,
@@ -237,22 +240,12 @@ async def test_a_token_that_cannot_be_checked_while_the_database_is_down_closes_
     application: Any, users: list[User]
 ) -> None:
     token = await _on_own_connection(issue_token, users[0])
-    writer = ThreadPoolExecutor(1)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(writer, _open)
-    pid = await _read_thread_backend()
-    await loop.run_in_executor(writer, _allow_connections, False)
-    try:
-        assert await loop.run_in_executor(writer, _terminate, pid) is True
+    async with _database_down():
         client = GraphQLTransportWSCommunicator(application)
         await client.connect()
         await client.send({"type": "connection_init", "payload": {"token": token}})
         # "Try Again Later": graphql-ws reconnects after it (not after 4403 or 1011).
         assert await client.receive_close(timeout=10) == (1013, "Try again later")
-    finally:
-        await loop.run_in_executor(writer, _allow_connections, True)
-        await loop.run_in_executor(writer, _close)
-        writer.shutdown()
     # Once the database is back, the same token is accepted.
     client = GraphQLTransportWSCommunicator(application)
     await client.connect()
@@ -267,20 +260,10 @@ async def test_a_session_that_cannot_be_read_while_the_database_is_down_closes_1
 ) -> None:
     key = await login_session(users[0])
     cookie = f"{django_settings.SESSION_COOKIE_NAME}={key}".encode()
-    writer = ThreadPoolExecutor(1)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(writer, _open)
-    pid = await _read_thread_backend()
-    await loop.run_in_executor(writer, _allow_connections, False)
-    try:
-        assert await loop.run_in_executor(writer, _terminate, pid) is True
+    async with _database_down():
         client = GraphQLTransportWSCommunicator(application, headers=[(b"cookie", cookie)])
         await client.connect()
         assert await client.receive_close(timeout=10) == (1013, "Try again later")
-    finally:
-        await loop.run_in_executor(writer, _allow_connections, True)
-        await loop.run_in_executor(writer, _close)
-        writer.shutdown()
     # Once the database is back, the same session is served.
     async with GraphQLTransportWSCommunicator(application, headers=[(b"cookie", cookie)]) as client:
         op = await subscribe_user(client, 1)
@@ -303,19 +286,9 @@ async def test_a_delete_checked_while_the_database_is_down_is_delivered_when_it_
     note = await _on_own_connection(_create_note, users[0])
     client = await as_user(application, users[0])
     op = await subscribed(client, note)
-    writer = ThreadPoolExecutor(1)
-    loop = asyncio.get_running_loop()
-    await loop.run_in_executor(writer, _open)
-    pid = await _read_thread_backend()
-    await loop.run_in_executor(writer, _allow_connections, False)
-    try:
-        assert await loop.run_in_executor(writer, _terminate, pid) is True
-        await loop.run_in_executor(writer, _delete_note, note.pk)
+    async with _database_down() as run:
+        await run(_delete_note, note.pk)
         assert await client.nothing(1.0)
-    finally:
-        await loop.run_in_executor(writer, _allow_connections, True)
-        await loop.run_in_executor(writer, _close)
-        writer.shutdown()
     assert await client.next(op) == envelope(
         "delete", 204, {"id": str(note.pk), "title": "secret title", "body": "secret body"}
     )
