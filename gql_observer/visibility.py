@@ -10,21 +10,20 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import logging
 import time
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Final
 
 from asgiref.sync import sync_to_async
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.core.exceptions import ValidationError
-from django.db import InterfaceError, OperationalError
 from django.db.models import Field, Model, QuerySet
 from strawberry import Info
 
 from .auth import Credential
-from .db import unit_of_work
+from .db import retrying, unit_of_work
 from .definition import ObservedDefinition
 from .settings import get_settings
 
@@ -42,8 +41,6 @@ __all__ = [
     "viewer_from_scope",
     "viewer_of",
 ]
-
-logger = logging.getLogger(__name__)
 
 #: Scope key where token authentication records when its credential expires.
 EXPIRES_KEY: Final = "gql_observer.expires"
@@ -243,60 +240,31 @@ class _Reads:
         options = get_settings()
         window, retry_window = options["READ_BATCH_WINDOW"], options["READ_RETRY_WINDOW"]
         loop = asyncio.get_running_loop()
-        unreachable_since: float | None = None
-        delay = _RETRY_MIN_DELAY
+        label = self.definition.model._meta.label
         try:
             while self.pending:
                 started = loop.time()
                 batch, self.pending = self.pending, {}
+                read = partial(
+                    _read_many_async,
+                    self.definition,
+                    self.info,
+                    self.viewer,
+                    list(batch),
+                    self.lookup,
+                )
                 try:
-                    verdicts = await _read_many_async(
-                        self.definition, self.info, self.viewer, list(batch), self.lookup
-                    )
-                except (OperationalError, InterfaceError) as error:
-                    # The database cannot be reached (unit_of_work already tried a
-                    # new connection). The asks wait, with what comes meanwhile,
-                    # and are read again once it answers.
-                    if unreachable_since is None:
-                        unreachable_since = started
-                        logger.warning(
-                            "gql_observer: cannot read %s from the database (%s); retrying for %gs",
-                            self.definition.model._meta.label,
-                            error,
-                            retry_window,
-                        )
-                    if started - unreachable_since < retry_window:
-                        for value, futures in self.pending.items():
-                            batch.setdefault(value, []).extend(futures)
-                        # Asks whose subscriber went away meanwhile are dropped.
-                        self.pending = {
-                            value: live
-                            for value, futures in batch.items()
-                            if (live := [f for f in futures if not f.done()])
-                        }
-                        try:
-                            await asyncio.sleep(delay)
-                        except asyncio.CancelledError as cancelled:
-                            _fail(self.pending, cancelled)
-                            self.pending = {}
-                            raise
-                        delay = min(delay * 2, _RETRY_MAX_DELAY)
-                        continue
-                    _fail(batch, error)
-                    unreachable_since, delay = None, _RETRY_MIN_DELAY
-                    continue
+                    # While the database cannot be reached the batch waits; what is
+                    # asked meanwhile is read by the next query.
+                    verdicts = await retrying(read, retry_window, "read", label)
                 except BaseException as error:
-                    _fail(batch, error)
+                    for futures in batch.values():
+                        for future in futures:
+                            if not future.done():
+                                future.set_exception(error)
                     if isinstance(error, asyncio.CancelledError):
                         raise
                     continue
-                if unreachable_since is not None:
-                    logger.warning(
-                        "gql_observer: reading %s from the database works again after %.1fs",
-                        self.definition.model._meta.label,
-                        loop.time() - unreachable_since,
-                    )
-                    unreachable_since, delay = None, _RETRY_MIN_DELAY
                 for value, futures in batch.items():
                     for future in futures:
                         if not future.done():
@@ -312,17 +280,6 @@ class _Reads:
 
 
 _readers: dict[Hashable, _Reads] = {}
-
-#: Backoff between reads of a database that could not be reached (seconds).
-_RETRY_MIN_DELAY: Final = 0.1
-_RETRY_MAX_DELAY: Final = 2.0
-
-
-def _fail(batch: dict[object, list[asyncio.Future[Verdict]]], error: BaseException) -> None:
-    for futures in batch.values():
-        for future in futures:
-            if not future.done():
-                future.set_exception(error)
 
 
 async def read(
@@ -368,25 +325,12 @@ async def may_see_deleted(
 ) -> Verdict:
     """Whether ``viewer`` may see a deleted instance's last values; retried for
     ``READ_RETRY_WINDOW`` while the database cannot be reached, as reads are."""
-    retry_window = get_settings()["READ_RETRY_WINDOW"]
-    loop = asyncio.get_running_loop()
-    began = loop.time()
-    delay = _RETRY_MIN_DELAY
-    while True:
-        try:
-            return await _may_see_deleted_async(definition, viewer, instance)
-        except (OperationalError, InterfaceError) as error:
-            if loop.time() - began >= retry_window:
-                raise
-            if delay == _RETRY_MIN_DELAY:
-                logger.warning(
-                    "gql_observer: cannot check a deleted %s's viewer (%s); retrying for %gs",
-                    definition.model._meta.label,
-                    error,
-                    retry_window,
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX_DELAY)
+    return await retrying(
+        partial(_may_see_deleted_async, definition, viewer, instance),
+        get_settings()["READ_RETRY_WINDOW"],
+        "check the viewer of a deleted",
+        definition.model._meta.label,
+    )
 
 
 def deleted_instance(definition: ObservedDefinition, last: dict[str, str | None]) -> Model:
