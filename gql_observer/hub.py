@@ -609,14 +609,15 @@ class Hub:
                 )
             self._probe_seen = max(self._probe_seen, nonce)
             return
-        if kind == CHANGES:
-            for event in message.get("events") or ():
-                self._dispatch_from_layer(event)
-            return
-        if kind != CHANGE:
+        events = _changes(message)
+        if events is None:
             logger.warning("Ignored a message of type %r", kind)
             return
-        self._dispatch_from_layer(message)  # type: ignore[arg-type]
+        for event in events:
+            if event.get("delivered") == self.token:
+                self.echoes_skipped += 1  # handed over in this process already
+            else:
+                self._dispatch_change(event)
 
     def deliver_here(self, event: ChangeEvent) -> str | None:
         """Hand a change committed in this process to the local subscriptions,
@@ -634,18 +635,9 @@ class Hub:
 
     def _dispatch_here(self, message: dict[str, Any]) -> None:
         """One message of ``_here``: a change, or a batch of one model's."""
-        events: list[ChangeEvent] = (
-            message["events"] if message.get("type") == CHANGES else [message]  # type: ignore[list-item]
-        )
-        self.delivered_here += len(events)
-        for event in events:
+        for event in _changes(message) or ():
+            self.delivered_here += 1
             self._dispatch_change(event)
-
-    def _dispatch_from_layer(self, event: ChangeEvent) -> None:
-        if event.get("delivered") == self.token:
-            self.echoes_skipped += 1
-            return
-        self._dispatch_change(event)
 
     def _dispatch_change(self, event: ChangeEvent) -> None:
         subscriptions = self.groups.get(event["group"])
@@ -656,6 +648,17 @@ class Hub:
         delivery = Delivery(event["action"], event["last"])
         for subscription in list(subscriptions):
             subscription.push(delivery)
+
+
+def _changes(message: dict[str, Any]) -> list[ChangeEvent] | None:
+    """The change events a message carries (one, or a batch of one model's);
+    ``None`` for a message that carries none."""
+    kind = message.get("type")
+    if kind == CHANGES:
+        return list(message.get("events") or ())
+    if kind == CHANGE:
+        return [message]  # type: ignore[list-item]
+    return None
 
 
 #: Backoff between attempts to reach a failed channel layer (seconds).

@@ -24,10 +24,12 @@ import re
 import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
+from types import SimpleNamespace
 from typing import TYPE_CHECKING, Any, Final, TypeGuard
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
+from django.contrib.auth import get_user
 from django.db import InterfaceError, OperationalError
 from django.http.cookie import parse_cookie
 from graphql import GraphQLError, GraphQLSyntaxError
@@ -678,10 +680,6 @@ async def _session_user(scope: Scope) -> None:
 def _user_of_session_sync(session: Any) -> Any:
     # Django's own lookup (backend, session hash; a stale session is flushed), as
     # Channels' get_user does, but as a unit of work: a dead connection is replaced.
-    from types import SimpleNamespace
-
-    from django.contrib.auth import get_user
-
     return get_user(SimpleNamespace(session=session))  # type: ignore[arg-type]
 
 
