@@ -20,6 +20,10 @@ def _seed() -> None:
         user.save()
 
 
+#: gql_observer's websocket protocol for uvicorn: uvicorn's own, keeping less per connection.
+LEAN_WS = "gql_observer.uvicorn:WebSocketProtocol"
+
+
 def _exit_cleanly(signum: int, frame: object) -> None:
     raise SystemExit(0)
 
@@ -29,6 +33,12 @@ def serve(argv: list[str]) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--ws",
+        default=LEAN_WS,
+        help="uvicorn's websocket implementation (default: gql_observer's leaner "
+        "subclass of websockets-sansio; 'auto' for uvicorn's own)",
+    )
     args = parser.parse_args(argv)
 
     import django
@@ -54,6 +64,7 @@ def serve(argv: list[str]) -> None:
         host=args.host,
         port=args.port,
         lifespan="on",
+        ws=args.ws,
         log_level=args.log_level,
         timeout_graceful_shutdown=5,
     )

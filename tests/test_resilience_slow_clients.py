@@ -25,6 +25,7 @@ from django.db import close_old_connections, connection
 
 from gql_observer import cohort as cohort_module
 from gql_observer import hub as hub_module
+from gql_observer.uvicorn import WebSocketProtocol
 
 from .conftest import wait_until
 from .e2e.clients import open_subscription
@@ -51,14 +52,15 @@ def _listener() -> tuple[socket.socket, int]:
 
 
 class LiveServer:
-    """The demo application on uvicorn, in a thread with its own loop."""
+    """The demo application on uvicorn, in a thread with its own loop; ``ws`` is
+    uvicorn's websocket implementation (gql_observer's by default)."""
 
-    def __init__(self) -> None:
+    def __init__(self, ws: str | type[asyncio.Protocol] = WebSocketProtocol) -> None:
         from schema_examples.asgi import application
 
         self.sock, self.port = _listener()
         config = uvicorn.Config(
-            application, lifespan="on", log_level="warning", timeout_graceful_shutdown=2
+            application, lifespan="on", log_level="warning", timeout_graceful_shutdown=2, ws=ws
         )
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(
@@ -94,6 +96,16 @@ class LiveServer:
             return function(hub)
 
         future = asyncio.run_coroutine_threadsafe(call(), hub.loop)
+        return await asyncio.wait_for(asyncio.wrap_future(future), 5)
+
+    async def on_loop(self, function: Callable[[], Any]) -> Any:
+        """Run ``function()`` on the server's loop (uvicorn's protocol objects are its)."""
+        loop = next(iter(self.server.server_state.connections)).loop
+
+        async def call() -> Any:
+            return function()
+
+        future = asyncio.run_coroutine_threadsafe(call(), loop)
         return await asyncio.wait_for(asyncio.wrap_future(future), 5)
 
 
@@ -148,9 +160,11 @@ class WebsocketsLiveServer:
         self.sock.close()
 
 
-@pytest.fixture
-def uvicorn_server() -> Iterator[LiveServer]:
-    server = LiveServer().start()
+@pytest.fixture(params=[WebSocketProtocol, "websockets-sansio"], ids=["lean", "uvicorn"])
+def uvicorn_server(request: pytest.FixtureRequest) -> Iterator[LiveServer]:
+    # Flow control (a stalled client's writes wait for a writable socket) under
+    # gql_observer's websocket protocol and under uvicorn's own.
+    server = LiveServer(request.param).start()
     yield server
     server.stop()
 

@@ -1,0 +1,243 @@
+"""gql_observer.uvicorn: uvicorn's websocket protocol holding less per connection.
+
+Its two small parts keep asyncio.Queue's and asyncio.Event's behaviour; a real
+uvicorn serving the demo application through it speaks graphql-transport-ws as
+before, pauses a stalled client's writes and resumes them, and keeps neither
+uvicorn's queue and event nor the handshake's response per connection."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import uvicorn
+import websockets
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from uvicorn.server import ServerState
+
+from gql_observer import uvicorn as lean
+from gql_observer.uvicorn import Inbox, WebSocketProtocol, WritableFlag
+
+from .conftest import wait_until
+from .test_resilience_slow_clients import (
+    STALLED_OPERATIONS,
+    LiveServer,
+    RawClient,
+    _create_user,
+    _save_many,
+)
+
+SUBSCRIPTION = "subscription ($pk: ID!) { user(pk: $pk) { action data { id username } } }"
+
+
+# ---- Inbox: asyncio.Queue's behaviour ------------------------------------------------------
+async def test_the_inbox_hands_items_out_in_the_order_they_came() -> None:
+    inbox = Inbox()
+    for n in range(5):
+        inbox.put_nowait(n)
+    assert inbox.qsize() == 5 and not inbox.empty() and not inbox.full()
+    assert [await inbox.get() for _ in range(3)] == [0, 1, 2]
+    inbox.put_nowait(5)
+    assert [inbox.get_nowait() for _ in range(3)] == [3, 4, 5]
+    assert inbox.empty() and inbox.qsize() == 0
+    with pytest.raises(asyncio.QueueEmpty):
+        inbox.get_nowait()
+
+
+async def test_a_reader_of_an_empty_inbox_waits_for_the_next_item() -> None:
+    inbox = Inbox()
+    reading = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    assert not reading.done()
+    await inbox.put({"type": "websocket.receive", "text": "{}"})
+    assert await asyncio.wait_for(reading, 1) == {"type": "websocket.receive", "text": "{}"}
+
+
+async def test_two_readers_get_one_item_each() -> None:
+    inbox = Inbox()
+    readers = [asyncio.ensure_future(inbox.get()) for _ in range(2)]
+    await asyncio.sleep(0)
+    inbox.put_nowait("a")
+    inbox.put_nowait("b")
+    assert sorted(await asyncio.wait_for(asyncio.gather(*readers), 1)) == ["a", "b"]
+
+
+async def test_a_woken_reader_that_is_cancelled_leaves_its_item_to_the_next() -> None:
+    inbox = Inbox()
+    first = asyncio.ensure_future(inbox.get())
+    second = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    inbox.put_nowait("item")  # wakes the first reader...
+    first.cancel()  # ...which is cancelled before it runs
+    assert await asyncio.wait_for(second, 1) == "item"
+    assert first.cancelled()
+
+
+async def test_a_cancelled_reader_leaves_nothing_behind() -> None:
+    inbox = Inbox()
+    reading = asyncio.ensure_future(inbox.get())
+    await asyncio.sleep(0)
+    reading.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await reading
+    inbox.put_nowait("later")
+    assert inbox.get_nowait() == "later"
+    # Idle and empty, it holds no waiter and no items.
+    assert inbox._getters is None and inbox._items == []
+
+
+# ---- WritableFlag: asyncio.Event's behaviour ------------------------------------------------
+async def test_the_writable_flag_waits_only_while_it_is_clear() -> None:
+    flag = WritableFlag(True)
+    assert flag.is_set() and await flag.wait() is True
+    flag.clear()
+    waiters = [asyncio.ensure_future(flag.wait()) for _ in range(2)]
+    await asyncio.sleep(0)
+    assert not any(w.done() for w in waiters)
+    flag.set()
+    assert await asyncio.wait_for(asyncio.gather(*waiters), 1) == [True, True]
+    assert flag._waiters is None
+
+
+async def test_a_cancelled_wait_on_the_flag_leaves_nothing_behind() -> None:
+    flag = WritableFlag()
+    waiting = asyncio.ensure_future(flag.wait())
+    await asyncio.sleep(0)
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert flag._waiters == []  # forgotten; set() then wakes no one
+    flag.set()
+    assert flag.is_set()
+
+
+# ---- a uvicorn release without these attributes --------------------------------------------
+def test_where_uvicorn_has_no_such_queue_the_protocol_keeps_its_own_and_says_so(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    original = WebSocketsSansIOProtocol.__init__
+
+    def other_release(self: Any, *args: Any, **kwargs: Any) -> None:
+        original(self, *args, **kwargs)
+        self.queue = collections.deque()  # what another release might hold there
+
+    monkeypatch.setattr(WebSocketsSansIOProtocol, "__init__", other_release)
+    monkeypatch.setattr(lean, "_warned", False)
+    config = uvicorn.Config(app=_no_app)
+    config.load()
+    loop = asyncio.new_event_loop()
+    with caplog.at_level(logging.WARNING, logger="gql_observer.uvicorn"):
+        protocol = WebSocketProtocol(
+            config=config, server_state=ServerState(), app_state={}, _loop=loop
+        )
+    assert type(protocol.queue) is collections.deque
+    assert type(protocol.writable) is WritableFlag
+    assert "has no asyncio.Queue named 'queue'" in caplog.text
+    loop.close()
+
+
+async def _no_app(scope: Any, receive: Any, send: Any) -> None:
+    raise AssertionError("not called")
+
+
+# ---- through a real uvicorn ---------------------------------------------------------------
+@pytest.fixture
+def lean_server() -> Iterator[LiveServer]:
+    server = LiveServer(WebSocketProtocol).start()
+    yield server
+    server.stop()
+
+
+async def on_server_loop(server: LiveServer, function: Callable[[], Any]) -> Any:
+    """``function()`` on the server's loop (its protocol objects are that loop's)."""
+    return await server.on_loop(function)
+
+
+def _websockets(server: LiveServer) -> list[Any]:
+    connections = server.server.server_state.connections
+    return [c for c in connections if isinstance(c, WebSocketsSansIOProtocol)]
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_subscription_served_through_it_gets_its_changes_and_its_connection_keeps_little(
+    lean_server: LiveServer,
+) -> None:
+    user = await asyncio.to_thread(_create_user)
+    async with websockets.connect(lean_server.url, subprotocols=["graphql-transport-ws"]) as ws:
+        assert ws.subprotocol == "graphql-transport-ws"
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+        subscribe = {"query": SUBSCRIPTION, "variables": {"pk": user}}
+        await ws.send(json.dumps({"type": "subscribe", "id": "1", "payload": subscribe}))
+        first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert first == {
+            "id": "1",
+            "type": "next",
+            "payload": {"data": {"user": {"action": "subscribe_instance", "data": None}}},
+        }
+
+        held = await on_server_loop(
+            lean_server,
+            lambda: [
+                (type(p.queue), type(p.writable), p.request, p.response)
+                for p in _websockets(lean_server)
+            ],
+        )
+        assert held == [(Inbox, WritableFlag, None, None)]
+
+        name = await asyncio.to_thread(_save_many, user, 1)
+        update = json.loads(await asyncio.wait_for(ws.recv(), 10))
+        assert update["payload"]["data"]["user"] == {
+            "action": "update",
+            "data": {"id": str(user), "username": name},
+        }
+        await ws.send(json.dumps({"type": "complete", "id": "1"}))
+    # The client went: nothing of its connection is left.
+    await wait_until(lambda: not _websockets(lean_server), 10, "the connection is gone")
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_handshake_without_a_known_subprotocol_is_closed_4406_through_it(
+    lean_server: LiveServer,
+) -> None:
+    async with websockets.connect(lean_server.url, subprotocols=["chat"]) as ws:
+        with pytest.raises(websockets.ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), 10)
+    assert ws.close_code == 4406 and ws.close_reason == "Subprotocol not acceptable"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_stalled_client_s_writes_wait_and_resume_through_it(
+    lean_server: LiveServer,
+) -> None:
+    user = await asyncio.to_thread(_create_user)
+    stalled = RawClient(lean_server.port)
+    ids = [f"s{n}" for n in range(STALLED_OPERATIONS)]
+    await asyncio.to_thread(stalled.subscribe, ids, user)
+
+    def writable() -> list[bool]:
+        return [p.writable.is_set() for p in _websockets(lean_server)]
+
+    saving = asyncio.ensure_future(asyncio.to_thread(_save_many, user, 1000))
+    paused = False
+    while not saving.done() and not paused:
+        paused = False in await on_server_loop(lean_server, writable)
+        await asyncio.sleep(0.01)
+    assert paused, "the stalled client's socket never filled up"
+    final = await saving
+
+    latest: dict[str, str] = {}
+    deadline = time.monotonic() + 20
+    while any(latest.get(i) != final for i in ids):
+        assert time.monotonic() < deadline, latest
+        message = await asyncio.to_thread(stalled.recv_json)
+        if message["type"] == "next":
+            latest[message["id"]] = message["payload"]["data"]["user"]["data"]["username"]
+    assert await on_server_loop(lean_server, writable) == [True]
+    stalled.close()
