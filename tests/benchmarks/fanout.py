@@ -52,7 +52,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.benchmarks.systems import BENCH_VENV, DEFAULT_SYSTEMS, ORDER, REPO, SYSTEMS, System
+from tests.benchmarks.systems import (
+    BENCH_VENV,
+    DEFAULT_SYSTEMS,
+    LEAN_WS,
+    ORDER,
+    REPO,
+    SYSTEMS,
+    System,
+)
 
 REQUIREMENTS = Path(__file__).with_name("requirements.txt")
 LOG_DIR = Path("/tmp/gqlo-bench-logs")
@@ -959,7 +967,7 @@ async def scenario_w4(lay: Layer) -> None:
     lay.record_connect("W4", n, await lay.connect_all(n, pks=pks))
     redis_client = lay.stats.client if lay.stats is not None else None
     for key in list(lay.keys):
-        if key == "U":  # the ASGI floor has no writer feed (F stands for the floor here)
+        if key in ("U", "Ul"):  # the ASGI floor has no writer feed (F stands for the floor here)
             continue
         cell = run.cell("W4", lay.name, key, n)
         if run.out_of_time():
@@ -1011,7 +1019,7 @@ REDIS_LAYERS = {"redis": "core", "pubsub": "pubsub"}
 async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
     args = run.args
     redis_urls: dict[str, str | None] = {}
-    on_redis = [key for key in ORDER if key not in ("F", "U")]  # F and U have no layer
+    on_redis = [key for key in ORDER if key not in ("F", "U", "Ul")]  # the floors have no layer
     for key in ORDER:
         redis_urls[key] = (
             f"{args.redis_url.rstrip('/')}/{args.redis_db_base + on_redis.index(key)}"
@@ -1041,7 +1049,7 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
                 name = log_path.name if i == 0 else f"server-{layer}-{system.key}-{i}.log"
                 cmd = system.server_cmd(port)
                 if "uvicorn" in system.module_args:
-                    cmd += ["--ws", args.uvicorn_ws]
+                    cmd += ["--ws", system.uvicorn_ws or args.uvicorn_ws]
                 procs.append((port, _spawn(cmd, name, cwd=REPO, env=env)))
             (port, proc), more = procs[0], procs[1:]
             lay.servers[system.key] = Server(system, port, proc, log_path, more)
@@ -1290,8 +1298,8 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         "",
         f"Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, "
         f"Python {info['python']}; database {args.db} ({_db_connections(args)}); "
-        f"every server is one uvicorn process (`--ws {args.uvicorn_ws}`; F: one `websockets` "
-        "process); servers, Redis and "
+        f"every server is one uvicorn process (`--ws {args.uvicorn_ws}`; P0, P0l, P0x2 and Ul: "
+        f"`--ws {LEAN_WS}`; F: one `websockets` process); servers, Redis and "
         "the load workers share these CPUs. Latency = from the load process sending the save "
         "trigger (HTTP) to the last subscriber's frame read; from save() = from the server's "
         "stamp just before `save()` (F, U: before their broadcast) to the same frame, the "
@@ -1543,7 +1551,9 @@ def plot(run: Run, rows: list[dict[str, Any]], path: Path) -> None:
     colours = {
         "F": "tab:gray",
         "U": "tab:olive",
+        "Ul": "olive",
         "P0": "tab:green",
+        "P0s": "darkgreen",
         "P0l": "tab:brown",
         "P0w": "tab:purple",
         "P0x2": "tab:cyan",
@@ -1634,8 +1644,9 @@ def parse_args() -> argparse.Namespace:
         "--uvicorn-ws",
         choices=("auto", "websockets", "websockets-sansio", "wsproto"),
         default="auto",
-        help="uvicorn's websocket implementation for every uvicorn server (U, P0, P1, P2; "
-        "auto = websockets-sansio when websockets is installed)",
+        help="uvicorn's websocket implementation for every uvicorn server that names none of "
+        "its own (U, P0s, P1, P2; P0, P0l, P0x2 and Ul run gql_observer.uvicorn's); "
+        "auto = websockets-sansio when websockets is installed",
     )
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/test")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379")

@@ -52,6 +52,8 @@ class System:
     # server processes behind one channel layer; subscribers alternate between them, saves go
     # to the first (only on a layer that crosses processes)
     processes: int = 1
+    # uvicorn's --ws for this system; None: the run's --uvicorn-ws
+    uvicorn_ws: str | None = None
 
     def server_cmd(self, port: int) -> list[str]:
         return [self.python, *(a.replace("{port}", str(port)) for a in self.module_args)]
@@ -91,6 +93,9 @@ class System:
             return f"interpreter {self.python} missing (run --setup)"
         return None
 
+
+#: gql_observer's websocket protocol for uvicorn (gql_observer.uvicorn), as its docs deploy it.
+LEAN_WS = "gql_observer.uvicorn:WebSocketProtocol"
 
 UVICORN = (
     "-m",
@@ -136,6 +141,7 @@ SYSTEMS: dict[str, System] = {
         python=main_python(),
         module_args=(*UVICORN, "tests.benchmarks.peers.p0_asgi:application"),
         django_settings="tests.benchmarks.peers.p0_settings",
+        uvicorn_ws=LEAN_WS,
     ),
     "P1": System(
         key="P1",
@@ -172,13 +178,25 @@ SYSTEMS["P0l"] = replace(
     label="P0 with DELIVER_IN_PROCESS off: every change through the channel layer",
     extra_env={"BENCH_DELIVER_IN_PROCESS": "0"},
 )
+SYSTEMS["P0s"] = replace(
+    SYSTEMS["P0"],
+    key="P0s",
+    label="P0 on uvicorn's own websocket protocol (--uvicorn-ws) instead of gql_observer.uvicorn",
+    uvicorn_ws=None,
+)
+SYSTEMS["Ul"] = replace(
+    SYSTEMS["U"],
+    key="Ul",
+    label="U on gql_observer.uvicorn's websocket protocol, as P0",
+    uvicorn_ws=LEAN_WS,
+)
 SYSTEMS["P0x2"] = replace(
     SYSTEMS["P0"],
     key="P0x2",
     label="P0 gql_observer, two server processes behind one Redis",
     processes=2,
 )
-ORDER = ("F", "U", "P0", "P0l", "P0w", "P0x2", "P1", "P2")
+ORDER = ("F", "U", "Ul", "P0", "P0s", "P0l", "P0w", "P0x2", "P1", "P2")
 #: What runs without --systems: P0x2 only when asked (it doubles P0's share of the machine),
-#: P0w and P0l too.
+#: P0w, P0s, P0l and Ul too.
 DEFAULT_SYSTEMS = ("F", "U", "P0", "P1", "P2")
