@@ -1019,7 +1019,10 @@ REDIS_LAYERS = {"redis": "core", "pubsub": "pubsub"}
 async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
     args = run.args
     redis_urls: dict[str, str | None] = {}
-    on_redis = [key for key in ORDER if key not in ("F", "U", "Ul")]  # the floors have no layer
+    # One Redis db per system of this run that uses the layer (the floors do not), numbered
+    # from --redis-db-base: Redis has 16.
+    chosen = {s.key for s in systems}
+    on_redis = [key for key in ORDER if key in chosen and key not in ("F", "U", "Ul")]
     for key in ORDER:
         redis_urls[key] = (
             f"{args.redis_url.rstrip('/')}/{args.redis_db_base + on_redis.index(key)}"
@@ -1654,8 +1657,8 @@ def parse_args() -> argparse.Namespace:
         "--redis-db-base",
         type=int,
         default=10,
-        help="Redis db index of P0; P0w, P0x2, P1, P2 get the next ones (flushed before and "
-        "after; Redis has dbs 0-15)",
+        help="Redis db index of the first system of the run that uses the layer; the others "
+        "get the next ones, in ORDER (flushed before and after; Redis has dbs 0-15)",
     )
     p.add_argument(
         "--settle",
