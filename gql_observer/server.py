@@ -36,7 +36,7 @@ from websockets.typing import Subprotocol
 from .hub import current_hub
 from .publish import flush
 from .settings import get_settings
-from .transport import NOT_ACCEPTABLE, choose_subprotocol, serve_connection
+from .transport import NOT_ACCEPTABLE, choose_subprotocol, open_connection
 
 __all__ = ["GraphQLWebsocketServer", "keepalive", "run"]
 
@@ -184,7 +184,9 @@ class GraphQLWebsocketServer:
             await connection.close(4406, NOT_ACCEPTABLE)
             return
         socket = _Socket(connection)
-        await serve_connection(self.schema, _scope(connection), socket.send, socket.receive, chosen)
+        served = await open_connection(self.schema, _scope(connection), socket.send, chosen)
+        if served is not None:
+            await served.serve(socket.receive)
 
     def serve(self, host: str, port: int, **options: Any) -> Any:
         """``websockets``'s ``serve(...)`` for this endpoint (an async context manager)."""

@@ -55,7 +55,7 @@ __all__ = [
     "Operation",
     "TransportWSApp",
     "choose_subprotocol",
-    "serve_connection",
+    "open_connection",
 ]
 
 logger = logging.getLogger(__name__)
@@ -264,8 +264,16 @@ class Connection:
         if self._tasks is None:
             self._tasks = set()
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
         return task
+
+    def _task_done(self, task: asyncio.Future[Any]) -> None:
+        # An idle connection keeps no empty set (every ping runs in a task).
+        tasks = self._tasks
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                self._tasks = None
 
     def _init_late(self) -> None:
         self._init_timer = None
@@ -635,11 +643,13 @@ def choose_subprotocol(offered: Iterable[str]) -> str | None:
     return next((p for p in offered if p in (SUBPROTOCOL, LEGACY_SUBPROTOCOL)), None)
 
 
-async def serve_connection(
-    schema: BaseSchema, scope: Scope, send: Send, receive: Receive, subprotocol: str
-) -> None:
-    """Serve one accepted websocket (``subprotocol`` chosen by
-    :func:`choose_subprotocol`): the session's user, then its frames until it closes."""
+async def open_connection(
+    schema: BaseSchema, scope: Scope, send: Send, subprotocol: str
+) -> Connection | None:
+    """The :class:`Connection` of one websocket (``subprotocol`` chosen by
+    :func:`choose_subprotocol`), its user read from the session; the caller then
+    awaits its :meth:`~Connection.serve`. None if the session could not be read:
+    the websocket is then accepted and closed with 1013 (Try Again Later)."""
     try:
         await _session_user(scope)
     except (OperationalError, InterfaceError) as error:
@@ -649,9 +659,8 @@ async def serve_connection(
         await send(
             {"type": "websocket.close", "code": TRY_AGAIN_LATER, "reason": "Try again later"}
         )
-        return
-    connection = Connection(schema, scope, send, legacy=subprotocol == LEGACY_SUBPROTOCOL)
-    await connection.serve(receive)
+        return None
+    return Connection(schema, scope, send, legacy=subprotocol == LEGACY_SUBPROTOCOL)
 
 
 async def _session_user(scope: Scope) -> None:
@@ -724,4 +733,8 @@ class TransportWSApp:
             await send({"type": "websocket.accept"})
             await send({"type": "websocket.close", "code": 4406, "reason": NOT_ACCEPTABLE})
             return
-        await serve_connection(self.schema, scope, send, receive, chosen)
+        # Served from this frame, not from one more: an idle connection's coroutine
+        # frames are what it holds besides its objects.
+        connection = await open_connection(self.schema, scope, send, chosen)
+        if connection is not None:
+            await connection.serve(receive)

@@ -4,6 +4,7 @@ costs, and what resolvers find in their context."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import AsyncGenerator
 from typing import Any
@@ -18,8 +19,9 @@ from strawberry_django.auth.utils import get_current_user
 
 from gql_observer import cohort, issue_token, visibility
 from gql_observer.testing import GraphQLTransportWSCommunicator
+from gql_observer.transport import Connection
 
-from .conftest import SUBSCRIBE_USER, login_session, save_user, subscribe_user
+from .conftest import SUBSCRIBE_USER, login_session, save_user, subscribe_user, wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -102,6 +104,19 @@ async def _me(client: GraphQLTransportWSCommunicator) -> str:
     data = await client.next(op)
     await client.expect_complete(op)
     return str(data["me"])
+
+
+async def test_a_connection_keeps_nothing_of_an_operation_that_ended(
+    own_application: Any, users: list[User]
+) -> None:
+    async with GraphQLTransportWSCommunicator(own_application) as client:
+        assert await _me(client) == "anonymous"  # a query: it ran in a task of its own
+        live = [c for c in gc.get_objects() if type(c) is Connection and not c._closed]
+        assert len(live) == 1
+        # Not even an empty set of tasks (every idle connection would keep one
+        # after its first ping).
+        await wait_until(lambda: live[0]._tasks is None, 5, "the task set is dropped")
+        assert live[0].operations == {}
 
 
 async def test_resolvers_find_the_user_where_strawberry_django_looks(
