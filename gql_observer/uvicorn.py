@@ -5,12 +5,14 @@
 uvicorn's default websocket implementation (``websockets-sansio``) keeps, for
 every open connection, an ``asyncio.Queue`` of received events (three deques
 and an ``asyncio.Event``, about 3.3 KB), an ``asyncio.Event`` for flow control
-(about 0.9 KB) and the handshake's response with its headers (about 1.7 KB).
-An idle graphql-transport-ws connection needs none of it: the queue is empty,
-the socket is writable and the response was sent long ago. This is the same
-protocol class with a receive queue and a writable flag that hold nothing but
-the future the ASGI application awaits, and without the response once it was
-sent: about 6 KB less per connection (docs/performance.md, M). Everything else
+(about 0.9 KB), the handshake's response with its headers (about 1.7 KB) and,
+through ``websockets``' parser, the handshake request's headers (about 2.6 KB;
+the ASGI scope has its own copy). An idle graphql-transport-ws connection needs
+none of it: the queue is empty, the socket is writable and the handshake is
+long over. This is the same protocol class with a receive queue and a writable
+flag that hold nothing but the future the ASGI application awaits, which lets
+go of the response and empties the request's headers once the handshake is
+done: about 8.5 KB less per connection (docs/performance.md, M). Everything else
 (handshake, frames, flow control, keepalive pings, shutdown) is uvicorn's own.
 
 It works with any ASGI application. It relies on two attributes of uvicorn's
@@ -26,6 +28,7 @@ import logging
 from typing import Any, Literal
 
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
 
 __all__ = ["Inbox", "WebSocketProtocol", "WritableFlag"]
 
@@ -141,8 +144,11 @@ class WritableFlag:
         try:
             await waiter
         finally:
-            if self._waiters is not None and waiter in self._waiters:
-                self._waiters.remove(waiter)
+            waiters = self._waiters
+            if waiters is not None and waiter in waiters:
+                waiters.remove(waiter)
+                if not waiters:
+                    self._waiters = None
         return True
 
 
@@ -169,10 +175,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             _not_lean("writable")
 
     def start_keepalive(self) -> None:
-        """Called once the handshake's response is written: the request and
-        response are not read again."""
+        """Called once the handshake's response is written: from then on uvicorn
+        reads neither the request nor the response again."""
         super().start_keepalive()
-        # websockets' parser still holds the request; the response was ours only.
+        if not self.handshake_complete:
+            return
+        # websockets' parser keeps the handshake request referenced for as long as
+        # the connection lives, and never reads it again; its headers are in the
+        # ASGI scope already (as bytes): empty the request's copy.
+        headers = getattr(self.request, "headers", None)
+        if isinstance(headers, Headers):
+            headers.clear()
         self.request = None  # type: ignore[assignment]
         self.response = None  # type: ignore[assignment]
 

@@ -12,7 +12,7 @@ import collections
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -112,7 +112,7 @@ async def test_a_cancelled_wait_on_the_flag_leaves_nothing_behind() -> None:
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    assert flag._waiters == []  # forgotten; set() then wakes no one
+    assert flag._waiters is None  # forgotten
     flag.set()
     assert flag.is_set()
 
@@ -154,9 +154,10 @@ def lean_server() -> Iterator[LiveServer]:
     server.stop()
 
 
-async def on_server_loop(server: LiveServer, function: Callable[[], Any]) -> Any:
-    """``function()`` on the server's loop (its protocol objects are that loop's)."""
-    return await server.on_loop(function)
+def _parsed_headers(protocol: Any) -> int:
+    """How many headers the handshake request that ``websockets``' parser keeps
+    (a local of its generator, for the connection's life) still holds."""
+    return len(protocol.conn.parser.gi_frame.f_locals["request"].headers)
 
 
 def _websockets(server: LiveServer) -> list[Any]:
@@ -182,14 +183,16 @@ async def test_a_subscription_served_through_it_gets_its_changes_and_its_connect
             "payload": {"data": {"user": {"action": "subscribe_instance", "data": None}}},
         }
 
-        held = await on_server_loop(
-            lean_server,
+        held = await lean_server.on_loop(
             lambda: [
-                (type(p.queue), type(p.writable), p.request, p.response)
+                (type(p.queue), type(p.writable), p.request, p.response, _parsed_headers(p))
                 for p in _websockets(lean_server)
             ],
         )
-        assert held == [(Inbox, WritableFlag, None, None)]
+        assert held == [(Inbox, WritableFlag, None, None, 0)]
+        # The application still has every header, in its scope.
+        scopes = [p.scope for p in _websockets(lean_server)]
+        assert (b"sec-websocket-protocol", b"graphql-transport-ws") in scopes[0]["headers"]
 
         name = await asyncio.to_thread(_save_many, user, 1)
         update = json.loads(await asyncio.wait_for(ws.recv(), 10))
@@ -227,7 +230,7 @@ async def test_a_stalled_client_s_writes_wait_and_resume_through_it(
     saving = asyncio.ensure_future(asyncio.to_thread(_save_many, user, 1000))
     paused = False
     while not saving.done() and not paused:
-        paused = False in await on_server_loop(lean_server, writable)
+        paused = False in await lean_server.on_loop(writable)
         await asyncio.sleep(0.01)
     assert paused, "the stalled client's socket never filled up"
     final = await saving
@@ -239,5 +242,5 @@ async def test_a_stalled_client_s_writes_wait_and_resume_through_it(
         message = await asyncio.to_thread(stalled.recv_json)
         if message["type"] == "next":
             latest[message["id"]] = message["payload"]["data"]["user"]["data"]["username"]
-    assert await on_server_loop(lean_server, writable) == [True]
+    assert await lean_server.on_loop(writable) == [True]
     stalled.close()
