@@ -334,6 +334,8 @@ class Soak:
             *(a.replace("{port}", str(port)) for a in system.module_args[:-1]),
             "tests.benchmarks.soak_server:application",
         ]
+        if system.uvicorn_ws:  # P0 as deployed: gql_observer.uvicorn's websocket protocol
+            cmd += ["--ws", system.uvicorn_ws]
         proc = _spawn(cmd, "soak-server.log", cwd=REPO, env=env)
         self.server = Server(system, port, proc, LOG_DIR / "soak-server.log")
         if not await wait_ready(self.server, 90):
@@ -642,7 +644,8 @@ def report(soak: Soak, elapsed: float) -> str:
         f"{args.instances * args.per_instance:,} graphql-transport-ws subscribers "
         f"({args.instances} users x {args.per_instance}, {args.load_procs} load processes), "
         f"{args.rate:g} saves/s round-robin for {args.seconds:.0f} s through the save view, "
-        f"channels_redis; one P0 process (uvicorn). Sampled every {args.interval:g} s.",
+        f"channels_redis; one P0 process (uvicorn, `--ws {SYSTEMS['P0'].uvicorn_ws}`). "
+        f"Sampled every {args.interval:g} s.",
         "",
         "| t s | RSS MiB | tasks | fds | gc objects (k) | frames/s | save p90 ms |",
         "|---|---:|---:|---:|---:|---:|---:|",
