@@ -1585,14 +1585,16 @@ def plot(run: Run, rows: list[dict[str, Any]], path: Path) -> None:
         ax.set_ylabel("save → last frame, ms (median, bar to p90)")
         ax.set_title(f"W1 fan-out, {LAYER_TITLES.get(layer, layer)}")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8, loc="upper left")
+    # One legend for both panels, below them, so that no line hides behind it.
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, fontsize=8, loc="lower center", ncol=2, frameon=False)
     info = run.info
     fig.suptitle(
         f"gql_observer fan-out ({'quick' if run.args.quick else 'full'}) · {info['commit']} · "
         f"{info['nproc']} x {info['cpu']}",
         fontsize=9,
     )
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.04 + 0.035 * ((len(labels) + 1) // 2), 1, 1))
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
 

@@ -134,7 +134,7 @@ SYSTEMS: dict[str, System] = {
     ),
     "P0": System(
         key="P0",
-        label="P0 gql_observer",
+        label="P0 gql_observer (uvicorn, --ws gql_observer.uvicorn:WebSocketProtocol)",
         ws_path="/graphql/",
         client="gql",
         trigger="get",
@@ -181,7 +181,7 @@ SYSTEMS["P0l"] = replace(
 SYSTEMS["P0s"] = replace(
     SYSTEMS["P0"],
     key="P0s",
-    label="P0 on uvicorn's own websocket protocol (--uvicorn-ws) instead of gql_observer.uvicorn",
+    label="P0s gql_observer on uvicorn's own websocket protocol (--uvicorn-ws)",
     uvicorn_ws=None,
 )
 SYSTEMS["Ul"] = replace(
