@@ -78,9 +78,7 @@ class Inbox:
     async def get(self) -> Any:
         while self.empty():
             getter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-            if self._getters is None:
-                self._getters = []
-            self._getters.append(getter)
+            self._getters = _with(self._getters, getter)
             try:
                 await getter
             except BaseException:
@@ -90,7 +88,7 @@ class Inbox:
                         self._wake_one()
                 else:
                     getter.cancel()
-                    self._forget(getter)
+                    self._getters = _without(self._getters, getter)
                 raise
         return self.get_nowait()
 
@@ -103,13 +101,6 @@ class Inbox:
                 break
         if not getters:
             self._getters = None
-
-    def _forget(self, getter: asyncio.Future[None]) -> None:
-        if self._getters is not None:
-            if getter in self._getters:
-                self._getters.remove(getter)
-            if not self._getters:
-                self._getters = None
 
 
 class WritableFlag:
@@ -138,18 +129,31 @@ class WritableFlag:
         if self._value:
             return True
         waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self._waiters is None:
-            self._waiters = []
-        self._waiters.append(waiter)
+        self._waiters = _with(self._waiters, waiter)
         try:
             await waiter
         finally:
-            waiters = self._waiters
-            if waiters is not None and waiter in waiters:
-                waiters.remove(waiter)
-                if not waiters:
-                    self._waiters = None
+            self._waiters = _without(self._waiters, waiter)
         return True
+
+
+# Both keep their waiters in a list made on the first wait and dropped with the
+# last: an idle connection holds no empty list.
+def _with(
+    waiters: list[asyncio.Future[None]] | None, waiter: asyncio.Future[None]
+) -> list[asyncio.Future[None]]:
+    if waiters is None:
+        return [waiter]
+    waiters.append(waiter)
+    return waiters
+
+
+def _without(
+    waiters: list[asyncio.Future[None]] | None, waiter: asyncio.Future[None]
+) -> list[asyncio.Future[None]] | None:
+    if waiters is not None and waiter in waiters:
+        waiters.remove(waiter)
+    return waiters or None
 
 
 _warned = False
