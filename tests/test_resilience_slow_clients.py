@@ -91,22 +91,19 @@ class LiveServer:
         """Run ``function(hub)`` on the server's loop (the hub is not thread-safe)."""
         hub = hub_module.current_hub()
         assert hub is not None
-
-        async def call() -> Any:
-            return function(hub)
-
-        future = asyncio.run_coroutine_threadsafe(call(), hub.loop)
-        return await asyncio.wait_for(asyncio.wrap_future(future), 5)
+        return await _call_on(hub.loop, lambda: function(hub))
 
     async def on_loop(self, function: Callable[[], Any]) -> Any:
         """Run ``function()`` on the server's loop (uvicorn's protocol objects are its)."""
-        loop = next(iter(self.server.server_state.connections)).loop
+        return await _call_on(next(iter(self.server.server_state.connections)).loop, function)
 
-        async def call() -> Any:
-            return function()
 
-        future = asyncio.run_coroutine_threadsafe(call(), loop)
-        return await asyncio.wait_for(asyncio.wrap_future(future), 5)
+async def _call_on(loop: asyncio.AbstractEventLoop, function: Callable[[], Any]) -> Any:
+    async def call() -> Any:
+        return function()
+
+    future = asyncio.run_coroutine_threadsafe(call(), loop)
+    return await asyncio.wait_for(asyncio.wrap_future(future), 5)
 
 
 class WebsocketsLiveServer:
@@ -286,6 +283,21 @@ class RawClient:
         self.sock.close()
 
 
+async def read_to_final(client: RawClient, ids: list[str], final: str) -> int:
+    """Read ``client``'s messages until each of ``ids`` holds ``final`` (20 s at
+    most); how many messages that took."""
+    latest: dict[str, str] = {}
+    received = 0
+    deadline = time.monotonic() + 20
+    while any(latest.get(i) != final for i in ids):
+        assert time.monotonic() < deadline, latest
+        message = await asyncio.to_thread(client.recv_json)
+        received += 1
+        if message["type"] == "next":
+            latest[message["id"]] = message["payload"]["data"]["user"]["data"]["username"]
+    return received
+
+
 class Reader:
     """A healthy client reading every message in the background."""
 
@@ -364,15 +376,7 @@ async def test_a_stalled_client_costs_one_pending_frame_and_gets_the_latest_stat
     assert members["h"][1] < len(healthy.names) / 2, members
 
     # Reading again: each stalled operation ends with the committed state.
-    latest: dict[str, str] = {}
-    received = 0
-    deadline = time.monotonic() + 20
-    while any(latest.get(i) != final for i in stalled_ids):
-        assert time.monotonic() < deadline, latest
-        message = await asyncio.to_thread(stalled.recv_json)
-        received += 1
-        if message["type"] == "next":
-            latest[message["id"]] = message["payload"]["data"]["user"]["data"]["username"]
+    received = await read_to_final(stalled, stalled_ids, final)
     # Far fewer messages than saves: nothing was queued per save (a queue per
     # member would hold a frame for every save).
     assert received < SAVES * len(stalled_ids) / 4, received
