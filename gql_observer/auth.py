@@ -10,7 +10,7 @@ The ready authenticator checks a token signed with Django's ``SECRET_KEY``
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Hashable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -52,6 +52,10 @@ class Credential:
     #: ``(user as the database has it now) -> bool``, asked before every event:
     #: whether the credential still holds (the default: the password is unchanged).
     still_valid: Callable[[Any], bool] | None = None
+    #: What identifies this credential's validity: connections whose credentials
+    #: have equal keys (and the same user and expiry) are revoked together and may
+    #: share a verdict. ``None``: only this credential's own ``still_valid``.
+    key: Hashable = None
 
 
 class Authenticator(Protocol):
@@ -98,6 +102,7 @@ def signed_token_authenticator(credential: str, scope: Mapping[str, Any]) -> Cre
         user=user,
         expires=issued + max_age,
         still_valid=lambda fresh: _password_fingerprint(fresh) == fingerprint,
+        key=(SALT, fingerprint),
     )
 
 

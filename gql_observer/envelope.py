@@ -12,6 +12,7 @@ from .definition import ObservedDefinition
 __all__ = [
     "CREATED",
     "DELETED",
+    "ERRORS",
     "NOT_FOUND",
     "OK",
     "UNAUTHORIZED",
@@ -27,6 +28,12 @@ CREATED: Final = 201
 DELETED: Final = 204
 UNAUTHORIZED: Final = 401
 NOT_FOUND: Final = 404
+
+#: ``errors`` of an envelope without data, by status.
+ERRORS: Final[dict[int, tuple[str, ...]]] = {
+    NOT_FOUND: ("Not found.",),
+    UNAUTHORIZED: ("Authentication required.",),
+}
 
 _types: dict[int, type[Any]] = {}
 

@@ -31,7 +31,7 @@ from .publish import (
 )
 from .settings import get_settings, own_channel_layer
 
-__all__ = ["CLOSED", "Delivery", "Hub", "Subscription", "current_hub", "get_hub"]
+__all__ = ["CLOSED", "Delivery", "Hub", "Subscription", "current_hub", "get_hub", "tick"]
 
 logger = logging.getLogger(__name__)
 R = TypeVar("R")
@@ -41,6 +41,12 @@ R = TypeVar("R")
 # asked for its next delivery starts after that subscription's previous read
 # finished.
 _ticks = itertools.count(1)
+
+
+def tick() -> int:
+    """Now, on the reads' clock: a delivery that arrives later has a larger
+    ``arrived``."""
+    return next(_ticks)
 
 
 class Delivery:

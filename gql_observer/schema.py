@@ -27,9 +27,9 @@ from .definition import ObservedDefinition
 from .envelope import (
     CREATED,
     DELETED,
+    ERRORS,
     NOT_FOUND,
     OK,
-    UNAUTHORIZED,
     EnvelopeAction,
     envelope,
     envelope_type,
@@ -37,7 +37,7 @@ from .envelope import (
 from .errors import should_mask
 from .groups import instance_group, model_group
 from .hub import CLOSED, get_hub
-from .plan import Miss, Plan, compile_subscription
+from .plan import OBSERVED, Miss, Plan, compile_subscription
 from .settings import get_settings
 from .visibility import (
     Verdict,
@@ -59,12 +59,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger(__name__)
-
-#: ``errors`` of an envelope without data, by status.
-ERRORS: dict[int, list[str]] = {
-    NOT_FOUND: ["Not found."],
-    UNAUTHORIZED: ["Authentication required."],
-}
 
 
 def query_field(definition: ObservedDefinition) -> StrawberryField:
@@ -97,7 +91,7 @@ def refusal(
     definition: ObservedDefinition, action: EnvelopeAction, status: int, request_id: Any
 ) -> Any:
     """An envelope without data: never any field of the instance."""
-    return envelope(definition, action, status, request_id, None, ERRORS.get(status, []))
+    return envelope(definition, action, status, request_id, None, list(ERRORS.get(status, ())))
 
 
 def subscription_field(definition: ObservedDefinition) -> StrawberryField:
@@ -111,7 +105,8 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
             yield refusal(definition, "subscribe_instance", NOT_FOUND, request_id)
             return
         viewer = viewer_of(info)
-        key = viewer.key(definition)
+        # Subscribers who are the same viewer share a read of each change.
+        key = (definition.field_name, viewer if definition.scoped else None)
         instance_pk = value
         if definition.lookup != "pk":
             found = await read(definition, info, viewer, value)
@@ -173,6 +168,7 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
         name=definition.field_name,
         description=f"Every committed change of one {definition.type_name}.",
     )
+    setattr(field, OBSERVED, definition)
     return field
 
 

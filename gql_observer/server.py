@@ -68,8 +68,8 @@ class _Socket:
             if kind == "websocket.send":
                 # Once closing, no data frame may follow the close frame, and
                 # ``Connection.send`` would wait for the close under ``asyncio.timeout_at``:
-                # a cohort writes its first step inline, in its own task, which that timeout
-                # would cancel (``cohort.Socket.write_frame``).
+                # a watch writes its first step inline, in its own task, which that timeout
+                # would cancel (``watch.Socket.write_frame``).
                 if self.connection.state is not State.OPEN:
                     return
                 text = event.get("text")

@@ -21,7 +21,6 @@ import contextlib
 import json
 import logging
 import re
-import sys
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping
 from types import SimpleNamespace
@@ -37,10 +36,11 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
-from . import cohort, registry
+from . import operation as analysis
+from . import watch
 from .auth import AuthenticationFailed, authenticate, credential_from_params
-from .cohort import encode, result_payload
 from .db import unit_of_work
+from .frames import encode, result_payload
 from .settings import get_settings
 from .visibility import set_credential, viewer_from_scope
 
@@ -48,6 +48,7 @@ if TYPE_CHECKING:
     from strawberry.schema import BaseSchema
 
 __all__ = [
+    "ADMIT_TASK",
     "LEGACY_SUBPROTOCOL",
     "NOT_ACCEPTABLE",
     "SUBPROTOCOL",
@@ -63,6 +64,8 @@ logger = logging.getLogger(__name__)
 SUBPROTOCOL: Final = "graphql-transport-ws"
 LEGACY_SUBPROTOCOL: Final = "graphql-ws"
 
+#: The name of the task that starts an observed subscription (it ends with its 201).
+ADMIT_TASK: Final = "gql_observer.admit"
 #: The close reason of a handshake offering neither subprotocol (code 4406).
 NOT_ACCEPTABLE: Final = "Subprotocol not acceptable"
 #: "Try Again Later": a credential or session could not be checked because the
@@ -89,7 +92,8 @@ def _reason(text: str) -> str:
 
 class Operation:
     """One operation of a connection: a task (queries, mutations, subscriptions
-    that are not observed) or a cohort member (observed subscriptions)."""
+    that are not observed) or a watch member (observed subscriptions; a task only
+    while it starts)."""
 
     __slots__ = ("completed", "id", "member", "operation_name", "query", "task", "variables")
 
@@ -102,11 +106,11 @@ class Operation:
         self.operation_name = operation_name
         self.completed = False
         self.task: asyncio.Task[None] | None = None
-        self.member: cohort.Member | None = None
+        self.member: watch.Member | None = None
 
 
 class Connection:
-    """One graphql-transport-ws connection (what cohorts call a socket).
+    """One graphql-transport-ws connection (what watches call a socket).
 
     ``context`` is what resolvers get as ``info.context``: a dict with
     ``request`` and ``ws`` (this connection: ``.scope``, ``.user``), ``user``
@@ -167,7 +171,8 @@ class Connection:
     @property
     def context(self) -> dict[str, Any]:
         """``info.context`` of this connection's operations (made when the first
-        one runs: most subscribers share their cohort's and never need one)."""
+        one needs it: observed subscriptions whose fields are all read off the
+        instance never do)."""
         if self._context is None:
             self._context = {
                 "request": self,
@@ -256,7 +261,7 @@ class Connection:
         operation.completed = True
         if operation.member is not None:
             operation.member.leave()
-        elif operation.task is not None:
+        if operation.task is not None and not operation.task.done():
             operation.task.cancel()
 
     def _spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
@@ -310,7 +315,7 @@ class Connection:
 
     def give_up(self) -> None:
         """Close a connection whose client takes nothing: its operations end
-        at once (subscriptions leave their cohorts), then it closes 1013."""
+        at once (subscriptions leave their watches), then it closes 1013."""
         if self._gave_up or self._closed:
             return
         self._gave_up = True
@@ -452,7 +457,7 @@ class Connection:
             payload.get("operationName"),
         )
         self.operations[operation_id] = operation
-        if not self._join_cohort(operation):
+        if not self._join_watch(operation):
             operation.task = self._spawn(self._run(operation))
 
     async def _refuse(self, operation_id: str, why: str) -> None:
@@ -525,23 +530,25 @@ class Connection:
         await self.send_message({"type": "connection_ack"})
         self.acknowledged = True
 
-    def _join_cohort(self, operation: Operation) -> bool:
-        """A subscription of one observed field joins the cohort of its
-        (document, variables, operation name, viewer): one execution and one
-        encoding per change for all of them, and no task of its own."""
+    def _join_watch(self, operation: Operation) -> bool:
+        """A subscription of one observed field that the library can serve with the
+        others of its instance (:mod:`gql_observer.watch`) joins their watch: no
+        task of its own once it has started. Anything else runs on its own."""
         if not get_settings()["COHORTS"]:
             return False
-        field = cohort.observed_subscription(operation.query, operation.operation_name)
-        definition = None if field is None else registry.by_field(field)
-        if definition is None:
+        found = analysis.analyze(self.schema, operation.query, operation.operation_name)
+        if found is None:
             return False
-        viewer = viewer_from_scope(self.scope).key(definition)
-        key = cohort.cohort_key(
-            operation.query, operation.variables, operation.operation_name, viewer
-        )
-        # Its members' documents are all one string, held once.
-        operation.query = sys.intern(operation.query)
-        operation.member = cohort.join(key, self, operation)
+        binding = found.bind(operation.variables)
+        if binding is None:
+            return False
+        member = watch.Member(self, operation, found, binding, viewer_from_scope(self.scope))
+        operation.member = member
+        operation.query = ""  # the analysis holds the document
+        operation.task = task = self._spawn(watch.admit(member, binding))
+        task.set_name(ADMIT_TASK)
+        # Once started, the subscription holds no task (nor a finished one).
+        task.add_done_callback(lambda _: setattr(operation, "task", None))
         return True
 
     # ---- operations that run on their own -----------------------------------------------

@@ -1,25 +1,34 @@
 """Who may see what: one rule for the Query, the subscribe and every event.
 
 An instance is visible to a viewer when the viewer is still who they were
-(active user, session not logged out, token not expired), the type's
-``get_queryset`` contains it, and the ``permission`` hook of ``observe``
-allows it. Every event re-checks all of it, once per permission context.
+(active user, session not logged out, token neither expired nor revoked), the
+type's ``get_queryset`` contains it, and the ``permission`` hook of ``observe``
+allows it. Every event re-checks all of it.
+
+The work is split so that it can be shared without sharing a verdict that
+could differ: the *rows* (one query per type, window and row scope: everybody
+for a type without ``get_queryset``, else each distinct viewer), the *viewer
+checks* (one query for every viewer asked about in a window, whatever their
+number), and the verdict itself, decided per viewer in Python from those two.
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, Final
+from importlib import import_module
+from typing import Any, Final, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
 from django.core.exceptions import ValidationError
 from django.db.models import Field, Model, QuerySet
+from django.utils import timezone
 from strawberry import Info
 
 from .auth import Credential
@@ -29,15 +38,18 @@ from .settings import get_settings
 
 __all__ = [
     "CHECK_KEY",
+    "CREDENTIAL_KEY",
     "EXPIRES_KEY",
     "READ_TASK",
     "Verdict",
     "Viewer",
     "deleted_instance",
+    "deleted_verdicts",
     "may_see_deleted",
     "normalize_pk",
     "read",
     "set_credential",
+    "verdicts",
     "viewer_from_scope",
     "viewer_of",
 ]
@@ -46,29 +58,55 @@ __all__ = [
 EXPIRES_KEY: Final = "gql_observer.expires"
 #: Scope key of the credential's own per-event check (``Credential.still_valid``).
 CHECK_KEY: Final = "gql_observer.still_valid"
+#: Scope key of what identifies the credential's validity (``Credential.key``).
+CREDENTIAL_KEY: Final = "gql_observer.credential"
 OK: Final = 200
 UNAUTHORIZED: Final = 401
 NOT_FOUND: Final = 404
 
+V = TypeVar("V")
 
-@dataclass(frozen=True, slots=True)
+
 class Viewer:
-    """Who is looking, as the connection authenticated them."""
+    """Who is looking, as the connection authenticated them.
 
-    user: Any
-    session_key: str | None
-    expires: float | None
-    still_valid: Callable[[Any], bool] | None = dataclasses.field(default=None, compare=False)
+    Two viewers are equal when nothing can revoke one without the other: the
+    same user, the same session, the same expiry and the same credential check
+    (a token's password fingerprint). Equal viewers share a verdict.
+    """
+
+    __slots__ = ("credential", "expires", "identity", "session_key", "still_valid", "user")
+
+    def __init__(
+        self,
+        user: Any,
+        session_key: str | None,
+        expires: float | None,
+        still_valid: Callable[[Any], bool] | None = None,
+        credential: Hashable = None,
+    ) -> None:
+        self.user = user
+        self.session_key = session_key
+        self.expires = expires
+        self.still_valid = still_valid
+        if credential is None and still_valid is not None:
+            # A check nobody named: only this very check is the same credential.
+            credential = still_valid
+        self.credential = credential
+        self.identity: Hashable = (self.user_pk, session_key, expires, credential)
 
     @property
     def user_pk(self) -> Any:
         return self.user.pk if getattr(self.user, "is_authenticated", False) else None
 
-    def key(self, definition: ObservedDefinition) -> Hashable:
-        """Viewers with the same key see the same rows: one read serves them all."""
-        if not definition.scoped:
-            return (definition.field_name, None)
-        return (definition.field_name, self.user_pk, self.session_key, self.expires)
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Viewer) and other.identity == self.identity
+
+    def __hash__(self) -> int:
+        return hash(self.identity)
+
+    def __repr__(self) -> str:
+        return f"Viewer(user_pk={self.user_pk!r}, session={self.session_key is not None})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,6 +136,7 @@ def set_credential(scope: dict[str, Any], credential: Credential) -> None:
     scope["user"] = credential.user
     scope[EXPIRES_KEY] = credential.expires
     scope[CHECK_KEY] = credential.still_valid
+    scope[CREDENTIAL_KEY] = credential.key
 
 
 def viewer_from_scope(scope: dict[str, Any]) -> Viewer:
@@ -115,29 +154,62 @@ def viewer_from_scope(scope: dict[str, Any]) -> Viewer:
         session_key=session_key,
         expires=scope.get(EXPIRES_KEY),
         still_valid=scope.get(CHECK_KEY),
+        credential=scope.get(CREDENTIAL_KEY),
     )
 
 
-def _still_valid(viewer: Viewer) -> Any | None:
-    """The viewer's user as the database has it now; ``None`` once they are no
-    longer who they were (deactivated, deleted, logged out, token expired)."""
-    if viewer.expires is not None and viewer.expires <= time.time():
-        return None
-    user = viewer.user
-    if not getattr(user, "is_authenticated", False):
-        return user  # anonymous stays anonymous
-    fresh = get_user_model()._default_manager.filter(pk=user.pk).first()
+# ---- viewer checks ------------------------------------------------------------------
+
+
+def _sessions(keys: set[str]) -> dict[str, dict[str, Any]]:
+    """The data of each session, as ``SessionStore(key).load()`` gives it; one query
+    for every database-backed session (``db``, ``cached_db``)."""
+    store_class = import_module(settings.SESSION_ENGINE).SessionStore
+    if not keys:
+        return {}
+    if isinstance(store_class, type) and issubclass(store_class, DatabaseSessionStore):
+        model = store_class.get_model_class()
+        decoder = store_class()
+        rows = model._default_manager.filter(
+            session_key__in=keys, expire_date__gt=timezone.now()
+        ).only("session_key", "session_data")
+        found = {row.session_key: decoder.decode(row.session_data) for row in rows}
+        return {key: found.get(key, {}) for key in keys}
+    return {key: store_class(key).load() for key in keys}
+
+
+def _check_many(viewers: list[Viewer]) -> dict[Viewer, Any]:
+    """Each viewer's user as the database has it now; ``None`` for a viewer who is
+    no longer who they were (deactivated, deleted, logged out, token expired or
+    revoked). One query for all the users, one for all database sessions."""
+    now = time.time()
+    checked: dict[Viewer, Any] = {}
+    waiting: dict[Any, list[Viewer]] = {}
+    for viewer in viewers:
+        if viewer.expires is not None and viewer.expires <= now:
+            checked[viewer] = None
+        elif not getattr(viewer.user, "is_authenticated", False):
+            checked[viewer] = viewer.user  # anonymous stays anonymous
+        else:
+            waiting.setdefault(viewer.user.pk, []).append(viewer)
+    if not waiting:
+        return checked
+    fresh = {u.pk: u for u in get_user_model()._default_manager.filter(pk__in=list(waiting))}
+    sessions = _sessions({v.session_key for vs in waiting.values() for v in vs if v.session_key})
+    for pk, group in waiting.items():
+        user = fresh.get(pk)
+        for viewer in group:
+            checked[viewer] = _judged(viewer, user, sessions)
+    return checked
+
+
+def _judged(viewer: Viewer, fresh: Any, sessions: Mapping[str, dict[str, Any]]) -> Any:
     if fresh is None or not fresh.is_active:
         return None
     if viewer.still_valid is not None and not viewer.still_valid(fresh):
         return None  # e.g. the password changed since the token was issued
     if viewer.session_key is not None:
-        from importlib import import_module
-
-        from django.conf import settings
-
-        store = import_module(settings.SESSION_ENGINE).SessionStore(viewer.session_key)
-        data = store.load()
+        data = sessions.get(viewer.session_key, {})
         if str(data.get(SESSION_KEY)) != str(fresh.pk) or BACKEND_SESSION_KEY not in data:
             return None
         session_hash = data.get(HASH_SESSION_KEY)
@@ -146,11 +218,10 @@ def _still_valid(viewer: Viewer) -> Any | None:
     return fresh
 
 
-def _allowed(definition: ObservedDefinition, user: Any) -> bool:
-    return not definition.login_required or bool(getattr(user, "is_authenticated", False))
+# ---- rows ---------------------------------------------------------------------------
 
 
-def queryset(definition: ObservedDefinition, info: Info) -> QuerySet[Any]:
+def queryset(definition: ObservedDefinition, info: Info | None) -> QuerySet[Any]:
     base: QuerySet[Any] = definition.model._default_manager.all()
     get_queryset = getattr(definition.type_, "get_queryset", None)
     if callable(get_queryset):
@@ -170,66 +241,61 @@ def normalize_pk(definition: ObservedDefinition, value: object) -> object | None
         return None
 
 
-def _read_many(
-    definition: ObservedDefinition, info: Info, viewer: Viewer, values: list[object], lookup: str
-) -> dict[object, Verdict]:
-    """The verdicts on several instances for one viewer: one query."""
-    user = viewer.user
-    if definition.scoped:
-        user = _still_valid(viewer)
-        if user is None or not _allowed(definition, user):
-            return dict.fromkeys(values, Verdict(UNAUTHORIZED))
-    verdicts = dict.fromkeys(values, Verdict(NOT_FOUND))
+def _rows(
+    definition: ObservedDefinition, info: Info | None, lookup: str, values: list[object]
+) -> dict[object, Model | None]:
+    """The instances whose ``lookup`` field is one of ``values``, as the type's
+    queryset holds them: one query."""
+    rows: dict[object, Model | None] = dict.fromkeys(values)
     try:
         found = list(queryset(definition, info).filter(**{f"{lookup}__in": values}))
     except (ValidationError, ValueError, TypeError):
         found = []
     for obj in found:
-        # Existence is secret: not allowed answers as not found does.
-        if definition.permission is None or definition.permission(user, obj):
-            verdicts[getattr(obj, lookup)] = Verdict(OK, obj)
-    return verdicts
+        rows[getattr(obj, lookup)] = obj
+    return rows
 
 
-_read_many_async = sync_to_async(unit_of_work(_read_many), thread_sensitive=True)
+def has_get_queryset(definition: ObservedDefinition) -> bool:
+    """Whether which rows exist depends on the viewer (the type's ``get_queryset``)."""
+    return callable(getattr(definition.type_, "get_queryset", None))
 
 
-#: The name of a coalesced read's task (one per type and viewer while reads go on).
+# ---- coalescing ---------------------------------------------------------------------
+
+#: The name of a coalesced read's task (one per kind of read while reads go on).
 READ_TASK: Final = "gql_observer.read"
 
 
-class _Reads:
-    """Reads of one type for one viewer, coalesced.
+class _Batch(Generic[V]):
+    """Asks of one kind, coalesced.
 
-    The first ask after a quiet spell is read at once. After that, reads of
-    this key start at most once per ``READ_BATCH_WINDOW`` (counted from the
-    start of the previous one): the instances asked for meanwhile wait and are
-    read together by one query. A burst of changes to many instances costs a
-    query per window, not one per change. Every query starts after each ask
-    it answers, so a read never answers with a state older than the ask."""
+    The first ask after a quiet spell is fetched at once. After that, fetches of
+    this kind start at most once per ``READ_BATCH_WINDOW`` (counted from the
+    start of the previous one): what is asked meanwhile waits and is fetched
+    together by one query. A burst of changes to many instances costs a query
+    per window, not one per change. Every query starts after each ask it
+    answers, so an answer is never older than its ask."""
 
-    __slots__ = ("_task", "definition", "info", "key", "lookup", "pending", "running", "viewer")
+    __slots__ = ("_task", "fetch", "key", "label", "pending", "running")
 
     def __init__(
-        self,
-        key: Hashable,
-        definition: ObservedDefinition,
-        info: Info,
-        viewer: Viewer,
-        lookup: str,
+        self, key: Hashable, fetch: Callable[[list[Any]], dict[Any, V]], label: str
     ) -> None:
-        self.key, self.definition, self.info, self.viewer = key, definition, info, viewer
-        self.lookup = lookup
-        self.pending: dict[object, list[asyncio.Future[Verdict]]] = {}
+        self.key = key
+        self.fetch = sync_to_async(unit_of_work(fetch), thread_sensitive=True)
+        self.label = label
+        self.pending: dict[Any, list[asyncio.Future[V]]] = {}
         self.running = False
         self._task: asyncio.Task[None] | None = None
 
-    def ask(self, value: object) -> asyncio.Future[Verdict]:
-        future: asyncio.Future[Verdict] = asyncio.get_running_loop().create_future()
+    def ask(self, value: Any) -> asyncio.Future[V]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[V] = loop.create_future()
         self.pending.setdefault(value, []).append(future)
         if not self.running:
             self.running = True
-            asyncio.get_running_loop().call_soon(self._start)
+            loop.call_soon(self._start)
         return future
 
     def _start(self) -> None:
@@ -240,23 +306,16 @@ class _Reads:
         options = get_settings()
         window, retry_window = options["READ_BATCH_WINDOW"], options["READ_RETRY_WINDOW"]
         loop = asyncio.get_running_loop()
-        label = self.definition.model._meta.label
         try:
             while self.pending:
                 started = loop.time()
                 batch, self.pending = self.pending, {}
-                read = partial(
-                    _read_many_async,
-                    self.definition,
-                    self.info,
-                    self.viewer,
-                    list(batch),
-                    self.lookup,
-                )
                 try:
                     # While the database cannot be reached the batch waits; what is
                     # asked meanwhile is read by the next query.
-                    verdicts = await retrying(read, retry_window, "read", label)
+                    answers = await retrying(
+                        partial(self.fetch, list(batch)), retry_window, "read", self.label
+                    )
                 except BaseException as error:
                     for futures in batch.values():
                         for future in futures:
@@ -268,7 +327,7 @@ class _Reads:
                 for value, futures in batch.items():
                     for future in futures:
                         if not future.done():
-                            future.set_result(verdicts[value])
+                            future.set_result(answers[value])
                 # Linger: in a burst, what is asked during the window is read together.
                 wait = started + window - loop.time()
                 if wait > 0:
@@ -279,12 +338,83 @@ class _Reads:
                 del _readers[self.key]
 
 
-_readers: dict[Hashable, _Reads] = {}
+_readers: dict[Hashable, _Batch[Any]] = {}
+
+
+def _batch(
+    key: Hashable, fetch: Callable[[], Callable[[list[Any]], dict[Any, V]]], label: str
+) -> _Batch[V]:
+    full_key = (id(asyncio.get_running_loop()), key)
+    batch = _readers.get(full_key)
+    if batch is None:
+        batch = _readers[full_key] = _Batch(full_key, fetch(), label)
+    return batch
+
+
+def _ask_rows(
+    definition: ObservedDefinition, info: Info | None, viewer: Viewer, lookup: str, value: object
+) -> asyncio.Future[Model | None]:
+    # Rows depend on the viewer only through get_queryset: without one, every
+    # viewer's event is answered by the same query and the same instance.
+    scope = viewer.identity if has_get_queryset(definition) else None
+    batch: _Batch[Model | None] = _batch(
+        ("rows", definition.field_name, lookup, scope),
+        lambda: partial(_rows, definition, info, lookup),
+        definition.model._meta.label,
+    )
+    return batch.ask(value)
+
+
+def _ask_check(viewer: Viewer) -> asyncio.Future[Any]:
+    batch: _Batch[Any] = _batch(("viewers",), lambda: _check_many, "viewers of")
+    return batch.ask(viewer)
+
+
+# ---- verdicts -----------------------------------------------------------------------
+
+
+def _allowed(definition: ObservedDefinition, user: Any) -> bool:
+    return not definition.login_required or bool(getattr(user, "is_authenticated", False))
+
+
+def _decide(definition: ObservedDefinition, user: Any, row: Model | None) -> Verdict:
+    """The verdict on ``row`` for a viewer whose check gave ``user`` (scoped types)."""
+    if user is None or not _allowed(definition, user):
+        return Verdict(UNAUTHORIZED)
+    if row is None:
+        return Verdict(NOT_FOUND)
+    # Existence is secret: not allowed answers as not found does.
+    if definition.permission is not None and not definition.permission(user, row):
+        return Verdict(NOT_FOUND)
+    return Verdict(OK, row)
+
+
+def _decide_each(
+    definition: ObservedDefinition, cases: list[tuple[Any, Model | None]]
+) -> list[Verdict]:
+    return [_decide(definition, user, row) for user, row in cases]
+
+
+_decide_each_async = sync_to_async(unit_of_work(_decide_each), thread_sensitive=True)
+
+
+async def _decided(
+    definition: ObservedDefinition, cases: list[tuple[Any, Model | None]]
+) -> list[Verdict]:
+    """The verdicts on ``cases`` (checked user, row); a ``permission`` hook runs on
+    Django's sync thread (it may query: ``user.has_perm`` does), all in one call."""
+    if definition.permission is None:
+        return _decide_each(definition, cases)
+    return await _decide_each_async(definition, cases)
+
+
+def _public(row: Model | None) -> Verdict:
+    return Verdict(NOT_FOUND) if row is None else Verdict(OK, row)
 
 
 async def read(
     definition: ObservedDefinition,
-    info: Info,
+    info: Info | None,
     viewer: Viewer,
     value: object,
     *,
@@ -293,44 +423,91 @@ async def read(
     """Read the instance whose lookup field (or pk, ``by_pk``) equals ``value``,
     as ``viewer`` may see it."""
     lookup = "pk" if by_pk else definition.lookup
-    key = (id(asyncio.get_running_loop()), viewer.key(definition), lookup)
-    reads = _readers.get(key)
-    if reads is None:
-        reads = _readers[key] = _Reads(key, definition, info, viewer, lookup)
-    return await reads.ask(value)
-
-
-def _may_see_deleted(definition: ObservedDefinition, viewer: Viewer, instance: Model) -> Verdict:
+    rows = _ask_rows(definition, info, viewer, lookup, value)
     if not definition.scoped:
-        return Verdict(OK, instance)
-    user = _still_valid(viewer)
+        return _public(await rows)
+    user, row = await asyncio.gather(_ask_check(viewer), rows)
+    (verdict,) = await _decided(definition, [(user, row)])
+    return verdict
+
+
+async def verdicts(
+    definition: ObservedDefinition,
+    viewers: Mapping[Viewer, Info | None],
+    pk: object,
+) -> dict[Viewer, Verdict]:
+    """The verdict of each of ``viewers`` (with an ``Info`` of one of its operations,
+    for ``get_queryset``) on the instance ``pk``: one read for every viewer (one
+    per distinct viewer for a type with ``get_queryset``), one check of them all."""
+    if not viewers:
+        return {}
+    if not definition.scoped:
+        viewer, info = next(iter(viewers.items()))
+        verdict = _public(await _ask_rows(definition, info, viewer, "pk", pk))
+        return dict.fromkeys(viewers, verdict)
+    checks = {viewer: _ask_check(viewer) for viewer in viewers}
+    if has_get_queryset(definition):
+        rows = {
+            viewer: _ask_rows(definition, info, viewer, "pk", pk)
+            for viewer, info in viewers.items()
+        }
+    else:
+        viewer, info = next(iter(viewers.items()))
+        shared = _ask_rows(definition, info, viewer, "pk", pk)
+        rows = dict.fromkeys(viewers, shared)
+    await asyncio.gather(*checks.values(), *set(rows.values()))
+    order = list(viewers)
+    decided = await _decided(definition, [(checks[v].result(), rows[v].result()) for v in order])
+    return dict(zip(order, decided, strict=True))
+
+
+def _decide_deleted_each(
+    definition: ObservedDefinition, users: list[Any], instance: Model
+) -> list[Verdict]:
+    return [_decide_deleted(definition, user, instance) for user in users]
+
+
+_decide_deleted_each_async = sync_to_async(
+    unit_of_work(_decide_deleted_each), thread_sensitive=True
+)
+
+
+def _decide_deleted(definition: ObservedDefinition, user: Any, instance: Model) -> Verdict:
     if user is None or not _allowed(definition, user):
         return Verdict(UNAUTHORIZED)
     if definition.permission is not None:
         return (
             Verdict(OK, instance) if definition.permission(user, instance) else Verdict(NOT_FOUND)
         )
-    if callable(getattr(definition.type_, "get_queryset", None)):
+    if has_get_queryset(definition):
         # A queryset cannot be asked about a row that is gone: say that it is
         # gone, show nothing of it.
         return Verdict(OK, None)
     return Verdict(OK, instance)
 
 
-_may_see_deleted_async = sync_to_async(unit_of_work(_may_see_deleted), thread_sensitive=True)
-
-
 async def may_see_deleted(
     definition: ObservedDefinition, viewer: Viewer, instance: Model
 ) -> Verdict:
-    """Whether ``viewer`` may see a deleted instance's last values; retried for
-    ``READ_RETRY_WINDOW`` while the database cannot be reached, as reads are."""
-    return await retrying(
-        partial(_may_see_deleted_async, definition, viewer, instance),
-        get_settings()["READ_RETRY_WINDOW"],
-        "check the viewer of a deleted",
-        definition.model._meta.label,
-    )
+    """Whether ``viewer`` may see a deleted instance's last values."""
+    return (await deleted_verdicts(definition, [viewer], instance))[viewer]
+
+
+async def deleted_verdicts(
+    definition: ObservedDefinition, viewers: Iterable[Viewer], instance: Model
+) -> dict[Viewer, Verdict]:
+    """Whether each of ``viewers`` may see a deleted instance's last values: one
+    check of them all (none for a type that does not depend on the viewer)."""
+    viewers = list(viewers)
+    if not definition.scoped:
+        return dict.fromkeys(viewers, Verdict(OK, instance))
+    checks = [_ask_check(viewer) for viewer in viewers]
+    users = await asyncio.gather(*checks)
+    if definition.permission is None:
+        decided = _decide_deleted_each(definition, users, instance)
+    else:
+        decided = await _decide_deleted_each_async(definition, users, instance)
+    return dict(zip(viewers, decided, strict=True))
 
 
 def deleted_instance(definition: ObservedDefinition, last: dict[str, str | None]) -> Model:

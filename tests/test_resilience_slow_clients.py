@@ -23,8 +23,8 @@ import websockets
 from django.contrib.auth.models import User
 from django.db import close_old_connections, connection
 
-from gql_observer import cohort as cohort_module
 from gql_observer import hub as hub_module
+from gql_observer import watch as watch_module
 from gql_observer.uvicorn import WebSocketProtocol
 
 from .conftest import wait_until
@@ -325,20 +325,20 @@ def _subscriptions(hub: hub_module.Hub, group: str) -> list[tuple[int, int, int]
 
 
 def _members(hub: hub_module.Hub) -> dict[str, tuple[int, int]]:
-    """Every cohort member by operation id: (frames waiting, frames dropped)."""
-    return _cohort_members()
+    """Every watch member by operation id: (frames waiting, frames dropped)."""
+    return _watch_members()
 
 
-def _cohort_members() -> dict[str, tuple[int, int]]:
+def _watch_members() -> dict[str, tuple[int, int]]:
     return {
         member.operation.id: (int(member._next is not None), member.dropped)
-        for one in cohort_module.cohorts.values()
+        for one in watch_module.watches.values()
         for member in one.members.values()
     }
 
 
 async def _healthy(url: str, pk: int) -> Reader:
-    # The very operation the stalled client runs: one cohort, one execution.
+    # The very operation the stalled client runs: one watch, one shared result.
     return Reader(await open_subscription(url, SHORT_SUBSCRIPTION, {"pk": pk}, op_id="h"))
 
 
@@ -362,11 +362,11 @@ async def test_a_stalled_client_costs_one_pending_frame_and_gets_the_latest_stat
         await asyncio.sleep(0.02)
     final = await saving
 
-    # The healthy subscriber is not held back by the stalled one of its cohort.
+    # The healthy subscriber is not held back by the stalled one of its watch.
     await wait_until(lambda: healthy.names[-1:] == [final], 10, "healthy has the final state")
     samples = await uvicorn_server.on_hub(lambda hub: _subscriptions(hub, group))
     members = await uvicorn_server.on_hub(_members)
-    assert len(samples) == 1  # one cohort, one hub subscription
+    assert len(samples) == 1  # one watch, one hub subscription
     assert set(members) == {*stalled_ids, "h"}
     # Never more than one delivery waiting in the hub, one frame per member.
     assert most_pending <= 1 and most_waiting <= 1
@@ -450,17 +450,17 @@ def _read_until_closed(client: RawClient) -> int | None:
             return int(struct.unpack("!H", payload[:2])[0])
 
 
-async def test_on_gql_observer_serve_a_closing_member_does_not_end_its_cohort() -> None:
+async def test_on_gql_observer_serve_a_closing_member_does_not_end_its_watch() -> None:
     """A client that reads but never answers a ping, nor the close that follows, is the
-    first of its cohort; its connection closes (1011) while the cohort goes on writing to
-    it. The cohort, running in that first member's context, must go on for the others.
+    first of its watch; its connection closes (1011) while the watch goes on writing to
+    it. The watch must go on for the others.
     (It did not: writing to a closing ``websockets`` connection waits under
-    ``asyncio.timeout_at``, and the cohort's inline write made that timeout its own.)"""
+    ``asyncio.timeout_at``, and the inline write made that timeout its own.)"""
     server = WebsocketsLiveServer(ping=0.3, close_timeout=0.5).start()
     try:
         user = await asyncio.to_thread(_create_user)
         deaf = RawClient(server.port)
-        await asyncio.to_thread(deaf.subscribe, ["s0"], user)  # first: the cohort's context
+        await asyncio.to_thread(deaf.subscribe, ["s0"], user)  # the first member
         closed = asyncio.ensure_future(asyncio.to_thread(_read_until_closed, deaf))
         healthy = await _healthy(server.url, user)
         # Saves while the deaf client is pinged (0.3 s), closed (0.6 s) and dropped when
@@ -504,7 +504,7 @@ async def server_members(server: WebsocketsLiveServer) -> dict[str, tuple[int, i
     assert server.loop is not None
 
     async def call() -> dict[str, tuple[int, int]]:
-        return _cohort_members()
+        return _watch_members()
 
     future = asyncio.run_coroutine_threadsafe(call(), server.loop)
     return await asyncio.wait_for(asyncio.wrap_future(future), 5)

@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from strawberry.types import Info
 from strawberry_django.auth.utils import get_current_user
 
-from gql_observer import cohort, issue_token, visibility
+from gql_observer import issue_token, transport, visibility, watch
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from gql_observer.transport import Connection
 
@@ -27,9 +27,11 @@ pytestmark = pytest.mark.django_db(transaction=True)
 
 
 def _tasks() -> int:
-    """Tasks alive, but for coalesced reads (one per type and viewer, ending a read
-    window after the last read: not per subscription, and not alive for long)."""
-    return sum(task.get_name() != visibility.READ_TASK for task in asyncio.all_tasks())
+    """Tasks alive, but for coalesced reads (one per kind of read, ending a read
+    window after the last read: not per subscription, and not alive for long) and
+    the tasks that start subscriptions (each ends with its 201)."""
+    passing = {visibility.READ_TASK, transport.ADMIT_TASK}
+    return sum(task.get_name() not in passing for task in asyncio.all_tasks())
 
 
 async def test_an_observed_subscription_costs_no_task(
@@ -46,12 +48,17 @@ async def test_an_observed_subscription_costs_no_task(
     # One task per connection: the application's own (the server's, in production).
     assert _tasks() - before == 10
     ops = [await subscribe_user(clients[0], 1)]
-    with_one = _tasks()  # the cohort's execution and the hub have started
+    with_one = _tasks()  # the watch and the hub have started
     for client in clients:
         for _ in range(5):
             ops.append(await subscribe_user(client, 1))
     assert _tasks() == with_one, "50 more observed subscriptions started tasks"
-    assert len(cohort.cohorts) == 1
+    await wait_until(
+        lambda: not any(t.get_name() == transport.ADMIT_TASK for t in asyncio.all_tasks()),
+        5,
+        "the subscriptions' starting tasks end",
+    )
+    assert len(watch.watches) == 1
 
     await save_user(1, username="seen by all")
     first = clients[0]
@@ -63,7 +70,7 @@ async def test_an_observed_subscription_costs_no_task(
             assert message["payload"]["data"]["user"]["data"]["username"] == "seen by all"
     for client in clients:
         await client.disconnect()
-    assert cohort.cohorts == {}
+    assert watch.watches == {}
 
 
 @strawberry.type
@@ -208,9 +215,9 @@ async def test_an_operation_of_a_closed_connection_ends_with_it(
     await client.init()
     await client.subscribe(SUBSCRIBE_USER, {"pk": 1, "rid": 1})
     await client.next("1")
-    assert len(cohort.cohorts) == 1
+    assert len(watch.watches) == 1
     await client.disconnect()
-    assert cohort.cohorts == {}
+    assert watch.watches == {}
 
 
 # -- legacy graphql-ws (subscriptions-transport-ws) on the same connection ----------------
@@ -224,7 +231,7 @@ async def legacy_client(application: Any, payload: Any = None) -> GraphQLTranspo
     return client
 
 
-async def test_legacy_clients_share_a_cohort_and_get_data_frames(
+async def test_legacy_clients_share_a_watch_and_get_data_frames(
     application: Any, users: list[User]
 ) -> None:
     current = GraphQLTransportWSCommunicator(application)
@@ -242,7 +249,7 @@ async def test_legacy_clients_share_a_cohort_and_get_data_frames(
     first = await legacy.receive()
     assert (first["type"], first["id"]) == ("data", "a")
     assert first["payload"]["data"]["user"]["responseStatus"] == 201
-    assert len(cohort.cohorts) == 1  # one execution for both protocols
+    assert len(watch.watches) == 1  # one shared result for both protocols
 
     await save_user(1, username="both")
     assert (await current.next(op))["user"]["data"]["username"] == "both"

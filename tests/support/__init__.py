@@ -1,0 +1,1 @@
+"""Helpers for the tests (never imported by one test module from another)."""

@@ -1,0 +1,60 @@
+"""Clients of the in-process application, and a counter of the server's queries."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
+from django.db.backends import utils
+
+from gql_observer import issue_token
+from gql_observer.testing import GraphQLTransportWSCommunicator
+
+
+async def connect(
+    application: Any, user: User | None = None, params: dict[str, Any] | None = None
+) -> GraphQLTransportWSCommunicator:
+    """A connected, acknowledged client; ``user`` signs in with a token."""
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    payload = dict(params or {})
+    if user is not None:
+        payload["token"] = await database_sync_to_async(issue_token)(user)
+    await client.init(payload or None)
+    return client
+
+
+class Queries:
+    """SQL statements the library ran (their stack passes through gql_observer)."""
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+
+    def __len__(self) -> int:
+        return len(self.statements)
+
+    def since(self, mark: int) -> list[str]:
+        return self.statements[mark:]
+
+
+@contextmanager
+def library_queries() -> Iterator[Queries]:
+    """Record every statement run on any thread by gql_observer's own code."""
+    seen = Queries()
+    # The debug cursor's execute calls this one: each statement is seen once.
+    original = utils.CursorWrapper.execute
+
+    def execute(self: Any, sql: str, params: Any = None) -> Any:
+        if any("/gql_observer/" in frame.filename for frame in traceback.extract_stack()):
+            seen.statements.append(sql)
+        return original(self, sql, params)
+
+    utils.CursorWrapper.execute = execute  # type: ignore[method-assign]
+    try:
+        yield seen
+    finally:
+        utils.CursorWrapper.execute = original  # type: ignore[method-assign]

@@ -1,0 +1,112 @@
+"""Observed types whose fields may or may not be shared between viewers, for the
+sharing tests: plain columns, fields behind permission classes (strawberry's and
+strawberry-django's), resolvers that read the context, and a type whose
+``get_queryset`` depends on the viewer. ``application()`` serves them all; with
+``counting=True`` its schema also has an extension that counts operations."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import strawberry
+import strawberry_django
+from django.contrib.auth.models import User
+from strawberry.extensions import SchemaExtension
+from strawberry.permission import BasePermission
+from strawberry_django.auth.utils import get_current_user
+from strawberry_django.permissions import IsAuthenticated, IsStaff
+
+import gql_observer
+from gql_observer.schema import default_extensions
+from schema_examples.notes.models import Note
+
+
+class SignedIn(BasePermission):
+    message = "User is not authenticated"
+
+    def has_permission(self, source: Any, info: strawberry.Info, **kwargs: Any) -> bool:
+        return bool(get_current_user(info).is_authenticated)
+
+
+def _username(info: strawberry.Info) -> str:
+    user = get_current_user(info)
+    return str(user.username) if user.is_authenticated else "anonymous"
+
+
+@gql_observer.observe(User, name="profile")
+@strawberry_django.type(User, name="ProfileType")
+class ProfileType:
+    id: strawberry.auto
+    username: strawberry.auto
+    email: str = strawberry_django.field(permission_classes=[SignedIn])
+    first_name: str | None = strawberry_django.field(extensions=[IsAuthenticated()])
+    last_name: str = strawberry_django.field(extensions=[IsStaff(fail_silently=False)])
+
+    @strawberry_django.field
+    def viewer(self, info: strawberry.Info) -> str:
+        return _username(info)
+
+    @strawberry_django.field
+    def locale(self, info: strawberry.Info) -> str | None:
+        params = info.context["connection_params"] or {}
+        value = params.get("locale")
+        return value if isinstance(value, str) else None
+
+
+@gql_observer.observe(Note, name="ownNote")
+@strawberry_django.type(Note, name="OwnNoteType", fields=["id", "title", "body"])
+class OwnNoteType:
+    """A note as its owner's queryset holds it: other viewers' querysets are empty."""
+
+    @classmethod
+    def get_queryset(cls, queryset: Any, info: strawberry.Info, **kwargs: Any) -> Any:
+        user = get_current_user(info)
+        if not user.is_authenticated:
+            return queryset.none()
+        return queryset.filter(owner_id=user.pk)
+
+    @strawberry_django.field
+    def viewer(self, info: strawberry.Info) -> str:
+        return _username(info)
+
+
+def anybody(user: Any, note: Note) -> bool:
+    """A permission hook that allows every viewer (its cost is what is measured)."""
+    return True
+
+
+@gql_observer.observe(Note, name="openNote", permission=anybody)
+@strawberry_django.type(Note, name="OpenNoteType", fields=["id", "title", "body"])
+class OpenNoteType:
+    """A note any viewer may see, through a ``permission`` hook."""
+
+
+#: Operations the counting extension saw, by the viewer's username.
+EXECUTED: Counter[str] = Counter()
+
+
+class CountingExtension(SchemaExtension):
+    """Counts ``on_execute`` per operation, as strawberry runs it."""
+
+    def on_execute(self) -> Iterator[None]:
+        context = self.execution_context.context
+        user = context.get("user") if isinstance(context, dict) else None
+        EXECUTED[getattr(user, "username", "") or "anonymous"] += 1
+        yield
+
+
+@strawberry.type
+class Query:
+    @strawberry.field
+    def ping(self) -> str:
+        return "pong"
+
+
+def application(*, counting: bool = False) -> Any:
+    """The ASGI application of every observed type (the demo's and these)."""
+    from gql_observer.asgi import application as build
+
+    extensions = [*default_extensions(), *([CountingExtension] if counting else [])]
+    return build(gql_observer.build_schema(query=Query, extensions=extensions))
