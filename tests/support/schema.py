@@ -6,6 +6,7 @@ strawberry-django's), resolvers that read the context, and a type whose
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterator
 from typing import Any
@@ -80,7 +81,10 @@ def anybody(user: Any, note: Note) -> bool:
 @gql_observer.observe(Note, name="openNote", permission=anybody)
 @strawberry_django.type(Note, name="OpenNoteType", fields=["id", "title", "body"])
 class OpenNoteType:
-    """A note any viewer may see, through a ``permission`` hook."""
+    """A note any viewer may see, through a ``permission`` hook, with its owner as a
+    nested object (whose fields are gated and read the context)."""
+
+    owner: ProfileType
 
 
 #: Operations the counting extension saw, by the viewer's username.
@@ -104,9 +108,12 @@ class Query:
         return "pong"
 
 
+@functools.cache
 def application(*, counting: bool = False) -> Any:
-    """The ASGI application of every observed type (the demo's and these)."""
+    """The ASGI application of every observed type (the demo's and these), built once."""
     from gql_observer.asgi import application as build
+    from schema_examples.asgi import django_application
 
     extensions = [*default_extensions(), *([CountingExtension] if counting else [])]
-    return build(gql_observer.build_schema(query=Query, extensions=extensions))
+    schema = gql_observer.build_schema(query=Query, extensions=extensions)
+    return build(schema, django_application=django_application)
