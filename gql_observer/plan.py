@@ -1,29 +1,35 @@
-"""Per-event results of observed subscriptions without a GraphQL execution.
+"""Results of observed subscriptions built without a GraphQL execution.
 
-Every change of an observed instance runs its cohort's subscription once more
-for the new state: graphql-core collects the fields, builds a resolve info,
-calls strawberry's resolver wrappers for every field and completes every
-value — about as much work as everything else the event costs together. For an
-operation whose every selected field is a plain attribute (no resolver, no
-arguments, no directives, no field extensions, no abstract types), the result
-is known in advance to be the attributes' values, serialised by their leaf
-types. Such an operation is compiled once per cohort into a plan that builds
-the result directly, with the same values graphql-core would give:
+For every change of an observed instance graphql-core would collect the
+fields, build a resolve info, call strawberry's resolver wrappers for every
+field and complete every value, once per subscriber: about as much work as
+everything else the event costs together. For the fields whose value comes
+from the instance alone (plain attributes: no resolver, no arguments, no
+directives, no field extensions, no abstract types) the result is known in
+advance to be the attributes' values, serialised by their leaf types:
 
-- a field's value is read as strawberry reads a field without a resolver
-  (``StrawberryField.get_result``), or, for a strawberry-django field of a
-  concrete model column, as strawberry-django reads one already loaded
-  (``getattr`` of the column's ``attname``);
-- leaves are serialised by their own GraphQL type's ``serialize``, objects are
-  checked with their type's ``is_type_of``, ``__typename`` is the type's name,
-  response keys come in the order graphql-core collects them (aliases,
-  fragments and repeated fields merged as it merges them).
+- a :class:`Shape` is the part of a subscription's result that is the same
+  for every subscriber, built once per event for all the subscribers of a
+  watch (:mod:`gql_observer.watch`); each subscriber's ``requestId`` and the
+  fields that may read the context (holes) are placeholders, filled per
+  subscriber;
+- a plan (:func:`compile_subscription`) builds a whole result for one
+  subscription that runs on its own, when every field it selects is plain.
+
+Both read a value as strawberry reads a field without a resolver
+(``StrawberryField.get_result``), or, for a strawberry-django field of a
+concrete model column, as strawberry-django reads one already loaded
+(``getattr`` of the column's ``attname``); leaves are serialised by their own
+GraphQL type's ``serialize``, objects are checked with their type's
+``is_type_of``, ``__typename`` is the type's name, response keys come in the
+order graphql-core collects them (aliases, fragments and repeated fields
+merged as it merges them).
 
 Anything else on the way — a null where the schema says non-null, a value its
 scalar refuses, a column not loaded (deferred), an object of another type, an
-error of any kind — makes the plan give up on that event (:class:`Miss`), and
-the event is executed by graphql-core as usual, errors and all. Operations
-the plan cannot describe are never compiled and always run the usual way.
+error of any kind — makes the shape or plan give up on that event
+(:class:`Miss`), and the event is executed by graphql-core as usual, errors
+and all. Operations neither can describe always run the usual way.
 """
 
 from __future__ import annotations

@@ -86,8 +86,10 @@ class ObserverSettings(TypedDict):
     #: Subscribe messages a connection may send per second (a burst of twice
     #: that is allowed); beyond, the operation gets an error.
     SUBSCRIBE_RATE: float
-    #: Share one execution and one encoded payload among the subscribers of
-    #: the same operation and viewer (see ``gql_observer.cohort``).
+    #: Serve the subscribers of one instance together: one read per change,
+    #: the viewer-independent part of each result built and encoded once, each
+    #: subscriber's requestId and context-dependent fields its own (see
+    #: ``gql_observer.watch``). ``False``: each runs alone through strawberry.
     COHORTS: bool
     #: Build the per-event results of an observed subscription that selects
     #: only plain attributes from a plan compiled once, instead of running

@@ -1,7 +1,7 @@
 """graphql-transport-ws on a bare ASGI websocket: the lean connection.
 
 One connection is one coroutine (the ASGI server's own task, reading frames)
-and one small object; an observed subscription is a cohort member, with no
+and one small object; an observed subscription is a watch member, with no
 task and no queue of its own. Queries, mutations and subscriptions of fields
 that are not observed run in a task each, as any GraphQL server runs them.
 
