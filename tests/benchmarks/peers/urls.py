@@ -44,24 +44,25 @@ def ping_view(request: HttpRequest) -> JsonResponse:
 def p0_stats() -> dict[str, object]:
     """gql_observer's own counters, when it is installed (P0), for W4; ``{}`` for the peers.
 
-    Read on the server's event loop, where the hub and the cohorts live:
+    Read on the server's event loop, where the hub and the watches live:
     ``hub``: ``Hub.stats()`` (``pending``: deliveries waiting, at most one per hub
-    subscription; ``dropped``: deliveries merged into a later one). ``members``: cohort members
-    (one per subscriber), how many have a write waiting for their socket (``busy``) and how
-    many frames they skipped because a newer one came first (``dropped``).
+    subscription; ``dropped``: deliveries merged into a later one). ``watches``: one per
+    observed instance (and type) with subscribers in this process; ``members``: their
+    subscribers, how many have a write waiting for their socket (``busy``) and how many frames
+    they skipped because a newer one came first (``dropped``).
     """
     if not apps.is_installed("gql_observer"):
         return {}
-    from gql_observer.cohort import cohorts
     from gql_observer.hub import current_hub
+    from gql_observer.watch import watches
 
     hub = current_hub()
-    members = [m for cohort in list(cohorts.values()) for m in list(cohort.members.values())]
+    members = [m for watch in list(watches.values()) for m in list(watch.members.values())]
     return {
         "hub": hub.stats() if hub is not None else None,
-        "cohorts": len(cohorts),
+        "watches": len(watches),
         "members": len(members),
-        "members_busy": sum(m.busy for m in members),
+        "members_busy": sum(bool(m.busy) for m in members),
         "members_dropped": sum(m.dropped for m in members),
     }
 
