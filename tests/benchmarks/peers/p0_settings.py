@@ -1,6 +1,7 @@
-"""Django settings of P0 (gql_observer) in the benchmark: the demo project's schema
-and apps, with the peers' database, channel layer and save trigger (same view,
-same connection reuse), so every system is triggered the same way."""
+"""Django settings of P0 (gql_observer) in the benchmark: the demo project's apps and
+schema (plus the benchmark's ``userP`` and ``userX``, ``p0_schema.py``), with the peers'
+database, channel layer and save trigger (same view, same connection reuse), so every
+system is triggered the same way."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ from tests.benchmarks.peers.settings import (  # noqa: F401
 
 DEBUG = False
 GQL_OBSERVER = {
-    "SCHEMA": "schema_examples.schema.schema",
+    # the demo's schema plus W1p's and W1x's observed types
+    "SCHEMA": "tests.benchmarks.peers.p0_schema.schema",
     "GRAPHIQL": False,
     # P0l: "0", so a save in the server reaches its subscribers through the channel layer, as
     # a save in another process would.

@@ -1,10 +1,11 @@
 """P0w: gql_observer on its own websocket server (``gql_observer.server``, what
 ``manage.py gql_observer_serve`` runs) instead of uvicorn, with P0's settings.
 
-The benchmark's HTTP GET paths (``/bench/save/``, ``/bench/ping/``, ``/bench/stats/``) are
-answered before the handshake, as the floor server answers them: the save runs the same
-``save_burst`` as the Django servers' view, on a thread of its own (as Django runs a sync view
-on a thread per request), and the stats are read on the event loop.
+The benchmark's HTTP GET paths (``/bench/save/``, ``/bench/ping/``, ``/bench/stats/``,
+``/bench/credentials/``) are answered before the handshake, as the floor server answers them:
+the save runs the same ``save_burst`` as the Django servers' view, on a thread of its own (as
+Django runs a sync view on a thread per request), the credentials too, and the stats are read
+on the event loop.
 
     python -m tests.benchmarks.peers.p0_ws --port 8766
 """
@@ -30,7 +31,7 @@ from websockets.asyncio.server import ServerConnection  # noqa: E402
 from websockets.http11 import Request, Response  # noqa: E402
 
 from gql_observer.server import GraphQLWebsocketServer, run  # noqa: E402
-from tests.benchmarks.peers.urls import p0_stats, save_burst  # noqa: E402
+from tests.benchmarks.peers.urls import credentials, p0_stats, save_burst  # noqa: E402
 
 _SAVES = ThreadPoolExecutor(1, thread_name_prefix="bench-save")
 
@@ -56,6 +57,10 @@ class BenchServer(GraphQLWebsocketServer):
             loop = asyncio.get_running_loop()
             result = await loop.run_in_executor(_SAVES, save_burst, pks, query["marker"][0])
             return _json(connection, result)
+        if url.path == "/bench/credentials/":
+            n = int(parse_qs(url.query)["n"][0])
+            loop = asyncio.get_running_loop()
+            return _json(connection, await loop.run_in_executor(_SAVES, credentials, n))
         return super().process_request(connection, request)
 
 

@@ -1,6 +1,10 @@
 """P1: djangochannelsrestframework 1.3 ``ObserverModelInstanceMixin``, as its docs show it.
 
-Clients send ``{"action": "subscribe_instance", "pk": 1, "request_id": 1}`` to ws://.../ws/.
+Clients send ``{"action": "subscribe_instance", "pk": 1, "request_id": <their own>}`` to
+ws://.../ws/. Logged-in viewers (W1v; W1p and W1x run the same traffic here) connect with their
+session cookie to ws://.../ws/auth/, the same consumer with
+``permission_classes = (permissions.IsAuthenticated,)`` as DCRF's docs show it: checked on
+connect and on every action (not per change), it refuses a client whose cookie was not taken.
 Serve with: ``uvicorn tests.benchmarks.peers.p1_asgi:application``.
 """
 
@@ -19,6 +23,7 @@ from channels.auth import AuthMiddlewareStack  # noqa: E402
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
 from django.urls import path  # noqa: E402
+from djangochannelsrestframework import permissions  # noqa: E402
 from djangochannelsrestframework.generics import GenericAsyncAPIConsumer  # noqa: E402
 from djangochannelsrestframework.observer.generics import (  # noqa: E402
     ObserverModelInstanceMixin,
@@ -37,9 +42,20 @@ class UserConsumer(ObserverModelInstanceMixin, GenericAsyncAPIConsumer):
     serializer_class = UserSerializer
 
 
+class SignedInUserConsumer(UserConsumer):
+    permission_classes = (permissions.IsAuthenticated,)
+
+
 application = ProtocolTypeRouter(
     {
         "http": django_asgi_app,
-        "websocket": AuthMiddlewareStack(URLRouter([path("ws/", UserConsumer.as_asgi())])),
+        "websocket": AuthMiddlewareStack(
+            URLRouter(
+                [
+                    path("ws/", UserConsumer.as_asgi()),
+                    path("ws/auth/", SignedInUserConsumer.as_asgi()),
+                ]
+            )
+        ),
     }
 )

@@ -6,6 +6,13 @@ a ``post_save`` receiver does ``async_to_sync(get_channel_layer().group_send)(..
 saved fields in the message (the recipe's way: no database read per subscriber). The resolver
 first yields a ``subscribe_instance``/201 envelope once the group is joined, so clients (and the
 benchmark) know when the subscription is live, as with DCRF and gql_observer.
+
+For the logged-in viewers' scenarios (session cookie, read by ``AuthMiddlewareStack``), two
+more fields do per subscriber what gql_observer's ``userP`` and ``userX`` do:
+``userP`` (W1p) asks a permission function ``allow_all(user, message)`` for every message
+before yielding it (and refuses at once, as P0 does, a viewer it does not allow); ``userX``
+(W1x) yields a type whose ``email`` has ``permission_classes=[SignedIn]``, which strawberry
+checks on every result.
 Serve with: ``uvicorn tests.benchmarks.peers.p2_asgi:application``.
 """
 
@@ -13,6 +20,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import AsyncGenerator
+from typing import Any
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "tests.benchmarks.peers.settings")
 os.environ.setdefault("BENCH_SYSTEM", "P2")
@@ -30,6 +38,7 @@ from django.contrib.auth.models import User  # noqa: E402
 from django.db.models.signals import post_save  # noqa: E402
 from django.urls import re_path  # noqa: E402
 from strawberry.channels import GraphQLWSConsumer  # noqa: E402
+from strawberry.permission import BasePermission  # noqa: E402
 from strawberry.scalars import JSON  # noqa: E402
 from strawberry.types import Info  # noqa: E402
 
@@ -48,6 +57,42 @@ class UserEnvelope:
     response_status: int
     request_id: JSON
     data: UserType | None
+
+
+def allow_all(user: Any, message: dict[str, Any]) -> bool:
+    """W1p's permission function: every signed-in viewer may see every user."""
+    return bool(user is not None and user.is_authenticated)
+
+
+class SignedIn(BasePermission):
+    message = "User is not authenticated"
+
+    def has_permission(self, source: Any, info: Info, **kwargs: Any) -> bool:
+        user = info.context["ws"].scope.get("user")
+        return bool(user is not None and user.is_authenticated)
+
+
+@strawberry.type
+class UserXType:
+    id: strawberry.ID
+    username: str
+    email: str = strawberry.field(permission_classes=[SignedIn])
+
+
+@strawberry.type
+class UserXEnvelope:
+    action: str
+    errors: list[str]
+    response_status: int
+    request_id: JSON
+    data: UserXType | None
+
+
+def _envelope(cls: Any, action: str, status: int, request_id: Any, data: Any = None) -> Any:
+    errors = [] if status < 400 else ["You may not see this user."]
+    return cls(
+        action=action, errors=errors, response_status=status, request_id=request_id, data=data
+    )
 
 
 @strawberry.type
@@ -79,6 +124,47 @@ class Subscription:
                     response_status=200,
                     request_id=request_id,
                     data=UserType(id=msg["pk"], username=msg["username"], email=msg["email"]),
+                )
+
+    @strawberry.subscription
+    async def user_p(
+        self, info: Info, pk: strawberry.ID, request_id: JSON
+    ) -> AsyncGenerator[UserEnvelope, None]:
+        """W1p: ``user`` with ``allow_all`` asked before every message."""
+        ws = info.context["ws"]
+        user = ws.scope.get("user")
+        if not allow_all(user, {"pk": str(pk)}):
+            yield _envelope(UserEnvelope, "subscribe_instance", 403, request_id)
+            return
+        async with ws.listen_to_channel("user.updated", groups=[f"user.{pk}"]) as cm:
+            yield _envelope(UserEnvelope, "subscribe_instance", 201, request_id)
+            async for msg in cm:
+                if not allow_all(user, msg):
+                    yield _envelope(UserEnvelope, "update", 403, request_id)
+                    return
+                yield _envelope(
+                    UserEnvelope,
+                    "update",
+                    200,
+                    request_id,
+                    UserType(id=msg["pk"], username=msg["username"], email=msg["email"]),
+                )
+
+    @strawberry.subscription
+    async def user_x(
+        self, info: Info, pk: strawberry.ID, request_id: JSON
+    ) -> AsyncGenerator[UserXEnvelope, None]:
+        """W1x: ``user`` whose ``email`` is behind a permission class."""
+        ws = info.context["ws"]
+        async with ws.listen_to_channel("user.updated", groups=[f"user.{pk}"]) as cm:
+            yield _envelope(UserXEnvelope, "subscribe_instance", 201, request_id)
+            async for msg in cm:
+                yield _envelope(
+                    UserXEnvelope,
+                    "update",
+                    200,
+                    request_id,
+                    UserXType(id=msg["pk"], username=msg["username"], email=msg["email"]),
                 )
 
 

@@ -1,14 +1,23 @@
-"""HTTP side of the benchmark's Django servers (P0, P1, P2): the save trigger, W4's stats.
-P0w (``p0_ws.py``) answers the same paths with the same functions."""
+"""HTTP side of the benchmark's Django servers (P0, P1, P2): the save trigger, the logged-in
+viewers' credentials, W4's stats. P0w (``p0_ws.py``) answers the same paths with the same
+functions. This is the benchmark servers' own urlconf (``ROOT_URLCONF`` of
+``peers/settings.py`` and ``peers/p0_settings.py``): nothing else routes to these views."""
 
 from __future__ import annotations
 
 import time
+from datetime import timedelta
+from importlib import import_module
+from typing import Any
 
 from django.apps import apps
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
 from django.contrib.auth.models import User
 from django.http import HttpRequest, JsonResponse
 from django.urls import path
+from django.utils import timezone
+from django.utils.crypto import get_random_string
 
 
 def save_burst(pks: list[int], marker: str) -> dict[str, float | int]:
@@ -67,6 +76,67 @@ def p0_stats() -> dict[str, object]:
     }
 
 
+#: Session keys this process made, by user pk (the peers' logged-in viewers).
+_SESSIONS: dict[int, str] = {}
+
+
+def _session_keys(users: list[User]) -> list[str]:
+    """A logged-in session for each of ``users``, made with the session engine as
+    ``django.contrib.auth.login`` would fill it (user id, backend, the user's session hash).
+    The first call of a process deletes the sessions earlier runs left in the benchmark's
+    database (its own schema or file); the sessions are inserted in one batch."""
+    engine = import_module(settings.SESSION_ENGINE)
+    store_class: Any = engine.SessionStore
+    model = store_class.get_model_class() if hasattr(store_class, "get_model_class") else None
+    if not _SESSIONS and model is not None:
+        model.objects.all().delete()
+    missing = [u for u in users if u.pk not in _SESSIONS]
+    rows = []
+    for user in missing:
+        store = store_class()
+        data = {
+            SESSION_KEY: str(user.pk),
+            BACKEND_SESSION_KEY: "django.contrib.auth.backends.ModelBackend",
+            HASH_SESSION_KEY: user.get_session_auth_hash(),
+        }
+        if model is None:  # not a database-backed engine: one create() each
+            store.update(data)
+            store.create()
+            _SESSIONS[user.pk] = str(store.session_key)
+            continue
+        key = get_random_string(32, "abcdefghijklmnopqrstuvwxyz0123456789")
+        expire = timezone.now() + timedelta(seconds=settings.SESSION_COOKIE_AGE)
+        rows.append(model(session_key=key, session_data=store.encode(data), expire_date=expire))
+        _SESSIONS[user.pk] = key
+    if rows:
+        model.objects.bulk_create(rows, batch_size=1000)
+    return [_SESSIONS[u.pk] for u in users]
+
+
+def credentials(n: int) -> dict[str, Any]:
+    """Credentials of users 1..n, one per logged-in viewer (W1v, W1p, W1x): gql_observer
+    tokens (``issue_token``, sent in ``connection_init``) when this server is gql_observer's,
+    else session keys (the ``Cookie`` of the handshake, read by Channels'
+    ``AuthMiddlewareStack``)."""
+    users = list(User.objects.filter(pk__gte=1, pk__lte=n).order_by("pk"))
+    if len(users) < n:
+        raise ValueError(f"only {len(users)} of users 1..{n}: run the benchmark's prepare step")
+    if apps.is_installed("gql_observer"):
+        from gql_observer import issue_token
+
+        return {"kind": "token", "credentials": [issue_token(u) for u in users]}
+    return {
+        "kind": "session",
+        "cookie": settings.SESSION_COOKIE_NAME,
+        "credentials": _session_keys(users),
+    }
+
+
+def credentials_view(request: HttpRequest) -> JsonResponse:
+    """``credentials`` of ``n`` users: a plain sync view, on the benchmark's servers only."""
+    return JsonResponse(credentials(int(request.GET["n"])))
+
+
 async def stats_view(request: HttpRequest) -> JsonResponse:
     """``p0_stats``, from an async view: it runs on the server's event loop."""
     return JsonResponse(p0_stats())
@@ -76,4 +146,5 @@ urlpatterns = [
     path("bench/save/", save_view),
     path("bench/ping/", ping_view),
     path("bench/stats/", stats_view),
+    path("bench/credentials/", credentials_view),
 ]
