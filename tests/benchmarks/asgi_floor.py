@@ -2,11 +2,13 @@
 
 What F is to a websocket server, U is to an ASGI one: the same uvicorn, flags and websocket
 implementation as P0, and nothing else (no Django, no Channels, no GraphQL, no channel layer).
-Clients speak just enough graphql-transport-ws: ``connection_init`` gets ``connection_ack``,
-a ``subscribe`` whose query names ``user(pk: "P" ...)`` gets one ``next`` and joins P's
-clients. ``GET /bench/save/?pk=P,Q&marker=M`` encodes, for each pk, one envelope carrying
-username ``M-<pk>`` once, then writes it to every client of that pk (only the operation id
-is per client, as in P0's cohorts), and answers ``{"t_call", "t_return"}``.
+Clients speak just enough graphql-transport-ws: ``connection_init`` gets ``connection_ack``
+(its payload, a token or not, is ignored: U is a floor), a ``subscribe`` whose variables (or
+else query) name the pk (``{"pk": "P"}`` or ``user(pk: "P" ...)``) gets one ``next`` and joins
+P's clients. ``GET /bench/save/?pk=P,Q&marker=M`` encodes, for each pk, one envelope carrying
+username ``M-<pk>`` once, then writes it to every client of that pk with the client's own
+operation id and ``requestId`` (from its variables, else 1) spliced in front, and answers
+``{"t_call", "t_return"}``. It ignores the selection and the field's name.
 
 Its memory per idle subscription is what an ASGI server costs before any application code;
 the gap between U and F is the server's, the gap between P0 and U is gql_observer's.
@@ -27,15 +29,18 @@ from urllib.parse import parse_qs
 Send = Callable[[dict[str, Any]], Awaitable[None]]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
 
-#: pk -> {send: the frame prefix of that client's operation}
+#: pk -> {send: the frame prefix of that client's operation, up to its requestId}
 CLIENTS: defaultdict[str, dict[Send, str]] = defaultdict(dict)
-PK = re.compile(r'user\(pk:\s*"([^"]+)"')
+PK = re.compile(r'user\w*\(pk:\s*"([^"]+)"')
 
 
 def envelope(pk: str, username: str | None, action: str, status: int) -> str:
+    """The envelope after its ``requestId``, closing the ``next`` frame: a client's frame is
+    its prefix (``{"id":..,"type":"next","payload":{"data":{"user":{"requestId":<rid>,``)
+    followed by this."""
     data = None if username is None else {"id": pk, "username": username, "email": ""}
-    user = {"action": action, "responseStatus": status, "requestId": 1, "data": data}
-    return json.dumps({"data": {"user": user}}, separators=(",", ":"))
+    user = {"action": action, "responseStatus": status, "data": data}
+    return json.dumps(user, separators=(",", ":"))[1:] + "}}}"
 
 
 async def _respond(send: Send, body: dict[str, Any]) -> None:
@@ -60,7 +65,7 @@ async def http(scope: dict[str, Any], receive: Receive, send: Send) -> None:
     for pk in query.get("pk", ["1"])[0].split(","):
         payload = envelope(pk, f"{marker}-{pk}", "update", 200)
         for client_send, prefix in list(CLIENTS.get(pk, {}).items()):
-            await client_send({"type": "websocket.send", "text": f"{prefix}{payload}}}"})
+            await client_send({"type": "websocket.send", "text": f"{prefix}{payload}"})
     await _respond(send, {"t_call": t_call, "t_return": time.monotonic()})
 
 
@@ -77,11 +82,15 @@ async def websocket(scope: dict[str, Any], receive: Receive, send: Send) -> None
             if message.get("type") == "connection_init":
                 await send({"type": "websocket.send", "text": '{"type":"connection_ack"}'})
             elif message.get("type") == "subscribe":
+                variables = message["payload"].get("variables") or {}
                 found = PK.search(message["payload"]["query"])
-                pk = found.group(1) if found else "1"
-                prefix = f'{{"id":{json.dumps(message["id"])},"type":"next","payload":'
+                pk = str(variables.get("pk") or (found.group(1) if found else "1"))
+                prefix = (
+                    f'{{"id":{json.dumps(message["id"])},"type":"next","payload":'
+                    f'{{"data":{{"user":{{"requestId":{json.dumps(variables.get("requestId", 1))},'
+                )
                 first = envelope(pk, None, "subscribe_instance", 201)
-                await send({"type": "websocket.send", "text": f"{prefix}{first}}}"})
+                await send({"type": "websocket.send", "text": f"{prefix}{first}"})
                 CLIENTS[pk][send] = prefix
             elif message.get("type") == "ping":
                 await send({"type": "websocket.send", "text": '{"type":"pong"}'})

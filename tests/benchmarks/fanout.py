@@ -7,15 +7,26 @@ Systems (tests/benchmarks/systems.py), each server in its own process on a loopb
   P1  djangochannelsrestframework 1.3 ObserverModelInstanceMixin under uvicorn (.venv-bench)
   P2  strawberry channels recipe (listen_to_channel + post_save group_send) under uvicorn
 
-W1: N clients subscribe to user 1; one save; time from the trigger request to the LAST
-subscriber's frame (see loadgen.py for the exact clock points). Saves alternate between the
-systems (F, U, P0, P1, P2, F, U, ...) so that machine drift hits all alike. Run with the
-in-memory channel layer, then with channels_redis. Also:
+Every subscriber sends what real clients send: one named document with its arguments in
+``variables`` and its OWN requestId (a millisecond timestamp + its index), see loadgen.py.
+W1: N clients subscribe to user 1; one save; time from the trigger request (and from the
+server's save() call) to the LAST subscriber's frame (see loadgen.py for the exact clock
+points). Saves alternate between the systems (F, U, P0, P1, P2, F, U, ...) so that machine
+drift hits all alike. Run with the in-memory channel layer, then with channels_redis. Also:
   M  server RSS (process tree) with 0 and with N idle subscriptions -> KiB per subscription;
   R  Redis commands per save (INFO commandstats delta around the publish and delivery).
-W2 (full mode): W1 at N=1000 spread over 100 distinct operations (request ids 1..100).
+W1same: W1 with every subscriber the very same document and requestId (the old W1).
+W1v: W1 with each subscriber logged in as a different user (P0: gql_observer tokens in
+     connection_init; P1, P2: session cookies); floors ignore credentials.
+W1p: W1v's viewers on P0's ``userP`` (observed with a permission callable that allows them);
+     P2: a permission function per message; P1: W1v's traffic.
+W1x: W1v's viewers on P0's ``userX`` (``email`` behind a strawberry permission class); P2:
+     the same field permission; P1: W1v's traffic.
+W2: W1's N subscribers spread over 10 distinct selections (systems.SELECTIONS).
 W5 (full mode): W1 at N=1000 plus one subscriber that never reads its socket.
 W3 (full mode): 1000 subscribers, each of its own instance; all 1000 saved in one burst.
+Each scenario gets freshly started servers (so its M starts from a fresh process) and its
+share of the time budget. The targets block compares P0 with the peers and F per layer and N.
 W4 (``--scenarios W4``, channels_redis only): a writer process (writer.py) saves 10 hot rows
 through the ORM at 1,000 saves/s for 10 s (quick; full: 30 s) while 100 clients subscribe to
 each row; after the system drains, every subscriber's last frame must carry the row's committed
@@ -23,8 +34,8 @@ value.
 
 Usage (from the repo root; see tests/benchmarks/README.md):
   python -m tests.benchmarks.fanout --setup        # creates .venv-bench (peers, plot, psutil)
-  python -m tests.benchmarks.fanout --quick        # W1, N=100,1000, 4 saves: under 3 minutes
-  python -m tests.benchmarks.fanout                # W1 N=100,1000,5000 x 21 saves, W5, W3: ~1 h
+  python -m tests.benchmarks.fanout --quick        # W1 family, N=100,1000, 4 saves: ~15 min
+  python -m tests.benchmarks.fanout                # N=100,1000,5000 x 21 saves, + W2, W5, W3
   python -m tests.benchmarks.fanout --quick --scenarios W4 --layers redis   # W4, 10 s/system
 The tool re-executes itself with .venv-bench's interpreter; it is a tool, not a test.
 """
@@ -366,12 +377,13 @@ class Run:
     notes: list[str] = field(default_factory=list)
     deadline: float = 0.0  # no new save after this (the --budget)
     layer_deadline: float = float("inf")  # this layer's share of what is left of the budget
+    scenario_deadline: float = float("inf")  # this scenario's share of the layer's
 
     def cell(self, scenario: str, layer: str, key: str, n: int) -> Cell:
         return self.cells.setdefault((scenario, layer, key, n), Cell())
 
     def out_of_time(self) -> bool:
-        return time.monotonic() > min(self.deadline, self.layer_deadline)
+        return time.monotonic() > min(self.deadline, self.layer_deadline, self.scenario_deadline)
 
 
 def database_url(args: argparse.Namespace, key: str) -> str:
@@ -438,14 +450,17 @@ def wait_child(proc: subprocess.Popen[bytes], timeout: float = 240) -> int:
     return rc
 
 
-def _spawn(cmd: list[str], log_name: str, **kwargs: Any) -> subprocess.Popen[bytes]:
-    """Start a child in its own session (so its whole group can be killed), output to a log."""
+def _spawn(
+    cmd: list[str], log_name: str, *, append: bool = False, **kwargs: Any
+) -> subprocess.Popen[bytes]:
+    """Start a child in its own session (so its whole group can be killed), output to a log
+    (``append``: after what earlier children wrote there)."""
     try:
         proc = subprocess.Popen(
             cmd,
             start_new_session=True,
             preexec_fn=_die_with_parent,
-            stdout=_log_fd(log_name),
+            stdout=_log_fd(log_name, append=append),
             stderr=subprocess.STDOUT,
             **kwargs,
         )
@@ -506,22 +521,29 @@ class Layer:
     redis_urls: dict[str, str | None] = field(default_factory=dict)
 
     async def connect_all(
-        self, n: int, *, distinct: bool = False, pks: list[str] | None = None, ops: int = 1
+        self,
+        n: int,
+        *,
+        distinct: bool = False,
+        pks: list[str] | None = None,
+        traffic: Traffic | None = None,
     ) -> dict[str, dict[str, Any]]:
         """Top every system up to n subscribers, all systems at once (connecting is CPU-bound
-        on the servers; the machine has few cores). Connect time is logged, not reported."""
+        on the servers; the machine has few cores). Connect time is logged, not reported.
+        ``traffic``: what each subscriber sends (default: W1's, own requestIds)."""
+        spec = (traffic or Traffic()).spec()
         replies = await asyncio.gather(
             *(
                 self.workers[key].call(
-                    120 + n * 0.15,
+                    150 + n * 0.2,
                     cmd="connect",
                     n=n,
                     pk="1",
                     distinct=distinct,
                     pks=pks,
-                    ops=ops,
+                    spec=spec,
                     concurrency=32,
-                    timeout=90 + n * 0.1,
+                    timeout=90 + n * 0.12,
                 )
                 for key in self.keys
             )
@@ -639,38 +661,64 @@ def save_timeout(n: int) -> float:
     return 10 + n * 0.012
 
 
-async def scenario_w1(lay: Layer) -> None:
-    """W1: N subscribers of one instance, one save at a time."""
+@dataclass(frozen=True)
+class Traffic:
+    """What every subscriber of a scenario sends: loadgen's ``spec`` (see loadgen.py)."""
+
+    rid: str = "own"  # "own": each its own requestId, as a variable; "same": W1same
+    selections: int = 1  # W2: distinct selections, systems.SELECTIONS
+    field: str = "user"  # P0's and P2's subscription field
+    auth: bool = False  # each subscriber logged in as its own user
+    must: str | None = None  # what every data frame must carry (Django systems)
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "rid": self.rid,
+            "selections": self.selections,
+            "field": self.field,
+            "auth": self.auth,
+            "must": self.must,
+        }
+
+
+#: The W1 family: N subscribers of user 1, one save at a time, M measured; only what the
+#: subscribers send differs.
+FANOUT: dict[str, Traffic] = {
+    "W1": Traffic(),
+    "W1same": Traffic(rid="same"),
+    "W1v": Traffic(auth=True),
+    "W1p": Traffic(auth=True, field="userP"),
+    # an anonymous viewer gets no email from P0's userX nor P2's: every frame must have it
+    "W1x": Traffic(auth=True, field="userX", must="@example.com"),
+}
+#: What each system runs in a scenario where it has no equivalent of its own.
+STAND_INS = {
+    ("W1p", "P1"): "W1v's traffic",
+    ("W1x", "P1"): "W1v's traffic",
+}
+
+
+async def scenario_fanout(lay: Layer, scenario: str) -> None:
+    """W1 and its variants (FANOUT), and W2: N subscribers of one instance, one save at a
+    time; M (RSS with N idle subscriptions against the fresh server's baseline) at every N."""
     args = lay.run.args
+    w2 = Traffic(selections=args.w2_selections)
+    traffic = w2 if scenario == "W2" else FANOUT[scenario]
     for n in args.ns:
         if lay.run.out_of_time():
-            lay.run.notes.append(f"W1/{lay.name}: stopped before N={n} (time budget)")
+            lay.run.notes.append(f"{scenario}/{lay.name}: stopped before N={n} (time budget)")
             break
-        lay.record_connect("W1", n, await lay.connect_all(n))
+        lay.record_connect(scenario, n, await lay.connect_all(n, traffic=traffic))
         await asyncio.sleep(1.0)
         for key in lay.keys:  # M: RSS with N idle subscriptions against the warm baseline
-            cell = lay.run.cell("W1", lay.name, key, n)
+            cell = lay.run.cell(scenario, lay.name, key, n)
             cell.rss0_kib = lay.rss0[key]
             cell.rssn_kib = lay.servers[key].rss_kib()
-        await lay.rounds("W1", n, ["1"], args.saves, args.warm, save_timeout(n))
+        await lay.rounds(scenario, n, ["1"], args.saves, args.warm, save_timeout(n))
     await lay.close_all()
 
 
-async def scenario_w2(lay: Layer) -> None:
-    """W2: W1's N=w2_n subscribers of one instance, spread over w2_ops distinct operations
-    (request ids 1..w2_ops): gql_observer makes one cohort per operation (one execution and
-    encoding each) but still one read; the peers work per subscriber either way."""
-    args = lay.run.args
-    n = args.w2_n
-    if lay.run.out_of_time():
-        lay.run.notes.append(f"W2/{lay.name}: not run (time budget)")
-        return
-    lay.record_connect("W2", n, await lay.connect_all(n, ops=args.w2_ops))
-    await lay.rounds("W2", n, ["1"], args.saves, args.warm, save_timeout(n))
-    await lay.close_all()
-
-
-async def scenario_w5(lay: Layer) -> None:
+async def scenario_w5(lay: Layer, scenario: str = "W5") -> None:
     """W5: W1 at N=w5_n while one more subscriber of the instance never reads its socket.
 
     Before the N readers connect, each system gets the stalled subscriber and up to
@@ -706,7 +754,7 @@ async def scenario_w5(lay: Layer) -> None:
     await lay.close_all()
 
 
-async def scenario_w3(lay: Layer) -> None:
+async def scenario_w3(lay: Layer, scenario: str = "W3") -> None:
     """W3: w3_n subscribers, each of its own instance; one request saves all instances."""
     args = lay.run.args
     m = args.w3_n
@@ -948,7 +996,7 @@ def merge_writers(results: list[dict[str, Any]]) -> dict[str, Any]:
     }
 
 
-async def scenario_w4(lay: Layer) -> None:
+async def scenario_w4(lay: Layer, scenario: str = "W4") -> None:
     """W4: w4_rows hot rows, w4_per_row subscribers each; a writer process saves them at
     w4_rate saves/s for w4_secs; after the drain, every subscriber must hold its row's
     committed value. One system at a time; each system's clients are closed after its turn."""
@@ -1000,13 +1048,15 @@ async def scenario_w4(lay: Layer) -> None:
             log(f"{key}/{lay.name} W4: server busy for {idle:.1f} s after its clients left")
 
 
-SCENARIOS = {
-    "W1": scenario_w1,
-    "W2": scenario_w2,
+SCENARIOS: dict[str, Any] = {
+    **dict.fromkeys(FANOUT, scenario_fanout),
+    "W2": scenario_fanout,
     "W5": scenario_w5,
     "W3": scenario_w3,
     "W4": scenario_w4,
 }
+#: Each scenario's share of a layer's time, relative (W4 writes and drains per system).
+SCENARIO_WEIGHT = {"W4": 4.0}
 LAYER_TITLES = {
     "inmem": "in-memory layer",
     "redis": "channels_redis",
@@ -1017,6 +1067,49 @@ REDIS_LAYERS = {"redis": "core", "pubsub": "pubsub"}
 
 
 async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
+    """Every scenario of the run on this layer, each with freshly started servers and
+    workers (so that its M starts from a fresh process and nothing one scenario left in a
+    server weighs on the next), each within its share of the layer's time."""
+    args = run.args
+    scenarios = list(args.scenarios)
+    weights = [SCENARIO_WEIGHT.get(x, 1.0) for x in scenarios]
+    for i, scenario in enumerate(scenarios):
+        now = time.monotonic()
+        end = min(run.deadline, run.layer_deadline)
+        run.scenario_deadline = now + (end - now) * weights[i] / sum(weights[i:])
+        if run.out_of_time():
+            run.notes.append(f"{scenario}/{layer}: not run (time budget)")
+            continue
+        if scenario == "W4" and layer != "redis":
+            await scenario_w4(Layer(run=run, name=layer))  # only says why it does not run
+            continue
+        log(f"{layer} {scenario}: starting servers")
+        lay = await start_layer(run, layer, systems, scenario)
+        try:
+            if lay.keys:
+                await SCENARIOS[scenario](lay, scenario)
+        finally:
+            await stop_layer(lay, systems)
+    run.scenario_deadline = float("inf")
+
+
+#: Server logs this run has written to: the first server of a run truncates its log, the
+#: next scenarios' servers append to it, after a header line.
+_SERVER_LOGS: set[str] = set()
+
+
+def _log_header(name: str, text: str) -> bool:
+    """Start or continue ``name`` in LOG_DIR with a header line; True to append after it."""
+    first = name not in _SERVER_LOGS
+    _SERVER_LOGS.add(name)
+    with open(LOG_DIR / name, "w" if first else "a") as f:
+        f.write(f"----- {text} ({time.strftime('%H:%M:%S')}) -----\n")
+    return True
+
+
+async def start_layer(run: Run, layer: str, systems: list[System], scenario: str = "") -> Layer:
+    """Start every system's servers and load worker on ``layer``, warm each up (one client,
+    two saves) and take the RSS baseline with 0 subscriptions."""
     args = run.args
     redis_urls: dict[str, str | None] = {}
     # One Redis db per system of this run that uses the layer (the floors do not), numbered
@@ -1053,7 +1146,8 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
                 cmd = system.server_cmd(port)
                 if "uvicorn" in system.module_args:
                     cmd += ["--ws", system.uvicorn_ws or args.uvicorn_ws]
-                procs.append((port, _spawn(cmd, name, cwd=REPO, env=env)))
+                append = _log_header(name, f"{scenario or 'servers'} on {layer}, port {port}")
+                procs.append((port, _spawn(cmd, name, cwd=REPO, env=env, append=append)))
             (port, proc), more = procs[0], procs[1:]
             lay.servers[system.key] = Server(system, port, proc, log_path, more)
         ready = await asyncio.gather(*(wait_ready(s, 90) for s in lay.servers.values()))
@@ -1088,24 +1182,28 @@ async def run_layer(run: Run, layer: str, systems: list[System]) -> None:
                 lay.keys.remove(key)
         await asyncio.sleep(0.5)
         lay.rss0 = {k: lay.servers[k].rss_kib() for k in lay.keys}
-        for scenario in args.scenarios:
-            await SCENARIOS[scenario](lay)
-    finally:
-        await asyncio.gather(*(w.stop() for w in lay.workers.values()), return_exceptions=True)
-        for server in lay.servers.values():
-            server.stop()
-        if lay.stats is not None:
-            for system in systems:
-                url = redis_urls[system.key]
-                if url:
-                    with contextlib.suppress(Exception):
-                        lay.stats.flushdb(url)
+    except BaseException:
+        await stop_layer(lay, systems)
+        raise
+    return lay
+
+
+async def stop_layer(lay: Layer, systems: list[System]) -> None:
+    await asyncio.gather(*(w.stop() for w in lay.workers.values()), return_exceptions=True)
+    for server in lay.servers.values():
+        server.stop()
+    if lay.stats is not None:
+        for system in systems:
+            url = lay.redis_urls.get(system.key)
+            if url:
+                with contextlib.suppress(Exception):
+                    lay.stats.flushdb(url)
 
 
 # ---------------------------------------------------------------------------------------------
 # report
 # ---------------------------------------------------------------------------------------------
-SCENARIO_ORDER = ("W1", "W2", "W3", "W5", "W4")
+SCENARIO_ORDER = ("W1", "W1same", "W1v", "W1p", "W1x", "W2", "W3", "W5", "W4")
 
 
 def summarise(run: Run) -> list[dict[str, Any]]:
@@ -1129,7 +1227,16 @@ def summarise(run: Run) -> list[dict[str, Any]]:
             "n": n,
             "saves": len(lat),
             "failed": len(cell.failures),
+            # frames the subscribers held of every recorded save, against what was due (a
+            # frame without the subscriber's own requestId, or W1x's email, is "bad")
+            "frames_received": sum(int(x.get("received") or 0) for x in cell.saves),
+            "frames_expected": sum(int(x.get("expected") or 0) for x in cell.saves),
+            "frames_bad": sum(int(x.get("bad") or 0) for x in cell.saves),
+            "connected": cell.connect.get("connected"),
+            "credentials": cell.connect.get("credentials"),
         }
+        if (scenario, key) in STAND_INS:
+            row["stand_in"] = STAND_INS[(scenario, key)]
         if lat:
             med = statistics.median(lat)
             row |= {
@@ -1167,7 +1274,7 @@ def summarise(run: Run) -> list[dict[str, Any]]:
         rows.append(row)
     by = {(r["scenario"], r["layer"], r["system"], r["n"]): r for r in rows}
     for r in rows:
-        if r["scenario"] in ("W2", "W5") and "median_ms" in r:
+        if r["scenario"] not in ("W1", "W3", "W4") and "median_ms" in r:
             w1 = by.get(("W1", r["layer"], r["system"], r["n"]), {}).get("median_ms")
             if w1:
                 r["vs_w1"] = r["median_ms"] / w1
@@ -1293,6 +1400,94 @@ def _db_connections(args: argparse.Namespace) -> str:
     return f"peers CONN_MAX_AGE={args.conn_max_age}"
 
 
+#: The W1 family and W2: one table, one row per scenario, layer, N and system.
+FANOUT_TABLE = (*FANOUT, "W2")
+#: The other scenarios' table (vs W1, Redis per burst, the stalled client).
+OTHER_TABLE = ("W3", "W5")
+
+#: The targets, per layer and N: (name, scenario, measure, reference, goal). measure
+#: "deliveries": P0's deliveries/s from save() over the reference's ("peers": the better of
+#: P1 and P2 in the same scenario; "F": F's in the same scenario), at least ``goal``;
+#: "memory": P0's KiB per idle subscription minus F's (same scenario), at most ``goal`` KiB.
+TARGETS: tuple[tuple[str, str, str, str, float, bool], ...] = (
+    ("W1 >= 10x better peer", "W1", "deliveries", "peers", 10.0, True),
+    ("W1 >= 0.5x F", "W1", "deliveries", "F", 0.5, True),
+    ("W1v >= 10x better peer", "W1v", "deliveries", "peers", 10.0, True),
+    ("W1v >= 0.5x F", "W1v", "deliveries", "F", 0.5, True),
+    ("W1p >= 0.4x F", "W1p", "deliveries", "F", 0.4, True),
+    ("W1x >= 5x better peer", "W1x", "deliveries", "peers", 5.0, True),
+    ("M (W1, own requestIds) <= F + 4 KiB", "W1", "memory", "F", 4.0, True),
+    ("Mv (W1v, token viewers) vs F + 4 KiB", "W1v", "memory", "F", 4.0, False),
+)
+
+
+def targets(run: Run, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Every target (TARGETS) for every layer and N of the run: P0's figure, the
+    reference's, the measured ratio (or difference) and pass / miss ("info" for what is
+    shown next to a target without being one)."""
+    by = {(r["scenario"], r["layer"], r["system"], r["n"]): r for r in rows}
+    out = []
+    for layer in run.args.layers:
+        for n in run.args.ns:
+            for name, scenario, measure, ref, goal, is_target in TARGETS:
+                if scenario not in run.args.scenarios:
+                    continue
+                t: dict[str, Any] = {"layer": layer, "n": n, "target": name, "goal": goal}
+                p0 = by.get((scenario, layer, "P0", n), {})
+                if measure == "memory":
+                    mine, f = p0.get("kib_per_sub"), by.get((scenario, layer, "F", n), {})
+                    theirs = f.get("kib_per_sub")
+                    t["p0"] = f"{fmt(mine)} KiB"
+                    t["ref"] = f"F {fmt(theirs)} KiB"
+                    if mine is not None and theirs is not None:
+                        t["value"] = mine - theirs
+                        t["measured"] = f"{mine - theirs:+.1f} KiB"
+                        ok = mine - theirs <= goal
+                else:
+                    mine = p0.get("save_deliveries_per_s")
+                    if ref == "peers":
+                        peers = [
+                            (k, by.get((scenario, layer, k, n), {}).get("save_deliveries_per_s"))
+                            for k in ("P1", "P2")
+                        ]
+                        measured = [(k, v) for k, v in peers if v]
+                        best = max(measured, key=lambda kv: kv[1]) if measured else None
+                        if best is not None and len(measured) < 2:
+                            t["note"] = "one peer not measured"
+                    else:
+                        v = by.get((scenario, layer, ref, n), {}).get("save_deliveries_per_s")
+                        best = (ref, v) if v else None
+                    t["p0"] = f"{fmt(mine, ',.0f')}/s"
+                    t["ref"] = f"{best[0]} {best[1]:,.0f}/s" if best else f"{ref} —"
+                    if mine and best:
+                        t["value"] = mine / best[1]
+                        t["measured"] = f"{mine / best[1]:.2f}x"
+                        ok = mine / best[1] >= goal
+                if "value" not in t:
+                    t["measured"] = "—"
+                    t["result"] = "not measured"
+                elif not is_target:
+                    t["result"] = "info (" + ("within" if ok else "over") + ")"
+                else:
+                    t["result"] = "pass" if ok else "MISS"
+                out.append(t)
+    return out
+
+
+def _frames_text(r: dict[str, Any]) -> str:
+    """Frames held of the recorded saves / frames due (and bad ones, if any)."""
+    if not r.get("frames_expected"):
+        return "—"
+    text = f"{r['frames_received']}/{r['frames_expected']}"
+    if r.get("frames_bad"):
+        text += f" ({r['frames_bad']} bad)"
+    return text
+
+
+def _dedupe(items: list[str]) -> list[str]:
+    return list(dict.fromkeys(items))
+
+
 def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
     info, args = run.info, run.args
     mode = "quick" if args.quick else "full"
@@ -1302,7 +1497,8 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         f"Machine: {info['nproc']} CPUs, {info['cpu']}, Linux {info['kernel']}, "
         f"Python {info['python']}; database {args.db} ({_db_connections(args)}); "
         f"every server is one uvicorn process (`--ws {args.uvicorn_ws}`; P0, P0l, P0x2 and Ul: "
-        f"`--ws {LEAN_WS}`; F: one `websockets` process); servers, Redis and "
+        f"`--ws {LEAN_WS}`; F: one `websockets` process), started afresh for every scenario; "
+        "servers, Redis and "
         "the load workers share these CPUs. Latency = from the load process sending the save "
         "trigger (HTTP) to the last subscriber's frame read; from save() = from the server's "
         "stamp just before `save()` (F, U: before their broadcast) to the same frame, the "
@@ -1310,90 +1506,121 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
         "KiB/sub = (server RSS with N idle subscriptions - RSS with 0) / N; Redis cmds/save = "
         "INFO commandstats delta from the trigger to 0.1 s after the first subscriber's frame "
         "(Lua-internal calls included; channels_redis's idle BZPOPMIN cycle, 4 commands per "
-        "process every 5 s, may add one or two).",
+        "process every 5 s, may add one or two). Every subscriber sends one named document "
+        "with `$pk` and its own `$requestId` (a 13-digit millisecond timestamp + its index) in "
+        "the variables, except in W1same; frames = frames the subscribers held of the "
+        "recorded saves / frames due (each must carry the subscriber's own requestId; W1x's "
+        "on P0 and P2 also the email).",
     ]
-    w1 = [r for r in rows if r["scenario"] == "W1"]
-    if w1:
+    fan = [r for r in rows if r["scenario"] in FANOUT_TABLE]
+    if fan:
         lines += [
             "",
-            "W1: N subscribers of one instance, one save.",
+            "N subscribers of one instance, one save. W1: own requestIds. W1same: every "
+            "subscriber the very same document and `requestId: 1` (the old W1). W1v: each "
+            "subscriber logged in as a different user (P0: gql_observer token in "
+            "`connection_init`; P1, P2: session cookie; F, U: none). W1p: W1v's viewers on "
+            "P0's `userP` (a `permission` callable allowing them) and P2's `userP` (a "
+            "permission function per message). W1x: W1v's viewers on P0's and P2's `userX` "
+            "(`email` behind a permission class). P1 has neither: in W1p and W1x it runs W1v's "
+            "traffic (DCRF's `IsAuthenticated` consumer, checked per action, not per change). "
+            f"W2: W1 spread over {args.w2_selections} distinct selections (documents differing "
+            "in the fields they select and their aliases). vs W1 = median / W1's median.",
             "",
-            "| layer | N | system | saves | median ms | p90 ms | first ms | deliveries/s "
-            "| from save(): median ms | p90 ms | deliveries/s | KiB/sub | Redis cmds/save |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| scenario | layer | N | system | saves | frames | median ms | p90 ms | first ms "
+            "| deliveries/s | from save(): median ms | p90 ms | deliveries/s | vs W1 | KiB/sub "
+            "| Redis cmds/save |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
-    for r in w1:
+    for r in fan:
+        system = r["system"] + (f" ({r['stand_in']})" if r.get("stand_in") else "")
         lines.append(
-            f"| {r['layer']} | {r['n']} | {r['system']} | {r['saves']} "
+            f"| {r['scenario']} | {r['layer']} | {r['n']} | {system} | {r['saves']} "
+            f"| {_frames_text(r)} "
             f"| {fmt(r.get('median_ms'))} | {fmt(r.get('p90_ms'))} | {fmt(r.get('first_ms'))} "
             f"| {fmt(r.get('deliveries_per_s'), ',.0f')} | {fmt(r.get('save_median_ms'))} "
             f"| {fmt(r.get('save_p90_ms'))} | {fmt(r.get('save_deliveries_per_s'), ',.0f')} "
+            f"| {fmt(r.get('vs_w1'), '.2f')} "
             f"| {fmt(r.get('kib_per_sub'))} | {fmt(r.get('redis_cmds_per_save'), '.0f')} |"
         )
-    others = [r for r in rows if r["scenario"] not in ("W1", "W4")]
+    others = [r for r in rows if r["scenario"] in OTHER_TABLE]
     if others:
         lines += [
             "",
-            f"W2: W1 at N={args.w2_n} spread over {args.w2_ops} distinct operations (request "
-            f"ids). W3: {args.w3_n} subscribers, each of its own instance; one request saves "
+            f"W3: {args.w3_n} subscribers, each of its own instance; one request saves "
             f"all {args.w3_n}. W5: W1 at N={args.w5_n} plus one subscriber that never reads "
-            "(its socket backed up first); vs W1 = W2 or W5 median / W1 median.",
+            "(its socket backed up first); vs W1 = W5 median / W1 median.",
             "",
-            "| scenario | layer | N | system | saves | median ms | p90 ms | deliveries/s "
-            "| vs W1 | Redis cmds/save (W3: /burst) | stalled client |",
-            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---|",
+            "| scenario | layer | N | system | saves | frames | median ms | p90 ms "
+            "| deliveries/s | vs W1 | Redis cmds/save (W3: /burst) | stalled client |",
+            "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
         ]
         for r in others:
             lines.append(
                 f"| {r['scenario']} | {r['layer']} | {r['n']} | {r['system']} | {r['saves']} "
-                f"| {fmt(r.get('median_ms'))} | {fmt(r.get('p90_ms'))} "
+                f"| {_frames_text(r)} | {fmt(r.get('median_ms'))} | {fmt(r.get('p90_ms'))} "
                 f"| {fmt(r.get('deliveries_per_s'), ',.0f')} | {fmt(r.get('vs_w1'), '.2f')} "
                 f"| {fmt(r.get('redis_cmds_per_save'), '.0f')} | {_backlog_text(r)} |"
             )
     w4 = [r for r in rows if r["scenario"] == "W4"]
     if w4:
         lines += ["", *w4_markdown(run, w4)]
-    ratios = ratio_rows(rows)
-    if ratios:
+    for measure, title in (
+        ("median_ms", "Median-latency ratios, from the trigger (below 1 = P0 faster):"),
+        (
+            "save_median_ms",
+            "Median-latency ratios from save() (the server's stamp before `save()`) to the "
+            "last frame (below 1 = P0 faster):",
+        ),
+    ):
+        ratios = ratio_rows(rows, measure)
+        if ratios:
+            lines += [
+                "",
+                title,
+                "",
+                "| scenario | layer | N | P0/P1 | P0/P2 | P0/F | P0/U |",
+                "|---|---|---:|---:|---:|---:|---:|",
+            ]
+        for scenario, layer, n, a, b, c, d in ratios:
+            lines.append(f"| {scenario} | {layer} | {n} | {a} | {b} | {c} | {d} |")
+    goals = targets(run, rows)
+    if goals:
         lines += [
             "",
-            "Median-latency ratios (below 1 = P0 faster):",
+            "Targets (deliveries/s from save() = N / median from save(); the better peer = "
+            "the higher of P1 and P2 in the same scenario; F = F in the same scenario; M = "
+            "KiB per idle subscription, P0 minus F):",
             "",
-            "| scenario | layer | N | P0/P1 | P0/P2 | P0/F | P0/U |",
-            "|---|---|---:|---:|---:|---:|---:|",
+            "| layer | N | target | P0 | reference | measured | result |",
+            "|---|---:|---|---:|---|---:|---|",
         ]
-    for scenario, layer, n, a, b, c, d in ratios:
-        lines.append(f"| {scenario} | {layer} | {n} | {a} | {b} | {c} | {d} |")
-    since = ratio_rows(rows, "save_median_ms", ("W1",))
-    if since:
-        lines += [
-            "",
-            "W1 from save() (the server's stamp before `save()`) to the last frame:",
-            "",
-            "| scenario | layer | N | P0/P1 | P0/P2 | P0/F | P0/U |",
-            "|---|---|---:|---:|---:|---:|---:|",
-        ]
-    for scenario, layer, n, a, b, c, d in since:
-        lines.append(f"| {scenario} | {layer} | {n} | {a} | {b} | {c} | {d} |")
-    if run.skipped or run.notes or any(r.get("failure") for r in rows):
+        for t in goals:
+            note = f" ({t['note']})" if t.get("note") else ""
+            lines.append(
+                f"| {t['layer']} | {t['n']} | {t['target']} | {t.get('p0', '—')} "
+                f"| {t.get('ref', '—')}{note} | {t['measured']} | {t['result']} |"
+            )
+    incomplete = [r for r in rows if r.get("failure")]
+    if run.skipped or run.notes or incomplete:
         lines += ["", "Not measured / incomplete:", ""]
         for key, why in run.skipped.items():
             lines.append(f"- {key}: {why}")
-        for note in run.notes:
+        for note in _dedupe(run.notes):
             lines.append(f"- {note}")
-        for r in rows:
-            if r.get("failure"):
-                lines.append(
-                    f"- {r['scenario']} {r['system']}/{r['layer']} N={r['n']}: "
-                    f"{r['failed']} failed: {r['failure']}"
-                )
+        for r in incomplete:
+            lines.append(
+                f"- {r['scenario']} {r['system']}/{r['layer']} N={r['n']}: "
+                f"{r['failed']} failed: {r['failure']}"
+            )
     return "\n".join(lines)
 
 
-def plain_table(rows: list[dict[str, Any]]) -> str:
+def plain_table(run: Run, rows: list[dict[str, Any]]) -> str:
     head = (
-        f"{'scen':4} {'layer':6} {'N':>5} {'sys':4} {'saves':>5} {'med ms':>8} {'p90 ms':>8} "
-        f"{'first ms':>8} {'deliv/s':>9} {'save ms':>8} {'KiB/sub':>8} {'redis/save':>10}  notes"
+        f"{'scen':6} {'layer':6} {'N':>5} {'sys':4} {'saves':>5} {'frames':>13} {'med ms':>8} "
+        f"{'p90 ms':>8} {'first ms':>8} {'deliv/s':>9} {'save ms':>8} {'s-deliv/s':>9} "
+        f"{'KiB/sub':>8} {'redis/save':>10}  notes"
     )
     out: list[str] = []
     latency_rows = [r for r in rows if r["scenario"] != "W4"]
@@ -1403,27 +1630,48 @@ def plain_table(rows: list[dict[str, Any]]) -> str:
         note = ", ".join(f"{k}={v:g}" for k, v in (r.get("redis_top") or {}).items())
         if r["scenario"] == "W5":
             note = f"vs W1 {fmt(r.get('vs_w1'), '.2f')}; {_backlog_text(r)}"
-        elif r["scenario"] == "W2":
+        elif r.get("vs_w1") is not None:
             note = f"vs W1 {fmt(r.get('vs_w1'), '.2f')}; {note}"
+        if r.get("stand_in"):
+            note = f"{r['stand_in']}; {note}"
+        if r.get("failure"):
+            note += f"; FAILED {r['failed']}: {r['failure'][:160]}"
         out.append(
-            f"{r['scenario']:4} {r['layer']:6} {r['n']:>5} {r['system']:4} {r['saves']:>5} "
+            f"{r['scenario']:6} {r['layer']:6} {r['n']:>5} {r['system']:4} {r['saves']:>5} "
+            f"{_frames_text(r):>13} "
             f"{fmt(r.get('median_ms')):>8} {fmt(r.get('p90_ms')):>8} {fmt(r.get('first_ms')):>8} "
             f"{fmt(r.get('deliveries_per_s'), ',.0f'):>9} {fmt(r.get('save_median_ms')):>8} "
+            f"{fmt(r.get('save_deliveries_per_s'), ',.0f'):>9} "
             f"{fmt(r.get('kib_per_sub')):>8} {fmt(r.get('redis_cmds_per_save'), '.0f'):>10}  {note}"
         )
-    for field, label, scenarios in (
-        ("median_ms", "(median latency)", ()),
-        ("save_median_ms", "(W1, median from save() to the last frame)", ("W1",)),
+    for measure, label in (
+        ("median_ms", "(median latency from the trigger)"),
+        ("save_median_ms", "(median from save() to the last frame)"),
     ):
-        ratios = ratio_rows(rows, field, scenarios)
+        ratios = ratio_rows(rows, measure)
         if ratios:
             out += [
                 "",
-                f"{'scen':4} {'layer':6} {'N':>5} {'P0/P1':>7} {'P0/P2':>7} {'P0/F':>7} "
+                f"{'scen':6} {'layer':6} {'N':>5} {'P0/P1':>7} {'P0/P2':>7} {'P0/F':>7} "
                 f"{'P0/U':>7}   {label}",
             ]
         for scenario, layer, n, a, b, c, d in ratios:
-            out.append(f"{scenario:4} {layer:6} {n:>5} {a:>7} {b:>7} {c:>7} {d:>7}")
+            out.append(f"{scenario:6} {layer:6} {n:>5} {a:>7} {b:>7} {c:>7} {d:>7}")
+    goals = targets(run, rows)
+    if goals:
+        out += ["", "targets (deliveries/s from save(); M: KiB per idle subscription, P0 - F)"]
+        for layer in run.args.layers:
+            for n in run.args.ns:
+                mine = [t for t in goals if t["layer"] == layer and t["n"] == n]
+                if not mine:
+                    continue
+                out.append(f"  {layer} N={n}")
+                for t in mine:
+                    note = f" ({t['note']})" if t.get("note") else ""
+                    out.append(
+                        f"    {t['target']:40} P0 {t.get('p0', '—'):>14}  "
+                        f"vs {t.get('ref', '—'):>18}  {t['measured']:>10}  {t['result']}{note}"
+                    )
     w4 = [r for r in rows if r["scenario"] == "W4"]
     if w4:
         out += ["", *w4_plain(w4)]
@@ -1451,7 +1699,7 @@ def _w4_drained(r: dict[str, Any]) -> str:
 
 
 def _w4_buffers(r: dict[str, Any]) -> str:
-    """P0's own counters (the peers expose none): hub and cohort-member drops, pending."""
+    """P0's own counters (the peers expose none): hub and watch members' drops, pending."""
     if r.get("w4_hub_dropped") is None:
         return "—"
     return (
@@ -1609,7 +1857,11 @@ def parse_args() -> argparse.Namespace:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--setup", action="store_true", help="create/update .venv-bench and exit")
-    p.add_argument("--quick", action="store_true", help="N=100,1000, 4 saves, under 3 minutes")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="N=100,1000, 4 saves; scenarios W1,W1same,W1v,W1p,W1x (~15 minutes)",
+    )
     p.add_argument(
         "--systems",
         default=",".join(DEFAULT_SYSTEMS),
@@ -1671,15 +1923,20 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--scenarios",
         default=None,
-        help="comma list of W1,W2,W5,W3,W4, run in that order per layer (quick: W1; full: "
-        "W1,W2,W5,W3; W4 only when asked, on channels_redis)",
+        help="comma list of W1,W1same,W1v,W1p,W1x,W2,W5,W3,W4, run in the order given, each "
+        "on freshly started servers (quick: W1,W1same,W1v,W1p,W1x; full: those and W2,W5,W3; "
+        "W4 only when asked, on channels_redis)",
     )
     p.add_argument("--w3-n", type=int, default=1000, help="W3: instances, one subscriber each")
     p.add_argument("--w3-saves", type=int, default=None, help="W3: measured bursts per system")
     p.add_argument("--w5-n", type=int, default=1000, help="W5: readers besides the stalled one")
     p.add_argument("--w5-saves", type=int, default=None, help="W5: measured saves per system")
-    p.add_argument("--w2-n", type=int, default=1000, help="W2: subscribers of one instance")
-    p.add_argument("--w2-ops", type=int, default=100, help="W2: distinct operations among them")
+    p.add_argument(
+        "--w2-selections",
+        type=int,
+        default=10,
+        help="W2: distinct selections among W1's N subscribers (at most 10)",
+    )
     p.add_argument(
         "--w5-prefill", type=int, default=400, help="W5: saves to back up the stalled socket"
     )
@@ -1726,10 +1983,13 @@ def parse_args() -> argparse.Namespace:
     )
     args.saves = args.saves or (4 if args.quick else 21)
     args.warm = args.warm if args.warm is not None else (0 if args.quick else 1)
+    names = {x.upper(): x for x in SCENARIOS}
     args.scenarios = (
-        [x.strip().upper() for x in args.scenarios.split(",") if x.strip()]
+        [names.get(x.strip().upper(), x.strip()) for x in args.scenarios.split(",") if x.strip()]
         if args.scenarios
-        else (["W1"] if args.quick else ["W1", "W2", "W5", "W3"])
+        else [*FANOUT]
+        if args.quick
+        else [*FANOUT, "W2", "W5", "W3"]
     )
     args.w3_saves = args.w3_saves or (3 if args.quick else 7)
     args.w5_saves = args.w5_saves or (4 if args.quick else 11)
@@ -1738,10 +1998,17 @@ def parse_args() -> argparse.Namespace:
     args.users = max(1, args.w3_n) if "W3" in args.scenarios else 1
     if "W4" in args.scenarios:
         args.users = max(args.users, args.w4_rows)
+    if any(FANOUT.get(x, Traffic()).auth for x in args.scenarios):
+        args.users = max(args.users, max(args.ns))  # one user per logged-in viewer
+    latency = [x for x in args.scenarios if x != "W4"]
     if args.budget is None:
-        args.budget = 125.0 if args.quick else 4800.0
+        # per scenario and layer: quick 75 s (servers started afresh, two Ns connected and
+        # measured), full 600 s
+        args.budget = (75.0 if args.quick else 600.0) * len(latency) * len(args.layers)
         if "W4" in args.scenarios:  # connecting, then per system: writing, draining, settling
             args.budget += 60 + len(args.systems) * (args.w4_secs + args.w4_drain + 40)
+    # past the budget: the last connects, closes and server stops of every scenario
+    args.hard_margin = (45.0 if args.quick else 600.0) + 20.0 * len(latency) * len(args.layers)
     bad = (
         [s for s in args.systems if s not in SYSTEMS]
         + [layer for layer in args.layers if layer != "inmem" and layer not in REDIS_LAYERS]
@@ -1838,7 +2105,7 @@ def main() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # inherited by servers and workers
     LOG_DIR.mkdir(parents=True, exist_ok=True)
     args.tmp = tempfile.mkdtemp(prefix="gqlo-bench-")
-    hard_limit = args.budget + (45 if args.quick else 600)
+    hard_limit = args.budget + args.hard_margin
 
     run = Run(args=args, info=machine_info(), deadline=time.monotonic() + args.budget)
     started = time.monotonic()
@@ -1863,7 +2130,7 @@ def main() -> None:
         )
     )
     print()
-    print(plain_table(rows))
+    print(plain_table(run, rows))
     print()
     print(f"plot: {plot_path}   raw: {args.json}   logs: {LOG_DIR}")
     print(f"total {time.monotonic() - started:.0f} s")

@@ -15,16 +15,32 @@ Latency = t_last - t0: the HTTP hop, the save, the fan-out and the load process'
 
 A save of instance ``pk`` sets its username to ``<marker>-<pk>``; a subscriber of ``pk``
 counts the first frame containing ``<marker>-<pk>"`` (the quote: ``-1"`` is not ``-10"``).
+That frame must also carry the subscriber's own requestId (a 13-digit number, so it cannot be
+another's) and, in W1x, the email only a signed-in viewer gets; one that does not is counted
+as received but makes the save fail (``bad``, with an example), so a system that sent every
+subscriber the same frame, or an anonymous one, is not timed.
+
+What each subscriber sends, as real clients do (``spec`` of ``connect``):
+  rid        "own" (default): requestId = a millisecond timestamp taken when the worker starts
+             + the subscriber's slot (0..n-1), sent in the document's variables, the document
+             text the same for all; "same" (W1same): every subscriber the very same document,
+             ``requestId: 1`` inline (DCRF: ``request_id`` 1).
+  selections W2: slot % selections picks one of systems.SELECTIONS (default 1: W1's).
+  field      the subscription field: "user", or P0's and P2's "userP" (W1p), "userX" (W1x).
+  auth       logged-in viewers: subscriber ``slot`` is user ``slot + 1``, with the credential
+             the server's ``GET /bench/credentials/?n=`` gives: a gql_observer token in
+             ``connection_init``'s payload (``{"token": ...}``), or a session key sent as the
+             handshake's ``Cookie`` (P1 at its ``ws_auth_path``). The floors get none.
+  must       a string every data frame must contain (W1x: the email), on Django systems.
 
 W4 (many saves of a few rows, see ``track``): each subscriber keeps the number of the last
 value it got (``<marker>-<number>``, numbers grow with every save), when it first got it, and
 how many data frames came; nothing is parsed beyond finding that number.
 
 Commands (JSON objects with "cmd"):
-  connect {n, pk | distinct | pks, concurrency, timeout, ops}  top up to n subscribers (of pk,
-                                                    of pks 1..n when distinct, or spread evenly
-                                                    over the list pks); ops > 1: requestId cycles
-                                                    through 1..ops (W2: distinct operations)
+  connect {n, pk | distinct | pks, concurrency, timeout, spec}  top up to n subscribers, slots
+                                                    0..n-1 (of pk, of pk slot+1 when distinct,
+                                                    or pks[slot % len(pks)]); spec: see above
   save {marker, pks, timeout, progress}             trigger one save of each pk, wait
   stall {pk, timeout}                               one more subscriber that never reads
   backlog {}                                        kernel bytes queued towards it (ss)
@@ -58,7 +74,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from tests.benchmarks.fanout import run_loop
-from tests.benchmarks.systems import GQL_SUBSCRIPTION, SYSTEMS, System
+from tests.benchmarks.systems import GQL_SUBSCRIPTION_SAME, SYSTEMS, System, gql_document
 
 # graphql-core parses at most 2000 tokens per document and gql_observer's schema allows 30
 # aliases: a W3 burst goes to P0 as several documents, sent one after the other
@@ -82,19 +98,26 @@ class Tally:
     t_last: float = 0.0
     done: asyncio.Event = field(default_factory=asyncio.Event)
     on_first: Any = None
+    bad: int = 0  # frames of this save without the subscriber's requestId (or W1x's email)
+    bad_example: str | None = None
 
     def reset(self, expected: int, on_first: Any = None) -> None:
         self.expected = expected
         self.on_first = on_first
-        self.count = 0
+        self.count = self.bad = 0
+        self.bad_example = None
         self.t_first = self.t_last = 0.0
         self.done = asyncio.Event()
         if expected == 0:
             self.done.set()
 
-    def hit(self) -> None:
+    def hit(self, bad: str | None = None) -> None:
         now = time.monotonic()
         self.count += 1
+        if bad is not None:
+            self.bad += 1
+            if self.bad_example is None:
+                self.bad_example = bad[:300]
         if self.count == 1:
             self.t_first = now
             if self.on_first is not None:
@@ -108,6 +131,8 @@ class Tally:
 class Sub:
     ws: ClientConnection
     pk: str
+    slot: int = -1
+    check: tuple[str, ...] = ()  # what each of its data frames must also contain
     expect: str | None = None  # what this save's frame contains, while a save is timed
     task: asyncio.Task[None] | None = None
     # W4, while tracking: data frames, the number of the last value, when it first came
@@ -132,17 +157,64 @@ class Worker:
         self.track_prefix: str | None = None  # W4: '"<marker>-' while tracking
         self.frames = 0
         self.t_last_frame = 0.0
+        # requestIds: a millisecond timestamp (Date.now()) + the subscriber's slot
+        self.rid_base = int(time.time() * 1000)
+        self._extra_rids = 0
+        # logged-in viewers' credentials from the server (kind, cookie name, one per user)
+        self.credentials: list[str] = []
+        self.credential_kind = ""
+        self.cookie_name = "sessionid"
+
+    def next_rid(self) -> int:
+        """A requestId for a subscriber outside the slots (the stalled one, the soak's)."""
+        self._extra_rids += 1
+        return self.rid_base + 1_000_000 + self._extra_rids
+
+    async def fetch_credentials(self, n: int) -> None:
+        """Credentials of users 1..n from the server (``GET /bench/credentials/?n=``)."""
+        if len(self.credentials) >= n:
+            return
+        status, raw = await self.http("GET", f"/bench/credentials/?n={n}", timeout=300)
+        if status != 200:
+            raise RuntimeError(f"/bench/credentials/: HTTP {status}: {raw[:200]!r}")
+        reply = json.loads(raw)
+        self.credentials = list(reply["credentials"])
+        self.credential_kind = reply["kind"]
+        self.cookie_name = reply.get("cookie") or "sessionid"
 
     # ---- subscribing -------------------------------------------------------------------
     async def _open(
-        self, pk: str, timeout: float, *, stalled: bool = False, rid: int = 1
+        self,
+        pk: str,
+        timeout: float,
+        *,
+        stalled: bool = False,
+        rid: int | None = None,
+        same: bool = False,
+        selection: int = 0,
+        field: str = "user",
+        credential: str | None = None,
     ) -> ClientConnection:
-        """Connect and subscribe to ``pk`` with request id ``rid``; return once the server
-        has acknowledged."""
+        """Connect and subscribe to ``pk``; return once the server has acknowledged with a
+        201 carrying the subscriber's requestId. ``rid``: its own requestId (default: a fresh
+        one), sent as a variable; ``same``: W1same's document (``requestId: 1`` inline).
+        ``credential``: a token (sent in ``connection_init``) or a session key (the
+        handshake's cookie), as ``credential_kind`` says."""
         system = self.system
+        if rid is None:
+            rid = 1 if same else self.next_rid()
         port = self.ports[self._opened % len(self.ports)]
         self._opened += 1
-        url = f"ws://127.0.0.1:{port}{system.ws_path}"
+        path = system.ws_path
+        headers: dict[str, str] | None = None
+        init_payload: dict[str, Any] = {}
+        if credential is not None:
+            if self.credential_kind == "session":
+                headers = {"Cookie": f"{self.cookie_name}={credential}"}
+                path = system.ws_auth_path or path
+            else:
+                init_payload = {"token": credential}
+        url = f"ws://127.0.0.1:{port}{path}"
         if system.client == "floor":
             url += f"?pk={pk}"
         subprotocols = ["graphql-transport-ws"] if system.client == "gql" else None
@@ -162,6 +234,7 @@ class Worker:
             open_timeout=timeout,
             close_timeout=2,
             max_queue=None,
+            additional_headers=headers,
         )
         try:
             async with asyncio.timeout(timeout):
@@ -169,34 +242,47 @@ class Worker:
                     await ws.recv()
                 elif system.client == "dcrf":
                     await ws.send(
-                        json.dumps({"action": "subscribe_instance", "pk": int(pk), "request_id": rid})
+                        json.dumps(
+                            {"action": "subscribe_instance", "pk": int(pk), "request_id": rid}
+                        )
                     )
                     while True:
                         reply = json.loads(await ws.recv())
                         if reply.get("action") == "subscribe_instance":
                             if reply.get("response_status") != 201:
                                 raise RuntimeError(f"subscribe refused: {reply}")
+                            if reply.get("request_id") != rid:
+                                raise RuntimeError(f"not our request_id {rid}: {reply}")
                             break
                 else:
-                    await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+                    await ws.send(json.dumps({"type": "connection_init", "payload": init_payload}))
                     reply = json.loads(await ws.recv())
                     if reply.get("type") != "connection_ack":
                         raise RuntimeError(f"expected connection_ack, got {reply}")
-                    query = GQL_SUBSCRIPTION % {"pk": pk, "rid": rid}
-                    await ws.send(
-                        json.dumps({"id": "1", "type": "subscribe", "payload": {"query": query}})
-                    )
+                    if same:
+                        payload: dict[str, Any] = {"query": GQL_SUBSCRIPTION_SAME % {"pk": pk}}
+                    else:
+                        payload = {
+                            "query": gql_document(field, selection),
+                            "operationName": "OnUser",
+                            "variables": {"pk": pk, "requestId": rid},
+                        }
+                    await ws.send(json.dumps({"id": "1", "type": "subscribe", "payload": payload}))
                     while True:
                         reply = json.loads(await ws.recv())
                         kind = reply.get("type")
                         if kind == "next":
-                            # the first result is the subscribe_instance/201 envelope
-                            payload = reply.get("payload", {})
-                            if payload.get("errors"):
-                                raise RuntimeError(f"subscription failed: {payload}")
+                            # the first result is the subscribe_instance/201 envelope, with
+                            # the subscriber's requestId (under whatever alias it selected)
+                            result = reply.get("payload", {})
+                            data = result.get("data") or {}
+                            env = next(iter(data.values()), None) if data else None
+                            values = list(env.values()) if isinstance(env, dict) else []
+                            if result.get("errors") or 201 not in values or rid not in values:
+                                raise RuntimeError(f"subscription failed: {str(reply)[:300]}")
                             break
                         if kind in ("error", "complete"):
-                            raise RuntimeError(f"subscription failed: {reply}")
+                            raise RuntimeError(f"subscription failed: {str(reply)[:300]}")
         except BaseException:
             ws.transport.abort()
             raise
@@ -212,7 +298,11 @@ class Worker:
                 expect = sub.expect
                 if expect is not None and expect in msg:
                     sub.expect = None
-                    self.tally.hit()
+                    check = sub.check
+                    if check and not all(c in msg for c in check):
+                        self.tally.hit(bad=str(msg))
+                    else:
+                        self.tally.hit()
         except ConnectionClosed:
             pass
         self.closed_unexpectedly += 1
@@ -246,50 +336,78 @@ class Worker:
         concurrency: int,
         timeout: float,
         pks: list[str] | None = None,
-        ops: int = 1,
+        spec: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Top up to ``n`` subscribers; failed attempts are retried until ``timeout``.
-        With ``ops`` > 1 the subscribers' request ids cycle through 1..ops, so that they
-        make ``ops`` distinct operations (W2)."""
+        """Top up to ``n`` subscribers, in slots 0..n-1; failed attempts are retried until
+        ``timeout``. ``spec`` says what each sends (see the module's docstring)."""
+        spec = spec or {}
+        same = spec.get("rid", "own") == "same"
+        selections = max(int(spec.get("selections", 1)), 1)
+        field_name = str(spec.get("field", "user"))
+        must = spec.get("must") if self.system.uses_database else None
         start = time.monotonic()
         deadline = start + timeout
         errors: list[str] = []
         sem = asyncio.Semaphore(concurrency)
+        if spec.get("auth") and self.system.uses_database:
+            try:
+                await self.fetch_credentials(n)
+            except Exception as exc:
+                return {
+                    "connected": len(self.subs),
+                    "failed": n,
+                    "first_error": f"credentials: {type(exc).__name__}: {exc}"[:300],
+                    "secs": round(time.monotonic() - start, 3),
+                }
+        auth = bool(spec.get("auth")) and bool(self.credentials)
 
-        async def one(sub_pk: str, rid: int) -> None:
+        def slot_pk(slot: int) -> str:
+            if pks:
+                return pks[slot % len(pks)]
+            return str(slot + 1) if distinct else pk
+
+        async def one(slot: int) -> None:
             async with sem:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     errors.append("connect deadline passed")
                     return
+                rid = 1 if same else self.rid_base + slot
+                sub_pk = slot_pk(slot)
                 try:
-                    ws = await self._open(sub_pk, min(left, 30.0), rid=rid)
+                    ws = await self._open(
+                        sub_pk,
+                        min(left, 30.0),
+                        rid=rid,
+                        same=same,
+                        selection=slot % selections,
+                        field=field_name,
+                        credential=self.credentials[slot] if auth else None,
+                    )
                 except Exception as exc:  # report, don't crash the worker
                     errors.append(f"{type(exc).__name__}: {exc}"[:300])
                     return
-                sub = Sub(ws=ws, pk=sub_pk)
+                check: tuple[str, ...] = ()
+                if not same and self.system.client != "floor":
+                    check += (str(rid),)
+                if must:
+                    check += (str(must),)
+                sub = Sub(ws=ws, pk=sub_pk, slot=slot, check=check)
                 sub.task = asyncio.create_task(self._read(sub))
                 self.subs.append(sub)
 
         for _attempt in range(3):
-            have = {s.pk for s in self.subs} if distinct else set()
-            if pks:
-                counts = Counter(s.pk for s in self.subs)
-                per_pk = n // len(pks)
-                wanted = [p for p in pks for _ in range(max(per_pk - counts[p], 0))]
-            elif distinct:
-                wanted = [str(i) for i in range(1, n + 1) if str(i) not in have]
-            else:
-                wanted = [pk] * max(n - len(self.subs), 0)
+            have = {s.slot for s in self.subs}
+            wanted = [slot for slot in range(n) if slot not in have]
             if not wanted or time.monotonic() > deadline:
                 break
-            base = len(self.subs)
-            await asyncio.gather(*(one(p, (base + i) % ops + 1) for i, p in enumerate(wanted)))
+            await asyncio.gather(*(one(slot) for slot in wanted))
         return {
             "connected": len(self.subs),
             "failed": len(errors),
             "first_error": errors[0] if errors else None,
             "secs": round(time.monotonic() - start, 3),
+            "credentials": self.credential_kind if auth else None,
         }
 
     async def close(self, timeout: float = 30.0) -> dict[str, Any]:
@@ -458,9 +576,15 @@ class Worker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.tally.done.wait(), timeout)
             tally = self.tally
+            if error is None and tally.bad:
+                error = (
+                    f"{tally.bad} of {tally.count} frames without the subscriber's own "
+                    f"requestId or the expected field, e.g. {tally.bad_example}"
+                )[:500]
             result = {
                 "expected": expected,
                 "received": tally.count,
+                "bad": tally.bad,
                 "resp_ms": (t_resp - t0) * 1e3,
                 "first_ms": (tally.t_first - t0) * 1e3 if tally.count else None,
                 "last_ms": (tally.t_last - t0) * 1e3 if tally.count else None,
@@ -504,7 +628,7 @@ async def handle(worker: Worker, name: str, cmd: dict[str, Any]) -> dict[str, An
             cmd.get("concurrency", 32),
             cmd["timeout"],
             [str(p) for p in cmd["pks"]] if cmd.get("pks") else None,
-            int(cmd.get("ops", 1)),
+            cmd.get("spec"),
         )
     if name == "track":
         return worker.track(str(cmd["marker"]))

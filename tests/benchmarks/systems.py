@@ -25,10 +25,42 @@ def main_python() -> str:
     return str(candidate) if candidate.exists() else sys.executable
 
 
-GQL_SUBSCRIPTION = (
-    'subscription { user(pk: "%(pk)s", requestId: %(rid)s) '
+#: W1same, the reference: every subscriber sends this very document, ``requestId: 1`` inline.
+GQL_SUBSCRIPTION_SAME = (
+    'subscription { user(pk: "%(pk)s", requestId: 1) '
     "{ action responseStatus requestId data { id username email } } }"
 )
+
+#: What real clients send (graphql-ws's and Apollo's examples): one named document, the same
+#: text for every subscriber, its arguments in ``variables``; each subscriber's ``requestId``
+#: is its own (a millisecond timestamp, ``Date.now()``, too big for a GraphQL Int).
+GQL_SUBSCRIPTION = (
+    # JSON!, not JSON: P2's recipe declares requestId: JSON! (P0's nullable argument takes both)
+    "subscription OnUser($pk: ID!, $requestId: JSON!) "
+    "{ %(field)s(pk: $pk, requestId: $requestId) { %(selection)s } }"
+)
+
+#: W2's ten selections of the envelope (W1's is the first): documents that differ in the
+#: fields they select and their aliases. Each keeps ``responseStatus`` and ``requestId`` (the
+#: load worker checks the 201 and the subscriber's own requestId, aliased or not) and the
+#: username (it carries the save's marker), under an alias or not.
+SELECTIONS = (
+    "action responseStatus requestId data { id username email }",
+    "action responseStatus requestId data { id username }",
+    "action responseStatus requestId data { uid: id name: username }",
+    "responseStatus requestId data { username email }",
+    "action responseStatus requestId data { id name: username mail: email }",
+    "action errors responseStatus requestId data { id username email }",
+    "requestId responseStatus action data { email username id }",
+    "kind: action status: responseStatus rid: requestId data { id username }",
+    "action responseStatus requestId data { username }",
+    "action responseStatus requestId errors data { key: id login: username email }",
+)
+
+
+def gql_document(field: str = "user", selection: int = 0) -> str:
+    """The subscription document of ``field`` with W2's selection number ``selection``."""
+    return GQL_SUBSCRIPTION % {"field": field, "selection": SELECTIONS[selection % len(SELECTIONS)]}
 
 
 @dataclass(frozen=True)
@@ -39,6 +71,8 @@ class System:
     ws_path: str
     client: str  # "floor" | "dcrf" | "gql": how to subscribe and recognise the ack
     trigger: str  # "get": GET /bench/save/?pk=&marker= ; "mutation": POST updateUser to /graphql/
+    # where logged-in viewers (W1v, W1p, W1x) connect, when not ws_path
+    ws_auth_path: str | None = None
     # server half
     python: str = ""
     module_args: tuple[str, ...] = ()  # after "python"; "{port}" is replaced
@@ -148,6 +182,8 @@ SYSTEMS: dict[str, System] = {
         label="P1 DCRF 1.3 ObserverModelInstanceMixin",
         ws_path="/ws/",
         client="dcrf",
+        # the same consumer with permission_classes = (IsAuthenticated,), as DCRF's docs show
+        ws_auth_path="/ws/auth/",
         trigger="get",
         python=bench_python(),
         module_args=(*UVICORN, "tests.benchmarks.peers.p1_asgi:application"),
