@@ -34,7 +34,7 @@ value.
 
 Usage (from the repo root; see tests/benchmarks/README.md):
   python -m tests.benchmarks.fanout --setup        # creates .venv-bench (peers, plot, psutil)
-  python -m tests.benchmarks.fanout --quick        # W1 family, N=100,1000, 4 saves: ~15 min
+  python -m tests.benchmarks.fanout --quick        # W1 family, N=100,1000, 4 saves: ~6 min
   python -m tests.benchmarks.fanout                # N=100,1000,5000 x 21 saves, + W2, W5, W3
   python -m tests.benchmarks.fanout --quick --scenarios W4 --layers redis   # W4, 10 s/system
 The tool re-executes itself with .venv-bench's interpreter; it is a tool, not a test.
@@ -1860,7 +1860,7 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--quick",
         action="store_true",
-        help="N=100,1000, 4 saves; scenarios W1,W1same,W1v,W1p,W1x (~15 minutes)",
+        help="N=100,1000, 4 saves; scenarios W1,W1same,W1v,W1p,W1x (~6 minutes)",
     )
     p.add_argument(
         "--systems",
