@@ -1524,8 +1524,13 @@ def markdown(run: Run, rows: list[dict[str, Any]]) -> str:
             "permission function per message). W1x: W1v's viewers on P0's and P2's `userX` "
             "(`email` behind a permission class). P1 has neither: in W1p and W1x it runs W1v's "
             "traffic (DCRF's `IsAuthenticated` consumer, checked per action, not per change). "
-            f"W2: W1 spread over {args.w2_selections} distinct selections (documents differing "
-            "in the fields they select and their aliases). vs W1 = median / W1's median.",
+            + (
+                f"W2: W1 spread over {args.w2_selections} distinct selections (documents "
+                "differing in the fields they select and their aliases). "
+                if "W2" in args.scenarios
+                else ""
+            )
+            + "vs W1 = median / W1's median.",
             "",
             "| scenario | layer | N | system | saves | frames | median ms | p90 ms | first ms "
             "| deliveries/s | from save(): median ms | p90 ms | deliveries/s | vs W1 | KiB/sub "
