@@ -75,7 +75,15 @@ class Viewer:
     (a token's password fingerprint). Equal viewers share a verdict.
     """
 
-    __slots__ = ("credential", "expires", "identity", "session_key", "still_valid", "user")
+    __slots__ = (
+        "_hash",
+        "credential",
+        "expires",
+        "identity",
+        "session_key",
+        "still_valid",
+        "user",
+    )
 
     def __init__(
         self,
@@ -94,16 +102,18 @@ class Viewer:
             credential = still_valid
         self.credential = credential
         self.identity: Hashable = (self.user_pk, session_key, expires, credential)
+        # Viewers are dictionary keys on every event: hashed once.
+        self._hash = hash(self.identity)
 
     @property
     def user_pk(self) -> Any:
         return self.user.pk if getattr(self.user, "is_authenticated", False) else None
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Viewer) and other.identity == self.identity
+        return self is other or (isinstance(other, Viewer) and other.identity == self.identity)
 
     def __hash__(self) -> int:
-        return hash(self.identity)
+        return self._hash
 
     def __repr__(self) -> str:
         return f"Viewer(user_pk={self.user_pk!r}, session={self.session_key is not None})"
@@ -275,9 +285,13 @@ class _Batch(Generic[V]):
     start of the previous one): what is asked meanwhile waits and is fetched
     together by one query. A burst of changes to many instances costs a query
     per window, not one per change. Every query starts after each ask it
-    answers, so an answer is never older than its ask."""
+    answers, so an answer is never older than its ask.
 
-    __slots__ = ("_task", "fetch", "key", "label", "pending", "running")
+    An ask names one value (:meth:`ask`) or many (:meth:`ask_all`, one future
+    for all of them: a thousand viewers of one event cost one future, not a
+    thousand)."""
+
+    __slots__ = ("_task", "fetch", "key", "label", "pending", "running", "waiting")
 
     def __init__(
         self, key: Hashable, fetch: Callable[[list[Any]], dict[Any, V]], label: str
@@ -285,14 +299,28 @@ class _Batch(Generic[V]):
         self.key = key
         self.fetch = sync_to_async(unit_of_work(fetch), thread_sensitive=True)
         self.label = label
-        self.pending: dict[Any, list[asyncio.Future[V]]] = {}
+        #: The values the next fetch reads (an ordered set).
+        self.pending: dict[Any, None] = {}
+        #: Who waits for the next fetch: (the values, whether it asked for many, future).
+        self.waiting: list[tuple[Any, bool, asyncio.Future[Any]]] = []
         self.running = False
         self._task: asyncio.Task[None] | None = None
 
     def ask(self, value: Any) -> asyncio.Future[V]:
+        """The answer for ``value``."""
+        self.pending[value] = None
+        return self._wait(value, False)
+
+    def ask_all(self, values: Iterable[Any]) -> asyncio.Future[dict[Any, V]]:
+        """The answers for every one of ``values``, by value."""
+        values = list(values)
+        self.pending.update(dict.fromkeys(values))
+        return self._wait(values, True)
+
+    def _wait(self, values: Any, many: bool) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[V] = loop.create_future()
-        self.pending.setdefault(value, []).append(future)
+        future: asyncio.Future[Any] = loop.create_future()
+        self.waiting.append((values, many, future))
         if not self.running:
             self.running = True
             loop.call_soon(self._start)
@@ -307,34 +335,35 @@ class _Batch(Generic[V]):
         window, retry_window = options["READ_BATCH_WINDOW"], options["READ_RETRY_WINDOW"]
         loop = asyncio.get_running_loop()
         try:
-            while self.pending:
+            while self.waiting:
                 started = loop.time()
-                batch, self.pending = self.pending, {}
+                values, waiting = list(self.pending), self.waiting
+                self.pending, self.waiting = {}, []
                 try:
                     # While the database cannot be reached the batch waits; what is
                     # asked meanwhile is read by the next query.
                     answers = await retrying(
-                        partial(self.fetch, list(batch)), retry_window, "read", self.label
+                        partial(self.fetch, values), retry_window, "read", self.label
                     )
                 except BaseException as error:
-                    for futures in batch.values():
-                        for future in futures:
-                            if not future.done():
-                                future.set_exception(error)
+                    for _, _, future in waiting:
+                        if not future.done():
+                            future.set_exception(error)
                     if isinstance(error, asyncio.CancelledError):
                         raise
                     continue
-                for value, futures in batch.items():
-                    for future in futures:
-                        if not future.done():
-                            future.set_result(answers[value])
+                for asked, many, future in waiting:
+                    if not future.done():
+                        future.set_result(
+                            {v: answers[v] for v in asked} if many else answers[asked]
+                        )
                 # Linger: in a burst, what is asked during the window is read together.
                 wait = started + window - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
         finally:
             self.running = False
-            if _readers.get(self.key) is self and not self.pending:
+            if _readers.get(self.key) is self and not self.waiting:
                 del _readers[self.key]
 
 
@@ -365,9 +394,18 @@ def _ask_rows(
     return batch.ask(value)
 
 
-def _ask_check(viewer: Viewer) -> asyncio.Future[Any]:
+def _checks() -> _Batch[Any]:
     batch: _Batch[Any] = _batch(("viewers",), lambda: _check_many, "viewers of")
-    return batch.ask(viewer)
+    return batch
+
+
+def _ask_check(viewer: Viewer) -> asyncio.Future[Any]:
+    return _checks().ask(viewer)
+
+
+def _ask_checks(viewers: Iterable[Viewer]) -> asyncio.Future[dict[Viewer, Any]]:
+    """Each of ``viewers``' users as the database has them now (one future)."""
+    return _checks().ask_all(viewers)
 
 
 # ---- verdicts -----------------------------------------------------------------------
@@ -445,7 +483,7 @@ async def verdicts(
         viewer, info = next(iter(viewers.items()))
         verdict = _public(await _ask_rows(definition, info, viewer, "pk", pk))
         return dict.fromkeys(viewers, verdict)
-    checks = {viewer: _ask_check(viewer) for viewer in viewers}
+    checks = _ask_checks(viewers)
     if has_get_queryset(definition):
         rows = {
             viewer: _ask_rows(definition, info, viewer, "pk", pk)
@@ -455,9 +493,10 @@ async def verdicts(
         viewer, info = next(iter(viewers.items()))
         shared = _ask_rows(definition, info, viewer, "pk", pk)
         rows = dict.fromkeys(viewers, shared)
-    await asyncio.gather(*checks.values(), *set(rows.values()))
+    await asyncio.gather(checks, *set(rows.values()))
+    users = checks.result()
     order = list(viewers)
-    decided = await _decided(definition, [(checks[v].result(), rows[v].result()) for v in order])
+    decided = await _decided(definition, [(users[v], rows[v].result()) for v in order])
     return dict(zip(order, decided, strict=True))
 
 
@@ -501,8 +540,8 @@ async def deleted_verdicts(
     viewers = list(viewers)
     if not definition.scoped:
         return dict.fromkeys(viewers, Verdict(OK, instance))
-    checks = [_ask_check(viewer) for viewer in viewers]
-    users = await asyncio.gather(*checks)
+    checked = await _ask_checks(viewers)
+    users = [checked[viewer] for viewer in viewers]
     if definition.permission is None:
         decided = _decide_deleted_each(definition, users, instance)
     else:
