@@ -14,8 +14,9 @@ fi
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 
 . .venv/bin/activate
-ruff check gql_observer schema_examples tests
-ruff format --check gql_observer schema_examples tests
+ruff check gql_observer schema_examples tests scripts
+ruff format --check gql_observer schema_examples tests scripts
 mypy
+python scripts/check_dist.py
 GQLOBS_TEST_DB=postgres python -m pytest -m db_matrix -q -p no:cacheprovider
 python -m pytest "$@"
