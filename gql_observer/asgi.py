@@ -3,8 +3,9 @@
 HTTP ``/graphql/`` serves queries and mutations (and GraphiQL on GET);
 the websocket on the same path speaks graphql-transport-ws and legacy
 graphql-ws (:mod:`gql_observer.transport`); everything else goes to Django.
-Websockets get session authentication (the session cookie, read once at the
-handshake) and an Origin check against ``ALLOWED_HOSTS``.
+Every HTTP request and websocket handshake must name an allowed Host
+(``ALLOWED_HOSTS``); a browser's websocket must come from the server's own
+origin or one of ``CSRF_TRUSTED_ORIGINS`` (:mod:`gql_observer.guard`).
 """
 
 from __future__ import annotations
@@ -12,11 +13,9 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
-from urllib.parse import urlparse
 
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
-from channels.security.websocket import OriginValidator
 from cross_web import HTTPException
 from django.conf import settings
 from django.urls import re_path
@@ -30,6 +29,7 @@ from .auth import (
     authenticate,
     credential_from_params,
 )
+from .guard import AllowedHostsMiddleware, origin_allowed
 from .hub import current_hub
 from .settings import get_settings
 from .transport import TransportWSApp
@@ -113,22 +113,6 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
         return response
 
 
-def _allowed_hosts() -> list[str]:
-    allowed = list(settings.ALLOWED_HOSTS)
-    if settings.DEBUG and not allowed:
-        allowed = ["localhost", "127.0.0.1", "[::1]"]
-    return allowed
-
-
-def origin_allowed(origin: str) -> bool:
-    """Whether a browser page on ``origin`` may open a websocket here."""
-    try:
-        parsed = urlparse(origin)
-    except ValueError:
-        return False
-    return bool(OriginValidator(None, _allowed_hosts()).validate_origin(parsed))
-
-
 class Lifespan:
     """ASGI lifespan: on shutdown, complete every subscription and leave every group."""
 
@@ -166,7 +150,9 @@ def application(
     django_application: ASGIApp | None = None,
 ) -> ASGIApp:
     """Build the ASGI application: GraphQL over HTTP and websocket at ``path``,
-    Django for every other URL, lifespan for a clean shutdown.
+    Django for every other URL, lifespan for a clean shutdown. Every HTTP request
+    and websocket handshake must name a Host of ``ALLOWED_HOSTS`` (400; a
+    websocket is refused, which servers answer with 403).
 
     Call it in your ``asgi.py`` after ``django.setup()`` (or after
     ``get_asgi_application()``)::
@@ -188,13 +174,17 @@ def application(
     http = ObserverHTTPConsumer.as_asgi(schema=schema, graphql_ide="graphiql" if graphiql else None)
     return ProtocolTypeRouter(
         {
-            "http": URLRouter(
-                [
-                    re_path(pattern, AuthMiddlewareStack(http)),
-                    re_path(r"", django_application),  # type: ignore[arg-type]
-                ]
+            "http": AllowedHostsMiddleware(
+                URLRouter(
+                    [
+                        re_path(pattern, AuthMiddlewareStack(http)),
+                        re_path(r"", django_application),  # type: ignore[arg-type]
+                    ]
+                )
             ),
-            "websocket": TransportWSApp(schema, path=pattern, origin_allowed=origin_allowed),
+            "websocket": AllowedHostsMiddleware(
+                TransportWSApp(schema, path=pattern, origin_allowed=origin_allowed)
+            ),
             "lifespan": Lifespan(),
         }
     )

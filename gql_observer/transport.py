@@ -710,8 +710,9 @@ class TransportWSApp:
     one for another path refused (403).
 
     A browser's handshake must come from an Origin that ``origin_allowed``
-    accepts (see :func:`gql_observer.asgi.origin_allowed`); clients that send
-    no Origin (not browsers, which no other site can drive) are let through.
+    accepts for it (see :func:`gql_observer.guard.origin_allowed`: the server's
+    own origin or one of ``CSRF_TRUSTED_ORIGINS``); clients that send no Origin
+    (not browsers, which no other site can drive) are let through.
     """
 
     def __init__(
@@ -719,7 +720,7 @@ class TransportWSApp:
         schema: BaseSchema,
         *,
         path: str,
-        origin_allowed: Callable[[str], bool],
+        origin_allowed: Callable[[str, Scope], bool],
     ) -> None:
         self.schema = schema
         self.path = re.compile(path)
@@ -732,7 +733,7 @@ class TransportWSApp:
             await send({"type": "websocket.close"})  # refused handshake: 403
             return
         origin = next((v for k, v in scope.get("headers", ()) if k == b"origin"), None)
-        if origin is not None and not self.origin_allowed(origin.decode("latin1")):
+        if origin is not None and not self.origin_allowed(origin.decode("latin1"), scope):
             await send({"type": "websocket.close"})
             return
         chosen = choose_subprotocol(scope.get("subprotocols", ()))

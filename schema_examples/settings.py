@@ -1,5 +1,5 @@
 """Settings of the demo project; ``DATABASE_URL``, ``REDIS_URL``, ``REDIS_LAYER``,
-``ALLOWED_HOSTS`` and ``DEBUG`` come from the environment."""
+``ALLOWED_HOSTS``, ``CSRF_TRUSTED_ORIGINS`` and ``DEBUG`` come from the environment."""
 
 from __future__ import annotations
 
@@ -13,11 +13,16 @@ from django.core.exceptions import ImproperlyConfigured
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 
+
+def _list(name: str) -> list[str]:
+    return [item for item in os.environ.get(name, "").split(",") if item]
+
+
 SECRET_KEY = os.environ.get("SECRET_KEY", "schema-examples-not-a-secret")
 DEBUG = os.environ.get("DEBUG", "1") not in {"0", "false", "False", ""}
-ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"] + [
-    host for host in os.environ.get("ALLOWED_HOSTS", "").split(",") if host
-]
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", *_list("ALLOWED_HOSTS")]
+# Browser pages on other origins that may use the session (CSRF) and open websockets.
+CSRF_TRUSTED_ORIGINS = _list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "django.contrib.auth",

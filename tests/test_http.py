@@ -13,6 +13,9 @@ from .conftest import QUERY_USER
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+#: The host Django's test client names (pytest-django allows it).
+TEST_HOST = (b"host", b"testserver")
+
 
 async def post(application: Any, query: str, variables: dict[str, Any] | None = None) -> Any:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
@@ -21,7 +24,7 @@ async def post(application: Any, query: str, variables: dict[str, Any] | None = 
         "POST",
         "/graphql/",
         body=body,
-        headers=[(b"content-type", b"application/json")],
+        headers=[TEST_HOST, (b"content-type", b"application/json")],
     )
     response = await communicator.get_response(timeout=5)
     assert response["status"] == 200, response
@@ -111,7 +114,7 @@ async def get_ide(settings: Any, **options: Any) -> Any:
 
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, **options}
     communicator = HttpCommunicator(
-        build(), "GET", "/graphql/", headers=[(b"accept", b"text/html")]
+        build(), "GET", "/graphql/", headers=[TEST_HOST, (b"accept", b"text/html")]
     )
     return await communicator.get_response(timeout=5)
 
@@ -170,7 +173,7 @@ async def test_a_subscription_over_plain_http_is_refused_with_400(
         "POST",
         "/graphql/",
         body=body,
-        headers=[(b"content-type", b"application/json")],
+        headers=[TEST_HOST, (b"content-type", b"application/json")],
     )
     response = await communicator.get_response(timeout=5)
     assert response["status"] == 400
