@@ -5,7 +5,8 @@ the websocket on the same path speaks graphql-transport-ws and legacy
 graphql-ws (:mod:`gql_observer.transport`); everything else goes to Django.
 Every HTTP request and websocket handshake must name an allowed Host
 (``ALLOWED_HOSTS``); a browser's websocket must come from the server's own
-origin or one of ``CSRF_TRUSTED_ORIGINS`` (:mod:`gql_observer.guard`).
+origin or one of ``CSRF_TRUSTED_ORIGINS``; HTTP requests that the session
+cookie authenticates pass Django's CSRF check (:mod:`gql_observer.guard`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import logging
 import re
 from typing import Any
 
+from asgiref.sync import sync_to_async
 from channels.auth import AuthMiddlewareStack
 from channels.routing import ProtocolTypeRouter, URLRouter
 from cross_web import HTTPException
@@ -29,7 +31,7 @@ from .auth import (
     authenticate,
     credential_from_params,
 )
-from .guard import AllowedHostsMiddleware, origin_allowed
+from .guard import AllowedHostsMiddleware, csrf_cookie, csrf_failure, origin_allowed
 from .hub import current_hub
 from .settings import get_settings
 from .transport import TransportWSApp
@@ -62,7 +64,8 @@ def _is_subscription(query: str | None, operation_name: str | None) -> bool:
 
 
 class ObserverHTTPConsumer(GraphQLHTTPConsumer):
-    """Strawberry's HTTP consumer; GraphiQL's assets may come from your own server."""
+    """Strawberry's HTTP consumer with Django's CSRF check for requests the
+    session cookie authenticates; GraphiQL's assets may come from your own server."""
 
     # No channel-layer channel per request either: with channels_redis each
     # request would wait on the layer, and fail when Redis is away.
@@ -90,8 +93,9 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
         )
 
     async def get_context(self, request: Any, response: Any) -> Any:
-        """The context of one request: ``user`` from the session, or from an
-        ``Authorization: Bearer`` token (a bad token answers 401)."""
+        """The context of one request: ``user`` from an ``Authorization: Bearer``
+        token (a bad token answers 401), or from the session cookie, in which case
+        the request must pass Django's CSRF check (403 otherwise)."""
         context: Any = await super().get_context(request, response)  # type: ignore[func-returns-value]
         scope = self.scope
         header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin1")
@@ -102,14 +106,25 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
             except AuthenticationFailed as error:
                 raise HTTPException(401, str(error)) from None
             set_credential(scope, result)
+        elif settings.SESSION_COOKIE_NAME in scope.get("cookies", {}):
+            if settings.CSRF_USE_SESSIONS:  # the token is in the session: the database
+                reason = await sync_to_async(csrf_failure)(scope)
+            else:
+                reason = csrf_failure(scope)
+            if reason is not None:
+                raise HTTPException(403, f"CSRF Failed: {reason}")
         context["user"] = scope.get("user")
         return context
 
     async def render_graphql_ide(self, request: Any) -> Any:
+        """GraphiQL, with the CSRF cookie it sends back as ``X-CSRFToken``."""
         response = await super().render_graphql_ide(request)
         base = get_settings()["GRAPHIQL_ASSETS_URL"]
         if base:
             response.content = response.content.replace(_UNPKG.encode(), base.rstrip("/").encode())
+        cookie = csrf_cookie(self.scope)
+        if cookie is not None:
+            response.headers[b"Set-Cookie"] = cookie.encode("latin1")
         return response
 
 

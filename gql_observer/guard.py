@@ -1,5 +1,5 @@
-"""Django's own guards of a request, applied to an ASGI scope: ``ALLOWED_HOSTS``
-and the Origin check.
+"""Django's own guards of a request, applied to an ASGI scope: ``ALLOWED_HOSTS``,
+the Origin check and CSRF.
 
 Django applies them to the requests its views answer; the GraphQL endpoint and
 its websocket are not Django views, so this module builds Django's request from
@@ -12,7 +12,10 @@ asks Django's own code:
   (:class:`AllowedHostsMiddleware`);
 - a browser's websocket ``Origin``, as ``CsrfViewMiddleware`` checks the Origin of
   a POST: the request's own scheme, host and port, or an origin of
-  ``CSRF_TRUSTED_ORIGINS`` (:func:`origin_allowed`).
+  ``CSRF_TRUSTED_ORIGINS`` (:func:`origin_allowed`);
+- ``CsrfViewMiddleware`` itself for HTTP requests that the session cookie
+  authenticates (:func:`csrf_failure`), as Django REST framework does for its
+  session authentication.
 """
 
 from __future__ import annotations
@@ -22,13 +25,16 @@ import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from django.conf import settings
 from django.core.exceptions import DisallowedHost
 from django.core.handlers.asgi import ASGIRequest
 from django.http import HttpRequest, HttpResponse
-from django.middleware.csrf import CsrfViewMiddleware
+from django.middleware.csrf import CsrfViewMiddleware, get_token
 
 __all__ = [
     "AllowedHostsMiddleware",
+    "csrf_cookie",
+    "csrf_failure",
     "django_request",
     "host_allowed",
     "origin_allowed",
@@ -40,9 +46,10 @@ Send = Callable[[dict[str, Any]], Awaitable[None]]
 
 # Django's own loggers: whoever watches Django's security events sees ours.
 host_logger = logging.getLogger("django.security.DisallowedHost")
+csrf_logger = logging.getLogger("django.security.csrf")
 
 _HTTP_SCHEME = {"ws": "http", "wss": "https"}
-#: Headers of the body: the guards never read it.
+#: Headers of the body: the guards never read it (a CSRF token must come in the header).
 _BODY_HEADERS = frozenset({b"content-type", b"content-length"})
 
 
@@ -98,6 +105,36 @@ def origin_allowed(origin: str, scope: Scope) -> bool:
     # CsrfViewMiddleware's Origin check (Django >= 4.0), the one its process_view runs.
     verified = _CsrfCheck(_no_response)._origin_verified(request)  # type: ignore[attr-defined]
     return bool(verified)
+
+
+def csrf_failure(scope: Scope) -> str | None:
+    """Why Django's CSRF protection refuses this HTTP request, or ``None``:
+    ``CsrfViewMiddleware`` on the request (unsafe methods only; the Origin, or
+    for HTTPS without Origin the Referer, and the token of the ``X-CSRFToken``
+    header against the ``csrftoken`` cookie). With ``CSRF_USE_SESSIONS`` it
+    reads the session: call it in a thread then."""
+    request = django_request(scope)
+    check = _CsrfCheck(_no_response)
+    check.process_request(request)
+    reason: str | None = check.process_view(request, _no_response, (), {})  # type: ignore[assignment]
+    if reason is not None:
+        csrf_logger.warning("Forbidden (%s): %s", reason, request.path)
+    return reason
+
+
+def csrf_cookie(scope: Scope) -> str | None:
+    """The ``Set-Cookie`` value that gives (or renews) the client's CSRF token
+    cookie, as a Django view using ``get_token`` would answer; ``None`` with
+    ``CSRF_USE_SESSIONS`` (the token then lives in the session)."""
+    if settings.CSRF_USE_SESSIONS:
+        return None
+    request = django_request(scope)
+    check = _CsrfCheck(_no_response)
+    check.process_request(request)
+    get_token(request)
+    response = check.process_response(request, HttpResponse())
+    morsel = response.cookies.get(settings.CSRF_COOKIE_NAME)
+    return morsel.OutputString() if morsel is not None else None
 
 
 class AllowedHostsMiddleware:
