@@ -7,6 +7,8 @@ Every HTTP request and websocket handshake must name an allowed Host
 (``ALLOWED_HOSTS``); a browser's websocket must come from the server's own
 origin or one of ``CSRF_TRUSTED_ORIGINS``; HTTP requests that the session
 cookie authenticates pass Django's CSRF check (:mod:`gql_observer.guard`).
+HTTP bodies are limited to ``MAX_REQUEST_SIZE`` and every document is parsed
+within the token limit, once (:mod:`gql_observer.documents`).
 """
 
 from __future__ import annotations
@@ -17,20 +19,23 @@ from typing import Any
 
 from asgiref.sync import sync_to_async
 from channels.auth import AuthMiddlewareStack
+from channels.exceptions import StopConsumer
 from channels.routing import ProtocolTypeRouter, URLRouter
 from cross_web import HTTPException
 from django.conf import settings
 from django.urls import re_path
 from django.utils.module_loading import import_string
-from graphql import GraphQLError, OperationType, get_operation_ast, parse
+from graphql import DocumentNode, OperationType, get_operation_ast
 from strawberry.channels import GraphQLHTTPConsumer
 from strawberry.schema import BaseSchema
+from strawberry.types.execution import ExecutionResult
 
 from .auth import (
     AuthenticationFailed,
     authenticate,
     credential_from_params,
 )
+from .documents import prepare
 from .guard import AllowedHostsMiddleware, csrf_cookie, csrf_failure, origin_allowed
 from .hub import current_hub
 from .settings import get_settings
@@ -52,24 +57,46 @@ ASGIApp = Any
 _UNPKG = "https://unpkg.com"
 
 
-def _is_subscription(query: str | None, operation_name: str | None) -> bool:
-    if not query:
-        return False
-    try:
-        document = parse(query)
-    except GraphQLError:
-        return False  # strawberry answers the syntax error itself
+def _is_subscription(document: DocumentNode, operation_name: str | None) -> bool:
     operation = get_operation_ast(document, operation_name)
     return operation is not None and operation.operation == OperationType.SUBSCRIPTION
 
 
 class ObserverHTTPConsumer(GraphQLHTTPConsumer):
-    """Strawberry's HTTP consumer with Django's CSRF check for requests the
-    session cookie authenticates; GraphiQL's assets may come from your own server."""
+    """Strawberry's HTTP consumer with the library's guards: a body size limit,
+    documents parsed once within the token limit, Django's CSRF check for
+    requests the session cookie authenticates; GraphiQL's assets may come from
+    your own server."""
 
     # No channel-layer channel per request either: with channels_redis each
     # request would wait on the layer, and fail when Redis is away.
     channel_layer_alias = "gql_observer.no-channel-per-connection"
+    _started = False
+    _received = 0
+
+    async def http_request(self, message: dict[str, Any]) -> None:
+        """Called for each part of the request body: beyond ``MAX_REQUEST_SIZE``
+        (announced or received) the request gets 413 before the rest is read;
+        a longer query string (a ``GET``) gets 414."""
+        limit = get_settings()["MAX_REQUEST_SIZE"]
+        if not self._started:
+            self._started = True
+            if len(self.scope.get("query_string", b"")) > limit:
+                await self._refuse(414, f"URI Too Long: the limit is {limit} bytes.")
+            announced = dict(self.scope.get("headers", ())).get(b"content-length", b"")
+            if announced.isdigit() and int(announced) > limit:
+                await self._refuse(413, f"Request body too large: the limit is {limit} bytes.")
+        self._received += len(message.get("body", b""))
+        if self._received > limit:
+            await self._refuse(413, f"Request body too large: the limit is {limit} bytes.")
+        await super().http_request(message)
+
+    async def _refuse(self, status: int, reason: str) -> None:
+        await self.send_response(
+            status, reason.encode(), headers=[(b"Content-Type", b"text/plain; charset=utf-8")]
+        )
+        await self.disconnect()
+        raise StopConsumer()
 
     async def execute_single(
         self,
@@ -80,14 +107,23 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
         root_value: Any,
         request_data: Any,
     ) -> Any:
-        """Refuse a subscription sent as a plain POST with a clear 400 (it would
-        otherwise run as a query and fail with a confusing null error)."""
-        if _is_subscription(request_data.query, request_data.operation_name):
-            raise HTTPException(
-                400,
-                "Subscriptions are served over a websocket (graphql-transport-ws) "
-                "at this URL, not over a plain HTTP request.",
-            )
+        """Parse the document once, within the token limit (off the event loop
+        when it is long); answer a syntax error as strawberry does; refuse a
+        subscription sent as a plain POST with a clear 400 (it would otherwise run
+        as a query and fail with a confusing null error)."""
+        query = request_data.query
+        if isinstance(query, str) and query:
+            prepared = await prepare(self.schema, query)
+            if prepared.error is not None:
+                self.schema.process_errors([prepared.error])
+                return ExecutionResult(data=None, errors=[prepared.error])
+            assert prepared.document is not None
+            if _is_subscription(prepared.document, request_data.operation_name):
+                raise HTTPException(
+                    400,
+                    "Subscriptions are served over a websocket (graphql-transport-ws) "
+                    "at this URL, not over a plain HTTP request.",
+                )
         return await super().execute_single(
             request, request_adapter, sub_response, context, root_value, request_data
         )
