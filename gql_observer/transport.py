@@ -8,7 +8,7 @@ that are not observed run in a task each, as any GraphQL server runs them.
 Authentication happens once, at the handshake (the session cookie) and at
 ``connection_init`` (a token in its payload); nothing wraps ``send`` or
 ``receive``. Everything the protocol says is here: ``connection_init`` within
-``CONNECTION_INIT_TIMEOUT`` (4408), one only (4429),
+``CONNECTION_INIT_TIMEOUT`` (4408; legacy graphql-ws too), one only (4429),
 nothing before the ack (4401), unique operation ids (4409), invalid messages
 (4400), ``ping``/``pong`` both ways; plus our limits: frame size (1009),
 operations per connection, a subscribe rate, and a send timeout (1013). Every
@@ -195,10 +195,10 @@ class Connection:
         """Accept, then read frames until the client goes."""
         subprotocol = LEGACY_SUBPROTOCOL if self.legacy else SUBPROTOCOL
         await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
-        if not self.legacy:  # legacy graphql-ws has no such deadline
-            self._init_timer = asyncio.get_running_loop().call_later(
-                get_settings()["CONNECTION_INIT_TIMEOUT"], self._init_late
-            )
+        # Legacy graphql-ws has no such deadline of its own: it gets the same one.
+        self._init_timer = asyncio.get_running_loop().call_later(
+            get_settings()["CONNECTION_INIT_TIMEOUT"], self._init_late
+        )
         try:
             # Nothing of a frame stays referenced between frames: an idle
             # connection holds no message.
@@ -525,6 +525,9 @@ class Connection:
         await self.send_message({"id": operation.id, "type": "complete"})
 
     async def _legacy_init(self, payload: Any) -> None:
+        if self._init_timer is not None:
+            self._init_timer.cancel()
+            self._init_timer = None
         if payload is not None and not isinstance(payload, dict):
             await self.send_message({"type": "connection_error"})
             await self.close(1000, "")

@@ -45,7 +45,9 @@ async def test_retrieve_answers_200_with_the_instance(application: Any, users: l
     }
 
 
-@pytest.mark.parametrize("pk", [999, "abc", "", "1.5", "-1"])
+@pytest.mark.parametrize(
+    "pk", [999, "abc", "", "1.5", "-1", "99999999999999999999999999", -(2**64)]
+)
 async def test_retrieve_of_a_missing_or_malformed_pk_answers_404(
     application: Any, users: list[User], pk: Any
 ) -> None:
