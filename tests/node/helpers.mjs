@@ -60,7 +60,8 @@ export async function startDemoServer({ command = 'serve', databaseUrl = null } 
   const tmp = mkdtempSync(path.join(tmpdir(), 'gql-observer-js-'));
   const port = await freePort();
   const database = databaseUrl || `sqlite:///${path.join(tmp, 'db.sqlite3')}`;
-  const env = { ...process.env, DATABASE_URL: database };
+  // DEBUG on, as scripts/demo.sh serves the demo: GraphiQL and introspection follow it.
+  const env = { ...process.env, DATABASE_URL: database, DEBUG: '1' };
   delete env.REDIS_URL;
   // The demo's own settings (pytest exports its test settings, which ignore DATABASE_URL).
   delete env.DJANGO_SETTINGS_MODULE;
