@@ -260,9 +260,9 @@ def _validate(schema: BaseSchema, document: DocumentNode, rules: Any) -> list[Gr
     return errors
 
 
-def _prepare(schema: BaseSchema, text: str, known: Prepared | None) -> Prepared:
-    """Parse (unless ``known``) and validate ``text``: the work, wherever it runs."""
-    shape = profile(schema)
+def _prepare(schema: BaseSchema, shape: Profile, text: str, known: Prepared | None) -> Prepared:
+    """Parse (unless ``known``) and validate ``text``: the work, wherever it runs
+    (``shape``, the schema's profile, is worked out by the caller)."""
     prepared = known if known is not None else _parse(text, shape.max_tokens)
     if (
         prepared.document is not None
@@ -273,32 +273,32 @@ def _prepare(schema: BaseSchema, text: str, known: Prepared | None) -> Prepared:
     return prepared
 
 
-def _paced(schema: BaseSchema, text: str, known: Prepared | None) -> Prepared:
+def _paced(schema: BaseSchema, shape: Profile, text: str, known: Prepared | None) -> Prepared:
     """:func:`_prepare` in the worker, which then rests as long as it worked: long
     documents, together, get at most half of the interpreter, and the event loop
     (which waits for the interpreter while the worker holds it) the rest."""
     start = time.monotonic()
     try:
-        return _prepare(schema, text, known)
+        return _prepare(schema, shape, text, known)
     finally:
         time.sleep(time.monotonic() - start)
 
 
-def _done(schema: BaseSchema, prepared: Prepared | None) -> bool:
+def _done(shape: Profile, prepared: Prepared | None) -> bool:
     if prepared is None:
         return False
-    shape = profile(schema)
     return prepared.document is None or shape.rules is None or shape.serial in prepared.validations
 
 
 def prepare_now(schema: BaseSchema, text: str) -> Prepared:
     """:func:`prepare` in the calling thread, whatever the document's length
     (for callers outside the transports, which have no loop to spare)."""
-    known = lookup(schema, text)
-    if _done(schema, known):
+    shape = profile(schema)
+    known = _cache.get((text, shape.max_tokens))
+    if _done(shape, known):
         assert known is not None
         return known
-    prepared = _prepare(schema, text, known)
+    prepared = _prepare(schema, shape, text, known)
     _cache.put((text, prepared.max_tokens), prepared, prepared.weight)
     return prepared
 
@@ -307,14 +307,15 @@ async def prepare(schema: BaseSchema, text: str) -> Prepared:
     """``text`` parsed within the token limit and, where the schema allows it,
     validated: from the cache, in the event loop for a short document, in the
     worker thread for a long one."""
-    known = lookup(schema, text)
-    if _done(schema, known):
+    shape = profile(schema)
+    known = _cache.get((text, shape.max_tokens))
+    if _done(shape, known):
         assert known is not None
         return known
     if len(text) <= INLINE_LENGTH:
         return prepare_now(schema, text)
     prepared = await asyncio.get_running_loop().run_in_executor(
-        _executor(), _paced, schema, text, known
+        _executor(), _paced, schema, shape, text, known
     )
     _cache.put((text, prepared.max_tokens), prepared, prepared.weight)
     return prepared
