@@ -58,6 +58,9 @@ def django_request(scope: Scope) -> HttpRequest:
     method, scheme, path, headers, cookies, client and server as Django would
     see them. A websocket handshake is a ``GET`` over ``http``/``https``."""
     http_scope = dict(scope)
+    # Nothing here reads the query string (and Django would fail on one that is
+    # not UTF-8).
+    http_scope["query_string"] = b""
     if scope.get("type") == "websocket":
         http_scope["method"] = "GET"
         http_scope["scheme"] = _HTTP_SCHEME.get(scope.get("scheme") or "ws", "http")

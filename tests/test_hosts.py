@@ -110,3 +110,13 @@ async def test_the_forwarded_host_counts_when_django_is_told_to_use_it(
         ],
     )
     assert (await communicator.get_response(timeout=5))["status"] == 400
+
+
+async def test_a_handshake_whose_query_string_is_not_utf8_is_still_checked_and_served(
+    application: Any, users: list[User]
+) -> None:
+    client = GraphQLTransportWSCommunicator(application, headers=[(b"host", b"localhost")])
+    client.communicator.scope["query_string"] = b"\xff\xfe"
+    await client.connect()
+    await client.init()
+    await client.disconnect()
