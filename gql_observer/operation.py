@@ -17,7 +17,6 @@ graphql-core coerces them, giving the root field's ``pk`` and ``requestId``.
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict
 from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
@@ -30,9 +29,7 @@ from graphql import (
     GraphQLError,
     OperationDefinitionNode,
     OperationType,
-    parse,
     print_ast,
-    specified_rules,
 )
 from graphql.execution.middleware import MiddlewareManager
 from graphql.execution.values import get_argument_values
@@ -48,9 +45,10 @@ from strawberry.extensions import (
     SchemaExtension,
     ValidationCache,
 )
-from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext, validate_document
+from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
+from . import documents
 from .definition import ObservedDefinition
 from .plan import Shape, compile_shape, observed_definition
 from .settings import get_settings
@@ -74,6 +72,7 @@ _ONCE_PER_DOCUMENT: Final = frozenset(
         MaxAliasesLimiter,
         MaxTokensLimiter,
         ParserCache,
+        documents.PreparedDocuments,
         QueryDepthLimiter,
         ValidationCache,
     }
@@ -112,6 +111,7 @@ class Analysis:
         "schema",
         "shape",
         "shape_key",
+        "weight",
     )
 
     def __init__(
@@ -123,9 +123,12 @@ class Analysis:
         root_node: FieldNode,
         field_def: Any,
         masks: tuple[MaskErrors, ...],
+        weight: int = 0,
     ) -> None:
         self.schema = schema
         self.document = document
+        #: The bytes its document holds, roughly (what a cache of analyses weighs).
+        self.weight = weight
         self.operation_name = operation_name
         self.definition = definition
         self.root_node = root_node
@@ -189,9 +192,11 @@ class _Unshared(Exception):
     """The operation runs on its own."""
 
 
-#: Analyses by (schema, document text, operation name); a subscriber keeps its own.
-_analyses: OrderedDict[Hashable, Analysis | None] = OrderedDict()
-_ANALYSES: Final = 1024
+#: Analyses by (schema, document text, operation name), weighed by their documents
+#: (a subscriber keeps its own); ``(None,)``: the operation runs on its own.
+_analyses: documents.BoundedCache[Hashable, tuple[Analysis | None]] = documents.BoundedCache(
+    1024, documents.CACHE_BYTES
+)
 #: Shapes by (schema, canonical selection): one for documents that differ only
 #: in the root field's arguments.
 _shapes: dict[Hashable, Shape | None] = {}
@@ -203,9 +208,9 @@ def analyze(schema: BaseSchema, query: str, operation_name: str | None) -> Analy
     on its own (through strawberry): not a valid subscription to one observed
     field, or a schema whose extensions act per operation."""
     key = (id(schema), query, operation_name)
-    if key in _analyses:
-        _analyses.move_to_end(key)
-        return _analyses[key]
+    known = _analyses.get(key)
+    if known is not None:
+        return known[0]
     try:
         analysis: Analysis | None = _analyze(schema, query, operation_name)
     except _Unshared:
@@ -213,9 +218,9 @@ def analyze(schema: BaseSchema, query: str, operation_name: str | None) -> Analy
     except Exception:
         logger.debug("Could not analyse a subscription; it runs on its own", exc_info=True)
         analysis = None
-    _analyses[key] = analysis
-    while len(_analyses) > _ANALYSES:
-        _analyses.popitem(last=False)
+    # An analysis holds its document: it weighs what the document does.
+    weight = 2 * len(query) + (analysis.weight if analysis is not None else 0)
+    _analyses.put(key, (analysis,), weight)
     return analysis
 
 
@@ -253,15 +258,12 @@ def _executors() -> frozenset[type[Any]]:
 
 def _analyze(schema: BaseSchema, query: str, operation_name: str | None) -> Analysis:
     masks = _extensions(schema)
-    extensions: list[SchemaExtension] = schema.get_extensions()  # type: ignore[attr-defined]
-    max_tokens = get_settings()["MAX_QUERY_TOKENS"]
-    for extension in extensions:
-        if isinstance(extension, MaxTokensLimiter):
-            max_tokens = min(max_tokens, extension.max_token_count)
-    try:
-        document = parse(query, max_tokens=max_tokens)
-    except GraphQLError:
-        raise _Unshared from None  # strawberry answers it
+    # Parsed (within the token limit) and validated once per text: the transport
+    # prepared it, off the event loop when it is long.
+    prepared = documents.prepare_now(schema, query)
+    document = prepared.document
+    if document is None:
+        raise _Unshared  # strawberry answers it
     operations = [d for d in document.definitions if isinstance(d, OperationDefinitionNode)]
     if operation_name is not None:
         operations = [o for o in operations if o.name and o.name.value == operation_name]
@@ -274,11 +276,7 @@ def _analyze(schema: BaseSchema, query: str, operation_name: str | None) -> Anal
     if len(selections) != 1 or not isinstance(selections[0], FieldNode):
         raise _Unshared
     root_node = selections[0]
-    rules = tuple(specified_rules)
-    for extension in extensions:
-        if isinstance(extension, AddValidationRules):
-            rules = (*rules, *extension.validation_rules)
-    if validate_document(schema._schema, document, rules):  # type: ignore[attr-defined]
+    if documents.validation(schema, prepared) != []:
         raise _Unshared  # strawberry reports the errors
     graphql_schema = schema._schema  # type: ignore[attr-defined]
     field_def = graphql_schema.subscription_type.fields.get(root_node.name.value)
@@ -287,7 +285,9 @@ def _analyze(schema: BaseSchema, query: str, operation_name: str | None) -> Anal
     )
     if definition is None:
         raise _Unshared
-    return Analysis(schema, document, operation_name, definition, root_node, field_def, masks)
+    return Analysis(
+        schema, document, operation_name, definition, root_node, field_def, masks, prepared.weight
+    )
 
 
 def _shape(analysis: Analysis, executor: Any) -> tuple[Hashable, Shape | None]:

@@ -24,6 +24,7 @@ from strawberry.types.field import StrawberryField
 
 from . import registry
 from .definition import ObservedDefinition
+from .documents import PreparedDocuments
 from .envelope import (
     CREATED,
     DELETED,
@@ -264,8 +265,9 @@ def build_schema(
 
 def default_extensions() -> list[Any]:
     """The safe defaults ``build_schema`` installs unless given ``extensions=``:
-    depth, token and alias limits, masked errors, and introspection only where
-    ``INTROSPECTION`` (default: ``DEBUG``) allows it."""
+    depth, token and alias limits, masked errors, documents parsed and validated
+    once (:class:`gql_observer.documents.PreparedDocuments`), and introspection
+    only where ``INTROSPECTION`` (default: ``DEBUG``) allows it."""
     options = get_settings()
     # Factories: strawberry builds fresh extensions for every operation.
     depth, tokens, aliases = (
@@ -278,6 +280,9 @@ def default_extensions() -> list[Any]:
         lambda: MaxTokensLimiter(max_token_count=tokens),
         lambda: MaxAliasesLimiter(max_alias_count=aliases),
         lambda: MaskErrors(should_mask_error=should_mask),
+        # The transports' parse and validation, done once (and off the event loop
+        # for long documents), are what strawberry executes.
+        PreparedDocuments,
     ]
     introspection = options["INTROSPECTION"]
     if introspection is None:

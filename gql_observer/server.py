@@ -2,8 +2,8 @@
 
 ``python manage.py gql_observer_serve --port 8001`` runs it. It speaks what the ASGI
 application's websocket speaks (graphql-transport-ws and legacy graphql-ws, the same
-:class:`~gql_observer.transport.Connection`, the same Origin check, session cookie and tokens,
-limits and close codes), and nothing else: queries and mutations over HTTP, GraphiQL and
+:class:`~gql_observer.transport.Connection`, the same Host and Origin checks, session cookie
+and tokens, limits and close codes), and nothing else: queries and mutations over HTTP, GraphiQL and
 Django's pages stay with your ASGI or WSGI server. Behind a proxy that routes the websocket
 path here, clients see one endpoint.
 
@@ -33,6 +33,8 @@ from websockets.http11 import Request, Response
 from websockets.protocol import State
 from websockets.typing import Subprotocol
 
+from . import guard
+from .guard import host_allowed
 from .hub import current_hub
 from .publish import flush
 from .settings import get_settings
@@ -125,7 +127,7 @@ def _scope(connection: ServerConnection) -> dict[str, Any]:
         "type": "websocket",
         "asgi": _ASGI,
         "http_version": "1.1",
-        "scheme": "ws",
+        "scheme": "wss" if connection.transport.get_extra_info("sslcontext") else "ws",
         "path": path,
         "raw_path": path.encode("latin1"),
         "query_string": query.encode("latin1"),
@@ -144,8 +146,9 @@ def _scope(connection: ServerConnection) -> dict[str, Any]:
 class GraphQLWebsocketServer:
     """The handshake and connection handlers for :func:`websockets.asyncio.server.serve`.
 
-    A handshake for another path is refused (404), one from a browser page on an Origin
-    that ``origin_allowed`` refuses too (403); the client's first choice of
+    A handshake for another path is refused (404), one whose Host is not in ``ALLOWED_HOSTS``
+    too (400), and one from a browser page on an Origin that ``origin_allowed`` refuses
+    (403: the server's own origin and ``CSRF_TRUSTED_ORIGINS`` pass); the client's first choice of
     graphql-transport-ws and legacy graphql-ws is served, and a handshake offering neither
     is accepted and closed with 4406, as the ASGI application does.
     """
@@ -155,12 +158,10 @@ class GraphQLWebsocketServer:
         schema: BaseSchema,
         *,
         path: str = "graphql/",
-        origin_allowed: Callable[[str], bool] | None = None,
+        origin_allowed: Callable[[str, Any], bool] | None = None,
     ) -> None:
         if origin_allowed is None:
-            from .asgi import origin_allowed as default_origin_allowed
-
-            origin_allowed = default_origin_allowed
+            origin_allowed = guard.origin_allowed
         self.schema = schema
         self.path = "/" + path.strip("/")
         self.origin_allowed = origin_allowed
@@ -168,8 +169,11 @@ class GraphQLWebsocketServer:
     def process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         if urlsplit(request.path).path.rstrip("/") != self.path:
             return connection.respond(HTTPStatus.NOT_FOUND, "Not Found\n")
+        scope = _scope(connection)
+        if not host_allowed(scope):
+            return connection.respond(HTTPStatus.BAD_REQUEST, "Bad Request (400)\n")
         origin = request.headers.get("Origin")
-        if origin is not None and not self.origin_allowed(origin):
+        if origin is not None and not self.origin_allowed(origin, scope):
             return connection.respond(HTTPStatus.FORBIDDEN, "Origin not allowed\n")
         return None
 

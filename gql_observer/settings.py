@@ -77,9 +77,14 @@ class ObserverSettings(TypedDict):
     TOKEN_MAX_AGE: int
     #: Largest websocket message a client may send, in bytes (close 1009 beyond).
     MAX_MESSAGE_SIZE: int
+    #: Largest HTTP request body to the GraphQL endpoint, in bytes (413 beyond,
+    #: before the rest is read); also the longest query string of a GET (414).
+    MAX_REQUEST_SIZE: int
     #: Deepest query accepted (strawberry's QueryDepthLimiter).
     MAX_QUERY_DEPTH: int
-    #: Most tokens in one document (strawberry's MaxTokensLimiter).
+    #: Most tokens in one document: the first parse of every document stops
+    #: there (graphql-core's ``parse(max_tokens=...)``), and strawberry's
+    #: MaxTokensLimiter of the default extensions.
     MAX_QUERY_TOKENS: int
     #: Most aliases in one document (strawberry's MaxAliasesLimiter).
     MAX_ALIASES: int
@@ -125,6 +130,7 @@ DEFAULTS: ObserverSettings = {
     "AUTHENTICATOR": "gql_observer.auth.signed_token_authenticator",
     "TOKEN_MAX_AGE": 24 * 3600,
     "MAX_MESSAGE_SIZE": 64 * 1024,
+    "MAX_REQUEST_SIZE": 64 * 1024,
     "MAX_QUERY_DEPTH": 10,
     "MAX_QUERY_TOKENS": 2000,
     "MAX_ALIASES": 30,
@@ -175,11 +181,13 @@ def _read_settings() -> ObserverSettings:
             raise ImproperlyConfigured(
                 f"GQL_OBSERVER[{key!r}] must be a number of seconds >= 0, not {value!r}."
             )
-    capacity = merged["HUB_CAPACITY"]
-    if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-        raise ImproperlyConfigured(
-            f"GQL_OBSERVER['HUB_CAPACITY'] must be a whole number >= 1, not {capacity!r}."
-        )
+    # Read by every request and parse, where a wrong type would fail each of them.
+    for key in ("HUB_CAPACITY", "MAX_REQUEST_SIZE", "MAX_QUERY_TOKENS"):
+        value = merged[key]
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ImproperlyConfigured(
+                f"GQL_OBSERVER[{key!r}] must be a whole number >= 1, not {value!r}."
+            )
     return cast(ObserverSettings, merged)
 
 

@@ -17,6 +17,8 @@ from channels.testing import WebsocketCommunicator
 __all__ = ["GraphQLTransportWSCommunicator", "ProtocolError"]
 
 SUBPROTOCOL = "graphql-transport-ws"
+#: The host the communicator names unless told otherwise (as Django's test client).
+TEST_HOST = b"testserver"
 
 
 class ProtocolError(AssertionError):
@@ -30,7 +32,12 @@ class ProtocolError(AssertionError):
 
 
 class GraphQLTransportWSCommunicator:
-    """Speaks graphql-transport-ws to an ASGI application, in-process."""
+    """Speaks graphql-transport-ws to an ASGI application, in-process.
+
+    Like Django's test client, it names the host ``testserver`` unless
+    ``headers`` give a ``Host`` (Django's test runner and pytest-django add
+    ``testserver`` to ``ALLOWED_HOSTS``).
+    """
 
     def __init__(
         self,
@@ -41,6 +48,9 @@ class GraphQLTransportWSCommunicator:
         subprotocols: list[str] | None = None,
         timeout: float = 5.0,
     ) -> None:
+        headers = list(headers or ())
+        if not any(name.lower() == b"host" for name, _ in headers):
+            headers.insert(0, (b"host", TEST_HOST))
         self.communicator = WebsocketCommunicator(
             application,
             path,

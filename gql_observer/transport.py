@@ -8,10 +8,12 @@ that are not observed run in a task each, as any GraphQL server runs them.
 Authentication happens once, at the handshake (the session cookie) and at
 ``connection_init`` (a token in its payload); nothing wraps ``send`` or
 ``receive``. Everything the protocol says is here: ``connection_init`` within
-``CONNECTION_INIT_TIMEOUT`` (4408), one only (4429), nothing before the ack
-(4401), unique operation ids (4409), invalid messages (4400), ``ping``/``pong``
-both ways; plus our limits: frame size (1009), operations per connection, a
-subscribe rate, and a send timeout (1013).
+``CONNECTION_INIT_TIMEOUT`` (4408; legacy graphql-ws too), one only (4429),
+nothing before the ack (4401), unique operation ids (4409), invalid messages
+(4400), ``ping``/``pong`` both ways; plus our limits: frame size (1009),
+operations per connection, a subscribe rate, and a send timeout (1013). Every
+document is parsed once, within the token limit, a long one off the event loop
+(:mod:`gql_observer.documents`).
 """
 
 from __future__ import annotations
@@ -36,8 +38,8 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
+from . import documents, watch
 from . import operation as analysis
-from . import watch
 from .auth import AuthenticationFailed, authenticate, credential_from_params
 from .db import unit_of_work
 from .frames import encode, result_payload
@@ -193,10 +195,10 @@ class Connection:
         """Accept, then read frames until the client goes."""
         subprotocol = LEGACY_SUBPROTOCOL if self.legacy else SUBPROTOCOL
         await self._send({"type": "websocket.accept", "subprotocol": subprotocol})
-        if not self.legacy:  # legacy graphql-ws has no such deadline
-            self._init_timer = asyncio.get_running_loop().call_later(
-                get_settings()["CONNECTION_INIT_TIMEOUT"], self._init_late
-            )
+        # Legacy graphql-ws has no such deadline of its own: it gets the same one.
+        self._init_timer = asyncio.get_running_loop().call_later(
+            get_settings()["CONNECTION_INIT_TIMEOUT"], self._init_late
+        )
         try:
             # Nothing of a frame stays referenced between frames: an idle
             # connection holds no message.
@@ -450,6 +452,16 @@ class Connection:
         if len(self.operations) >= get_settings()["MAX_OPERATIONS_PER_CONNECTION"]:
             await self._refuse(operation_id, "Subscription limit reached")
             return
+        # Parsed once, within the token limit; a long document in the worker
+        # thread, while this connection reads nothing more (one at a time).
+        # (No document at all is strawberry's to answer.)
+        if payload["query"]:
+            prepared = await documents.prepare(self.schema, payload["query"])
+            if self._closed:
+                return
+            if prepared.error is not None:
+                await self._syntax_error(operation_id, prepared.error)
+                return
         operation = Operation(
             operation_id,
             payload["query"],
@@ -459,6 +471,15 @@ class Connection:
         self.operations[operation_id] = operation
         if not self._join_watch(operation):
             operation.task = self._spawn(self._run(operation))
+
+    async def _syntax_error(self, operation_id: str, error: GraphQLError) -> None:
+        # As strawberry answers a document that does not parse: a protocol fault
+        # (4400) in graphql-transport-ws, the operation's error in legacy graphql-ws.
+        self.schema.process_errors([error])
+        if self.legacy:
+            await self.send_message(self._error_message(operation_id, [error]))
+        else:
+            await self.close(4400, error.message)
 
     async def _refuse(self, operation_id: str, why: str) -> None:
         await self.send_message(self._error_message(operation_id, [GraphQLError(why)]))
@@ -504,6 +525,9 @@ class Connection:
         await self.send_message({"id": operation.id, "type": "complete"})
 
     async def _legacy_init(self, payload: Any) -> None:
+        if self._init_timer is not None:
+            self._init_timer.cancel()
+            self._init_timer = None
         if payload is not None and not isinstance(payload, dict):
             await self.send_message({"type": "connection_error"})
             await self.close(1000, "")
@@ -710,8 +734,9 @@ class TransportWSApp:
     one for another path refused (403).
 
     A browser's handshake must come from an Origin that ``origin_allowed``
-    accepts (see :func:`gql_observer.asgi.origin_allowed`); clients that send
-    no Origin (not browsers, which no other site can drive) are let through.
+    accepts for it (see :func:`gql_observer.guard.origin_allowed`: the server's
+    own origin or one of ``CSRF_TRUSTED_ORIGINS``); clients that send no Origin
+    (not browsers, which no other site can drive) are let through.
     """
 
     def __init__(
@@ -719,7 +744,7 @@ class TransportWSApp:
         schema: BaseSchema,
         *,
         path: str,
-        origin_allowed: Callable[[str], bool],
+        origin_allowed: Callable[[str, Scope], bool],
     ) -> None:
         self.schema = schema
         self.path = re.compile(path)
@@ -732,7 +757,7 @@ class TransportWSApp:
             await send({"type": "websocket.close"})  # refused handshake: 403
             return
         origin = next((v for k, v in scope.get("headers", ()) if k == b"origin"), None)
-        if origin is not None and not self.origin_allowed(origin.decode("latin1")):
+        if origin is not None and not self.origin_allowed(origin.decode("latin1"), scope):
             await send({"type": "websocket.close"})
             return
         chosen = choose_subprotocol(scope.get("subprotocols", ()))

@@ -27,7 +27,8 @@ from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
 from django.core.exceptions import ValidationError
-from django.db.models import Field, Model, QuerySet
+from django.db import connections, router
+from django.db.models import Field, IntegerField, Model, QuerySet
 from django.utils import timezone
 from strawberry import Info
 
@@ -246,9 +247,15 @@ def normalize_pk(definition: ObservedDefinition, value: object) -> object | None
     assert isinstance(field, Field), "observe() checked the lookup field"
     try:
         python_value: object = field.to_python(value)
-        return python_value
     except (ValidationError, ValueError, TypeError):
         return None
+    if isinstance(field, IntegerField) and isinstance(python_value, int):
+        # A number no row can hold names nothing (the database would refuse it).
+        alias = router.db_for_read(definition.model)
+        low, high = connections[alias].ops.integer_field_range(field.get_internal_type())
+        if (low is not None and python_value < low) or (high is not None and python_value > high):
+            return None
+    return python_value
 
 
 def _rows(

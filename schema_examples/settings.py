@@ -1,5 +1,13 @@
 """Settings of the demo project; ``DATABASE_URL``, ``REDIS_URL``, ``REDIS_LAYER``,
-``ALLOWED_HOSTS`` and ``DEBUG`` come from the environment."""
+``ALLOWED_HOSTS``, ``CSRF_TRUSTED_ORIGINS``, ``DEBUG`` and ``SECRET_KEY`` come from
+the environment.
+
+What people copy from a demo must be safe: ``DEBUG`` is off unless the
+environment turns it on (``scripts/demo.sh`` does, for GraphiQL), and without a
+``SECRET_KEY`` in the environment each checkout makes its own, once, and keeps it
+in ``var/secret_key`` beside the demo database (untracked, readable by its owner
+only): no key in the repository can sign tokens for anybody's demo.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +17,47 @@ from typing import Any
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
+from django.core.management.utils import get_random_secret_key
 
 ROOT = Path(__file__).resolve().parent.parent
 VAR = ROOT / "var"
 
-SECRET_KEY = os.environ.get("SECRET_KEY", "schema-examples-not-a-secret")
-DEBUG = os.environ.get("DEBUG", "1") not in {"0", "false", "False", ""}
-ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]"] + [
-    host for host in os.environ.get("ALLOWED_HOSTS", "").split(",") if host
-]
+
+def _list(name: str) -> list[str]:
+    return [item for item in os.environ.get(name, "").split(",") if item]
+
+
+def secret_key(directory: Path = VAR) -> str:
+    """``SECRET_KEY`` from the environment, else the one kept in
+    ``directory/secret_key``, made (randomly, once) by the first process that
+    needs it; processes that start together all read the same one."""
+    key = os.environ.get("SECRET_KEY")
+    if key:
+        return key
+    path = directory / "secret_key"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        draft = directory / f".secret_key.{os.getpid()}"
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as out:
+            out.write(get_random_secret_key() + "\n")
+        try:
+            os.link(draft, path)  # atomic; another process may have been first
+        except FileExistsError:
+            pass
+        finally:
+            draft.unlink()
+    key = path.read_text().strip()
+    if not key:
+        raise ImproperlyConfigured(f"{path} is empty: delete it, or set SECRET_KEY.")
+    return key
+
+
+SECRET_KEY = secret_key()
+DEBUG = os.environ.get("DEBUG", "0") not in {"0", "false", "False", ""}
+ALLOWED_HOSTS = ["localhost", "127.0.0.1", "[::1]", *_list("ALLOWED_HOSTS")]
+# Browser pages on other origins that may use the session (CSRF) and open websockets.
+CSRF_TRUSTED_ORIGINS = _list("CSRF_TRUSTED_ORIGINS")
 
 INSTALLED_APPS = [
     "django.contrib.auth",

@@ -13,6 +13,9 @@ from .conftest import QUERY_USER
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+#: The host Django's test client names (pytest-django allows it).
+TEST_HOST = (b"host", b"testserver")
+
 
 async def post(application: Any, query: str, variables: dict[str, Any] | None = None) -> Any:
     body = json.dumps({"query": query, "variables": variables or {}}).encode()
@@ -21,7 +24,7 @@ async def post(application: Any, query: str, variables: dict[str, Any] | None = 
         "POST",
         "/graphql/",
         body=body,
-        headers=[(b"content-type", b"application/json")],
+        headers=[TEST_HOST, (b"content-type", b"application/json")],
     )
     response = await communicator.get_response(timeout=5)
     assert response["status"] == 200, response
@@ -42,7 +45,9 @@ async def test_retrieve_answers_200_with_the_instance(application: Any, users: l
     }
 
 
-@pytest.mark.parametrize("pk", [999, "abc", "", "1.5", "-1"])
+@pytest.mark.parametrize(
+    "pk", [999, "abc", "", "1.5", "-1", "99999999999999999999999999", -(2**64)]
+)
 async def test_retrieve_of_a_missing_or_malformed_pk_answers_404(
     application: Any, users: list[User], pk: Any
 ) -> None:
@@ -111,7 +116,7 @@ async def get_ide(settings: Any, **options: Any) -> Any:
 
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, **options}
     communicator = HttpCommunicator(
-        build(), "GET", "/graphql/", headers=[(b"accept", b"text/html")]
+        build(), "GET", "/graphql/", headers=[TEST_HOST, (b"accept", b"text/html")]
     )
     return await communicator.get_response(timeout=5)
 
@@ -170,8 +175,71 @@ async def test_a_subscription_over_plain_http_is_refused_with_400(
         "POST",
         "/graphql/",
         body=body,
-        headers=[(b"content-type", b"application/json")],
+        headers=[TEST_HOST, (b"content-type", b"application/json")],
     )
     response = await communicator.get_response(timeout=5)
     assert response["status"] == 400
     assert b"Subscriptions are served over a websocket" in response["body"]
+
+
+async def send_body(application: Any, body: bytes, headers: list[tuple[bytes, bytes]]) -> Any:
+    communicator = HttpCommunicator(
+        application,
+        "POST",
+        "/graphql/",
+        body=body,
+        headers=[TEST_HOST, (b"content-type", b"application/json"), *headers],
+    )
+    return await communicator.get_response(timeout=5)
+
+
+async def test_a_body_beyond_max_request_size_answers_413(
+    application: Any, users: list[User]
+) -> None:
+    from gql_observer.settings import get_settings
+
+    limit = get_settings()["MAX_REQUEST_SIZE"]
+    body = json.dumps({"query": "{ __typename }", "variables": {"x": "a" * limit}}).encode()
+    response = await send_body(application, body, [])
+    assert (response["status"], response["body"]) == (
+        413,
+        f"Request body too large: the limit is {limit} bytes.".encode(),
+    )
+
+
+async def test_a_body_announced_beyond_max_request_size_answers_413_before_it_is_read(
+    application: Any, users: list[User], settings: Any
+) -> None:
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "MAX_REQUEST_SIZE": 1000}
+    # Only the announcement is too big: the answer comes before the body would.
+    response = await send_body(application, b"{}", [(b"content-length", b"11000000")])
+    assert (response["status"], response["body"]) == (
+        413,
+        b"Request body too large: the limit is 1000 bytes.",
+    )
+
+
+async def test_a_body_at_max_request_size_is_served(
+    application: Any, users: list[User], settings: Any
+) -> None:
+    query = json.dumps({"query": "{ __typename }"}).encode()
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "MAX_REQUEST_SIZE": len(query)}
+    response = await send_body(application, query, [])
+    assert (response["status"], json.loads(response["body"])) == (
+        200,
+        {"data": {"__typename": "Query"}},
+    )
+
+
+async def test_a_query_string_beyond_max_request_size_answers_414(
+    application: Any, users: list[User], settings: Any
+) -> None:
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "MAX_REQUEST_SIZE": 1000}
+    communicator = HttpCommunicator(
+        application, "GET", "/graphql/?query=" + "%7B" * 400 + "__typename", headers=[TEST_HOST]
+    )
+    response = await communicator.get_response(timeout=5)
+    assert (response["status"], response["body"]) == (
+        414,
+        b"URI Too Long: the limit is 1000 bytes.",
+    )

@@ -58,6 +58,32 @@ async def test_closes_4408_when_connection_init_does_not_come_in_time(
     assert await client.receive_close() == (4408, "Connection initialisation timeout")
 
 
+async def test_legacy_graphql_ws_closes_4408_when_connection_init_does_not_come_in_time(
+    application: Any, users: list[User], settings: Any
+) -> None:
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "CONNECTION_INIT_TIMEOUT": 0.2}
+    from gql_observer.asgi import application as build
+
+    client = GraphQLTransportWSCommunicator(build(), subprotocols=["graphql-ws"])
+    await client.connect()
+    assert client.subprotocol == "graphql-ws"
+    assert await client.receive_close() == (4408, "Connection initialisation timeout")
+
+
+async def test_legacy_graphql_ws_connection_init_in_time_stays_open(
+    application: Any, users: list[User], settings: Any
+) -> None:
+    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "CONNECTION_INIT_TIMEOUT": 0.2}
+    from gql_observer.asgi import application as build
+
+    client = GraphQLTransportWSCommunicator(build(), subprotocols=["graphql-ws"])
+    await client.connect()
+    await client.send({"type": "connection_init"})
+    assert await client.receive() == {"type": "connection_ack"}
+    assert await client.nothing(0.5)
+    await client.disconnect()
+
+
 async def test_connection_init_timeout_defaults_to_3_seconds() -> None:
     from gql_observer.settings import DEFAULTS
 

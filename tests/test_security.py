@@ -385,6 +385,7 @@ async def test_a_bearer_token_authenticates_http_and_a_bad_one_answers_401(
             "/graphql/",
             body=body.encode(),
             headers=[
+                (b"host", b"testserver"),
                 (b"content-type", b"application/json"),
                 (b"authorization", authorization.encode()),
             ],

@@ -196,7 +196,10 @@ async def test_two_tokens_of_one_user_issued_in_one_second_do_not_share_a_verdic
     frozen = float(int(time.time()))
     monkeypatch.setattr(signing, "time", SimpleNamespace(time=lambda: frozen))
     old_token = await database_sync_to_async(issue_token)(owner)
-    query = "subscription ($pk: ID!) { note(pk: $pk, requestId: 1) { action responseStatus data { body } } }"
+    query = (
+        "subscription ($pk: ID!) "
+        "{ note(pk: $pk, requestId: 1) { action responseStatus data { body } } }"
+    )
     holder = GraphQLTransportWSCommunicator(application)
     await holder.connect()
     await holder.init({"token": old_token})

@@ -92,6 +92,29 @@ async def test_missing_pk_answers_404_then_completes(
     assert hub_module.get_hub().groups == {}
 
 
+@pytest.mark.parametrize(
+    "document",
+    [SUBSCRIBE_USER, SUBSCRIBE_USER.replace("subscription", "query")],
+    ids=["subscription", "query"],
+)
+@pytest.mark.parametrize("pk", ["99999999999999999999999999", "-99999999999999999999999999"])
+async def test_a_pk_beyond_any_row_answers_404_like_any_pk_that_names_nothing(
+    client: GraphQLTransportWSCommunicator, document: str, pk: str
+) -> None:
+    op = await client.subscribe(document, {"pk": pk, "rid": 9})
+    action = "subscribe_instance" if document.startswith("subscription") else "retrieve"
+    assert await client.next(op) == {
+        "user": {
+            "action": action,
+            "errors": ["Not found."],
+            "responseStatus": 404,
+            "requestId": 9,
+            "data": None,
+        }
+    }
+    await client.expect_complete(op)
+
+
 async def test_malformed_pk_answers_404_not_a_crash(client: GraphQLTransportWSCommunicator) -> None:
     op = await client.subscribe(SUBSCRIBE_USER, {"pk": "abc", "rid": 8})
     assert (await client.next(op))["user"]["responseStatus"] == 404

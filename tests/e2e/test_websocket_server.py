@@ -94,21 +94,36 @@ async def test_subscriptions_on_the_websocket_server_see_http_mutations_and_shel
 async def test_the_websocket_server_refuses_what_the_asgi_application_refuses(
     redis_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
 ) -> None:
-    http, ws_server = pair(servers, redis_env, tmp_path)
+    env = {**redis_env, "CSRF_TRUSTED_ORIGINS": "http://localhost:3000"}
+    http, ws_server = pair(servers, env, tmp_path)
     base = f"ws://127.0.0.1:{ws_server.port}"
     with pytest.raises(websockets.InvalidStatus) as other_path:
         await websockets.connect(f"{base}/elsewhere/", subprotocols=["graphql-transport-ws"])
     assert other_path.value.response.status_code == 404
-    with pytest.raises(websockets.InvalidStatus) as foreign:
+    # A Host that ALLOWED_HOSTS does not list (a DNS-rebinding page's own name).
+    with pytest.raises(websockets.InvalidStatus) as rebound:
         await websockets.connect(
-            ws_server.ws, subprotocols=["graphql-transport-ws"], origin="https://evil.example"
+            f"ws://rebound.example:{ws_server.port}/graphql/",
+            subprotocols=["graphql-transport-ws"],
+            host="127.0.0.1",
         )
-    assert foreign.value.response.status_code == 403
-    # A browser on an allowed origin is let in.
-    allowed = await websockets.connect(
-        ws_server.ws, subprotocols=["graphql-transport-ws"], origin="http://localhost:3000"
-    )
-    await allowed.close()
+    assert rebound.value.response.status_code == 400
+    for origin in (
+        "https://evil.example",
+        "http://localhost:3001",
+        f"https://127.0.0.1:{ws_server.port}",
+    ):
+        with pytest.raises(websockets.InvalidStatus) as foreign:
+            await websockets.connect(
+                ws_server.ws, subprotocols=["graphql-transport-ws"], origin=origin
+            )
+        assert foreign.value.response.status_code == 403, origin
+    # A browser on the server's own origin, or on a trusted one, is let in.
+    for origin in (f"http://127.0.0.1:{ws_server.port}", "http://localhost:3000"):
+        allowed = await websockets.connect(
+            ws_server.ws, subprotocols=["graphql-transport-ws"], origin=origin
+        )
+        await allowed.close()
 
     async def closed_with(ws: Any) -> tuple[int, str]:
         with pytest.raises(websockets.ConnectionClosed) as closed:

@@ -14,7 +14,7 @@ import { after, before, describe, test } from 'node:test';
 
 import { chromium } from 'playwright-core';
 
-import { NODE_DIR, WAIT_MS, renameUser, startDemoServer } from './helpers.mjs';
+import { NODE_DIR, WAIT_MS, loginSession, renameUser, startDemoServer } from './helpers.mjs';
 
 const CHROMIUM = '/usr/bin/chromium';
 const CHROMIUM_ARGS = [
@@ -35,6 +35,9 @@ const SUBSCRIPTION = `subscription WatchUser {
     data { id username email }
   }
 }`;
+
+// createNote needs a signed-in user: an answer with data proves the session counted.
+const CREATE_NOTE = 'mutation { createNote(title: "written in GraphiQL") { title } }';
 
 const CONTENT_TYPES = { '.js': 'application/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
 
@@ -66,6 +69,89 @@ function editorValue(page, selector) {
   }, selector);
 }
 
+/**
+ * A page whose unpkg.com assets come from node_modules and whose other
+ * requests go nowhere but the demo server; what went wrong is collected.
+ */
+async function openPage(browser) {
+  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
+  page.setDefaultTimeout(WAIT_MS);
+  const problems = []; // asset misses, blocked requests, page errors
+  const consoleLines = [];
+  const websockets = [];
+  page.on('console', (msg) => consoleLines.push(`${msg.type()}: ${msg.text()}`));
+  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
+  page.on('websocket', (ws) => websockets.push(ws.url()));
+
+  const servedAssets = [];
+  await page.route('**/*', async (route) => {
+    const url = route.request().url();
+    const { hostname } = new URL(url);
+    if (hostname === '127.0.0.1' || url.startsWith('data:')) return route.continue();
+    if (hostname === 'unpkg.com') {
+      const asset = localAsset(url);
+      if (asset.error) {
+        problems.push(asset.error);
+        return route.fulfill({ status: 404, body: asset.error });
+      }
+      servedAssets.push(url);
+      return route.fulfill({
+        status: 200,
+        contentType: asset.contentType,
+        headers: { 'access-control-allow-origin': '*' },
+        body: readFileSync(asset.filePath),
+      });
+    }
+    problems.push(`blocked request to ${url}`);
+    return route.abort('blockedbyclient');
+  });
+  return { page, problems, consoleLines, websockets, servedAssets };
+}
+
+/** Replace the query editor's text with `document`; wait until GraphiQL parsed it as `kind`. */
+async function typeDocument(page, document, kind) {
+  const editor = page.locator('.graphiql-query-editor .CodeMirror');
+  await editor.waitFor({ state: 'visible' });
+  await editor.click();
+  await page.keyboard.press('Control+A');
+  await page.keyboard.press('Delete');
+  await page.keyboard.insertText(document);
+  assert.equal(await editorValue(page, '.graphiql-query-editor'), document);
+  // GraphiQL parses the editor's text after a short debounce and picks the
+  // websocket only once it knows the operation is a subscription; Run
+  // before that goes over HTTP. A person never clicks that fast; wait
+  // (bounded) for the parse, as they would by looking.
+  await page.waitForFunction((wanted) => {
+    const cm = document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror;
+    return Boolean(cm.documentAST && cm.operations && cm.operations.length === 1
+      && cm.operations[0].operation === wanted);
+  }, kind, { timeout: WAIT_MS, polling: 50 });
+}
+
+/** Wait (bounded) until the result pane holds JSON whose `data[field][key]` is `value`. */
+async function waitForData(page, field, key, value) {
+  try {
+    const handle = await page.waitForFunction(
+      ([f, k, v]) => {
+        const el = document.querySelector('.graphiql-response .CodeMirror');
+        if (!el || !el.CodeMirror) return null;
+        try {
+          const parsed = JSON.parse(el.CodeMirror.getValue());
+          return parsed && parsed.data && parsed.data[f] && parsed.data[f][k] === v ? parsed : null;
+        } catch {
+          return null; // empty or still rendering
+        }
+      },
+      [field, key, value],
+      { timeout: WAIT_MS, polling: 100 },
+    );
+    return await handle.jsonValue();
+  } catch (err) {
+    const last = await editorValue(page, '.graphiql-response').catch(() => null);
+    throw new Error(`result pane never showed ${field}.${key} = ${value}: ${err.message}\nlast content: ${last}`);
+  }
+}
+
 describe('GraphiQL in Chromium', { timeout: 120_000 }, () => {
   let server;
   let browser;
@@ -82,37 +168,7 @@ describe('GraphiQL in Chromium', { timeout: 120_000 }, () => {
   });
 
   test('GraphiQL runs a user subscription, shows subscribe_instance/201, then shows the new username after an updateUser mutation', { skip: SKIP }, async (t) => {
-    const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-    page.setDefaultTimeout(WAIT_MS);
-    const problems = []; // asset misses, blocked requests, page errors
-    const consoleLines = [];
-    const websockets = [];
-    page.on('console', (msg) => consoleLines.push(`${msg.type()}: ${msg.text()}`));
-    page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
-    page.on('websocket', (ws) => websockets.push(ws.url()));
-
-    const servedAssets = [];
-    await page.route('**/*', async (route) => {
-      const url = route.request().url();
-      const { hostname } = new URL(url);
-      if (hostname === '127.0.0.1' || url.startsWith('data:')) return route.continue();
-      if (hostname === 'unpkg.com') {
-        const asset = localAsset(url);
-        if (asset.error) {
-          problems.push(asset.error);
-          return route.fulfill({ status: 404, body: asset.error });
-        }
-        servedAssets.push(url);
-        return route.fulfill({
-          status: 200,
-          contentType: asset.contentType,
-          headers: { 'access-control-allow-origin': '*' },
-          body: readFileSync(asset.filePath),
-        });
-      }
-      problems.push(`blocked request to ${url}`);
-      return route.abort('blockedbyclient');
-    });
+    const { page, problems, consoleLines, websockets, servedAssets } = await openPage(browser);
 
     const screenshot = path.join(tmpdir(), `gql-observer-graphiql-${process.pid}.png`);
     try {
@@ -122,49 +178,10 @@ describe('GraphiQL in Chromium', { timeout: 120_000 }, () => {
       assert.equal(servedAssets.length, 7, `expected 7 unpkg assets, served ${JSON.stringify(servedAssets)}`);
 
       // Type the subscription into the query editor, replacing the example.
-      await editor.click();
-      await page.keyboard.press('Control+A');
-      await page.keyboard.press('Delete');
-      await page.keyboard.insertText(SUBSCRIPTION);
-      assert.equal(await editorValue(page, '.graphiql-query-editor'), SUBSCRIPTION);
-      // GraphiQL parses the editor's text after a short debounce and picks the
-      // websocket only once it knows the operation is a subscription; Run
-      // before that goes over HTTP. A person never clicks that fast; wait
-      // (bounded) for the parse, as they would by looking.
-      await page.waitForFunction(() => {
-        const cm = document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror;
-        return Boolean(cm.documentAST && cm.operations && cm.operations.length === 1
-          && cm.operations[0].operation === 'subscription');
-      }, null, { timeout: WAIT_MS, polling: 50 });
-
+      await typeDocument(page, SUBSCRIPTION, 'subscription');
       await page.locator('button.graphiql-execute-button').click();
 
-      // Wait (bounded) until the result pane holds JSON whose data.user.action is `action`.
-      const waitForAction = async (action) => {
-        try {
-          const handle = await page.waitForFunction(
-            (wanted) => {
-              const el = document.querySelector('.graphiql-response .CodeMirror');
-              if (!el || !el.CodeMirror) return null;
-              try {
-                const parsed = JSON.parse(el.CodeMirror.getValue());
-                return parsed && parsed.data && parsed.data.user && parsed.data.user.action === wanted
-                  ? parsed : null;
-              } catch {
-                return null; // empty or still rendering
-              }
-            },
-            action,
-            { timeout: WAIT_MS, polling: 100 },
-          );
-          return await handle.jsonValue();
-        } catch (err) {
-          const last = await editorValue(page, '.graphiql-response').catch(() => null);
-          throw new Error(`result pane never showed action ${action}: ${err.message}\nlast content: ${last}`);
-        }
-      };
-
-      const first = await waitForAction('subscribe_instance');
+      const first = await waitForData(page, 'user', 'action', 'subscribe_instance');
       assert.deepEqual(first, {
         data: {
           user: { action: 'subscribe_instance', errors: [], responseStatus: 201, requestId: REQUEST_ID, data: null },
@@ -177,7 +194,7 @@ describe('GraphiQL in Chromium', { timeout: 120_000 }, () => {
 
       const username = 'graphiql_renamed_1';
       await renameUser(server.httpUrl, 1, username);
-      const updated = await waitForAction('update');
+      const updated = await waitForData(page, 'user', 'action', 'update');
       assert.deepEqual(updated, {
         data: {
           user: {
@@ -189,6 +206,37 @@ describe('GraphiQL in Chromium', { timeout: 120_000 }, () => {
           },
         },
       });
+      assert.deepEqual(problems, []);
+    } catch (err) {
+      err.message += `\nproblems: ${JSON.stringify(problems)}\nbrowser console:\n${consoleLines.join('\n')}`;
+      throw err;
+    } finally {
+      await page.screenshot({ path: screenshot }).catch(() => {});
+      t.diagnostic(`screenshot: ${screenshot}`);
+      await page.close();
+    }
+  });
+
+  test('GraphiQL runs a mutation as the session\'s user: its page sets the csrftoken cookie, and GraphiQL sends it as X-CSRFToken', { skip: SKIP }, async (t) => {
+    const { page, problems, consoleLines } = await openPage(browser);
+    const sessionKey = await loginSession(server, 'test 2');
+    await page.context().addCookies([{ name: 'sessionid', value: sessionKey, domain: '127.0.0.1', path: '/' }]);
+    const posts = [];
+    page.on('request', (request) => {
+      if (request.method() === 'POST' && request.url() === server.httpUrl) posts.push(request.headers());
+    });
+    const screenshot = path.join(tmpdir(), `gql-observer-graphiql-csrf-${process.pid}.png`);
+    try {
+      await page.goto(server.httpUrl, { waitUntil: 'load', timeout: 20_000 });
+      const csrf = (await page.context().cookies(server.httpUrl)).find((c) => c.name === 'csrftoken');
+      assert.ok(csrf, 'the GraphiQL page sets the csrftoken cookie');
+      await typeDocument(page, CREATE_NOTE, 'mutation');
+      await page.locator('button.graphiql-execute-button').click();
+      const created = await waitForData(page, 'createNote', 'title', 'written in GraphiQL');
+      assert.deepEqual(created, { data: { createNote: { title: 'written in GraphiQL' } } });
+      const mutation = posts.find((headers) => headers['x-csrftoken']);
+      assert.ok(mutation, `GraphiQL sent no X-CSRFToken: ${JSON.stringify(posts)}`);
+      assert.equal(mutation['x-csrftoken'], csrf.value);
       assert.deepEqual(problems, []);
     } catch (err) {
       err.message += `\nproblems: ${JSON.stringify(problems)}\nbrowser console:\n${consoleLines.join('\n')}`;

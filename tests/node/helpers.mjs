@@ -60,7 +60,8 @@ export async function startDemoServer({ command = 'serve', databaseUrl = null } 
   const tmp = mkdtempSync(path.join(tmpdir(), 'gql-observer-js-'));
   const port = await freePort();
   const database = databaseUrl || `sqlite:///${path.join(tmp, 'db.sqlite3')}`;
-  const env = { ...process.env, DATABASE_URL: database };
+  // DEBUG on, as scripts/demo.sh serves the demo: GraphiQL and introspection follow it.
+  const env = { ...process.env, DATABASE_URL: database, DEBUG: '1' };
   delete env.REDIS_URL;
   // The demo's own settings (pytest exports its test settings, which ignore DATABASE_URL).
   delete env.DJANGO_SETTINGS_MODULE;
@@ -116,6 +117,45 @@ export async function startDemoServer({ command = 'serve', databaseUrl = null } 
     }
     await new Promise((r) => setTimeout(r, 100));
   }
+}
+
+/**
+ * Log `username` in: a Django session made by `python -m schema_examples shell`
+ * on the server's database; resolves to its key (the `sessionid` cookie's value).
+ */
+export function loginSession(server, username) {
+  const code = [
+    'from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY',
+    'from django.contrib.auth.models import User',
+    'from django.contrib.sessions.backends.db import SessionStore',
+    `user = User.objects.get(username=${JSON.stringify(username)})`,
+    'session = SessionStore()',
+    'session[SESSION_KEY] = str(user.pk)',
+    "session[BACKEND_SESSION_KEY] = 'django.contrib.auth.backends.ModelBackend'",
+    'session[HASH_SESSION_KEY] = user.get_session_auth_hash()',
+    'session.create()',
+    'print(session.session_key)',
+  ].join('\n');
+  const env = { ...process.env, DATABASE_URL: server.databaseUrl };
+  delete env.REDIS_URL;
+  delete env.DJANGO_SETTINGS_MODULE;
+  return new Promise((resolve, reject) => {
+    const child = spawn(pythonExecutable(), ['-m', 'schema_examples', 'shell', '-c', code], {
+      cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
+    child.stdout.on('data', (d) => { out += d; });
+    child.stderr.on('data', (d) => { err += d; });
+    child.once('error', reject);
+    child.once('exit', (status) => {
+      clearTimeout(timer);
+      const key = out.trim().split('\n').pop();
+      if (status === 0 && key) resolve(key);
+      else reject(new Error(`could not log ${username} in (exit ${status}): ${err}`));
+    });
+  });
 }
 
 /** POST a GraphQL operation as JSON; returns `data`, throwing on HTTP or GraphQL errors. */
