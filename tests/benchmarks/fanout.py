@@ -1811,7 +1811,6 @@ def plot(run: Run, rows: list[dict[str, Any]], path: Path) -> None:
         "P0": "tab:green",
         "P0s": "darkgreen",
         "P0l": "tab:brown",
-        "P0w": "tab:purple",
         "P0x2": "tab:cyan",
         "P1": "tab:red",
         "P2": "tab:blue",
@@ -1870,9 +1869,8 @@ def parse_args() -> argparse.Namespace:
     p.add_argument(
         "--systems",
         default=",".join(DEFAULT_SYSTEMS),
-        help="comma list of F,U,P0,P0l,P0w,P0x2,P1,P2 (P0l: P0 with DELIVER_IN_PROCESS off, "
-        "every change through the channel layer; P0w: gql_observer on its own websocket "
-        "server instead of uvicorn; P0x2: gql_observer on two server processes "
+        help="comma list of F,U,Ul,P0,P0s,P0l,P0x2,P1,P2 (P0l: P0 with DELIVER_IN_PROCESS off, "
+        "every change through the channel layer; P0x2: gql_observer on two server processes "
         "behind one Redis, subscribers alternating between them; Redis layers only)",
     )
     p.add_argument(

@@ -202,12 +202,6 @@ SYSTEMS: dict[str, System] = {
         writer_imports=("tests.benchmarks.peers.p2_asgi",),
     ),
 }
-SYSTEMS["P0w"] = replace(
-    SYSTEMS["P0"],
-    key="P0w",
-    label="P0w gql_observer on its own websocket server (gql_observer.server, no ASGI)",
-    module_args=("-m", "tests.benchmarks.peers.p0_ws", "--port", "{port}"),
-)
 SYSTEMS["P0l"] = replace(
     SYSTEMS["P0"],
     key="P0l",
@@ -232,7 +226,7 @@ SYSTEMS["P0x2"] = replace(
     label="P0 gql_observer, two server processes behind one Redis",
     processes=2,
 )
-ORDER = ("F", "U", "Ul", "P0", "P0s", "P0l", "P0w", "P0x2", "P1", "P2")
+ORDER = ("F", "U", "Ul", "P0", "P0s", "P0l", "P0x2", "P1", "P2")
 #: What runs without --systems: P0x2 only when asked (it doubles P0's share of the machine),
-#: P0w, P0s, P0l and Ul too.
+#: P0s, P0l and Ul too.
 DEFAULT_SYSTEMS = ("F", "U", "P0", "P1", "P2")

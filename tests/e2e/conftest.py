@@ -27,22 +27,18 @@ def free_port() -> int:
 
 
 class DemoServer:
-    """One ``serve`` process (the ASGI application under uvicorn), or with
-    ``websockets=True`` one ``gql_observer_serve`` process (the websocket endpoint on
-    ``gql_observer.server``, no HTTP); stopped with SIGTERM."""
+    """One ``serve`` process (the ASGI application under uvicorn); stopped with SIGTERM."""
 
     def __init__(
         self,
         env: dict[str, str],
         log: Path,
         *,
-        websockets: bool = False,
         args: tuple[str, ...] = (),
     ) -> None:
         self.port = free_port()
         self.env = env
         self.log = log
-        self.websockets = websockets
         self.args = args
         self.process: subprocess.Popen[bytes] | None = None
 
@@ -55,11 +51,7 @@ class DemoServer:
         return f"ws://127.0.0.1:{self.port}/graphql/"
 
     def start(self, timeout: float = 60) -> DemoServer:
-        command = (
-            ["gql_observer_serve", "--port", str(self.port), *self.args]
-            if self.websockets
-            else ["serve", "--port", str(self.port), "--log-level", "warning", *self.args]
-        )
+        command = ["serve", "--port", str(self.port), "--log-level", "warning", *self.args]
         with self.log.open("ab") as out:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "schema_examples", *command],
@@ -150,11 +142,8 @@ def start(
     env: dict[str, str],
     tmp_path: Path,
     *,
-    websockets: bool = False,
     args: tuple[str, ...] = (),
 ) -> DemoServer:
-    server = DemoServer(
-        env, tmp_path / f"server-{len(servers)}.log", websockets=websockets, args=args
-    )
+    server = DemoServer(env, tmp_path / f"server-{len(servers)}.log", args=args)
     servers.append(server)
     return server.start()

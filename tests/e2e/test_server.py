@@ -172,3 +172,135 @@ async def test_sigterm_closes_clients_and_leaves_no_group_membership(
     log = (tmp_path / "server-0.log").read_text()
     assert "Task was destroyed" not in log and "Traceback" not in log, log
     connection.close()
+
+
+def _post_as(server: DemoServer, token: str, query: str) -> Any:
+    import urllib.request
+
+    request = urllib.request.Request(
+        server.http,
+        data=json.dumps({"query": query}).encode(),
+        headers={"content-type": "application/json", "authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def _subscribe_note(pk: Any) -> str:
+    return json.dumps(
+        {"type": "subscribe", "id": "n", "payload": {"query": NOTE, "variables": {"pk": pk}}}
+    )
+
+
+async def _quiet(ws: Any, seconds: float = 0.5) -> bool:
+    """Nothing but a completion of the refused operation arrives within ``seconds``."""
+    try:
+        while True:
+            message = json.loads(await asyncio.wait_for(ws.recv(), seconds))
+            if message.get("type") != "complete":
+                return False
+    except TimeoutError:
+        return True
+
+
+NOTE = "subscription ($pk: ID!) { note(pk: $pk) { action responseStatus data { title } } }"
+
+
+@pytest.mark.redis
+async def test_the_server_refuses_bad_handshakes_and_frames_and_keeps_serving(
+    redis_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+) -> None:
+    env = {**redis_env, "CSRF_TRUSTED_ORIGINS": "http://localhost:3000"}
+    http = ws_server = start(servers, env, tmp_path)
+    base = f"ws://127.0.0.1:{ws_server.port}"
+    with pytest.raises(websockets.InvalidStatus) as other_path:
+        await websockets.connect(f"{base}/elsewhere/", subprotocols=["graphql-transport-ws"])
+    # An ASGI application refuses a handshake by closing before accepting: 403.
+    assert other_path.value.response.status_code == 403
+    # A Host that ALLOWED_HOSTS does not list (a DNS-rebinding page's own name).
+    with pytest.raises(websockets.InvalidStatus) as rebound:
+        await websockets.connect(
+            f"ws://rebound.example:{ws_server.port}/graphql/",
+            subprotocols=["graphql-transport-ws"],
+            host="127.0.0.1",
+        )
+    assert rebound.value.response.status_code == 403
+    for origin in (
+        "https://evil.example",
+        "http://localhost:3001",
+        f"https://127.0.0.1:{ws_server.port}",
+    ):
+        with pytest.raises(websockets.InvalidStatus) as foreign:
+            await websockets.connect(
+                ws_server.ws, subprotocols=["graphql-transport-ws"], origin=origin
+            )
+        assert foreign.value.response.status_code == 403, origin
+    # A browser on the server's own origin, or on a trusted one, is let in.
+    for origin in (f"http://127.0.0.1:{ws_server.port}", "http://localhost:3000"):
+        allowed = await websockets.connect(
+            ws_server.ws, subprotocols=["graphql-transport-ws"], origin=origin
+        )
+        await allowed.close()
+
+    async def closed_with(ws: Any) -> tuple[int, str]:
+        with pytest.raises(websockets.ConnectionClosed) as closed:
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+        assert closed.value.rcvd is not None
+        return closed.value.rcvd.code, closed.value.rcvd.reason
+
+    no_subprotocol = await websockets.connect(ws_server.ws)
+    assert await closed_with(no_subprotocol) == (4406, "Subprotocol not acceptable")
+    bad_token = await websockets.connect(ws_server.ws, subprotocols=["graphql-transport-ws"])
+    await bad_token.send(json.dumps({"type": "connection_init", "payload": {"token": "forged"}}))
+    assert (await closed_with(bad_token))[0] == 4403
+    too_big = await websockets.connect(ws_server.ws, subprotocols=["graphql-transport-ws"])
+    await too_big.send("x" * (65 * 1024))
+    assert (await closed_with(too_big))[0] == 1009
+    not_json = await websockets.connect(ws_server.ws, subprotocols=["graphql-transport-ws"])
+    await not_json.send("{")
+    assert (await closed_with(not_json))[0] == 4400
+
+    # A note is its owner's only: anonymous gets a 401 envelope, a token of the owner gets it.
+    token = (
+        await asyncio.to_thread(
+            http.post, 'mutation { login(username: "test 1", password: "demo") }'
+        )
+    )["data"]["login"]
+    created = await asyncio.to_thread(
+        _post_as, http, token, 'mutation { createNote(title: "mine", body: "") { id } }'
+    )
+    note = created["data"]["createNote"]["id"]
+    anonymous = await websockets.connect(ws_server.ws, subprotocols=["graphql-transport-ws"])
+    await anonymous.send(json.dumps({"type": "connection_init"}))
+    await anonymous.recv()
+    await anonymous.send(_subscribe_note(note))
+    refused = json.loads(await asyncio.wait_for(anonymous.recv(), 10))
+    assert refused["payload"]["data"]["note"] == {
+        "action": "subscribe_instance",
+        "responseStatus": 401,
+        "data": None,
+    }
+    owner = await websockets.connect(ws_server.ws, subprotocols=["graphql-transport-ws"])
+    await owner.send(json.dumps({"type": "connection_init", "payload": {"token": token}}))
+    assert json.loads(await owner.recv())["type"] == "connection_ack"
+    await owner.send(_subscribe_note(note))
+    assert (
+        json.loads(await asyncio.wait_for(owner.recv(), 10))["payload"]["data"]["note"][
+            "responseStatus"
+        ]
+        == 201
+    )
+    await asyncio.to_thread(
+        _post_as, http, token, f'mutation {{ updateNote(pk: {note}, title: "renamed") {{ id }} }}'
+    )
+    update = json.loads(await asyncio.wait_for(owner.recv(), 10))
+    assert update["payload"]["data"]["note"]["data"] == {"title": "renamed"}
+    assert await _quiet(anonymous)  # the refused subscription ended; nothing leaks to it
+    await owner.close()
+    await anonymous.close()
+    # After all of that the server still serves everyone else.
+    ws = await raw_subscribe(ws_server.ws, 3, "still")
+    await asyncio.to_thread(run_shell, redis_env, RENAME_IN_SHELL.format(pk=3, name="still"))
+    assert (await raw_next(ws))["data"]["username"] == "still"
+    await ws.close()

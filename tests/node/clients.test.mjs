@@ -279,72 +279,58 @@ describe('JavaScript clients against the demo server', { timeout: 120_000 }, () 
     });
   });
 
-  describe('gql_observer_serve (the websocket endpoint without an ASGI server)', () => {
-    // Its own process on the demo's database, with the in-memory layer: what it
-    // delivers is what is saved in it, by mutations over its own websockets.
-    let wsServer;
-
-    before(async () => {
-      wsServer = await startDemoServer({ command: 'gql_observer_serve', databaseUrl: server.databaseUrl });
-    }, { timeout: 45_000 });
-
-    after(async () => {
-      if (wsServer) await wsServer.stop();
-    });
-
-    test('graphql-ws subscribes to its own user and sees the update of a mutation sent over the same client', async () => {
-      const user = await createOwnUser('ws_server_watch');
-      const client = newGraphqlWsClient(wsServer.wsUrl);
-      const queue = new MessageQueue('graphql-ws on gql_observer_serve');
-      const unsubscribe = client.subscribe(
-        { query: USER_SUBSCRIPTION, variables: { pk: user.id, requestId: REQUEST_ID } },
-        queue.sink(),
+  test('graphql-ws subscribes to its own user and sees the update of a mutation sent over the same client', async () => {
+    const user = await createOwnUser('one_socket_watch');
+    const client = newGraphqlWsClient(server.wsUrl);
+    const queue = new MessageQueue('graphql-ws over one socket');
+    const unsubscribe = client.subscribe(
+      { query: USER_SUBSCRIPTION, variables: { pk: user.id, requestId: REQUEST_ID } },
+      queue.sink(),
+    );
+    try {
+      assert.deepEqual(userEnvelope(await queue.next(), 'one socket'), subscribeInstance(REQUEST_ID));
+      const mutation = new MessageQueue('mutation over ws');
+      client.subscribe(
+        { query: UPDATE_USER, variables: { pk: user.id, username: 'one_socket_renamed' } },
+        mutation.sink(),
       );
-      try {
-        assert.deepEqual(userEnvelope(await queue.next(), 'ws server'), subscribeInstance(REQUEST_ID));
-        const mutation = new MessageQueue('mutation over ws');
-        client.subscribe(
-          { query: UPDATE_USER, variables: { pk: user.id, username: 'ws_server_renamed' } },
-          mutation.sink(),
-        );
-        assert.equal((await mutation.next()).data.updateUser.username, 'ws_server_renamed');
-        assert.deepEqual(
-          userEnvelope(await queue.next(), 'ws server'),
-          update(REQUEST_ID, { ...user, username: 'ws_server_renamed' }),
-        );
-      } finally {
-        unsubscribe();
-        await withTimeout(client.dispose(), 'graphql-ws dispose');
-      }
-    });
+      assert.equal((await mutation.next()).data.updateUser.username, 'one_socket_renamed');
+      assert.deepEqual(
+        userEnvelope(await queue.next(), 'one socket'),
+        update(REQUEST_ID, { ...user, username: 'one_socket_renamed' }),
+      );
+    } finally {
+      unsubscribe();
+      await withTimeout(client.dispose(), 'graphql-ws dispose');
+    }
+  });
 
-    test('Apollo Client over GraphQLWsLink alone (it adds __typename everywhere) subscribes and mutates', async () => {
-      const user = await createOwnUser('ws_server_apollo');
-      const wsClient = newGraphqlWsClient(wsServer.wsUrl);
-      const apollo = new ApolloClient({ link: new GraphQLWsLink(wsClient), cache: new InMemoryCache() });
-      const queue = new MessageQueue('apollo on gql_observer_serve');
-      const subscription = apollo
-        .subscribe({ query: gql(USER_SUBSCRIPTION), variables: { pk: user.id, requestId: REQUEST_ID } })
-        .subscribe({ next: (r) => queue.push(r), error: (error) => queue.end({ error }) });
-      try {
-        const first = await queue.next();
-        assert.equal(first.data.user.__typename, 'UserTypeEnvelope');
-        assert.deepEqual(userEnvelope(first, 'apollo ws server'), subscribeInstance(REQUEST_ID));
-        const renamed = await withTimeout(
-          apollo.mutate({ mutation: gql(UPDATE_USER), variables: { pk: user.id, username: 'apollo_ws_renamed' } }),
-          'apollo mutate over ws',
-        );
-        assert.equal(renamed.data.updateUser.username, 'apollo_ws_renamed');
-        const next = await queue.next();
-        assert.equal(next.data.user.data.__typename, 'UserType');
-        assert.deepEqual(
-          userEnvelope(next, 'apollo ws server'),
-          update(REQUEST_ID, { ...user, username: 'apollo_ws_renamed' }),
-        );
-      } finally {
-        subscription.unsubscribe();
-        await withTimeout(wsClient.dispose(), 'graphql-ws dispose');
-      }
-    });
+  test('Apollo Client over GraphQLWsLink alone (it adds __typename everywhere) subscribes and mutates', async () => {
+    const user = await createOwnUser('one_socket_apollo');
+    const wsClient = newGraphqlWsClient(server.wsUrl);
+    const apollo = new ApolloClient({ link: new GraphQLWsLink(wsClient), cache: new InMemoryCache() });
+    const queue = new MessageQueue('apollo over one socket');
+    const subscription = apollo
+      .subscribe({ query: gql(USER_SUBSCRIPTION), variables: { pk: user.id, requestId: REQUEST_ID } })
+      .subscribe({ next: (r) => queue.push(r), error: (error) => queue.end({ error }) });
+    try {
+      const first = await queue.next();
+      assert.equal(first.data.user.__typename, 'UserTypeEnvelope');
+      assert.deepEqual(userEnvelope(first, 'apollo ws server'), subscribeInstance(REQUEST_ID));
+      const renamed = await withTimeout(
+        apollo.mutate({ mutation: gql(UPDATE_USER), variables: { pk: user.id, username: 'apollo_ws_renamed' } }),
+        'apollo mutate over ws',
+      );
+      assert.equal(renamed.data.updateUser.username, 'apollo_ws_renamed');
+      const next = await queue.next();
+      assert.equal(next.data.user.data.__typename, 'UserType');
+      assert.deepEqual(
+        userEnvelope(next, 'apollo ws server'),
+        update(REQUEST_ID, { ...user, username: 'apollo_ws_renamed' }),
+      );
+    } finally {
+      subscription.unsubscribe();
+      await withTimeout(wsClient.dispose(), 'graphql-ws dispose');
+    }
   });
 });

@@ -54,9 +54,7 @@ function canConnect(port) {
  * Resolves once the port accepts connections; rejects (with the server's
  * output) if it exits first or does not open the port within 30 s.
  */
-export async function startDemoServer({ command = 'serve', databaseUrl = null } = {}) {
-  // `gql_observer_serve` (the websocket endpoint without ASGI) shares the database of a
-  // demo server started before it, which migrated and seeded it.
+export async function startDemoServer({ databaseUrl = null } = {}) {
   const tmp = mkdtempSync(path.join(tmpdir(), 'gql-observer-js-'));
   const port = await freePort();
   const database = databaseUrl || `sqlite:///${path.join(tmp, 'db.sqlite3')}`;
@@ -67,7 +65,7 @@ export async function startDemoServer({ command = 'serve', databaseUrl = null } 
   delete env.DJANGO_SETTINGS_MODULE;
   const child = spawn(
     pythonExecutable(),
-    ['-m', 'schema_examples', command, '--host', '127.0.0.1', '--port', String(port)],
+    ['-m', 'schema_examples', 'serve', '--host', '127.0.0.1', '--port', String(port)],
     { cwd: REPO_ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] },
   );
   let output = '';

@@ -1,6 +1,5 @@
 """HTTP side of the benchmark's Django servers (P0, P1, P2): the save trigger, the logged-in
-viewers' credentials, W4's stats. P0w (``p0_ws.py``) answers the same paths with the same
-functions. This is the benchmark servers' own urlconf (``ROOT_URLCONF`` of
+viewers' credentials, W4's stats. This is the benchmark servers' own urlconf (``ROOT_URLCONF`` of
 ``peers/settings.py`` and ``peers/p0_settings.py``): nothing else routes to these views."""
 
 from __future__ import annotations
