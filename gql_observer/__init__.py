@@ -6,12 +6,12 @@ serve it with ``gql_observer.asgi.application``.
 
 from __future__ import annotations
 
-from .auth import issue_token
-from .decorator import observe
-from .definition import ObservedDefinition
-from .errors import ClientError
-from .publish import flush
-from .schema import build_schema, query_type, subscription_type
+from gql_observer.changes.publish import flush
+from gql_observer.core.auth import issue_token
+from gql_observer.core.errors import ClientError
+from gql_observer.graphql.schema import build_schema, query_type, subscription_type
+from gql_observer.observe.decorator import observe
+from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = [
     "ClientError",

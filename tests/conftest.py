@@ -11,7 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
-from gql_observer import hub as hub_module
+from gql_observer.fanout import hub as hub_module
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
 REDIS_URL = os.environ.get("GQLOBS_TEST_REDIS", "redis://127.0.0.1:6379/9")

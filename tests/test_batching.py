@@ -14,9 +14,9 @@ from django.contrib.auth.models import User
 from django.db import close_old_connections
 
 import gql_observer
-from gql_observer import publish
-from gql_observer.groups import model_group
-from gql_observer.hub import current_hub
+from gql_observer.changes import publish
+from gql_observer.changes.groups import model_group
+from gql_observer.fanout.hub import current_hub
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
 from .conftest import subscribe_user

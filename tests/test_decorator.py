@@ -9,7 +9,7 @@ from django.contrib.auth.models import Group, User
 from django.core.exceptions import ImproperlyConfigured
 
 from gql_observer import observe
-from gql_observer.decorator import _lower_camel
+from gql_observer.observe.decorator import _lower_camel
 
 
 def test_the_default_field_name_is_the_model_name_in_lower_camel_case() -> None:
@@ -64,7 +64,7 @@ def test_undecorated_types_are_untouched() -> None:
 def test_without_channel_layers_one_in_memory_layer_serves_the_process(settings: Any) -> None:
     from channels.layers import InMemoryChannelLayer
 
-    from gql_observer.settings import channel_layer
+    from gql_observer.core.conf import channel_layer
 
     del settings.CHANNEL_LAYERS
     layer = channel_layer()
@@ -73,7 +73,7 @@ def test_without_channel_layers_one_in_memory_layer_serves_the_process(settings:
 
 
 def test_a_missing_layer_alias_is_a_configuration_error(settings: Any) -> None:
-    from gql_observer.settings import channel_layer
+    from gql_observer.core.conf import channel_layer
 
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "CHANNEL_LAYER": "nope"}
     with pytest.raises(ImproperlyConfigured, match="CHANNEL_LAYERS has no such alias"):
@@ -94,7 +94,7 @@ def test_a_missing_layer_alias_is_a_configuration_error(settings: Any) -> None:
 def test_a_batching_or_capacity_setting_of_the_wrong_kind_is_a_configuration_error(
     settings: Any, key: str, value: Any, message: str
 ) -> None:
-    from gql_observer.settings import get_settings
+    from gql_observer.core.conf import get_settings
 
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, key: value}
     with pytest.raises(ImproperlyConfigured, match=message):
@@ -102,7 +102,7 @@ def test_a_batching_or_capacity_setting_of_the_wrong_kind_is_a_configuration_err
 
 
 def test_batching_windows_of_zero_are_allowed(settings: Any) -> None:
-    from gql_observer.settings import get_settings
+    from gql_observer.core.conf import get_settings
 
     settings.GQL_OBSERVER = {
         **settings.GQL_OBSERVER,

@@ -33,8 +33,9 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from gql_observer import issue_token, visibility
-from gql_observer.settings import get_settings
+from gql_observer import issue_token
+from gql_observer.core.conf import get_settings
+from gql_observer.graphql import visibility
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
 

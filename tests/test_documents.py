@@ -11,8 +11,9 @@ import pytest
 from channels.testing import HttpCommunicator
 from django.contrib.auth.models import User
 
-from gql_observer import documents, operation
-from gql_observer.documents import INLINE_LENGTH, BoundedCache
+from gql_observer.graphql import analysis as operation
+from gql_observer.graphql import documents
+from gql_observer.graphql.documents import INLINE_LENGTH, BoundedCache
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
 from .support.parses import graphql_work

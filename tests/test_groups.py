@@ -4,7 +4,7 @@ import re
 
 import pytest
 
-from gql_observer.groups import MAX_GROUP_NAME, instance_group, model_group
+from gql_observer.changes.groups import MAX_GROUP_NAME, instance_group, model_group
 
 VALID = re.compile(r"^[a-zA-Z0-9\-_.]+$")
 

@@ -17,7 +17,7 @@ from django.contrib.auth.models import User
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gql_observer import hub as hub_module
+from gql_observer.fanout import hub as hub_module
 from gql_observer.testing import GraphQLTransportWSCommunicator, ProtocolError
 
 from .conftest import save_user, subscribe_user
@@ -155,7 +155,7 @@ async def test_thousands_of_subscribe_messages_keep_memory_bounded_and_others_se
             answered += 1
         hub = hub_module.get_hub()
         # Only the allowed operations hold a local subscription.
-        from gql_observer.settings import get_settings
+        from gql_observer.core.conf import get_settings
 
         limit = get_settings()["MAX_OPERATIONS_PER_CONNECTION"]
         assert sum(len(s) for s in hub.groups.values()) <= limit + 1

@@ -196,7 +196,7 @@ async def send_body(application: Any, body: bytes, headers: list[tuple[bytes, by
 async def test_a_body_beyond_max_request_size_answers_413(
     application: Any, users: list[User]
 ) -> None:
-    from gql_observer.settings import get_settings
+    from gql_observer.core.conf import get_settings
 
     limit = get_settings()["MAX_REQUEST_SIZE"]
     body = json.dumps({"query": "{ __typename }", "variables": {"x": "a" * limit}}).encode()

@@ -73,8 +73,8 @@ async def test_a_probe_that_never_came_makes_the_hub_resynchronise(
 ) -> None:
     """A probe the layer took but never delivered, while a later one came,
     means the hub's channel overflowed: every subscriber re-reads."""
-    from gql_observer.events import PROBE
-    from gql_observer.hub import current_hub
+    from gql_observer.changes.events import PROBE
+    from gql_observer.fanout.hub import current_hub
 
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "HUB_PROBE_INTERVAL": 0.2}
     await User.objects.acreate(pk=1, username="before")

@@ -1,4 +1,4 @@
-"""Planned results (``gql_observer.plan``): an observed subscription whose selection is
+"""Planned results (``gql_observer.graphql.plan``): an observed subscription whose selection is
 plain attributes gets each event's result without a GraphQL execution, and that result is
 exactly graphql-core's — over the protocol, and event by event for the values a plan must
 hand back to graphql-core (nulls where the schema says non-null, deferred columns, objects
@@ -14,9 +14,10 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from graphql import parse
 
-from gql_observer import plan, registry
-from gql_observer.envelope import envelope
-from gql_observer.schema import EventScopedExecutionContext
+from gql_observer.graphql import plan
+from gql_observer.graphql.envelope import envelope
+from gql_observer.graphql.schema import EventScopedExecutionContext
+from gql_observer.observe import registry
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
 

@@ -85,7 +85,7 @@ async def test_legacy_graphql_ws_connection_init_in_time_stays_open(
 
 
 async def test_connection_init_timeout_defaults_to_3_seconds() -> None:
-    from gql_observer.settings import DEFAULTS
+    from gql_observer.core.conf import DEFAULTS
 
     assert DEFAULTS["CONNECTION_INIT_TIMEOUT"] == 3.0
 
@@ -168,7 +168,7 @@ async def test_too_many_operations_on_one_connection_get_an_error(
     application: Any, users: list[User], settings: Any
 ) -> None:
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "SUBSCRIBE_RATE": 10_000}
-    from gql_observer.settings import get_settings
+    from gql_observer.core.conf import get_settings
 
     limit = get_settings()["MAX_OPERATIONS_PER_CONNECTION"]
     async with GraphQLTransportWSCommunicator(application) as client:

@@ -23,8 +23,8 @@ import websockets
 from django.contrib.auth.models import User
 from django.db import close_old_connections, connection
 
-from gql_observer import hub as hub_module
-from gql_observer import watch as watch_module
+from gql_observer.fanout import hub as hub_module
+from gql_observer.graphql import watch as watch_module
 from gql_observer.uvicorn import WebSocketProtocol
 
 from .conftest import wait_until

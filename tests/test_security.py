@@ -231,7 +231,7 @@ async def test_the_owner_sees_the_delete_with_last_values(
 
 
 def test_object_permissions_go_through_user_has_perm(users: list[User]) -> None:
-    from gql_observer.decorator import _permission_hook
+    from gql_observer.observe.decorator import _permission_hook
 
     hook = _permission_hook("notes.view_note")
     assert hook is not None
@@ -247,7 +247,7 @@ def test_object_permissions_go_through_user_has_perm(users: list[User]) -> None:
 async def test_an_oversized_message_closes_1009_and_others_are_served(
     client: GraphQLTransportWSCommunicator, application: Any, settings: Any
 ) -> None:
-    from gql_observer.settings import get_settings
+    from gql_observer.core.conf import get_settings
 
     size = get_settings()["MAX_MESSAGE_SIZE"]
     await client.send_raw(json.dumps({"type": "ping", "payload": {"x": "a" * size}}))
@@ -289,7 +289,7 @@ async def test_unexpected_errors_are_masked() -> None:
     from graphql import GraphQLError
 
     from gql_observer import ClientError
-    from gql_observer.errors import should_mask
+    from gql_observer.core.errors import should_mask
 
     assert should_mask(GraphQLError("x", original_error=RuntimeError("SELECT * FROM secret")))
     assert not should_mask(GraphQLError("x", original_error=ClientError("shown")))
@@ -329,7 +329,7 @@ async def test_a_revoked_object_permission_ends_the_subscription(
 
     import gql_observer
     from gql_observer.asgi import application as build
-    from gql_observer.registry import definitions
+    from gql_observer.observe.registry import definitions
 
     if not any(d.field_name == "guardedNote" for d in definitions()):
 

@@ -8,7 +8,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
-from gql_observer import hub as hub_module
+from gql_observer.fanout import hub as hub_module
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
 from .conftest import SUBSCRIBE_USER, save_user, subscribe_user
@@ -263,7 +263,7 @@ async def test_a_unique_field_other_than_pk_may_be_the_lookup(users: list[User])
 
     import gql_observer
     from gql_observer.asgi import application as build
-    from gql_observer.registry import definitions
+    from gql_observer.observe.registry import definitions
 
     if not any(d.field_name == "groupByName" for d in definitions()):
 

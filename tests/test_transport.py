@@ -1,4 +1,4 @@
-"""The lean graphql-transport-ws connection (gql_observer.transport): what it
+"""The lean graphql-transport-ws connection (gql_observer.transport.connection): what it
 costs, and what resolvers find in their context."""
 
 from __future__ import annotations
@@ -17,9 +17,11 @@ from django.contrib.auth.models import User
 from strawberry.types import Info
 from strawberry_django.auth.utils import get_current_user
 
-from gql_observer import issue_token, transport, visibility, watch
+from gql_observer import issue_token
+from gql_observer.graphql import visibility, watch
 from gql_observer.testing import GraphQLTransportWSCommunicator
-from gql_observer.transport import Connection
+from gql_observer.transport import connection as transport
+from gql_observer.transport.connection import Connection
 
 from .conftest import SUBSCRIBE_USER, login_session, save_user, subscribe_user, wait_until
 

@@ -1,4 +1,4 @@
-"""gql_observer.uvicorn: uvicorn's websocket protocol holding less per connection.
+"""gql_observer.transport.uvicorn: uvicorn's websocket protocol holding less per connection.
 
 Its two small parts keep asyncio.Queue's and asyncio.Event's behaviour; a real
 uvicorn serving the demo application through it speaks graphql-transport-ws as
@@ -21,8 +21,8 @@ import websockets
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from uvicorn.server import ServerState
 
-from gql_observer import uvicorn as lean
-from gql_observer.uvicorn import Inbox, WebSocketProtocol, WritableFlag
+from gql_observer.transport import uvicorn as lean
+from gql_observer.transport.uvicorn import Inbox, WebSocketProtocol, WritableFlag
 
 from .conftest import wait_until
 from .test_resilience_slow_clients import (
@@ -133,7 +133,7 @@ def test_where_uvicorn_has_no_such_queue_the_protocol_keeps_its_own_and_says_so(
     config = uvicorn.Config(app=_no_app)
     config.load()
     loop = asyncio.new_event_loop()
-    with caplog.at_level(logging.WARNING, logger="gql_observer.uvicorn"):
+    with caplog.at_level(logging.WARNING, logger="gql_observer.transport.uvicorn"):
         protocol = WebSocketProtocol(
             config=config, server_state=ServerState(), app_state={}, _loop=loop
         )

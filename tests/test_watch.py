@@ -12,8 +12,8 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
-from gql_observer import hub as hub_module
-from gql_observer import plan, visibility, watch
+from gql_observer.fanout import hub as hub_module
+from gql_observer.graphql import plan, visibility, watch
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
 

@@ -50,7 +50,9 @@ def main() -> None:
     from django.db import connection
     from django.db.models.signals import post_delete, post_save
 
-    from gql_observer import flush, signals
+    from gql_observer import flush
+
+    from gql_observer.changes import signals
 
     call_command("migrate", interactive=False, verbosity=0)
     with connection.cursor() as cursor:

@@ -20,7 +20,7 @@ from strawberry_django.auth.utils import get_current_user
 from strawberry_django.permissions import IsAuthenticated, IsStaff
 
 import gql_observer
-from gql_observer.schema import default_extensions
+from gql_observer.graphql.schema import default_extensions
 from schema_examples.notes.models import Note
 
 

@@ -7,8 +7,8 @@ from typing import Any
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError, CommandParser
 
-from gql_observer.auth import issue_token
-from gql_observer.settings import get_settings
+from gql_observer.core.auth import issue_token
+from gql_observer.core.conf import get_settings
 
 
 class Command(BaseCommand):

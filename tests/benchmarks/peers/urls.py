@@ -61,8 +61,8 @@ def p0_stats() -> dict[str, object]:
     """
     if not apps.is_installed("gql_observer"):
         return {}
-    from gql_observer.hub import current_hub
-    from gql_observer.watch import watches
+    from gql_observer.fanout.hub import current_hub
+    from gql_observer.graphql.watch import watches
 
     hub = current_hub()
     members = [m for watch in list(watches.values()) for m in list(watch.members.values())]

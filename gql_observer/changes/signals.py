@@ -10,12 +10,12 @@ from django.db import transaction
 from django.db.models import Model
 from django.db.models.signals import post_delete, post_save
 
-from . import registry
-from .definition import ObservedDefinition
-from .events import CHANGE, Action, ChangeEvent, LastValues, next_version
-from .groups import instance_group
-from .publish import publish
-from .settings import get_settings
+from gql_observer.changes.events import CHANGE, Action, ChangeEvent, LastValues, next_version
+from gql_observer.changes.groups import instance_group
+from gql_observer.changes.publish import publish
+from gql_observer.core.conf import get_settings
+from gql_observer.observe import registry
+from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = ["connect", "connect_all", "last_values"]
 

@@ -57,7 +57,7 @@ from strawberry.extensions import (
 from strawberry.extensions.directives import DirectivesExtension, DirectivesExtensionSync
 from strawberry.schema.schema import validate_document
 
-from .settings import get_settings
+from gql_observer.core.conf import get_settings
 
 if TYPE_CHECKING:
     from graphql import ASTValidationRule

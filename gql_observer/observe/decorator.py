@@ -8,8 +8,8 @@ from typing import Any, TypeVar
 from django.core.exceptions import FieldDoesNotExist, ImproperlyConfigured
 from django.db.models import Field, Model
 
-from . import registry
-from .definition import ObservedDefinition
+from gql_observer.observe import registry
+from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = ["observe"]
 

@@ -60,7 +60,7 @@ from strawberry.schema.schema_converter import GraphQLCoreConverter
 from strawberry.types.field import StrawberryField
 from strawberry_django.fields.field import StrawberryDjangoField
 
-from .definition import ObservedDefinition
+from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = [
     "OBSERVED",

@@ -127,7 +127,7 @@ DEFAULTS: ObserverSettings = {
     "GRAPHIQL": None,
     "GRAPHIQL_ASSETS_URL": None,
     "INTROSPECTION": None,
-    "AUTHENTICATOR": "gql_observer.auth.signed_token_authenticator",
+    "AUTHENTICATOR": "gql_observer.core.auth.signed_token_authenticator",
     "TOKEN_MAX_AGE": 24 * 3600,
     "MAX_MESSAGE_SIZE": 64 * 1024,
     "MAX_REQUEST_SIZE": 64 * 1024,

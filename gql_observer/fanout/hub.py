@@ -21,15 +21,23 @@ from typing import Any, Final, TypeVar
 
 from channels.layers import InMemoryChannelLayer
 
-from .events import CHANGE, CHANGES, PROBE, Action, ChangeEvent, LastValues, ProbeMessage
-from .groups import HUB_CHANNEL_PREFIX, hub_capacity
-from .publish import (
+from gql_observer.changes.events import (
+    CHANGE,
+    CHANGES,
+    PROBE,
+    Action,
+    ChangeEvent,
+    LastValues,
+    ProbeMessage,
+)
+from gql_observer.changes.groups import HUB_CHANNEL_PREFIX, hub_capacity
+from gql_observer.changes.publish import (
     Publisher,
     release_in_process_hub,
     set_in_process_hub,
     set_local_publisher,
 )
-from .settings import get_settings, own_channel_layer
+from gql_observer.core.conf import get_settings, own_channel_layer
 
 __all__ = ["CLOSED", "Delivery", "Hub", "Subscription", "current_hub", "get_hub", "tick"]
 

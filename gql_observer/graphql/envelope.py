@@ -7,7 +7,7 @@ from typing import Any, Final, Literal
 import strawberry
 from strawberry.scalars import JSON
 
-from .definition import ObservedDefinition
+from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = [
     "CREATED",

@@ -20,8 +20,8 @@ from django.core import signing
 from django.utils.crypto import salted_hmac
 from django.utils.module_loading import import_string
 
-from .db import unit_of_work
-from .settings import get_settings
+from gql_observer.core.conf import get_settings
+from gql_observer.core.db import unit_of_work
 
 __all__ = [
     "AuthenticationFailed",

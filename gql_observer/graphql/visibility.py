@@ -32,10 +32,10 @@ from django.db.models import Field, IntegerField, Model, QuerySet
 from django.utils import timezone
 from strawberry import Info
 
-from .auth import Credential
-from .db import retrying, unit_of_work
-from .definition import ObservedDefinition
-from .settings import get_settings
+from gql_observer.core.auth import Credential
+from gql_observer.core.conf import get_settings
+from gql_observer.core.db import retrying, unit_of_work
+from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = [
     "CHECK_KEY",

@@ -34,15 +34,22 @@ from graphql.execution.collect_fields import collect_fields
 from graphql.execution.executor import CollectedErrors, Executor
 from graphql.pyutils import Path
 
-from .definition import ObservedDefinition
-from .envelope import CREATED, DELETED, ERRORS, NOT_FOUND, OK, EnvelopeAction, envelope
-from .frames import encode
-from .groups import instance_group, model_group
-from .hub import CLOSED, Delivery, Subscription, get_hub, tick
-from .operation import Analysis, Binding
-from .plan import REQUEST_ID, Miss, Shape, Template, placeholder
-from .settings import get_settings
-from .visibility import (
+from gql_observer.changes.groups import instance_group, model_group
+from gql_observer.core.conf import get_settings
+from gql_observer.fanout.hub import CLOSED, Delivery, Subscription, get_hub, tick
+from gql_observer.graphql.analysis import Analysis, Binding
+from gql_observer.graphql.envelope import (
+    CREATED,
+    DELETED,
+    ERRORS,
+    NOT_FOUND,
+    OK,
+    EnvelopeAction,
+    envelope,
+)
+from gql_observer.graphql.frames import encode
+from gql_observer.graphql.plan import REQUEST_ID, Miss, Shape, Template, placeholder
+from gql_observer.graphql.visibility import (
     Verdict,
     Viewer,
     deleted_instance,
@@ -52,6 +59,7 @@ from .visibility import (
     read,
     verdicts,
 )
+from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = ["Member", "Socket", "Spec", "Watch", "admit", "fan_out", "spec", "watches"]
 

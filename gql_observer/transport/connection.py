@@ -38,13 +38,12 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
-from . import documents, watch
-from . import operation as analysis
-from .auth import AuthenticationFailed, authenticate, credential_from_params
-from .db import unit_of_work
-from .frames import encode, result_payload
-from .settings import get_settings
-from .visibility import set_credential, viewer_from_scope
+from gql_observer.core.auth import AuthenticationFailed, authenticate, credential_from_params
+from gql_observer.core.conf import get_settings
+from gql_observer.core.db import unit_of_work
+from gql_observer.graphql import analysis, documents, watch
+from gql_observer.graphql.frames import encode, result_payload
+from gql_observer.graphql.visibility import set_credential, viewer_from_scope
 
 if TYPE_CHECKING:
     from strawberry.schema import BaseSchema

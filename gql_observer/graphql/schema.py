@@ -22,10 +22,12 @@ from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.tools import merge_types
 from strawberry.types.field import StrawberryField
 
-from . import registry
-from .definition import ObservedDefinition
-from .documents import PreparedDocuments
-from .envelope import (
+from gql_observer.changes.groups import instance_group, model_group
+from gql_observer.core.conf import get_settings
+from gql_observer.core.errors import should_mask
+from gql_observer.fanout.hub import CLOSED, get_hub
+from gql_observer.graphql.documents import PreparedDocuments
+from gql_observer.graphql.envelope import (
     CREATED,
     DELETED,
     ERRORS,
@@ -35,12 +37,8 @@ from .envelope import (
     envelope,
     envelope_type,
 )
-from .errors import should_mask
-from .groups import instance_group, model_group
-from .hub import CLOSED, get_hub
-from .plan import OBSERVED, Miss, Plan, compile_subscription
-from .settings import get_settings
-from .visibility import (
+from gql_observer.graphql.plan import OBSERVED, Miss, Plan, compile_subscription
+from gql_observer.graphql.visibility import (
     Verdict,
     deleted_instance,
     may_see_deleted,
@@ -48,6 +46,8 @@ from .visibility import (
     read,
     viewer_of,
 )
+from gql_observer.observe import registry
+from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = [
     "EventScopedExecutionContext",

@@ -21,9 +21,9 @@ from typing import Any, Final
 from channels.layers import InMemoryChannelLayer, channel_layers
 from django.core.signals import setting_changed
 
-from .events import CHANGES, ChangeBatch, ChangeEvent
-from .groups import hub_capacity, model_group
-from .settings import channel_layer, get_settings
+from gql_observer.changes.events import CHANGES, ChangeBatch, ChangeEvent
+from gql_observer.changes.groups import hub_capacity, model_group
+from gql_observer.core.conf import channel_layer, get_settings
 
 __all__ = [
     "RETRY_LIMIT",

@@ -10,7 +10,7 @@ from django.core.exceptions import ImproperlyConfigured
 if TYPE_CHECKING:
     from django.db.models import Model
 
-    from .definition import ObservedDefinition
+    from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = ["by_field", "definitions", "for_model", "on_register", "register"]
 

@@ -48,10 +48,10 @@ from strawberry.extensions import (
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
 
-from . import documents
-from .definition import ObservedDefinition
-from .plan import Shape, compile_shape, observed_definition
-from .settings import get_settings
+from gql_observer.core.conf import get_settings
+from gql_observer.graphql import documents
+from gql_observer.graphql.plan import Shape, compile_shape, observed_definition
+from gql_observer.observe.definition import ObservedDefinition
 
 if TYPE_CHECKING:
     from strawberry.schema import BaseSchema
@@ -251,7 +251,7 @@ def _extensions(schema: BaseSchema) -> tuple[MaskErrors, ...]:
 
 
 def _executors() -> frozenset[type[Any]]:
-    from .schema import EventScopedExecutionContext
+    from gql_observer.graphql.schema import EventScopedExecutionContext
 
     return _PLAIN_EXECUTION | {EventScopedExecutionContext}
 

@@ -1,0 +1,246 @@
+"""The whole ASGI application with safe defaults, in one call.
+
+HTTP ``/graphql/`` serves queries and mutations (and GraphiQL on GET);
+the websocket on the same path speaks graphql-transport-ws and legacy
+graphql-ws (:mod:`gql_observer.transport`); everything else goes to Django.
+Every HTTP request and websocket handshake must name an allowed Host
+(``ALLOWED_HOSTS``); a browser's websocket must come from the server's own
+origin or one of ``CSRF_TRUSTED_ORIGINS``; HTTP requests that the session
+cookie authenticates pass Django's CSRF check (:mod:`gql_observer.guard`).
+HTTP bodies are limited to ``MAX_REQUEST_SIZE`` and every document is parsed
+within the token limit, once (:mod:`gql_observer.documents`).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from typing import Any
+
+from asgiref.sync import sync_to_async
+from channels.auth import AuthMiddlewareStack
+from channels.exceptions import StopConsumer
+from channels.routing import ProtocolTypeRouter, URLRouter
+from cross_web import HTTPException
+from django.conf import settings
+from django.urls import re_path
+from django.utils.module_loading import import_string
+from graphql import DocumentNode, OperationType, get_operation_ast
+from strawberry.channels import GraphQLHTTPConsumer
+from strawberry.schema import BaseSchema
+from strawberry.types.execution import ExecutionResult
+
+from gql_observer.core.auth import (
+    AuthenticationFailed,
+    authenticate,
+    credential_from_params,
+)
+from gql_observer.core.conf import get_settings
+from gql_observer.fanout.hub import current_hub
+from gql_observer.graphql.documents import prepare
+from gql_observer.graphql.visibility import set_credential
+from gql_observer.transport.connection import TransportWSApp
+from gql_observer.transport.guard import (
+    AllowedHostsMiddleware,
+    csrf_cookie,
+    csrf_failure,
+    origin_allowed,
+)
+
+__all__ = [
+    "Lifespan",
+    "ObserverHTTPConsumer",
+    "application",
+    "load_schema",
+    "origin_allowed",
+]
+
+logger = logging.getLogger(__name__)
+
+Scope = dict[str, Any]
+ASGIApp = Any
+_UNPKG = "https://unpkg.com"
+
+
+def _is_subscription(document: DocumentNode, operation_name: str | None) -> bool:
+    operation = get_operation_ast(document, operation_name)
+    return operation is not None and operation.operation == OperationType.SUBSCRIPTION
+
+
+class ObserverHTTPConsumer(GraphQLHTTPConsumer):
+    """Strawberry's HTTP consumer with the library's guards: a body size limit,
+    documents parsed once within the token limit, Django's CSRF check for
+    requests the session cookie authenticates; GraphiQL's assets may come from
+    your own server."""
+
+    # No channel-layer channel per request either: with channels_redis each
+    # request would wait on the layer, and fail when Redis is away.
+    channel_layer_alias = "gql_observer.no-channel-per-connection"
+    _started = False
+    _received = 0
+
+    async def http_request(self, message: dict[str, Any]) -> None:
+        """Called for each part of the request body: beyond ``MAX_REQUEST_SIZE``
+        (announced or received) the request gets 413 before the rest is read;
+        a longer query string (a ``GET``) gets 414."""
+        limit = get_settings()["MAX_REQUEST_SIZE"]
+        if not self._started:
+            self._started = True
+            if len(self.scope.get("query_string", b"")) > limit:
+                await self._refuse(414, f"URI Too Long: the limit is {limit} bytes.")
+            announced = dict(self.scope.get("headers", ())).get(b"content-length", b"")
+            if announced.isdigit() and int(announced) > limit:
+                await self._refuse(413, f"Request body too large: the limit is {limit} bytes.")
+        self._received += len(message.get("body", b""))
+        if self._received > limit:
+            await self._refuse(413, f"Request body too large: the limit is {limit} bytes.")
+        await super().http_request(message)
+
+    async def _refuse(self, status: int, reason: str) -> None:
+        await self.send_response(
+            status, reason.encode(), headers=[(b"Content-Type", b"text/plain; charset=utf-8")]
+        )
+        await self.disconnect()
+        raise StopConsumer()
+
+    async def execute_single(
+        self,
+        request: Any,
+        request_adapter: Any,
+        sub_response: Any,
+        context: Any,
+        root_value: Any,
+        request_data: Any,
+    ) -> Any:
+        """Parse the document once, within the token limit (off the event loop
+        when it is long); answer a syntax error as strawberry does; refuse a
+        subscription sent as a plain POST with a clear 400 (it would otherwise run
+        as a query and fail with a confusing null error)."""
+        query = request_data.query
+        if isinstance(query, str) and query:
+            prepared = await prepare(self.schema, query)
+            if prepared.error is not None:
+                self.schema.process_errors([prepared.error])
+                return ExecutionResult(data=None, errors=[prepared.error])
+            assert prepared.document is not None
+            if _is_subscription(prepared.document, request_data.operation_name):
+                raise HTTPException(
+                    400,
+                    "Subscriptions are served over a websocket (graphql-transport-ws) "
+                    "at this URL, not over a plain HTTP request.",
+                )
+        return await super().execute_single(
+            request, request_adapter, sub_response, context, root_value, request_data
+        )
+
+    async def get_context(self, request: Any, response: Any) -> Any:
+        """The context of one request: ``user`` from an ``Authorization: Bearer``
+        token (a bad token answers 401), or from the session cookie, in which case
+        the request must pass Django's CSRF check (403 otherwise)."""
+        context: Any = await super().get_context(request, response)  # type: ignore[func-returns-value]
+        scope = self.scope
+        header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin1")
+        credential = credential_from_params({"Authorization": header}) if header else None
+        if credential is not None:
+            try:
+                result = await authenticate(credential, scope)
+            except AuthenticationFailed as error:
+                raise HTTPException(401, str(error)) from None
+            set_credential(scope, result)
+        elif settings.SESSION_COOKIE_NAME in scope.get("cookies", {}):
+            if settings.CSRF_USE_SESSIONS:  # the token is in the session: the database
+                reason = await sync_to_async(csrf_failure)(scope)
+            else:
+                reason = csrf_failure(scope)
+            if reason is not None:
+                raise HTTPException(403, f"CSRF Failed: {reason}")
+        context["user"] = scope.get("user")
+        return context
+
+    async def render_graphql_ide(self, request: Any) -> Any:
+        """GraphiQL, with the CSRF cookie it sends back as ``X-CSRFToken``."""
+        response = await super().render_graphql_ide(request)
+        base = get_settings()["GRAPHIQL_ASSETS_URL"]
+        if base:
+            response.content = response.content.replace(_UNPKG.encode(), base.rstrip("/").encode())
+        cookie = csrf_cookie(self.scope)
+        if cookie is not None:
+            response.headers[b"Set-Cookie"] = cookie.encode("latin1")
+        return response
+
+
+class Lifespan:
+    """ASGI lifespan: on shutdown, complete every subscription and leave every group."""
+
+    async def __call__(self, scope: Scope, receive: Any, send: Any) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                hub = current_hub()
+                if hub is not None:
+                    await hub.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+
+def load_schema() -> BaseSchema:
+    """The schema named by ``GQL_OBSERVER["SCHEMA"]``."""
+    path = get_settings()["SCHEMA"]
+    if not path:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured(
+            'Pass a schema to application(schema) or set GQL_OBSERVER = {"SCHEMA": '
+            '"myproject.schema.schema"} in your settings.'
+        )
+    schema: BaseSchema = import_string(path)
+    return schema
+
+
+def application(
+    schema: BaseSchema | None = None,
+    *,
+    path: str = "graphql/",
+    django_application: ASGIApp | None = None,
+) -> ASGIApp:
+    """Build the ASGI application: GraphQL over HTTP and websocket at ``path``,
+    Django for every other URL, lifespan for a clean shutdown. Every HTTP request
+    and websocket handshake must name a Host of ``ALLOWED_HOSTS`` (400; a
+    websocket is refused, which servers answer with 403).
+
+    Call it in your ``asgi.py`` after ``django.setup()`` (or after
+    ``get_asgi_application()``)::
+
+        django_asgi = get_asgi_application()
+        from gql_observer.asgi import application as gql_application
+        application = gql_application(django_application=django_asgi)
+    """
+    if schema is None:
+        schema = load_schema()
+    if django_application is None:
+        from django.core.asgi import get_asgi_application
+
+        django_application = get_asgi_application()
+    graphiql = get_settings()["GRAPHIQL"]
+    if graphiql is None:
+        graphiql = bool(settings.DEBUG)
+    pattern = rf"^{re.escape(path.strip('/'))}/?$"
+    http = ObserverHTTPConsumer.as_asgi(schema=schema, graphql_ide="graphiql" if graphiql else None)
+    return ProtocolTypeRouter(
+        {
+            "http": AllowedHostsMiddleware(
+                URLRouter(
+                    [
+                        re_path(pattern, AuthMiddlewareStack(http)),
+                        re_path(r"", django_application),  # type: ignore[arg-type]
+                    ]
+                )
+            ),
+            "websocket": AllowedHostsMiddleware(
+                TransportWSApp(schema, path=pattern, origin_allowed=origin_allowed)
+            ),
+            "lifespan": Lifespan(),
+        }
+    )

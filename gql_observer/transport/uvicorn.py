@@ -1,0 +1,207 @@
+"""uvicorn's websocket protocol, holding less per connection.
+
+    uvicorn myproject.asgi:application --ws gql_observer.uvicorn:WebSocketProtocol
+
+uvicorn's default websocket implementation (``websockets-sansio``) keeps, for
+every open connection, an ``asyncio.Queue`` of received events (three deques
+and an ``asyncio.Event``, about 3.3 KB), an ``asyncio.Event`` for flow control
+(about 0.9 KB), the handshake's response with its headers (about 1.7 KB) and,
+through ``websockets``' parser, the handshake request's headers (about 2.6 KB;
+the ASGI scope has its own copy). An idle graphql-transport-ws connection needs
+none of it: the queue is empty, the socket is writable and the handshake is
+long over. This is the same protocol class with a receive queue and a writable
+flag that hold nothing but the future the ASGI application awaits, which lets
+go of the response and empties the request's headers once the handshake is
+done: about 8.5 KB less per connection (docs/performance.md, M). Everything else
+(handshake, frames, flow control, keepalive pings, shutdown) is uvicorn's own.
+
+It works with any ASGI application. It relies on two attributes of uvicorn's
+class, ``queue`` and ``writable``, and uses only the ``asyncio.Queue`` and
+``asyncio.Event`` methods they offer; where a uvicorn release has them under
+other names, the connection keeps uvicorn's own (and this logs it once).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, Literal
+
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.datastructures import Headers
+
+__all__ = ["Inbox", "WebSocketProtocol", "WritableFlag"]
+
+logger = logging.getLogger(__name__)
+
+
+class Inbox:
+    """A first-in first-out queue with ``asyncio.Queue``'s interface (unbounded)
+    that holds, while empty, no buffer: only the futures of waiting readers."""
+
+    __slots__ = ("_getters", "_head", "_items")
+
+    def __init__(self) -> None:
+        self._items: list[Any] = []
+        self._head = 0  # items before it are taken: a get is O(1) without a deque
+        self._getters: list[asyncio.Future[None]] | None = None
+
+    def qsize(self) -> int:
+        return len(self._items) - self._head
+
+    def empty(self) -> bool:
+        return self._head == len(self._items)
+
+    def full(self) -> bool:
+        return False
+
+    def put_nowait(self, item: Any) -> None:
+        self._items.append(item)
+        self._wake_one()
+
+    async def put(self, item: Any) -> None:
+        self.put_nowait(item)
+
+    def get_nowait(self) -> Any:
+        if self.empty():
+            raise asyncio.QueueEmpty
+        items = self._items
+        item = items[self._head]
+        self._head += 1
+        if self._head == len(items):
+            items.clear()  # frees the list's buffer too
+            self._head = 0
+        else:
+            items[self._head - 1] = None
+        return item
+
+    async def get(self) -> Any:
+        while self.empty():
+            getter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._getters = _with(self._getters, getter)
+            try:
+                await getter
+            except BaseException:
+                if getter.done() and not getter.cancelled():
+                    # Woken for an item, then cancelled: the next reader takes it.
+                    if not self.empty():
+                        self._wake_one()
+                else:
+                    getter.cancel()
+                    self._getters = _without(self._getters, getter)
+                raise
+        return self.get_nowait()
+
+    def _wake_one(self) -> None:
+        getters = self._getters
+        while getters:
+            getter = getters.pop(0)
+            if not getter.done():
+                getter.set_result(None)
+                break
+        if not getters:
+            self._getters = None
+
+
+class WritableFlag:
+    """``asyncio.Event``'s interface, holding no deque while nobody waits."""
+
+    __slots__ = ("_value", "_waiters")
+
+    def __init__(self, value: bool = False) -> None:
+        self._value = value
+        self._waiters: list[asyncio.Future[None]] | None = None
+
+    def is_set(self) -> bool:
+        return self._value
+
+    def set(self) -> None:
+        self._value = True
+        waiters, self._waiters = self._waiters, None
+        for waiter in waiters or ():
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def clear(self) -> None:
+        self._value = False
+
+    async def wait(self) -> Literal[True]:
+        if self._value:
+            return True
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters = _with(self._waiters, waiter)
+        try:
+            await waiter
+        finally:
+            self._waiters = _without(self._waiters, waiter)
+        return True
+
+
+# Both keep their waiters in a list made on the first wait and dropped with the
+# last: an idle connection holds no empty list.
+def _with(
+    waiters: list[asyncio.Future[None]] | None, waiter: asyncio.Future[None]
+) -> list[asyncio.Future[None]]:
+    if waiters is None:
+        return [waiter]
+    waiters.append(waiter)
+    return waiters
+
+
+def _without(
+    waiters: list[asyncio.Future[None]] | None, waiter: asyncio.Future[None]
+) -> list[asyncio.Future[None]] | None:
+    if waiters is not None and waiter in waiters:
+        waiters.remove(waiter)
+    return waiters or None
+
+
+_warned = False
+
+
+class WebSocketProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's ``websockets-sansio`` protocol with a lean receive queue and
+    writable flag, which lets go of the handshake once it is done. Pass it as
+    ``--ws gql_observer.uvicorn:WebSocketProtocol`` (uvicorn ≥ 0.36), or as
+    ``uvicorn.run(..., ws=WebSocketProtocol)``."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        queue = getattr(self, "queue", None)
+        writable = getattr(self, "writable", None)
+        if type(queue) is asyncio.Queue and queue.empty():
+            self.queue = Inbox()  # type: ignore[assignment]  # the same interface
+        else:
+            _not_lean("queue")
+        if type(writable) is asyncio.Event:
+            self.writable = WritableFlag(writable.is_set())  # type: ignore[assignment]
+        else:
+            _not_lean("writable")
+
+    def start_keepalive(self) -> None:
+        """Called once the handshake's response is written: from then on uvicorn
+        reads neither the request nor the response again."""
+        super().start_keepalive()
+        if not self.handshake_complete:
+            return
+        # websockets' parser keeps the handshake request referenced for as long as
+        # the connection lives, and never reads it again; its headers are in the
+        # ASGI scope already (as bytes): empty the request's copy.
+        headers = getattr(self.request, "headers", None)
+        if isinstance(headers, Headers):
+            headers.clear()
+        self.request = None  # type: ignore[assignment]
+        self.response = None  # type: ignore[assignment]
+
+
+def _not_lean(attribute: str) -> None:
+    global _warned
+    if not _warned:
+        _warned = True
+        logger.warning(
+            "uvicorn's websocket protocol has no %s named %r in this release: "
+            "gql_observer.uvicorn.WebSocketProtocol keeps uvicorn's own there "
+            "(connections work as usual; each holds a few KB more).",
+            "asyncio.Queue" if attribute == "queue" else "asyncio.Event",
+            attribute,
+        )
