@@ -6,7 +6,7 @@ serve it with ``gql_observer.asgi.application``.
 
 from __future__ import annotations
 
-from gql_observer.changes.publish import flush
+from gql_observer.changes.outbox import flush
 from gql_observer.core.auth import issue_token
 from gql_observer.core.errors import ClientError
 from gql_observer.graphql.schema import build_schema, query_type, subscription_type

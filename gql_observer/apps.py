@@ -5,7 +5,9 @@ from __future__ import annotations
 from django.apps import AppConfig
 from django.utils.module_loading import import_string
 
-from gql_observer.core.conf import channel_layer, get_settings
+from gql_observer.changes import signals
+from gql_observer.changes.layers import channel_layer
+from gql_observer.core.conf import get_settings
 
 __all__ = ["GqlObserverConfig"]
 
@@ -17,10 +19,8 @@ class GqlObserverConfig(AppConfig):
     def ready(self) -> None:
         """Called when Django is ready: import the schema (so every process that
         writes models knows the observed ones) and connect their receivers."""
-        from gql_observer.changes import signals
-
-        channel_layer()  # a missing alias is a configuration error, said now
-        schema = get_settings()["SCHEMA"]
-        if schema:
-            import_string(schema)
+        settings = get_settings()
+        channel_layer(settings)  # a missing alias is a configuration error, said now
+        if settings.schema:
+            import_string(settings.schema)
         signals.connect_all()

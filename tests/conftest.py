@@ -11,7 +11,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
-from gql_observer.fanout import hub as hub_module
+from gql_observer.graphql import runtime
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
 REDIS_URL = os.environ.get("GQLOBS_TEST_REDIS", "redis://127.0.0.1:6379/9")
@@ -67,10 +67,10 @@ def application() -> Any:
 
 
 @pytest.fixture(autouse=True)
-async def _close_hub() -> AsyncIterator[None]:
+async def _close_runtime() -> AsyncIterator[None]:
     """Every test leaves no hub, task or group behind."""
     yield
-    current = hub_module.current_hub()
+    current = runtime.running()
     if current is not None and not current.loop.is_closed():
         await current.close()
 

@@ -14,12 +14,12 @@ from django.contrib.auth.models import User
 from django.db import close_old_connections
 
 import gql_observer
-from gql_observer.changes import publish
 from gql_observer.changes.groups import model_group
-from gql_observer.fanout.hub import current_hub
+from gql_observer.changes.outbox import outbox
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
 from .conftest import subscribe_user
+from .support import runtime as live
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -38,8 +38,8 @@ def _save_all(pks: list[int], prefix: str) -> None:
 
 
 def _sent() -> int:
-    current = publish._thread_publisher
-    return 0 if current is None else current.publisher.sent
+    publisher = outbox.publisher
+    return 0 if publisher is None else publisher.sent
 
 
 async def test_a_burst_to_many_instances_of_a_model_is_sent_as_a_few_messages(
@@ -60,7 +60,7 @@ async def test_a_burst_to_many_instances_of_a_model_is_sent_as_a_few_messages(
     await client.init()
     ops = {await subscribe_user(client, pk, rid=pk): pk for pk in pks}
     other = await subscribe_user(client, bystander, rid="bystander")
-    hub = current_hub()
+    hub = live.started_hub()
     assert hub is not None
     family = model_group(settings.GQL_OBSERVER.get("GROUP_PREFIX", "gqlobs"), "auth.user")
     assert family in hub.joined
@@ -146,9 +146,9 @@ async def test_the_window_grows_while_changes_keep_coming(
     messages = _sent() - sent
     assert saves >= 40, saves  # the writer kept the windows busy (else the test proves nothing)
     assert messages <= 10, (messages, saves)
-    publisher = publish._thread_publisher
+    publisher = outbox.publisher
     assert publisher is not None
-    assert publisher.publisher.window > window  # still in the burst's longer window
+    assert publisher.window > window  # still in the burst's longer window
 
     # Nothing is lost to the longer windows: every subscriber ends on its row's committed state.
     committed = {u.pk: u.username async for u in User.objects.filter(pk__in=pks)}
@@ -159,7 +159,7 @@ async def test_the_window_grows_while_changes_keep_coming(
         last[message["id"]] = message["payload"]["data"]["user"]["data"]["username"]
 
     # After a quiet spell the window is back to its setting: one change, one message, at once.
-    await _until(lambda: publisher.publisher.window == window)
+    await _until(lambda: publisher.window == window)
     sent = _sent()
     await asyncio.to_thread(_save_all, [pks[0]], "quiet")
     assert _sent() - sent == 1

@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 
 from gql_observer import issue_token
 from gql_observer.core.conf import get_settings
-from gql_observer.graphql import visibility
+from gql_observer.graphql import viewers
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
 
@@ -176,7 +176,7 @@ def scenarios(draw: Any) -> tuple[str, list[Subscriber], list[str]]:
 def _clock(monkeypatch: pytest.MonkeyPatch) -> None:
     """Viewer checks read :class:`Clock` (what the library does with the time is
     real; only when "now" is moves)."""
-    monkeypatch.setattr(visibility, "time", Clock)
+    monkeypatch.setattr(viewers, "time", Clock)
 
 
 # -- one run ------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ def _change(change: str, field: str, step: int) -> None:
     elif change == "staff u1":
         User.objects.filter(pk=1).update(is_staff=True)
     elif change == "tokens expire":
-        Clock.offset = get_settings()["TOKEN_MAX_AGE"] + 60
+        Clock.offset = get_settings().token_max_age + 60
     instance: Any = (
         User.objects.get(pk=4) if field in ("profile", "user") else Note.objects.get(pk=1)
     )

@@ -17,10 +17,10 @@ from django.contrib.auth.models import User
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gql_observer.fanout import hub as hub_module
 from gql_observer.testing import GraphQLTransportWSCommunicator, ProtocolError
 
 from .conftest import save_user, subscribe_user
+from .support import runtime as live
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 
@@ -120,7 +120,7 @@ def test_arbitrary_frames_get_a_specified_answer_and_others_keep_their_updates(
             await save_user(2, username=name)
             update = await good.next(op)
             assert update["user"]["data"]["username"] == name
-        current = hub_module.current_hub()
+        current = live.started_hub()
         if current is not None:
             await current.close()
 
@@ -153,11 +153,11 @@ async def test_thousands_of_subscribe_messages_keep_memory_bounded_and_others_se
         while answered < 3000 and not await flood.nothing(5):
             kinds.append((await flood.receive())["type"])
             answered += 1
-        hub = hub_module.get_hub()
+        hub = live.hub()
         # Only the allowed operations hold a local subscription.
         from gql_observer.core.conf import get_settings
 
-        limit = get_settings()["MAX_OPERATIONS_PER_CONNECTION"]
+        limit = get_settings().max_operations_per_connection
         assert sum(len(s) for s in hub.groups.values()) <= limit + 1
         assert answered == 3000
         assert kinds.count("next") <= limit

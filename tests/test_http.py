@@ -198,7 +198,7 @@ async def test_a_body_beyond_max_request_size_answers_413(
 ) -> None:
     from gql_observer.core.conf import get_settings
 
-    limit = get_settings()["MAX_REQUEST_SIZE"]
+    limit = get_settings().max_request_size
     body = json.dumps({"query": "{ __typename }", "variables": {"x": "a" * limit}}).encode()
     response = await send_body(application, body, [])
     assert (response["status"], response["body"]) == (

@@ -74,7 +74,8 @@ async def test_a_probe_that_never_came_makes_the_hub_resynchronise(
     """A probe the layer took but never delivered, while a later one came,
     means the hub's channel overflowed: every subscriber re-reads."""
     from gql_observer.changes.events import PROBE
-    from gql_observer.fanout.hub import current_hub
+
+    from .support import runtime as live
 
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "HUB_PROBE_INTERVAL": 0.2}
     await User.objects.acreate(pk=1, username="before")
@@ -82,10 +83,10 @@ async def test_a_probe_that_never_came_makes_the_hub_resynchronise(
     await client.connect()
     await client.init()
     op = await subscribe_user(client, 1)
-    hub = current_hub()
+    hub = live.started_hub()
     assert hub is not None
     for _ in range(100):  # the hub's own probes go round
-        if hub._probe_seen >= 2:
+        if hub.watchdog.probes_seen >= 2:
             break
         await asyncio.sleep(0.05)
     assert hub.stats()["overflows"] == 0
@@ -94,8 +95,8 @@ async def test_a_probe_that_never_came_makes_the_hub_resynchronise(
     # update() sends none)...
     await User.objects.filter(pk=1).aupdate(username="dropped")
     # ...and so was a probe; the next one comes through the real layer.
-    skipped = hub._probe_sent + 2
-    await hub.layer.group_send(hub._probe_group, {"type": PROBE, "nonce": skipped})
+    skipped = hub.watchdog.probes_sent + 2
+    await hub.layer.group_send(hub.watchdog.group, {"type": PROBE, "nonce": skipped})
 
     message = await client.receive(timeout=5)
     envelope = message["payload"]["data"]["user"]

@@ -40,7 +40,7 @@ async def test_a_long_subscription_keeps_nothing_per_event(
 
 
 def test_build_schema_installs_the_event_scoped_execution_context() -> None:
-    from gql_observer.graphql.schema import EventScopedExecutionContext
+    from gql_observer.graphql.execution import EventScopedExecutionContext
     from schema_examples.schema import schema
 
     assert schema.execution_context_class is EventScopedExecutionContext

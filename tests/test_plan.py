@@ -14,9 +14,9 @@ from asgiref.sync import sync_to_async
 from django.contrib.auth.models import User
 from graphql import parse
 
-from gql_observer.graphql import plan
+from gql_observer.graphql import completion
 from gql_observer.graphql.envelope import envelope
-from gql_observer.graphql.schema import EventScopedExecutionContext
+from gql_observer.graphql.execution import EventScopedExecutionContext
 from gql_observer.observe import registry
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
@@ -55,7 +55,7 @@ async def _frames(application: Any, settings: Any, document: str, planned: bool)
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "PLANNED_RESULTS": planned}
     rid = "planned" if planned else "executed"
     await save_user(1, username="test 1", email="1@example.com")  # both runs start alike
-    before = plan.counts["planned"]
+    before = completion.counts["planned"]
     async with GraphQLTransportWSCommunicator(application) as client:
         op = await client.subscribe(document, {"pk": "1", "rid": rid})
         results = [await client.next(op)]
@@ -64,7 +64,7 @@ async def _frames(application: Any, settings: Any, document: str, planned: bool)
         await save_user(1, username="renamed", email="moved@example.com")
         results.append(await client.next(op))
     text = json.dumps(results).replace(f'"renamed {rid}"', '"renamed"').replace(rid, "rid")
-    return text, plan.counts["planned"] - before
+    return text, completion.counts["planned"] - before
 
 
 @pytest.mark.parametrize("name", sorted(PLANNED))
@@ -106,9 +106,9 @@ async def test_a_deleted_instance_is_planned_too(
         frame["user"]["requestId"] = None
         return frame
 
-    before = plan.counts["planned"]
+    before = completion.counts["planned"]
     planned = await delete_frame(True)
-    assert plan.counts["planned"] - before == 2
+    assert completion.counts["planned"] - before == 2
     assert planned == await delete_frame(False)
     assert planned["user"]["action"] == "delete"
     assert planned["user"]["data"] == {
@@ -170,10 +170,10 @@ def test_each_event_is_planned_or_handed_back_with_the_same_result(
         ),
         "deferred email": (_user_envelope(User.objects.only("id", "username").get(pk=1)), False),
     }[case]
-    planned_before, missed_before = plan.counts["planned"], plan.counts["missed"]
+    planned_before, missed_before = completion.counts["planned"], completion.counts["missed"]
     planned, executed = _both(PLANNED["typenames"], event)
     assert planned == executed
-    assert plan.counts["planned"] - planned_before == int(expect_plan)
-    assert plan.counts["missed"] - missed_before == int(not expect_plan)
+    assert completion.counts["planned"] - planned_before == int(expect_plan)
+    assert completion.counts["missed"] - missed_before == int(not expect_plan)
     if case == "null status":
         assert "Cannot return null for non-nullable field" in planned["errors"][0]["message"]

@@ -170,7 +170,7 @@ async def test_too_many_operations_on_one_connection_get_an_error(
     settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "SUBSCRIBE_RATE": 10_000}
     from gql_observer.core.conf import get_settings
 
-    limit = get_settings()["MAX_OPERATIONS_PER_CONNECTION"]
+    limit = get_settings().max_operations_per_connection
     async with GraphQLTransportWSCommunicator(application) as client:
         for _ in range(limit):
             await subscribe_user(client, 1)

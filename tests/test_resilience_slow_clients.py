@@ -23,12 +23,12 @@ import websockets
 from django.contrib.auth.models import User
 from django.db import close_old_connections, connection
 
-from gql_observer.fanout import hub as hub_module
-from gql_observer.graphql import watch as watch_module
+from gql_observer.fanout.hub import Hub
 from gql_observer.uvicorn import WebSocketProtocol
 
 from .conftest import wait_until
 from .e2e.clients import open_subscription
+from .support import runtime as live
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
 
@@ -87,15 +87,24 @@ class LiveServer:
             self.thread.join(10)
         self.sock.close()
 
-    async def on_hub(self, function: Callable[[hub_module.Hub], Any]) -> Any:
-        """Run ``function(hub)`` on the server's loop (the hub is not thread-safe)."""
-        hub = hub_module.current_hub()
-        assert hub is not None
-        return await _call_on(hub.loop, lambda: function(hub))
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The server's event loop (of its first connection: uvicorn has one)."""
+        return next(iter(self.server.server_state.connections)).loop
+
+    async def on_hub(self, function: Callable[[Hub], Any]) -> Any:
+        """Run ``function(hub)`` on the server's loop, where its hub lives."""
+
+        def call() -> Any:
+            hub = live.started_hub()
+            assert hub is not None
+            return function(hub)
+
+        return await _call_on(self.loop, call)
 
     async def on_loop(self, function: Callable[[], Any]) -> Any:
         """Run ``function()`` on the server's loop (uvicorn's protocol objects are its)."""
-        return await _call_on(next(iter(self.server.server_state.connections)).loop, function)
+        return await _call_on(self.loop, function)
 
 
 async def _call_on(loop: asyncio.AbstractEventLoop, function: Callable[[], Any]) -> Any:
@@ -269,11 +278,11 @@ class Reader:
         await self.ws.close()
 
 
-def _subscriptions(hub: hub_module.Hub, group: str) -> list[tuple[int, int, int]]:
+def _subscriptions(hub: Hub, group: str) -> list[tuple[int, int, int]]:
     return [(s.pending, s.delivered, s.dropped) for s in hub.groups.get(group, ())]
 
 
-def _members(hub: hub_module.Hub) -> dict[str, tuple[int, int]]:
+def _members(hub: Hub) -> dict[str, tuple[int, int]]:
     """Every watch member by operation id: (frames waiting, frames dropped)."""
     return _watch_members()
 
@@ -281,7 +290,7 @@ def _members(hub: hub_module.Hub) -> dict[str, tuple[int, int]]:
 def _watch_members() -> dict[str, tuple[int, int]]:
     return {
         member.operation.id: (int(member._next is not None), member.dropped)
-        for one in watch_module.watches.values()
+        for one in live.watches().values()
         for member in one.members.values()
     }
 

@@ -249,7 +249,7 @@ async def test_an_oversized_message_closes_1009_and_others_are_served(
 ) -> None:
     from gql_observer.core.conf import get_settings
 
-    size = get_settings()["MAX_MESSAGE_SIZE"]
+    size = get_settings().max_message_size
     await client.send_raw(json.dumps({"type": "ping", "payload": {"x": "a" * size}}))
     assert await client.receive_close() == (1009, "Message too big")
     async with GraphQLTransportWSCommunicator(application) as other:

@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
-from gql_observer.fanout import hub as hub_module
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
 from .conftest import SUBSCRIBE_USER, save_user, subscribe_user
+from .support import runtime as live
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -89,7 +90,7 @@ async def test_missing_pk_answers_404_then_completes(
         }
     }
     await client.expect_complete(op)
-    assert hub_module.get_hub().groups == {}
+    assert live.hub().groups == {}
 
 
 @pytest.mark.parametrize(
@@ -186,14 +187,14 @@ async def test_complete_leaves_no_subscription_task_or_group(
     client: GraphQLTransportWSCommunicator,
 ) -> None:
     op = await subscribe_user(client, 1)
-    hub = hub_module.get_hub()
+    hub = live.hub()
     assert set(hub.groups) == {"gqlobs.auth.user.1"}
     # The instance's group, and its model's (where batches of changes arrive).
     assert hub.joined == {"gqlobs.auth.user.1", "gqlobs-model.auth.user"}
     await client.complete(op)
     await save_user(1, username="unseen")
     assert await client.nothing(0.3)
-    assert hub.groups == {} == hub.families
+    assert hub.groups == {} == hub.model_groups
     assert hub.joined == set()
     layer_groups = getattr(hub.layer, "groups", {})
     assert not layer_groups.get("gqlobs.auth.user.1")
@@ -212,14 +213,14 @@ async def test_disconnect_leaves_nothing_behind(application: Any, users: list[Us
     await client.init()
     await subscribe_user(client, 1)
     await subscribe_user(client, 2)
-    hub = hub_module.get_hub()
+    hub = live.hub()
     assert len(hub.groups) == 2
     await client.disconnect()
     await save_user(1, username="nobody listens")
     for _ in range(100):
         if not hub.joined:
             break
-        await hub_module.asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)
     assert hub.groups == {} and hub.joined == set()
 
 
@@ -227,7 +228,7 @@ async def test_hub_shutdown_completes_subscriptions_and_leaves_groups(
     client: GraphQLTransportWSCommunicator,
 ) -> None:
     op = await subscribe_user(client, 1)
-    hub = hub_module.get_hub()
+    hub = live.hub()
     await hub.close()
     await client.expect_complete(op)
     assert hub.joined == set() and hub.tasks == set()
@@ -241,7 +242,7 @@ async def test_no_subscriber_channel_joins_a_group(application: Any, users: list
         await client.connect()
         await client.init()
         ops.append(await subscribe_user(client, 1))
-    hub = hub_module.get_hub()
+    hub = live.hub()
     members = hub.layer.groups["gqlobs.auth.user.1"]
     assert set(members) == {hub.channel}
     await save_user(1, username="fan out")

@@ -18,12 +18,13 @@ from strawberry.types import Info
 from strawberry_django.auth.utils import get_current_user
 
 from gql_observer import issue_token
-from gql_observer.graphql import visibility, watch
+from gql_observer.graphql.reads import READ_TASK
 from gql_observer.testing import GraphQLTransportWSCommunicator
-from gql_observer.transport import connection as transport
 from gql_observer.transport.connection import Connection
+from gql_observer.transport.operation import ADMIT_TASK
 
 from .conftest import SUBSCRIBE_USER, login_session, save_user, subscribe_user, wait_until
+from .support import runtime as live_runtime
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -32,7 +33,7 @@ def _tasks() -> int:
     """Tasks alive, but for coalesced reads (one per kind of read, ending a read
     window after the last read: not per subscription, and not alive for long) and
     the tasks that start subscriptions (each ends with its 201)."""
-    passing = {visibility.READ_TASK, transport.ADMIT_TASK}
+    passing = {READ_TASK, ADMIT_TASK}
     return sum(task.get_name() not in passing for task in asyncio.all_tasks())
 
 
@@ -56,11 +57,11 @@ async def test_an_observed_subscription_costs_no_task(
             ops.append(await subscribe_user(client, 1))
     assert _tasks() == with_one, "50 more observed subscriptions started tasks"
     await wait_until(
-        lambda: not any(t.get_name() == transport.ADMIT_TASK for t in asyncio.all_tasks()),
+        lambda: not any(t.get_name() == ADMIT_TASK for t in asyncio.all_tasks()),
         5,
         "the subscriptions' starting tasks end",
     )
-    assert len(watch.watches) == 1
+    assert len(live_runtime.watches()) == 1
 
     await save_user(1, username="seen by all")
     first = clients[0]
@@ -72,7 +73,7 @@ async def test_an_observed_subscription_costs_no_task(
             assert message["payload"]["data"]["user"]["data"]["username"] == "seen by all"
     for client in clients:
         await client.disconnect()
-    assert watch.watches == {}
+    assert live_runtime.watches() == {}
 
 
 @strawberry.type
@@ -120,7 +121,7 @@ async def test_a_connection_keeps_nothing_of_an_operation_that_ended(
 ) -> None:
     async with GraphQLTransportWSCommunicator(own_application) as client:
         assert await _me(client) == "anonymous"  # a query: it ran in a task of its own
-        live = [c for c in gc.get_objects() if type(c) is Connection and not c._closed]
+        live = [c for c in gc.get_objects() if issubclass(type(c), Connection) and not c.closed]
         assert len(live) == 1
         # Not even an empty set of tasks (every idle connection would keep one
         # after its first ping).
@@ -156,9 +157,7 @@ async def _operation_tasks(count: int) -> set[asyncio.Task[Any]] | None:
     if that does not happen within 5 s."""
     for _ in range(500):
         tasks = {
-            t
-            for t in asyncio.all_tasks()
-            if getattr(t.get_coro(), "__qualname__", "") == "Connection._run"
+            t for t in asyncio.all_tasks() if getattr(t.get_coro(), "__qualname__", "") == "_run"
         }
         if len(tasks) == count:
             return tasks
@@ -217,9 +216,9 @@ async def test_an_operation_of_a_closed_connection_ends_with_it(
     await client.init()
     await client.subscribe(SUBSCRIBE_USER, {"pk": 1, "rid": 1})
     await client.next("1")
-    assert len(watch.watches) == 1
+    assert len(live_runtime.watches()) == 1
     await client.disconnect()
-    assert watch.watches == {}
+    assert live_runtime.watches() == {}
 
 
 # -- legacy graphql-ws (subscriptions-transport-ws) on the same connection ----------------
@@ -251,7 +250,7 @@ async def test_legacy_clients_share_a_watch_and_get_data_frames(
     first = await legacy.receive()
     assert (first["type"], first["id"]) == ("data", "a")
     assert first["payload"]["data"]["user"]["responseStatus"] == 201
-    assert len(watch.watches) == 1  # one shared result for both protocols
+    assert len(live_runtime.watches()) == 1  # one shared result for both protocols
 
     await save_user(1, username="both")
     assert (await current.next(op))["user"]["data"]["username"] == "both"

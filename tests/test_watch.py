@@ -12,12 +12,13 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
-from gql_observer.fanout import hub as hub_module
-from gql_observer.graphql import plan, visibility, watch
+from gql_observer.graphql import completion, reads, results
+from gql_observer.graphql.member import Member
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
 
 from .conftest import SUBSCRIBE_USER, save_user, wait_until
+from .support import runtime as live
 from .support import schema as support
 from .support.clients import connect, library_queries
 
@@ -32,19 +33,19 @@ class Work:
 
     @property
     def shared(self) -> int:
-        return plan.counts["planned"]
+        return completion.counts["planned"]
 
 
 @pytest.fixture
 def work(monkeypatch: pytest.MonkeyPatch) -> Work:
     seen = Work()
-    real = watch.Member.execute
+    real = results.execute
 
-    def counting(self: watch.Member, item: Any) -> Any:
+    def counting(member: Member, item: Any) -> Any:
         seen.executed += 1
-        return real(self, item)
+        return real(member, item)
 
-    monkeypatch.setattr(watch.Member, "execute", counting)
+    monkeypatch.setattr(results, "execute", counting)
     return seen
 
 
@@ -66,8 +67,8 @@ async def test_one_save_costs_one_read_one_shared_result_and_one_layer_message(
     for number, client in enumerate(subscribers):
         op = await client.subscribe(SUBSCRIBE_USER, {"pk": 1, "rid": 1_700_000_000_000 + number})
         assert (await client.next(op))["user"]["responseStatus"] == 201
-    assert len(watch.watches) == 1
-    hub = hub_module.get_hub()
+    assert len(live.watches()) == 1
+    hub = live.hub()
     assert set(hub.layer.groups["gqlobs.auth.user.1"]) == {hub.channel}
     shared = work.shared
     with library_queries() as queries:
@@ -99,7 +100,7 @@ async def test_on_redis_a_save_in_the_server_process_is_handed_over_directly_onc
     for number, client in enumerate(subscribers):
         op = await client.subscribe(SUBSCRIBE_USER, {"pk": 1, "rid": number})
         assert (await client.next(op))["user"]["responseStatus"] == 201
-    hub = hub_module.get_hub()
+    hub = live.hub()
     before, shared = hub.stats(), work.shared
     sent = _sent()
     with library_queries() as queries:
@@ -287,12 +288,12 @@ async def test_the_last_member_leaving_ends_the_watch_and_its_group(
     (client,) = await clients(application, 1)
     op = await client.subscribe(SUBSCRIBE_USER, {"pk": 1})
     await client.next(op)
-    assert len(watch.watches) == 1
+    assert len(live.watches()) == 1
     await client.complete(op)
-    hub = hub_module.get_hub()
+    hub = live.hub()
     await save_user(1, username="nobody")
     assert await client.nothing(0.3)
-    assert watch.watches == {}
+    assert live.watches() == {}
     assert hub.groups == {}
     await client.disconnect()
 
@@ -311,34 +312,40 @@ async def test_a_delete_completes_every_member(application: Any, users: list[Use
         )
         await client.expect_complete("1")
         await client.disconnect()
-    assert watch.watches == {}
+    assert live.watches() == {}
 
 
 async def test_a_burst_of_changes_to_many_instances_is_read_in_a_few_queries(
     application: Any, users: list[User], monkeypatch: pytest.MonkeyPatch, settings: Any
 ) -> None:
+    # A window far longer than the burst: the first change is read at once,
+    # every change within the window after it by one more query.
+    settings.GQL_OBSERVER = {
+        **settings.GQL_OBSERVER,
+        "READ_BATCH_WINDOW": 3.0,
+        "SUBSCRIBE_RATE": 10_000,
+    }
     batches: list[list[object]] = []
-    real_rows = visibility._rows
+    real_rows = reads.rows
 
     def counting_rows(definition: Any, info: Any, lookup: str, values: list[object]) -> Any:
         batches.append(list(values))  # the instances one query reads
         return real_rows(definition, info, lookup, values)
 
-    monkeypatch.setattr(visibility, "_rows", counting_rows)
+    monkeypatch.setattr(reads, "rows", counting_rows)
     pks = list(range(10, 30))
     await database_sync_to_async(User.objects.bulk_create)(
         [User(pk=pk, username=f"u{pk}") for pk in pks]
     )
     (client,) = await clients(application, 1)
-    for pk in pks:
-        op = await client.subscribe(SUBSCRIBE_USER, {"pk": pk, "rid": pk})
-        assert (await client.next(op))["user"]["responseStatus"] == 201
-    # The subscriptions' own reads linger one (10 ms) window after the last of
-    # them; the burst's reads start after that, with the longer window below.
-    await wait_until(lambda: not visibility._readers, 5, "the subscriptions' reads end")
-    # A window far longer than the burst: the first change is read at once,
-    # every change within the window after it by one more query.
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "READ_BATCH_WINDOW": 3.0}
+    # Subscribed together: their own reads are coalesced too.
+    ops = [await client.subscribe(SUBSCRIBE_USER, {"pk": pk, "rid": pk}) for pk in pks]
+    for _ in ops:
+        message = await client.receive(timeout=10.0)
+        assert message["payload"]["data"]["user"]["responseStatus"] == 201
+    # The subscriptions' own reads linger one window after the last of them;
+    # the burst's reads start after that.
+    await wait_until(lambda: live.reading() == 0, 10, "the subscriptions' reads end")
     # The first change after a quiet spell does not wait for the window: its
     # frame comes long before the window (3 s) is over.
     batches.clear()
@@ -375,7 +382,7 @@ async def test_subscriptions_of_one_instance_hold_no_task_once_started(
     subscribers = await clients(application, 20)
     for number, client in enumerate(subscribers):
         await client.next(await client.subscribe(SUBSCRIBE_USER, {"pk": 1, "rid": number}))
-    (one,) = watch.watches.values()
+    (one,) = live.watches().values()
     assert len(one.members) == 20
     await wait_until(
         lambda: all(m.operation.task is None for m in one.members.values()),

@@ -5,30 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 
-__all__ = ["HUB_CHANNEL_PREFIX", "MAX_GROUP_NAME", "hub_capacity", "instance_group", "model_group"]
+__all__ = ["MAX_GROUP_NAME", "instance_group", "model_group"]
 
 #: Channels refuses names of 100 characters or more.
 MAX_GROUP_NAME = 99
 _VALID = re.compile(r"^[a-zA-Z0-9\-_.]+$")
-
-#: Hubs' channels are named ``gqlobs-hub.<layer instance>!<random>``.
-HUB_CHANNEL_PREFIX = "gqlobs-hub"
-_HUB_CHANNEL = re.compile(rf"^{re.escape(HUB_CHANNEL_PREFIX)}\.")
-
-
-def hub_capacity(layer: object, capacity: int) -> None:
-    """Let ``layer`` send up to ``capacity`` messages into a hub's channel.
-
-    channels_redis drops a ``group_send`` message, silently, when the
-    receiving channel already holds its capacity (100 by default, set per
-    layer instance on the *sending* side). A hub's channel carries every
-    change of every instance its process watches, so publishers and hubs
-    raise that bound for hub channels on their own layer instances.
-    """
-    # vars(): a proxy layer (channels_redis.pubsub) must not build a layer here.
-    capacities = vars(layer).get("channel_capacity") if hasattr(layer, "__dict__") else None
-    if isinstance(capacities, list) and not any(p is _HUB_CHANNEL for p, _ in capacities):
-        capacities.insert(0, (_HUB_CHANNEL, capacity))
 
 
 def instance_group(prefix: str, model_label: str, pk: object) -> str:

@@ -12,7 +12,7 @@ from django.db.models.signals import post_delete, post_save
 
 from gql_observer.changes.events import CHANGE, Action, ChangeEvent, LastValues, next_version
 from gql_observer.changes.groups import instance_group
-from gql_observer.changes.publish import publish
+from gql_observer.changes.outbox import publish
 from gql_observer.core.conf import get_settings
 from gql_observer.observe import registry
 from gql_observer.observe.definition import ObservedDefinition
@@ -44,7 +44,7 @@ def _event(instance: Model, action: Action) -> ChangeEvent:
     pk = str(instance.pk)
     return {
         "type": CHANGE,
-        "group": instance_group(get_settings()["GROUP_PREFIX"], label, pk),
+        "group": instance_group(get_settings().group_prefix, label, pk),
         "model": label,
         "pk": pk,
         "action": action,

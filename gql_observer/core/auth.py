@@ -82,7 +82,7 @@ def issue_token(user: Any) -> str:
 
 def signed_token_authenticator(credential: str, scope: Mapping[str, Any]) -> Credential:
     """The default :class:`Authenticator`: a token made by :func:`issue_token`."""
-    max_age = get_settings()["TOKEN_MAX_AGE"]
+    max_age = get_settings().token_max_age
     try:
         payload = signing.loads(credential, salt=SALT, max_age=max_age)
         issued = float(signing.b62_decode(credential.rsplit(":", 2)[-2]))
@@ -126,7 +126,7 @@ def credential_from_params(params: Mapping[str, Any] | None) -> str | None:
 
 
 def _authenticator() -> Authenticator:
-    path = get_settings()["AUTHENTICATOR"]
+    path = get_settings().authenticator
     authenticator: Authenticator = import_string(path)
     return authenticator
 

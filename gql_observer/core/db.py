@@ -26,9 +26,11 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Final, ParamSpec, TypeVar
+from typing import ParamSpec, TypeVar
 
 from django.db import InterfaceError, OperationalError, connections
+
+from gql_observer.core.backoff import persist
 
 __all__ = ["retrying", "unit_of_work"]
 
@@ -82,37 +84,29 @@ def unit_of_work(function: Callable[P, R]) -> Callable[P, R]:
     return run
 
 
-#: Backoff between attempts at a database that could not be reached (seconds).
-RETRY_MIN_DELAY: Final = 0.1
-RETRY_MAX_DELAY: Final = 2.0
-
-
 async def retrying(call: Callable[[], Awaitable[R]], window: float, what: str, label: str) -> R:
     """``await call()``; while it fails because the database cannot be reached
     (``OperationalError``, ``InterfaceError``: :func:`unit_of_work` already tried
-    a new connection), again with backoff (0.1 s, doubling up to 2 s), for
-    ``window`` seconds from the first failure, then that failure. The first
-    failure and the recovery are logged ("cannot ``what`` ``label``")."""
+    a new connection), again with backoff (:mod:`gql_observer.core.backoff`) for
+    ``window`` seconds, then that failure. The first failure and the recovery
+    are logged ("cannot ``what`` ``label``")."""
     loop = asyncio.get_running_loop()
-    began: float | None = None
-    delay = RETRY_MIN_DELAY
-    while True:
-        try:
-            result = await call()
-        except (OperationalError, InterfaceError) as error:
-            now = loop.time()
-            if began is None:
-                began = now
-                logger.warning(
-                    "gql_observer: cannot %s %s (%s); retrying for %gs", what, label, error, window
-                )
-            if now - began >= window:
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RETRY_MAX_DELAY)
-            continue
-        if began is not None:
+    began = loop.time()
+    failures = 0
+
+    def failed(attempt: int, error: BaseException) -> None:
+        nonlocal failures
+        failures = attempt
+        if attempt == 1:
             logger.warning(
-                "gql_observer: %s %s works again after %.1fs", what, label, loop.time() - began
+                "gql_observer: cannot %s %s (%s); retrying for %gs", what, label, error, window
             )
-        return result
+
+    result = await persist(
+        call, failing=(OperationalError, InterfaceError), window=window, failed=failed
+    )
+    if failures:
+        logger.warning(
+            "gql_observer: %s %s works again after %.1fs", what, label, loop.time() - began
+        )
+    return result

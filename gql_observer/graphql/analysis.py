@@ -50,7 +50,9 @@ from strawberry.schema.schema_converter import GraphQLCoreConverter
 
 from gql_observer.core.conf import get_settings
 from gql_observer.graphql import documents
-from gql_observer.graphql.plan import Shape, compile_shape, observed_definition
+from gql_observer.graphql.completion import observed_definition
+from gql_observer.graphql.execution import EventScopedExecutionContext
+from gql_observer.graphql.shapes import Shape, compile_shape
 from gql_observer.observe.definition import ObservedDefinition
 
 if TYPE_CHECKING:
@@ -251,8 +253,6 @@ def _extensions(schema: BaseSchema) -> tuple[MaskErrors, ...]:
 
 
 def _executors() -> frozenset[type[Any]]:
-    from gql_observer.graphql.schema import EventScopedExecutionContext
-
     return _PLAIN_EXECUTION | {EventScopedExecutionContext}
 
 
@@ -308,7 +308,7 @@ def _shape(analysis: Analysis, executor: Any) -> tuple[Hashable, Shape | None]:
     canonical = print_ast(bare) + "".join(print_ast(f) for f in fragments)
     key = (id(analysis.schema), canonical)
     if key not in _shapes:
-        shape = compile_shape(executor) if get_settings()["PLANNED_RESULTS"] else None
+        shape = compile_shape(executor) if get_settings().planned_results else None
         if len(_shapes) >= _SHAPES:
             _shapes.clear()
         _shapes[key] = shape

@@ -199,7 +199,7 @@ def profile(schema: BaseSchema) -> Profile:
 
 
 def _profile(schema: BaseSchema) -> Profile:
-    max_tokens = get_settings()["MAX_QUERY_TOKENS"]
+    max_tokens = get_settings().max_query_tokens
     extensions: list[SchemaExtension] = schema.get_extensions()  # type: ignore[attr-defined]
     rules: list[type[ASTValidationRule]] | None = list(specified_rules)
     for extension in extensions:

@@ -36,16 +36,16 @@ from gql_observer.core.auth import (
     credential_from_params,
 )
 from gql_observer.core.conf import get_settings
-from gql_observer.fanout.hub import current_hub
+from gql_observer.graphql import runtime
 from gql_observer.graphql.documents import prepare
-from gql_observer.graphql.visibility import set_credential
-from gql_observer.transport.connection import TransportWSApp
+from gql_observer.graphql.viewers import set_credential
 from gql_observer.transport.guard import (
     AllowedHostsMiddleware,
     csrf_cookie,
     csrf_failure,
     origin_allowed,
 )
+from gql_observer.transport.websocket import TransportWSApp
 
 __all__ = [
     "Lifespan",
@@ -83,7 +83,7 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
         """Called for each part of the request body: beyond ``MAX_REQUEST_SIZE``
         (announced or received) the request gets 413 before the rest is read;
         a longer query string (a ``GET``) gets 414."""
-        limit = get_settings()["MAX_REQUEST_SIZE"]
+        limit = get_settings().max_request_size
         if not self._started:
             self._started = True
             if len(self.scope.get("query_string", b"")) > limit:
@@ -160,7 +160,7 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
     async def render_graphql_ide(self, request: Any) -> Any:
         """GraphiQL, with the CSRF cookie it sends back as ``X-CSRFToken``."""
         response = await super().render_graphql_ide(request)
-        base = get_settings()["GRAPHIQL_ASSETS_URL"]
+        base = get_settings().graphiql_assets_url
         if base:
             response.content = response.content.replace(_UNPKG.encode(), base.rstrip("/").encode())
         cookie = csrf_cookie(self.scope)
@@ -178,16 +178,16 @@ class Lifespan:
             if message["type"] == "lifespan.startup":
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
-                hub = current_hub()
-                if hub is not None:
-                    await hub.close()
+                current = runtime.running()
+                if current is not None:
+                    await current.close()
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 
 
 def load_schema() -> BaseSchema:
     """The schema named by ``GQL_OBSERVER["SCHEMA"]``."""
-    path = get_settings()["SCHEMA"]
+    path = get_settings().schema
     if not path:
         from django.core.exceptions import ImproperlyConfigured
 
@@ -223,7 +223,7 @@ def application(
         from django.core.asgi import get_asgi_application
 
         django_application = get_asgi_application()
-    graphiql = get_settings()["GRAPHIQL"]
+    graphiql = get_settings().graphiql
     if graphiql is None:
         graphiql = bool(settings.DEBUG)
     pattern = rf"^{re.escape(path.strip('/'))}/?$"

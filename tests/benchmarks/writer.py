@@ -87,7 +87,7 @@ def django_backend(pks: list[str], imports: list[str]) -> tuple[SaveFn, Callable
         from django.apps import apps
 
         if apps.is_installed("gql_observer"):
-            from gql_observer.changes.publish import flush
+            from gql_observer.changes.outbox import flush
 
             flush(10.0)  # what the publisher thread still holds goes out (and is counted)
         committed = user_model._default_manager.filter(pk__in=pks).values_list("pk", "username")

@@ -29,4 +29,4 @@ class Command(BaseCommand):
         if not user.is_active:
             raise CommandError(f"{options['username']!r} is not active.")
         self.stdout.write(issue_token(user))
-        self.stderr.write(f"valid for {get_settings()['TOKEN_MAX_AGE']} s")
+        self.stderr.write(f"valid for {get_settings().token_max_age} s")

@@ -1,0 +1,177 @@
+"""Reads of one kind, coalesced (:class:`Batch`), and the reads of one event
+loop (:class:`Reads`): the rows of an observed type and the checks of viewers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Hashable, Iterable
+from functools import partial
+from typing import Any, Final, Generic, TypeVar
+
+from asgiref.sync import sync_to_async
+from django.db.models import Model
+from strawberry import Info
+
+from gql_observer.core.conf import Settings
+from gql_observer.core.db import retrying, unit_of_work
+from gql_observer.graphql.rows import has_get_queryset, rows
+from gql_observer.graphql.viewers import Viewer, check_many
+from gql_observer.observe.definition import ObservedDefinition
+
+__all__ = ["READ_TASK", "Batch", "Reads"]
+
+V = TypeVar("V")
+
+#: The name of a coalesced read's task (one per kind of read while reads go on).
+READ_TASK: Final = "gql_observer.read"
+
+
+class Batch(Generic[V]):
+    """Asks of one kind, coalesced.
+
+    The first ask after a quiet spell is fetched at once. After that, fetches of
+    this kind start at most once per ``READ_BATCH_WINDOW`` (counted from the
+    start of the previous one): what is asked meanwhile waits and is fetched
+    together by one query. A burst of changes to many instances costs a query
+    per window, not one per change. Every query starts after each ask it
+    answers, so an answer is never older than its ask.
+
+    An ask names one value (:meth:`ask`) or many (:meth:`ask_all`, one future
+    for all of them: a thousand viewers of one event cost one future, not a
+    thousand)."""
+
+    __slots__ = ("_task", "fetch", "key", "label", "owner", "pending", "running", "waiting")
+
+    def __init__(
+        self,
+        owner: Reads,
+        key: Hashable,
+        fetch: Callable[[list[Any]], dict[Any, V]],
+        label: str,
+    ) -> None:
+        self.owner = owner
+        self.key = key
+        self.fetch = sync_to_async(unit_of_work(fetch), thread_sensitive=True)
+        self.label = label
+        #: The values the next fetch reads (an ordered set).
+        self.pending: dict[Any, None] = {}
+        #: Who waits for the next fetch: (the values, whether it asked for many, future).
+        self.waiting: list[tuple[Any, bool, asyncio.Future[Any]]] = []
+        self.running = False
+        self._task: asyncio.Task[None] | None = None
+
+    def ask(self, value: Any) -> asyncio.Future[V]:
+        """The answer for ``value``."""
+        self.pending[value] = None
+        return self._wait(value, False)
+
+    def ask_all(self, values: Iterable[Any]) -> asyncio.Future[dict[Any, V]]:
+        """The answers for every one of ``values``, by value."""
+        values = list(values)
+        self.pending.update(dict.fromkeys(values))
+        return self._wait(values, True)
+
+    def _wait(self, values: Any, many: bool) -> asyncio.Future[Any]:
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+        self.waiting.append((values, many, future))
+        if not self.running:
+            self.running = True
+            loop.call_soon(self._start)
+        return future
+
+    def _start(self) -> None:
+        self._task = asyncio.ensure_future(self._run())
+        self._task.set_name(READ_TASK)
+
+    async def _run(self) -> None:
+        window, retry_window = self.owner.window, self.owner.retry_window
+        loop = asyncio.get_running_loop()
+        try:
+            while self.waiting:
+                started = loop.time()
+                values, waiting = list(self.pending), self.waiting
+                self.pending, self.waiting = {}, []
+                try:
+                    # While the database cannot be reached the batch waits; what is
+                    # asked meanwhile is read by the next query.
+                    answers = await retrying(
+                        partial(self.fetch, values), retry_window, "read", self.label
+                    )
+                except BaseException as error:
+                    for _, _, future in waiting:
+                        if not future.done():
+                            future.set_exception(error)
+                    if isinstance(error, asyncio.CancelledError):
+                        raise
+                    continue
+                for asked, many, future in waiting:
+                    if not future.done():
+                        future.set_result(
+                            {v: answers[v] for v in asked} if many else answers[asked]
+                        )
+                # Linger: in a burst, what is asked during the window is read together.
+                wait = started + window - loop.time()
+                if wait > 0:
+                    await asyncio.sleep(wait)
+        finally:
+            self.running = False
+            if not self.waiting:
+                self.owner.done(self)
+
+
+class Reads:
+    """The coalesced reads of one event loop, by kind."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.window = settings.read_batch_window
+        self.retry_window = settings.read_retry_window
+        self._batches: dict[Hashable, Batch[Any]] = {}
+
+    def __len__(self) -> int:
+        """Kinds of reads going on."""
+        return len(self._batches)
+
+    def batch(
+        self, key: Hashable, fetch: Callable[[], Callable[[list[Any]], dict[Any, V]]], label: str
+    ) -> Batch[V]:
+        found: Batch[V] | None = self._batches.get(key)
+        if found is None:
+            found = self._batches[key] = Batch(self, key, fetch(), label)
+        return found
+
+    def done(self, batch: Batch[Any]) -> None:
+        """``batch`` has nothing left to read."""
+        if self._batches.get(batch.key) is batch:
+            del self._batches[batch.key]
+
+    def rows(
+        self,
+        definition: ObservedDefinition,
+        info: Info | None,
+        viewer: Viewer,
+        lookup: str,
+        value: object,
+    ) -> asyncio.Future[Model | None]:
+        """The row whose ``lookup`` field is ``value``, as ``viewer`` sees the type's rows."""
+        # Rows depend on the viewer only through get_queryset: without one, every
+        # viewer's event is answered by the same query and the same instance.
+        scope = viewer.identity if has_get_queryset(definition) else None
+        batch: Batch[Model | None] = self.batch(
+            ("rows", definition.field_name, lookup, scope),
+            lambda: partial(rows, definition, info, lookup),
+            definition.model._meta.label,
+        )
+        return batch.ask(value)
+
+    def _checks(self) -> Batch[Any]:
+        batch: Batch[Any] = self.batch(("viewers",), lambda: check_many, "viewers of")
+        return batch
+
+    def check(self, viewer: Viewer) -> asyncio.Future[Any]:
+        """``viewer``'s user as the database has it now (``None``: not who they were)."""
+        return self._checks().ask(viewer)
+
+    def checks(self, viewers: Iterable[Viewer]) -> asyncio.Future[dict[Viewer, Any]]:
+        """Each of ``viewers``' users as the database has them now (one future)."""
+        return self._checks().ask_all(viewers)

@@ -1,0 +1,186 @@
+"""Who is looking: a :class:`Viewer` per connection (or request), with everything
+that can revoke it, and the check that it still is who it was (one query for
+every viewer asked about at once)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable, Mapping
+from importlib import import_module
+from typing import Any, Final
+
+from django.conf import settings
+from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
+from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
+from django.utils import timezone
+from strawberry import Info
+
+from gql_observer.core.auth import Credential
+
+__all__ = [
+    "CHECK_KEY",
+    "CREDENTIAL_KEY",
+    "EXPIRES_KEY",
+    "Viewer",
+    "check_many",
+    "set_credential",
+    "viewer_from_scope",
+    "viewer_of",
+]
+
+#: Scope key where token authentication records when its credential expires.
+EXPIRES_KEY: Final = "gql_observer.expires"
+#: Scope key of the credential's own per-event check (``Credential.still_valid``).
+CHECK_KEY: Final = "gql_observer.still_valid"
+#: Scope key of what identifies the credential's validity (``Credential.key``).
+CREDENTIAL_KEY: Final = "gql_observer.credential"
+
+
+class Viewer:
+    """Who is looking, as the connection authenticated them.
+
+    Two viewers are equal when nothing can revoke one without the other: the
+    same user, the same session, the same expiry and the same credential check
+    (a token's password fingerprint). Equal viewers share a verdict.
+    """
+
+    __slots__ = (
+        "_hash",
+        "credential",
+        "expires",
+        "identity",
+        "session_key",
+        "still_valid",
+        "user",
+    )
+
+    def __init__(
+        self,
+        user: Any,
+        session_key: str | None,
+        expires: float | None,
+        still_valid: Callable[[Any], bool] | None = None,
+        credential: Hashable = None,
+    ) -> None:
+        self.user = user
+        self.session_key = session_key
+        self.expires = expires
+        self.still_valid = still_valid
+        if credential is None and still_valid is not None:
+            # A check nobody named: only this very check is the same credential.
+            credential = still_valid
+        self.credential = credential
+        self.identity: Hashable = (self.user_pk, session_key, expires, credential)
+        # Viewers are dictionary keys on every event: hashed once.
+        self._hash = hash(self.identity)
+
+    @property
+    def user_pk(self) -> Any:
+        return self.user.pk if getattr(self.user, "is_authenticated", False) else None
+
+    def __eq__(self, other: object) -> bool:
+        return self is other or (isinstance(other, Viewer) and other.identity == self.identity)
+
+    def __hash__(self) -> int:
+        return self._hash
+
+    def __repr__(self) -> str:
+        return f"Viewer(user_pk={self.user_pk!r}, session={self.session_key is not None})"
+
+
+def _scope(info: Info) -> dict[str, Any]:
+    context = info.context
+    request = context.get("request") if isinstance(context, dict) else None
+    consumer = getattr(request, "consumer", request)
+    scope: dict[str, Any] = getattr(consumer, "scope", {}) or {}
+    return scope
+
+
+def viewer_of(info: Info) -> Viewer:
+    """The viewer of an operation, from its connection's scope."""
+    return viewer_from_scope(_scope(info))
+
+
+def set_credential(scope: dict[str, Any], credential: Credential) -> None:
+    """Make ``credential`` (a token's) the viewer of the connection or request
+    whose scope this is: what :func:`viewer_from_scope` reads back."""
+    scope["user"] = credential.user
+    scope[EXPIRES_KEY] = credential.expires
+    scope[CHECK_KEY] = credential.still_valid
+    scope[CREDENTIAL_KEY] = credential.key
+
+
+def viewer_from_scope(scope: dict[str, Any]) -> Viewer:
+    """The viewer of a connection (an ASGI scope after authentication)."""
+    user = scope.get("user")
+    session = scope.get("session")
+    session_key = None
+    # A token viewer is checked by the token's expiry; a session viewer by the
+    # session still naming them.
+    token = scope.get(EXPIRES_KEY) is not None
+    if not token and session is not None and getattr(user, "is_authenticated", False):
+        session_key = session.session_key
+    return Viewer(
+        user=user,
+        session_key=session_key,
+        expires=scope.get(EXPIRES_KEY),
+        still_valid=scope.get(CHECK_KEY),
+        credential=scope.get(CREDENTIAL_KEY),
+    )
+
+
+def _sessions(keys: set[str]) -> dict[str, dict[str, Any]]:
+    """The data of each session, as ``SessionStore(key).load()`` gives it; one query
+    for every database-backed session (``db``, ``cached_db``)."""
+    store_class = import_module(settings.SESSION_ENGINE).SessionStore
+    if not keys:
+        return {}
+    if isinstance(store_class, type) and issubclass(store_class, DatabaseSessionStore):
+        model = store_class.get_model_class()
+        decoder = store_class()
+        rows = model._default_manager.filter(
+            session_key__in=keys, expire_date__gt=timezone.now()
+        ).only("session_key", "session_data")
+        found = {row.session_key: decoder.decode(row.session_data) for row in rows}
+        return {key: found.get(key, {}) for key in keys}
+    return {key: store_class(key).load() for key in keys}
+
+
+def check_many(viewers: list[Viewer]) -> dict[Viewer, Any]:
+    """Each viewer's user as the database has it now; ``None`` for a viewer who is
+    no longer who they were (deactivated, deleted, logged out, token expired or
+    revoked). One query for all the users, one for all database sessions."""
+    now = time.time()
+    checked: dict[Viewer, Any] = {}
+    waiting: dict[Any, list[Viewer]] = {}
+    for viewer in viewers:
+        if viewer.expires is not None and viewer.expires <= now:
+            checked[viewer] = None
+        elif not getattr(viewer.user, "is_authenticated", False):
+            checked[viewer] = viewer.user  # anonymous stays anonymous
+        else:
+            waiting.setdefault(viewer.user.pk, []).append(viewer)
+    if not waiting:
+        return checked
+    fresh = {u.pk: u for u in get_user_model()._default_manager.filter(pk__in=list(waiting))}
+    sessions = _sessions({v.session_key for vs in waiting.values() for v in vs if v.session_key})
+    for pk, group in waiting.items():
+        user = fresh.get(pk)
+        for viewer in group:
+            checked[viewer] = _judged(viewer, user, sessions)
+    return checked
+
+
+def _judged(viewer: Viewer, fresh: Any, sessions: Mapping[str, dict[str, Any]]) -> Any:
+    if fresh is None or not fresh.is_active:
+        return None
+    if viewer.still_valid is not None and not viewer.still_valid(fresh):
+        return None  # e.g. the password changed since the token was issued
+    if viewer.session_key is not None:
+        data = sessions.get(viewer.session_key, {})
+        if str(data.get(SESSION_KEY)) != str(fresh.pk) or BACKEND_SESSION_KEY not in data:
+            return None
+        session_hash = data.get(HASH_SESSION_KEY)
+        if session_hash and session_hash != fresh.get_session_auth_hash():
+            return None  # the password changed: Django logs such sessions out
+    return fresh

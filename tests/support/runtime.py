@@ -1,0 +1,32 @@
+"""The running event loop's runtime, as tests look at it: its hub and watches."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+from typing import Any
+
+from gql_observer.fanout.hub import Hub
+from gql_observer.graphql import runtime
+
+
+def hub() -> Hub:
+    """The running loop's hub (started if it was not)."""
+    return runtime.current().hub
+
+
+def started_hub() -> Hub | None:
+    """The running loop's hub, if one was started."""
+    current = runtime.running()
+    return None if current is None else current.started_hub
+
+
+def watches() -> dict[Hashable, Any]:
+    """The running loop's live watches."""
+    current = runtime.running()
+    return {} if current is None else current.watches
+
+
+def reading() -> int:
+    """Kinds of coalesced reads going on in the running loop."""
+    current = runtime.running()
+    return 0 if current is None else len(current.reads)
