@@ -19,4 +19,11 @@ ruff format --check gql_observer schema_examples tests scripts
 mypy
 python scripts/check_dist.py
 GQLOBS_TEST_DB=postgres python -m pytest -m db_matrix -q -p no:cacheprovider
+# gql_observer.uvicorn on the lowest uvicorn the package allows (the suite below
+# runs the highest, which setup.sh installed).
+lowest="$(python -c 'from gql_observer.transport.uvicorn import SUPPORTED; print("%d.%d.0" % SUPPORTED[0])')"
+uvicorn_low="$(mktemp -d)"
+python -m pip install -q --no-deps --target "$uvicorn_low" "uvicorn==$lowest"
+PYTHONPATH="$uvicorn_low" python -m pytest -m uvicorn_protocol -q -p no:cacheprovider
+rm -rf "$uvicorn_low"
 python -m pytest "$@"

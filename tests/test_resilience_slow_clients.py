@@ -30,7 +30,11 @@ from .conftest import wait_until
 from .e2e.clients import open_subscription
 from .support import runtime as live
 
-pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(90)]
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.timeout(90),
+    pytest.mark.uvicorn_protocol,
+]
 
 SUBSCRIPTION = "subscription ($pk: ID!) { user(pk: $pk) { action data { id username email } } }"
 SHORT_SUBSCRIPTION = "subscription($pk:ID!){user(pk:$pk){action data{username email}}}"

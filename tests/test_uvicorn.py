@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,6 +32,8 @@ from .test_resilience_slow_clients import (
     _save_many,
     read_to_final,
 )
+
+pytestmark = pytest.mark.uvicorn_protocol
 
 SUBSCRIPTION = "subscription ($pk: ID!) { user(pk: $pk) { action data { id username } } }"
 
@@ -118,9 +119,9 @@ async def test_a_cancelled_wait_on_the_flag_leaves_nothing_behind() -> None:
     assert flag.is_set()
 
 
-# ---- a uvicorn release without these attributes --------------------------------------------
-def test_where_uvicorn_has_no_such_queue_the_protocol_keeps_its_own_and_says_so(
-    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+# ---- a uvicorn release it does not know ----------------------------------------------------
+def test_a_uvicorn_whose_protocol_holds_something_else_is_refused_loudly(
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     original = WebSocketsSansIOProtocol.__init__
 
@@ -129,18 +130,27 @@ def test_where_uvicorn_has_no_such_queue_the_protocol_keeps_its_own_and_says_so(
         self.queue = collections.deque()  # what another release might hold there
 
     monkeypatch.setattr(WebSocketsSansIOProtocol, "__init__", other_release)
-    monkeypatch.setattr(lean, "_warned", False)
     config = uvicorn.Config(app=_no_app)
     config.load()
     loop = asyncio.new_event_loop()
-    with caplog.at_level(logging.WARNING, logger="gql_observer.transport.uvicorn"):
-        protocol = WebSocketProtocol(
-            config=config, server_state=ServerState(), app_state={}, _loop=loop
-        )
-    assert type(protocol.queue) is collections.deque
-    assert type(protocol.writable) is WritableFlag
-    assert "has no asyncio.Queue named 'queue'" in caplog.text
-    loop.close()
+    try:
+        with pytest.raises(
+            RuntimeError, match=r"holds deque as 'queue', not an empty asyncio\.Queue"
+        ):
+            WebSocketProtocol(config=config, server_state=ServerState(), app_state={}, _loop=loop)
+    finally:
+        loop.close()
+
+
+@pytest.mark.parametrize("version", ["0.52.4", "0.56.0", "1.0.0", "dev"])
+def test_a_uvicorn_release_outside_the_tested_range_is_refused_at_import(version: str) -> None:
+    with pytest.raises(ImportError, match=f"supports uvicorn 0.53 to 0.55, not {version}"):
+        lean.check_version(version)
+
+
+@pytest.mark.parametrize("version", ["0.53.0", "0.54.1", "0.55.0"])
+def test_the_releases_it_is_tested_with_are_accepted(version: str) -> None:
+    lean.check_version(version)
 
 
 async def _no_app(scope: Any, receive: Any, send: Any) -> None:

@@ -15,24 +15,51 @@ go of the response and empties the request's headers once the handshake is
 done: about 8.5 KB less per connection (docs/performance.md, M). Everything else
 (handshake, frames, flow control, keepalive pings, shutdown) is uvicorn's own.
 
-It works with any ASGI application. It relies on two attributes of uvicorn's
-class, ``queue`` and ``writable``, and uses only the ``asyncio.Queue`` and
-``asyncio.Event`` methods they offer; where a uvicorn release has them under
-other names, the connection keeps uvicorn's own (and this logs it once).
+It works with any ASGI application. It relies on uvicorn's class keeping two
+attributes, ``queue`` and ``writable``, as an ``asyncio.Queue`` and an
+``asyncio.Event``, and uses only their methods. It is tested against the
+lowest and the highest uvicorn the package allows (:data:`SUPPORTED`, CI runs
+its tests on both); another release is refused at import, and a class whose
+attributes are not what they were refuses to serve: loudly, not by serving
+with the memory it was meant to save.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
+import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
 
-__all__ = ["Inbox", "WebSocketProtocol", "WritableFlag"]
+__all__ = ["SUPPORTED", "Inbox", "WebSocketProtocol", "WritableFlag", "check_version"]
 
 logger = logging.getLogger(__name__)
+
+#: The uvicorn releases (major, minor) this protocol is tested with, lowest and
+#: highest; pyproject.toml's ``uvicorn`` extra names the same bounds.
+SUPPORTED: Final = ((0, 53), (0, 55))
+
+
+def check_version(version: str) -> None:
+    """Refuse a uvicorn release outside :data:`SUPPORTED` (an ``ImportError``
+    that says what to do)."""
+    try:
+        found = tuple(int(part) for part in version.split(".")[:2])
+    except ValueError:
+        found = ()
+    (low, high) = SUPPORTED
+    if len(found) != 2 or not low <= found <= high:
+        raise ImportError(
+            f"gql_observer.uvicorn supports uvicorn {low[0]}.{low[1]} to {high[0]}.{high[1]}, "
+            f"not {version}: install a release in that range, or serve with uvicorn's own "
+            "websocket protocol (--ws auto)."
+        )
+
+
+check_version(uvicorn.__version__)
 
 
 class Inbox:
@@ -156,27 +183,22 @@ def _without(
     return waiters or None
 
 
-_warned = False
-
-
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """uvicorn's ``websockets-sansio`` protocol with a lean receive queue and
     writable flag, which lets go of the handshake once it is done. Pass it as
-    ``--ws gql_observer.uvicorn:WebSocketProtocol`` (uvicorn ≥ 0.36), or as
+    ``--ws gql_observer.uvicorn:WebSocketProtocol``, or as
     ``uvicorn.run(..., ws=WebSocketProtocol)``."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         queue = getattr(self, "queue", None)
         writable = getattr(self, "writable", None)
-        if type(queue) is asyncio.Queue and queue.empty():
-            self.queue = Inbox()  # type: ignore[assignment]  # the same interface
-        else:
-            _not_lean("queue")
-        if type(writable) is asyncio.Event:
-            self.writable = WritableFlag(writable.is_set())  # type: ignore[assignment]
-        else:
-            _not_lean("writable")
+        if type(queue) is not asyncio.Queue or not queue.empty():
+            raise _changed("queue", "an empty asyncio.Queue", queue)
+        if type(writable) is not asyncio.Event:
+            raise _changed("writable", "an asyncio.Event", writable)
+        self.queue = Inbox()  # type: ignore[assignment]  # the same interface
+        self.writable = WritableFlag(writable.is_set())  # type: ignore[assignment]
 
     def start_keepalive(self) -> None:
         """Called once the handshake's response is written: from then on uvicorn
@@ -194,14 +216,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.response = None  # type: ignore[assignment]
 
 
-def _not_lean(attribute: str) -> None:
-    global _warned
-    if not _warned:
-        _warned = True
-        logger.warning(
-            "uvicorn's websocket protocol has no %s named %r in this release: "
-            "gql_observer.uvicorn.WebSocketProtocol keeps uvicorn's own there "
-            "(connections work as usual; each holds a few KB more).",
-            "asyncio.Queue" if attribute == "queue" else "asyncio.Event",
-            attribute,
-        )
+def _changed(attribute: str, expected: str, found: Any) -> RuntimeError:
+    return RuntimeError(
+        f"uvicorn {uvicorn.__version__}'s websocket protocol holds {type(found).__name__} "
+        f"as {attribute!r}, not {expected}: gql_observer.uvicorn.WebSocketProtocol does "
+        "not know this release; serve with uvicorn's own websocket protocol (--ws auto)."
+    )
