@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Final, Literal
+from enum import IntEnum, StrEnum
+from typing import Any, Final
 
 import strawberry
 from strawberry.scalars import JSON
@@ -16,18 +17,37 @@ __all__ = [
     "NOT_FOUND",
     "OK",
     "UNAUTHORIZED",
-    "EnvelopeAction",
+    "Action",
+    "Status",
     "envelope",
     "envelope_type",
 ]
 
-EnvelopeAction = Literal["retrieve", "subscribe_instance", "update", "delete"]
 
-OK: Final = 200
-CREATED: Final = 201
-DELETED: Final = 204
-UNAUTHORIZED: Final = 401
-NOT_FOUND: Final = 404
+class Action(StrEnum):
+    """An envelope's ``action`` (DCRF's names)."""
+
+    RETRIEVE = "retrieve"
+    SUBSCRIBE_INSTANCE = "subscribe_instance"
+    UPDATE = "update"
+    DELETE = "delete"
+
+
+class Status(IntEnum):
+    """An envelope's ``responseStatus`` (HTTP's numbers)."""
+
+    OK = 200
+    CREATED = 201
+    DELETED = 204
+    UNAUTHORIZED = 401
+    NOT_FOUND = 404
+
+
+OK: Final = Status.OK
+CREATED: Final = Status.CREATED
+DELETED: Final = Status.DELETED
+UNAUTHORIZED: Final = Status.UNAUTHORIZED
+NOT_FOUND: Final = Status.NOT_FOUND
 
 #: ``errors`` of an envelope without data, by status.
 ERRORS: Final[dict[int, tuple[str, ...]]] = {
@@ -74,7 +94,7 @@ def envelope_type(definition: ObservedDefinition) -> type[Any]:
 
 def envelope(
     definition: ObservedDefinition,
-    action: EnvelopeAction,
+    action: Action,
     status: int,
     request_id: Any,
     data: Any = None,

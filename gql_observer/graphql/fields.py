@@ -21,7 +21,7 @@ from gql_observer.graphql.envelope import (
     ERRORS,
     NOT_FOUND,
     OK,
-    EnvelopeAction,
+    Action,
     envelope,
     envelope_type,
 )
@@ -43,8 +43,8 @@ def query_field(definition: ObservedDefinition) -> StrawberryField:
         if value is not None:
             verdict = await read(current().reads, definition, info, viewer_of(info), value)
         if verdict.status != OK:
-            return refusal(definition, "retrieve", verdict.status, request_id)
-        return envelope(definition, "retrieve", OK, request_id, verdict.instance)
+            return refusal(definition, Action.RETRIEVE, verdict.status, request_id)
+        return envelope(definition, Action.RETRIEVE, OK, request_id, verdict.instance)
 
     resolve.__annotations__ = {
         "info": Info,
@@ -60,9 +60,7 @@ def query_field(definition: ObservedDefinition) -> StrawberryField:
     return field
 
 
-def refusal(
-    definition: ObservedDefinition, action: EnvelopeAction, status: int, request_id: Any
-) -> Any:
+def refusal(definition: ObservedDefinition, action: Action, status: int, request_id: Any) -> Any:
     """An envelope without data: never any field of the instance."""
     return envelope(definition, action, status, request_id, None, list(ERRORS.get(status, ())))
 
@@ -75,7 +73,7 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
     ) -> AsyncGenerator[Any, None]:
         value = normalize_pk(definition, pk)
         if value is None:
-            yield refusal(definition, "subscribe_instance", NOT_FOUND, request_id)
+            yield refusal(definition, Action.SUBSCRIBE_INSTANCE, NOT_FOUND, request_id)
             return
         runtime = current()
         reads = runtime.reads
@@ -86,7 +84,7 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
         if definition.lookup != "pk":
             found = await read(reads, definition, info, viewer, value)
             if found.instance is None:
-                yield refusal(definition, "subscribe_instance", found.status, request_id)
+                yield refusal(definition, Action.SUBSCRIBE_INSTANCE, found.status, request_id)
                 return
             instance_pk = found.instance.pk
         prefix = runtime.settings.group_prefix
@@ -99,9 +97,9 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
             # whatever becomes of the field it was looked up by.
             verdict = await read(reads, definition, info, viewer, instance_pk, by_pk=True)
             if verdict.status != OK:
-                yield refusal(definition, "subscribe_instance", verdict.status, request_id)
+                yield refusal(definition, Action.SUBSCRIBE_INSTANCE, verdict.status, request_id)
                 return
-            yield envelope(definition, "subscribe_instance", CREATED, request_id)
+            yield envelope(definition, Action.SUBSCRIBE_INSTANCE, CREATED, request_id)
 
             async def reread() -> Verdict:
                 return await read(reads, definition, info, viewer, instance_pk, by_pk=True)
@@ -117,17 +115,24 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
                         key, partial(may_see_deleted, reads, definition, viewer, last)
                     )
                     if seen.status != OK:
-                        yield refusal(definition, "delete", seen.status, request_id)
+                        yield refusal(definition, Action.DELETE, seen.status, request_id)
                     else:
-                        yield envelope(definition, "delete", DELETED, request_id, seen.instance)
+                        yield envelope(
+                            definition, Action.DELETE, DELETED, request_id, seen.instance
+                        )
                     return
                 verdict = await delivery.read(key, reread)
                 if verdict.status != OK:
                     # Deleted meanwhile, or no longer visible: fail closed, end here.
-                    yield refusal(definition, "update", verdict.status, request_id)
+                    yield refusal(definition, Action.UPDATE, verdict.status, request_id)
                     return
                 yield envelope(
-                    definition, "update", OK, request_id, verdict.instance, resync=delivery.resync
+                    definition,
+                    Action.UPDATE,
+                    OK,
+                    request_id,
+                    verdict.instance,
+                    resync=delivery.resync,
                 )
         finally:
             hub.leave(subscription)

@@ -14,7 +14,7 @@ from graphql import GraphQLError
 from graphql.pyutils import Path
 
 from gql_observer.graphql.analysis import Analysis, Binding
-from gql_observer.graphql.envelope import CREATED, DELETED, ERRORS, OK, EnvelopeAction, envelope
+from gql_observer.graphql.envelope import CREATED, DELETED, ERRORS, OK, Action, envelope
 from gql_observer.graphql.frames import encode
 from gql_observer.graphql.viewers import Viewer
 from gql_observer.graphql.visibility import Verdict
@@ -61,7 +61,7 @@ class Socket(Protocol):
 class Spec(NamedTuple):
     """The envelope one member gets for one event (before its own ``requestId``)."""
 
-    action: EnvelopeAction
+    action: Action
     status: int
     instance: Any
     errors: tuple[str, ...]
@@ -73,14 +73,14 @@ class Spec(NamedTuple):
         return (self.action, self.status, id(self.instance), self.resync)
 
 
-def spec(action: EnvelopeAction, verdict: Verdict, *, resync: bool = False) -> Spec:
+def spec(action: Action, verdict: Verdict, *, resync: bool = False) -> Spec:
     """The envelope of ``verdict`` for ``action``: the instance (a delete's last
     values, final), or a refusal without any field of it (final)."""
     if verdict.status == OK:
-        if action == "subscribe_instance":
+        if action == Action.SUBSCRIBE_INSTANCE:
             return Spec(action, CREATED, None, (), False, False)
-        status = DELETED if action == "delete" else OK
-        return Spec(action, status, verdict.instance, (), resync, action == "delete")
+        status = DELETED if action == Action.DELETE else OK
+        return Spec(action, status, verdict.instance, (), resync, action == Action.DELETE)
     return Spec(action, verdict.status, None, ERRORS.get(verdict.status, ()), False, True)
 
 

@@ -18,23 +18,20 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from asgiref.sync import sync_to_async
 from django.db.models import Model
 from strawberry import Info
 
 from gql_observer.core.db import unit_of_work
+from gql_observer.graphql.envelope import NOT_FOUND, OK, UNAUTHORIZED
 from gql_observer.graphql.reads import Reads
 from gql_observer.graphql.rows import has_get_queryset
 from gql_observer.graphql.viewers import Viewer
 from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = ["Verdict", "deleted_verdicts", "may_see_deleted", "read", "verdicts"]
-
-OK: Final = 200
-UNAUTHORIZED: Final = 401
-NOT_FOUND: Final = 404
 
 
 @dataclass(frozen=True, slots=True)

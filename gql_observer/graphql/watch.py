@@ -21,7 +21,7 @@ from graphql import GraphQLError
 from gql_observer.changes.groups import instance_group, model_group
 from gql_observer.fanout.delivery import CLOSED, Delivery, Subscription, tick
 from gql_observer.graphql.analysis import Binding
-from gql_observer.graphql.envelope import NOT_FOUND, OK
+from gql_observer.graphql.envelope import NOT_FOUND, OK, Action
 from gql_observer.graphql.member import Member, Spec, spec
 from gql_observer.graphql.results import failure, payloads
 from gql_observer.graphql.rows import deleted_instance, has_get_queryset, normalize_pk
@@ -127,10 +127,10 @@ class Watch:
             assert delivery.last is not None
             last = deleted_instance(definition, delivery.last)
             seen = await deleted_verdicts(reads, definition, viewers, last)
-            items = {v: spec("delete", seen[v]) for v in viewers}
+            items = {v: spec(Action.DELETE, seen[v]) for v in viewers}
         else:
             found = await delivery.read(self, lambda: verdicts(reads, definition, viewers, self.pk))
-            items = {v: spec("update", found[v], resync=delivery.resync) for v in viewers}
+            items = {v: spec(Action.UPDATE, found[v], resync=delivery.resync) for v in viewers}
         await fan_out([(m, items[m.viewer]) for m in members if m.watch is self])
         for member in members:
             if member.closing and member.watch is self:
@@ -230,7 +230,7 @@ async def _admit(
         member.leave()
         await _refuse(member, verdict.status)
         return
-    first = await _payload(member, spec("subscribe_instance", verdict))
+    first = await _payload(member, spec(Action.SUBSCRIBE_INSTANCE, verdict))
     if not member.activate(first):
         member.leave()
         await member.finish()
@@ -238,7 +238,7 @@ async def _admit(
 
 async def _refuse(member: Member, status: int) -> None:
     member.refused()
-    payload = await _payload(member, spec("subscribe_instance", Verdict(status)))
+    payload = await _payload(member, spec(Action.SUBSCRIBE_INSTANCE, Verdict(status)))
     member.push(payload, final=True)
     await member.finish()
 
