@@ -7,19 +7,44 @@ serve it with ``gql_observer.asgi.application``.
 from __future__ import annotations
 
 from gql_observer.changes.outbox import flush
-from gql_observer.core.auth import issue_token
+from gql_observer.core.auth import (
+    AuthenticationFailed,
+    Authenticator,
+    Credential,
+    issue_token,
+    signed_token_authenticator,
+)
+from gql_observer.core.conf import Settings, get_settings
 from gql_observer.core.errors import ClientError
-from gql_observer.graphql.schema import build_schema, query_type, subscription_type
+from gql_observer.graphql.documents import PreparedDocuments
+from gql_observer.graphql.execution import EventScopedExecutionContext
+from gql_observer.graphql.runtime import hub_stats
+from gql_observer.graphql.schema import (
+    build_schema,
+    default_extensions,
+    query_type,
+    subscription_type,
+)
 from gql_observer.observe.decorator import observe
 from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = [
+    "AuthenticationFailed",
+    "Authenticator",
     "ClientError",
+    "Credential",
+    "EventScopedExecutionContext",
     "ObservedDefinition",
+    "PreparedDocuments",
+    "Settings",
     "build_schema",
+    "default_extensions",
     "flush",
+    "get_settings",
+    "hub_stats",
     "issue_token",
     "observe",
     "query_type",
+    "signed_token_authenticator",
     "subscription_type",
 ]

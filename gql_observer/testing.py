@@ -3,6 +3,10 @@ Implemented in :mod:`gql_observer.transport.testing`."""
 
 from __future__ import annotations
 
-from gql_observer.transport.testing import GraphQLTransportWSCommunicator, ProtocolError
+from gql_observer.transport.testing import (
+    GraphQLTransportWSCommunicator,
+    ProtocolError,
+    close_runtime,
+)
 
-__all__ = ["GraphQLTransportWSCommunicator", "ProtocolError"]
+__all__ = ["GraphQLTransportWSCommunicator", "ProtocolError", "close_runtime"]

@@ -24,7 +24,7 @@ from gql_observer.graphql.reads import Reads
 if TYPE_CHECKING:
     from gql_observer.graphql.watch import Watch
 
-__all__ = ["Runtime", "current", "running"]
+__all__ = ["Runtime", "close_running", "current", "hub_stats", "running"]
 
 logger = logging.getLogger(__name__)
 
@@ -113,3 +113,19 @@ def current() -> Runtime:
 def _logged(task: asyncio.Task[None]) -> None:
     if not task.cancelled() and task.exception() is not None:
         logger.error("A runtime did not close cleanly", exc_info=task.exception())
+
+
+def hub_stats() -> dict[str, int] | None:
+    """The counters of the running loop's hub (``Hub.stats()``), or ``None``
+    while it has none: call it on the server's loop (an async view, say)."""
+    current = running()
+    hub = current.started_hub if current is not None else None
+    return hub.stats() if hub is not None else None
+
+
+async def close_running() -> None:
+    """Close the running loop's runtime, if it has one: every subscription ends,
+    every group is left (a test's teardown; the ASGI lifespan does it on shutdown)."""
+    current = running()
+    if current is not None and not current.loop.is_closed():
+        await current.close()

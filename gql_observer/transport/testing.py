@@ -14,7 +14,9 @@ from typing import Any
 
 from channels.testing import WebsocketCommunicator
 
-__all__ = ["GraphQLTransportWSCommunicator", "ProtocolError"]
+from gql_observer.graphql.runtime import close_running
+
+__all__ = ["GraphQLTransportWSCommunicator", "ProtocolError", "close_runtime"]
 
 SUBPROTOCOL = "graphql-transport-ws"
 #: The host the communicator names unless told otherwise (as Django's test client).
@@ -158,3 +160,10 @@ class GraphQLTransportWSCommunicator:
         if self.communicator.future.done():
             return
         await self.communicator.disconnect()
+
+
+async def close_runtime() -> None:
+    """Close this event loop's gql_observer runtime (its hub, subscriptions and
+    group memberships). Each test has its own event loop, and so its own
+    runtime: call it at the end of each test (an autouse fixture)."""
+    await close_running()

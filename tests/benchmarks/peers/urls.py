@@ -61,13 +61,14 @@ def p0_stats() -> dict[str, object]:
     """
     if not apps.is_installed("gql_observer"):
         return {}
-    from gql_observer.fanout.hub import current_hub
-    from gql_observer.graphql.watch import watches
+    from gql_observer import hub_stats
+    from gql_observer.graphql.runtime import running
 
-    hub = current_hub()
+    current = running()
+    watches = current.watches if current is not None else {}
     members = [m for watch in list(watches.values()) for m in list(watch.members.values())]
     return {
-        "hub": hub.stats() if hub is not None else None,
+        "hub": hub_stats(),
         "watches": len(watches),
         "members": len(members),
         "members_busy": sum(bool(m.busy) for m in members),
