@@ -1,68 +1,49 @@
+"""The suite's fixtures (its helpers are in tests/support/)."""
+
 from __future__ import annotations
 
-import asyncio
-import os
-import re
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
-from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
 from gql_observer.graphql import runtime
 from gql_observer.testing import GraphQLTransportWSCommunicator
-
-REDIS_URL = os.environ.get("GQLOBS_TEST_REDIS", "redis://127.0.0.1:6379/9")
-
-USER_FIELDS = "action errors responseStatus requestId data { id username email }"
-SUBSCRIBE_USER = (
-    f"subscription ($pk: ID!, $rid: JSON) {{ user(pk: $pk, requestId: $rid) {{ {USER_FIELDS} }} }}"
-)
-QUERY_USER = (
-    f"query ($pk: ID!, $rid: JSON) {{ user(pk: $pk, requestId: $rid) {{ {USER_FIELDS} }} }}"
-)
-
-
-#: Every frame and HTTP body the server sent to an in-process client in this run.
-SENT: list[str] = []
-#: Whether any test talked to the in-process application (then frames must exist).
-APPLICATION_USED: list[bool] = []
-#: What a password hash looks like, whatever the hasher.
-HASH = re.compile(r"(md5|pbkdf2_sha256|pbkdf2_sha1|argon2|bcrypt_sha256|scrypt)\$")
+from tests.support.environment import REDIS_URL
+from tests.support.leaks import SentFrames, recording
+from tests.support.servers import Servers
 
 
 @pytest.fixture(scope="session", autouse=True)
-def _no_password_hash_ever_leaves() -> Iterator[None]:
-    """Record what the server sends in every test; at the end, no frame or body
-    of the whole run may hold a password hash."""
-    from channels.testing import ApplicationCommunicator
+def _sent_frames() -> Iterator[SentFrames]:
+    """Record what the server sends to in-process clients, all run long. At the
+    end: if any test used the application, frames were recorded at all (else the
+    scan of each test would prove nothing)."""
+    with recording() as sent:
+        yield sent
+    if sent.application_used:
+        assert sent.total, "no frame was recorded: the scan would prove nothing"
 
-    original = ApplicationCommunicator.receive_output
 
-    async def recording(self: Any, timeout: float = 1) -> Any:
-        output = await original(self, timeout)
-        for key in ("text", "body"):
-            value = output.get(key)
-            if value:
-                SENT.append(value if isinstance(value, str) else value.decode("utf-8", "replace"))
-        return output
-
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(ApplicationCommunicator, "receive_output", recording)
-        yield
-    if any(APPLICATION_USED):
-        assert SENT, "no frame was recorded: the scan would prove nothing"
-    leaked = [frame for frame in SENT if HASH.search(frame)]
-    assert not leaked, f"password hashes were sent: {leaked[:3]}"
+@pytest.fixture(autouse=True)
+def _no_password_hash_leaves(
+    request: pytest.FixtureRequest, _sent_frames: SentFrames
+) -> Iterator[None]:
+    """No frame or body the server sent to this test's clients holds a password hash."""
+    _sent_frames.begin_test()
+    yield
+    leaked = _sent_frames.leaked()
+    assert not leaked, f"{request.node.nodeid} was sent password hashes, in: {leaked[:3]}"
 
 
 @pytest.fixture(scope="session")
-def application() -> Any:
+def application(_sent_frames: SentFrames) -> Any:
+    """The demo's ASGI application."""
     from schema_examples.asgi import application
 
-    APPLICATION_USED.append(True)
+    _sent_frames.application_used = True
     return application
 
 
@@ -73,6 +54,20 @@ async def _close_runtime() -> AsyncIterator[None]:
     current = runtime.running()
     if current is not None and not current.loop.is_closed():
         await current.close()
+
+
+@pytest.fixture
+def observer_settings(settings: Any) -> Callable[..., dict[str, Any]]:
+    """``observer_settings(SUBSCRIBE_RATE=10_000, ...)`` merges the options into
+    ``settings.GQL_OBSERVER`` (pytest-django's ``settings``: restored after the
+    test) and returns what it is now."""
+
+    def merge(**options: Any) -> dict[str, Any]:
+        settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, **options}
+        merged: dict[str, Any] = settings.GQL_OBSERVER
+        return merged
+
+    return merge
 
 
 @pytest.fixture
@@ -91,12 +86,13 @@ def users(transactional_db: None) -> list[User]:
 async def client(
     application: Any, users: list[User]
 ) -> AsyncIterator[GraphQLTransportWSCommunicator]:
+    """A connected, acknowledged client of the demo's application."""
     async with GraphQLTransportWSCommunicator(application) as communicator:
         yield communicator
 
 
 @pytest.fixture
-def redis_layer(settings: Any) -> Iterator[str]:
+def redis_layer(settings: Any, observer_settings: Callable[..., Any]) -> Iterator[str]:
     """Switch the channel layer to channels_redis on the running Redis.
 
     Changes saved by the test reach its subscribers through Redis: the
@@ -107,7 +103,7 @@ def redis_layer(settings: Any) -> Iterator[str]:
 
     connection = redis.Redis.from_url(REDIS_URL)
     connection.flushdb()
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "DELIVER_IN_PROCESS": False}
+    observer_settings(DELIVER_IN_PROCESS=False)
     settings.CHANNEL_LAYERS = {
         "default": {
             "BACKEND": "channels_redis.core.RedisChannelLayer",
@@ -119,48 +115,11 @@ def redis_layer(settings: Any) -> Iterator[str]:
     connection.close()
 
 
-async def subscribe_user(client: GraphQLTransportWSCommunicator, pk: Any, rid: Any = 1) -> str:
-    """Subscribe to a user; assert the 201 and return the operation id."""
-    op = await client.subscribe(SUBSCRIBE_USER, {"pk": pk, "rid": rid})
-    first = await client.next(op)
-    assert first == {
-        "user": {
-            "action": "subscribe_instance",
-            "errors": [],
-            "responseStatus": 201,
-            "requestId": rid,
-            "data": None,
-        }
-    }
-    return op
-
-
-@database_sync_to_async
-def save_user(pk: int, **changes: Any) -> None:
-    user = User.objects.get(pk=pk)
-    for name, value in changes.items():
-        setattr(user, name, value)
-    user.save()
-
-
-@database_sync_to_async
-def login_session(user: User) -> str:
-    """A session in which ``user`` logged in; returns its key (the cookie's value)."""
-    from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY
-    from django.contrib.sessions.backends.db import SessionStore
-
-    session = SessionStore()
-    session[SESSION_KEY] = str(user.pk)
-    session[BACKEND_SESSION_KEY] = "django.contrib.auth.backends.ModelBackend"
-    session[HASH_SESSION_KEY] = user.get_session_auth_hash()
-    session.create()
-    return str(session.session_key)
-
-
-async def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    """Poll ``condition`` every 50 ms; fail with ``what`` after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
+@pytest.fixture
+def servers(tmp_path: Path) -> Iterator[Servers]:
+    """Real servers for this test: ``servers.in_thread()`` (uvicorn in this process),
+    ``servers.demo(env)`` (a demo process), ``servers.redis()``; whatever the test
+    leaves running is stopped after it (tests/support/servers.py)."""
+    started = Servers(tmp_path)
+    yield started
+    started.close()

@@ -34,5 +34,5 @@ DEBUG = True
 
 AUTHENTICATION_BACKENDS = [
     "django.contrib.auth.backends.ModelBackend",
-    "tests.backends.ObjectPermissionBackend",
+    "tests.support.backends.ObjectPermissionBackend",
 ]

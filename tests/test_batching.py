@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -17,9 +18,9 @@ import gql_observer
 from gql_observer.changes.groups import model_group
 from gql_observer.changes.outbox import outbox
 from gql_observer.testing import GraphQLTransportWSCommunicator
-
-from .conftest import subscribe_user
-from .support import runtime as live
+from tests.support import runtime as live
+from tests.support.users import subscribe_user
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -37,22 +38,14 @@ def _save_all(pks: list[int], prefix: str) -> None:
         close_old_connections()
 
 
-def _sent() -> int:
-    publisher = outbox.publisher
-    return 0 if publisher is None else publisher.sent
-
-
 async def test_a_burst_to_many_instances_of_a_model_is_sent_as_a_few_messages(
-    application: Any, redis_layer: str, settings: Any
+    application: Any, redis_layer: str, observer_settings: Callable[..., Any]
 ) -> None:
     # A window far longer than the burst: the first save goes out at once, the
     # rest together. No probes: a resync would hide a lost change.
-    settings.GQL_OBSERVER = {
-        **settings.GQL_OBSERVER,
-        "HUB_PROBE_INTERVAL": None,
-        "PUBLISH_BATCH_WINDOW": 3.0,
-        "SUBSCRIBE_RATE": 10_000,
-    }
+    configured = observer_settings(
+        HUB_PROBE_INTERVAL=None, PUBLISH_BATCH_WINDOW=3.0, SUBSCRIBE_RATE=10_000
+    )
     users = await User.objects.abulk_create([User(username=f"user {n}") for n in range(BURST + 1)])
     pks, bystander = [u.pk for u in users[:BURST]], users[BURST].pk
     client = GraphQLTransportWSCommunicator(application)
@@ -62,10 +55,10 @@ async def test_a_burst_to_many_instances_of_a_model_is_sent_as_a_few_messages(
     other = await subscribe_user(client, bystander, rid="bystander")
     hub = live.started_hub()
     assert hub is not None
-    family = model_group(settings.GQL_OBSERVER.get("GROUP_PREFIX", "gqlobs"), "auth.user")
+    family = model_group(configured.get("GROUP_PREFIX", "gqlobs"), "auth.user")
     assert family in hub.joined
 
-    sent = _sent()
+    sent = live.published()
     writer = threading.Thread(target=_save_all, args=(pks, "burst"))
     writer.start()
     seen: dict[str, str] = {}
@@ -80,7 +73,7 @@ async def test_a_burst_to_many_instances_of_a_model_is_sent_as_a_few_messages(
     # Every subscriber ends on its own instance's committed state ...
     assert seen == {op: f"burst {pk}" for op, pk in ops.items()}
     # ... from a handful of messages: the first save alone, the rest batched.
-    assert 2 <= _sent() - sent <= 3, _sent() - sent
+    assert 2 <= live.published() - sent <= 3, live.published() - sent
     assert await client.nothing(0.3)
 
     # The bystander still gets its own change.
@@ -91,16 +84,7 @@ async def test_a_burst_to_many_instances_of_a_model_is_sent_as_a_few_messages(
 
     await client.disconnect()
     # The model's group is left with its last subscriber.
-    await _until(lambda: family not in hub.joined)
-
-
-async def _until(condition: Any, tries: int = 500) -> None:
-    """Poll ``condition`` (every 10 ms, at most ``tries`` times)."""
-    for _ in range(tries):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("condition not met within 5 s")
+    await wait_until(lambda: family not in hub.joined, 5, "the hub left the model's group")
 
 
 def _save_steadily(pks: list[int], prefix: str, seconds: float, gap: float) -> int:
@@ -122,18 +106,13 @@ def _save_steadily(pks: list[int], prefix: str, seconds: float, gap: float) -> i
 
 
 async def test_the_window_grows_while_changes_keep_coming(
-    application: Any, redis_layer: str, settings: Any
+    application: Any, redis_layer: str, observer_settings: Callable[..., Any]
 ) -> None:
     # Saves four times per window for 1.2 s: with a fixed 50 ms window that is
     # at least 20 messages; a window that doubles while changes keep coming
     # (50, 100, 200, 400 ms) sends a handful.
     window = 0.05
-    settings.GQL_OBSERVER = {
-        **settings.GQL_OBSERVER,
-        "HUB_PROBE_INTERVAL": None,
-        "PUBLISH_BATCH_WINDOW": window,
-        "SUBSCRIBE_RATE": 10_000,
-    }
+    observer_settings(HUB_PROBE_INTERVAL=None, PUBLISH_BATCH_WINDOW=window, SUBSCRIBE_RATE=10_000)
     users = await User.objects.abulk_create([User(username=f"steady {n}") for n in range(10)])
     pks = [u.pk for u in users]
     client = GraphQLTransportWSCommunicator(application)
@@ -141,9 +120,9 @@ async def test_the_window_grows_while_changes_keep_coming(
     await client.init()
     ops = {await subscribe_user(client, pk, rid=pk): pk for pk in pks}
 
-    sent = _sent()
+    sent = live.published()
     saves = await asyncio.to_thread(_save_steadily, pks, "steady", 1.2, window / 4)
-    messages = _sent() - sent
+    messages = live.published() - sent
     assert saves >= 40, saves  # the writer kept the windows busy (else the test proves nothing)
     assert messages <= 10, (messages, saves)
     publisher = outbox.publisher
@@ -159,10 +138,10 @@ async def test_the_window_grows_while_changes_keep_coming(
         last[message["id"]] = message["payload"]["data"]["user"]["data"]["username"]
 
     # After a quiet spell the window is back to its setting: one change, one message, at once.
-    await _until(lambda: publisher.window == window)
-    sent = _sent()
+    await wait_until(lambda: publisher.window == window, 5, "the window is back to its setting")
+    sent = live.published()
     await asyncio.to_thread(_save_all, [pks[0]], "quiet")
-    assert _sent() - sent == 1
+    assert live.published() - sent == 1
     message = await client.receive(timeout=10)
     assert message["payload"]["data"]["user"]["data"]["username"] == f"quiet {pks[0]}"
     await client.disconnect()

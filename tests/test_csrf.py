@@ -6,6 +6,7 @@ checks them. A bearer token is no ambient credential: its requests are exempt.""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from http.cookies import SimpleCookie
 from typing import Any
 
@@ -17,8 +18,7 @@ from django.contrib.auth.models import User
 
 from gql_observer import issue_token
 from schema_examples.notes.models import Note
-
-from .conftest import login_session
+from tests.support.users import login_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -55,11 +55,11 @@ async def request(
 
 
 @pytest.fixture
-def application(settings: Any) -> Any:
+def application(observer_settings: Callable[..., Any]) -> Any:
     """The application, with GraphiQL (which hands out the CSRF cookie)."""
     from gql_observer.asgi import application as build
 
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "GRAPHIQL": True}
+    observer_settings(GRAPHIQL=True)
     return build()
 
 

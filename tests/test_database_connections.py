@@ -26,10 +26,9 @@ from django.db import connection, connections
 from gql_observer import issue_token
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
-
-from .conftest import login_session, subscribe_user
-from .test_security import as_user, envelope, subscribed
-from .test_transactions import _rename, username_seen
+from tests.support.clients import connect
+from tests.support.notes import note_envelope, subscribe_note
+from tests.support.users import login_session, rename, subscribe_user, username_seen
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
 
@@ -80,17 +79,17 @@ async def test_a_change_after_the_read_connection_was_terminated_is_delivered(
     client: GraphQLTransportWSCommunicator,
 ) -> None:
     op = await subscribe_user(client, 1)
-    await _on_own_connection(_rename, 1, "before")
+    await _on_own_connection(rename, 1, "before")
     assert await username_seen(client, op) == "before"
 
     pid = await _read_thread_backend()
     assert await _on_own_connection(_terminate, pid) is True
 
-    await _on_own_connection(_rename, 1, "after the connection died")
+    await _on_own_connection(rename, 1, "after the connection died")
     assert await username_seen(client, op) == "after the connection died"
     # The read went through a new connection, and it stays in use.
     assert await _read_thread_backend() != pid
-    await _on_own_connection(_rename, 1, "and again")
+    await _on_own_connection(rename, 1, "and again")
     assert await username_seen(client, op) == "and again"
 
 
@@ -102,7 +101,7 @@ async def test_a_subscribe_after_the_read_connection_was_terminated_is_answered(
     assert await _on_own_connection(_terminate, pid) is True
 
     second = await subscribe_user(client, 1, rid=2)
-    await _on_own_connection(_rename, 1, "seen by both")
+    await _on_own_connection(rename, 1, "seen by both")
     seen = {}
     for _ in range(2):
         message = await client.receive()
@@ -124,7 +123,7 @@ async def test_a_token_login_after_the_read_connection_was_terminated_is_accepte
         # The authenticator looks the user up on the read thread.
         assert (await client.init({"token": token}))["type"] == "connection_ack"
         op = await subscribe_user(client, 1)
-        await _on_own_connection(_rename, 1, "signed in")
+        await _on_own_connection(rename, 1, "signed in")
         assert await username_seen(client, op) == "signed in"
     finally:
         await client.disconnect()
@@ -145,12 +144,12 @@ async def test_the_read_connection_is_replaced_once_older_than_conn_max_age(
 
     await outlive_conn_max_age()
     try:
-        await _on_own_connection(_rename, 1, "on a younger connection")
+        await _on_own_connection(rename, 1, "on a younger connection")
         assert await username_seen(client, op) == "on a younger connection"
         assert await _read_thread_backend() != pid
         # A connection within its age is kept.
         pid = await _read_thread_backend()
-        await _on_own_connection(_rename, 1, "on the same connection")
+        await _on_own_connection(rename, 1, "on the same connection")
         assert await username_seen(client, op) == "on the same connection"
         assert await _read_thread_backend() == pid
     finally:
@@ -213,19 +212,19 @@ async def test_a_change_read_while_the_database_is_down_is_delivered_when_it_is_
 ) -> None:
     op = await subscribe_user(client, 1)
     async with _database_down() as run:
-        await run(_rename, 1, "while the database was down")
+        await run(rename, 1, "while the database was down")
         # The read cannot connect: the subscriber waits, and is not told an error.
         assert await client.nothing(1.0)
     assert await username_seen(client, op) == "while the database was down"
 
 
 async def test_a_read_that_cannot_reach_the_database_within_the_retry_window_fails(
-    client: GraphQLTransportWSCommunicator, settings: Any
+    client: GraphQLTransportWSCommunicator, observer_settings: Callable[..., Any]
 ) -> None:
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "READ_RETRY_WINDOW": 0.5}
+    observer_settings(READ_RETRY_WINDOW=0.5)
     op = await subscribe_user(client, 1)
     async with _database_down() as run:
-        await run(_rename, 1, "never read")
+        await run(rename, 1, "never read")
         message = await client.receive(timeout=10)
     # As any read that fails: the subscription ends with a GraphQL error.
     assert message == {
@@ -267,7 +266,7 @@ async def test_a_session_that_cannot_be_read_while_the_database_is_down_closes_1
     # Once the database is back, the same session is served.
     async with GraphQLTransportWSCommunicator(application, headers=[(b"cookie", cookie)]) as client:
         op = await subscribe_user(client, 1)
-        await _on_own_connection(_rename, 1, "with the session")
+        await _on_own_connection(rename, 1, "with the session")
         assert await username_seen(client, op) == "with the session"
 
 
@@ -284,12 +283,12 @@ async def test_a_delete_checked_while_the_database_is_down_is_delivered_when_it_
 ) -> None:
     # An owned type: who may see a deleted note is checked against the database.
     note = await _on_own_connection(_create_note, users[0])
-    client = await as_user(application, users[0])
-    op = await subscribed(client, note)
+    client = await connect(application, users[0])
+    op = await subscribe_note(client, note)
     async with _database_down() as run:
         await run(_delete_note, note.pk)
         assert await client.nothing(1.0)
-    assert await client.next(op) == envelope(
+    assert await client.next(op) == note_envelope(
         "delete", 204, {"id": str(note.pk), "title": "secret title", "body": "secret body"}
     )
     await client.expect_complete(op)

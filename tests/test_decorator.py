@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -73,11 +74,13 @@ def test_without_channel_layers_one_in_memory_layer_serves_the_process(settings:
     assert channel_layer(get_settings()) is layer
 
 
-def test_a_missing_layer_alias_is_a_configuration_error(settings: Any) -> None:
+def test_a_missing_layer_alias_is_a_configuration_error(
+    observer_settings: Callable[..., Any],
+) -> None:
     from gql_observer.changes.layers import channel_layer
     from gql_observer.core.conf import get_settings
 
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "CHANNEL_LAYER": "nope"}
+    observer_settings(CHANNEL_LAYER="nope")
     with pytest.raises(ImproperlyConfigured, match="CHANNEL_LAYERS has no such alias"):
         channel_layer(get_settings())
 
@@ -94,21 +97,17 @@ def test_a_missing_layer_alias_is_a_configuration_error(settings: Any) -> None:
     ],
 )
 def test_a_batching_or_capacity_setting_of_the_wrong_kind_is_a_configuration_error(
-    settings: Any, key: str, value: Any, message: str
+    observer_settings: Callable[..., Any], key: str, value: Any, message: str
 ) -> None:
     from gql_observer.core.conf import get_settings
 
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, key: value}
+    observer_settings(**{key: value})
     with pytest.raises(ImproperlyConfigured, match=message):
         get_settings()
 
 
-def test_batching_windows_of_zero_are_allowed(settings: Any) -> None:
+def test_batching_windows_of_zero_are_allowed(observer_settings: Callable[..., Any]) -> None:
     from gql_observer.core.conf import get_settings
 
-    settings.GQL_OBSERVER = {
-        **settings.GQL_OBSERVER,
-        "READ_BATCH_WINDOW": 0,
-        "PUBLISH_BATCH_WINDOW": 0.0,
-    }
+    observer_settings(READ_BATCH_WINDOW=0, PUBLISH_BATCH_WINDOW=0.0)
     assert get_settings().read_batch_window == 0

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,9 +39,8 @@ from gql_observer.core.conf import get_settings
 from gql_observer.graphql import viewers
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
-
-from .conftest import login_session
-from .support import schema as support
+from tests.support import schema as support
+from tests.support.users import login_session
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -295,25 +295,27 @@ async def _run(
     return frames
 
 
-SHARED = {"COHORTS": True}
+#: Served together: watches and planned results (the defaults).
+SHARED = {"COHORTS": True, "PLANNED_RESULTS": True}
 #: The reference: strawberry's own execution of each operation, every event
 #: executed by graphql-core (no watch, no planned result).
 ALONE = {"COHORTS": False, "PLANNED_RESULTS": False}
 
 
 async def _compare(
-    settings: Any, field: str, subscribers: list[Subscriber], steps: list[str]
+    observer_settings: Callable[..., Any],
+    field: str,
+    subscribers: list[Subscriber],
+    steps: list[str],
 ) -> None:
     application = support.application()
-    base = settings.GQL_OBSERVER
-    settings.GQL_OBSERVER = {**base, **SHARED, "SUBSCRIBE_RATE": 10_000}
+    observer_settings(**SHARED, SUBSCRIBE_RATE=10_000)
     together = await _run(application, field, subscribers, steps)
     alone = []
-    settings.GQL_OBSERVER = {**base, **ALONE, "SUBSCRIBE_RATE": 10_000}
+    observer_settings(**ALONE, SUBSCRIBE_RATE=10_000)
     for subscriber in subscribers:
         (frames,) = await _run(application, field, [subscriber], steps)
         alone.append(frames)
-    settings.GQL_OBSERVER = base
     for subscriber, shared, own in zip(subscribers, together, alone, strict=True):
         assert shared == own, subscriber
 
@@ -369,6 +371,8 @@ NESTED_THEN_EXPIRY = (
 @example(scenario=NESTED_THEN_EXPIRY)
 @given(scenario=scenarios())
 async def test_every_subscriber_gets_the_frames_it_gets_alone(
-    users: list[User], settings: Any, scenario: tuple[str, list[Subscriber], list[str]]
+    users: list[User],
+    observer_settings: Callable[..., Any],
+    scenario: tuple[str, list[Subscriber], list[str]],
 ) -> None:
-    await _compare(settings, *scenario)
+    await _compare(observer_settings, *scenario)

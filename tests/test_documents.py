@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -15,8 +16,7 @@ from gql_observer.graphql import analysis as operation
 from gql_observer.graphql import documents
 from gql_observer.graphql.documents import INLINE_LENGTH, BoundedCache
 from gql_observer.testing import GraphQLTransportWSCommunicator
-
-from .support.parses import graphql_work
+from tests.support.parses import graphql_work
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -151,9 +151,9 @@ async def test_legacy_graphql_ws_answers_a_document_that_does_not_parse_with_an_
 
 
 async def test_max_query_tokens_limits_the_first_parse(
-    application: Any, users: list[User], settings: Any
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "MAX_QUERY_TOKENS": 20}
+    observer_settings(MAX_QUERY_TOKENS=20)
     with graphql_work() as work:
         status, body = await post(application, "{" + " __typename" * 30 + "}")
     assert status == 200

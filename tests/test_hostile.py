@@ -18,9 +18,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gql_observer.testing import GraphQLTransportWSCommunicator, ProtocolError
-
-from .conftest import save_user, subscribe_user
-from .support import runtime as live
+from tests.support import runtime as live
+from tests.support.users import save_user, subscribe_user
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(240)]
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from channels.testing import HttpCommunicator
 from django.contrib.auth.models import User
 
-from .conftest import QUERY_USER
+from tests.support.users import QUERY_USER
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -111,30 +112,34 @@ async def test_password_is_in_no_type_of_the_schema() -> None:
     assert "UserTypeEnvelope" in sdl
 
 
-async def get_ide(settings: Any, **options: Any) -> Any:
+async def get_ide(observer_settings: Callable[..., Any], **options: Any) -> Any:
     from gql_observer.asgi import application as build
 
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, **options}
+    observer_settings(**options)
     communicator = HttpCommunicator(
         build(), "GET", "/graphql/", headers=[TEST_HOST, (b"accept", b"text/html")]
     )
     return await communicator.get_response(timeout=5)
 
 
-async def test_graphiql_follows_its_setting(settings: Any) -> None:
-    response = await get_ide(settings, GRAPHIQL=True)
+async def test_graphiql_follows_its_setting(observer_settings: Callable[..., Any]) -> None:
+    response = await get_ide(observer_settings, GRAPHIQL=True)
     assert response["status"] == 200
     assert b"https://unpkg.com/graphiql@" in response["body"]
-    assert (await get_ide(settings, GRAPHIQL=False))["status"] == 404
+    assert (await get_ide(observer_settings, GRAPHIQL=False))["status"] == 404
 
 
-async def test_graphiql_is_off_by_default_without_debug(settings: Any) -> None:
+async def test_graphiql_is_off_by_default_without_debug(
+    settings: Any, observer_settings: Callable[..., Any]
+) -> None:
     settings.DEBUG = False
-    assert (await get_ide(settings, GRAPHIQL=None))["status"] == 404
+    assert (await get_ide(observer_settings, GRAPHIQL=None))["status"] == 404
 
 
-async def test_graphiql_assets_can_come_from_your_own_server(settings: Any) -> None:
-    response = await get_ide(settings, GRAPHIQL=True, GRAPHIQL_ASSETS_URL="/static/ide/")
+async def test_graphiql_assets_can_come_from_your_own_server(
+    observer_settings: Callable[..., Any],
+) -> None:
+    response = await get_ide(observer_settings, GRAPHIQL=True, GRAPHIQL_ASSETS_URL="/static/ide/")
     assert b"unpkg.com" not in response["body"]
     assert b'src="/static/ide/graphiql@' in response["body"]
 
@@ -208,9 +213,9 @@ async def test_a_body_beyond_max_request_size_answers_413(
 
 
 async def test_a_body_announced_beyond_max_request_size_answers_413_before_it_is_read(
-    application: Any, users: list[User], settings: Any
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "MAX_REQUEST_SIZE": 1000}
+    observer_settings(MAX_REQUEST_SIZE=1000)
     # Only the announcement is too big: the answer comes before the body would.
     response = await send_body(application, b"{}", [(b"content-length", b"11000000")])
     assert (response["status"], response["body"]) == (
@@ -220,10 +225,10 @@ async def test_a_body_announced_beyond_max_request_size_answers_413_before_it_is
 
 
 async def test_a_body_at_max_request_size_is_served(
-    application: Any, users: list[User], settings: Any
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
     query = json.dumps({"query": "{ __typename }"}).encode()
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "MAX_REQUEST_SIZE": len(query)}
+    observer_settings(MAX_REQUEST_SIZE=len(query))
     response = await send_body(application, query, [])
     assert (response["status"], json.loads(response["body"])) == (
         200,
@@ -232,9 +237,9 @@ async def test_a_body_at_max_request_size_is_served(
 
 
 async def test_a_query_string_beyond_max_request_size_answers_414(
-    application: Any, users: list[User], settings: Any
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "MAX_REQUEST_SIZE": 1000}
+    observer_settings(MAX_REQUEST_SIZE=1000)
     communicator = HttpCommunicator(
         application, "GET", "/graphql/?query=" + "%7B" * 400 + "__typename", headers=[TEST_HOST]
     )

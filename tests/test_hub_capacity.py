@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -13,8 +14,7 @@ from django.db import close_old_connections
 
 import gql_observer
 from gql_observer.testing import GraphQLTransportWSCommunicator
-
-from .conftest import subscribe_user
+from tests.support.users import subscribe_user
 
 pytestmark = [pytest.mark.redis, pytest.mark.django_db(transaction=True)]
 
@@ -33,15 +33,12 @@ def _save_all(pks: list[int]) -> None:
 
 
 async def test_a_burst_larger_than_the_layer_capacity_reaches_every_subscriber(
-    application: Any, redis_layer: str, settings: Any
+    application: Any, redis_layer: str, observer_settings: Callable[..., Any]
 ) -> None:
     # No probes: a lost probe would resynchronise everyone and hide a loss.
-    settings.GQL_OBSERVER = {
-        **settings.GQL_OBSERVER,
-        "HUB_PROBE_INTERVAL": None,
-        "SUBSCRIBE_RATE": 10_000,
-        "MAX_OPERATIONS_PER_CONNECTION": BURST,
-    }
+    observer_settings(
+        HUB_PROBE_INTERVAL=None, SUBSCRIBE_RATE=10_000, MAX_OPERATIONS_PER_CONNECTION=BURST
+    )
     pks = [
         u.pk
         for u in await User.objects.abulk_create([User(username=f"user {n}") for n in range(BURST)])
@@ -69,15 +66,14 @@ async def test_a_burst_larger_than_the_layer_capacity_reaches_every_subscriber(
 
 
 async def test_a_probe_that_never_came_makes_the_hub_resynchronise(
-    application: Any, redis_layer: str, settings: Any
+    application: Any, redis_layer: str, observer_settings: Callable[..., Any]
 ) -> None:
     """A probe the layer took but never delivered, while a later one came,
     means the hub's channel overflowed: every subscriber re-reads."""
     from gql_observer.changes.events import PROBE
+    from tests.support import runtime as live
 
-    from .support import runtime as live
-
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "HUB_PROBE_INTERVAL": 0.2}
+    observer_settings(HUB_PROBE_INTERVAL=0.2)
     await User.objects.acreate(pk=1, username="before")
     client = GraphQLTransportWSCommunicator(application)
     await client.connect()

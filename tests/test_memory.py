@@ -9,8 +9,7 @@ from django.contrib.auth.models import User
 from graphql.execution.collect_fields import FieldDetails
 
 from gql_observer.testing import GraphQLTransportWSCommunicator
-
-from .conftest import save_user, subscribe_user
+from tests.support.users import save_user, subscribe_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

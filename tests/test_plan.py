@@ -7,6 +7,7 @@ of another type)."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,8 +21,7 @@ from gql_observer.graphql.execution import EventScopedExecutionContext
 from gql_observer.observe import registry
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
-
-from .conftest import USER_FIELDS, save_user
+from tests.support.users import USER_FIELDS, save_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,11 +48,13 @@ EXECUTED = {
 }
 
 
-async def _frames(application: Any, settings: Any, document: str, planned: bool) -> Any:
+async def _frames(
+    application: Any, observer_settings: Callable[..., Any], document: str, planned: bool
+) -> Any:
     """Subscribe to user 1 with ``document``, save it twice; the three results as JSON
     (the request id named after the run, so that the two runs never share a cohort), and
     how many events a plan built meanwhile."""
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "PLANNED_RESULTS": planned}
+    observer_settings(PLANNED_RESULTS=planned)
     rid = "planned" if planned else "executed"
     await save_user(1, username="test 1", email="1@example.com")  # both runs start alike
     before = completion.counts["planned"]
@@ -69,10 +71,10 @@ async def _frames(application: Any, settings: Any, document: str, planned: bool)
 
 @pytest.mark.parametrize("name", sorted(PLANNED))
 async def test_planned_results_are_graphql_cores(
-    application: Any, users: list[User], settings: Any, name: str
+    application: Any, users: list[User], observer_settings: Callable[..., Any], name: str
 ) -> None:
-    planned, built = await _frames(application, settings, PLANNED[name], planned=True)
-    executed, none = await _frames(application, settings, PLANNED[name], planned=False)
+    planned, built = await _frames(application, observer_settings, PLANNED[name], planned=True)
+    executed, none = await _frames(application, observer_settings, PLANNED[name], planned=False)
     assert built == 3  # the 201 and both updates came from the plan ...
     assert none == 0  # ... and with PLANNED_RESULTS off from graphql-core
     assert planned == executed
@@ -81,19 +83,19 @@ async def test_planned_results_are_graphql_cores(
 
 @pytest.mark.parametrize("name", sorted(EXECUTED))
 async def test_selections_a_plan_cannot_describe_run_as_usual(
-    application: Any, users: list[User], settings: Any, name: str
+    application: Any, users: list[User], observer_settings: Callable[..., Any], name: str
 ) -> None:
-    planned, built = await _frames(application, settings, EXECUTED[name], planned=True)
-    executed, _ = await _frames(application, settings, EXECUTED[name], planned=False)
+    planned, built = await _frames(application, observer_settings, EXECUTED[name], planned=True)
+    executed, _ = await _frames(application, observer_settings, EXECUTED[name], planned=False)
     assert built == 0
     assert planned == executed
 
 
 async def test_a_deleted_instance_is_planned_too(
-    application: Any, users: list[User], settings: Any
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
     async def delete_frame(planned: bool) -> dict[str, Any]:
-        settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "PLANNED_RESULTS": planned}
+        observer_settings(PLANNED_RESULTS=planned)
         await sync_to_async(User.objects.update_or_create)(
             pk=2, defaults={"username": "test 2", "email": "2@example.com"}
         )

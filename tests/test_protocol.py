@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
 
 from gql_observer.testing import GraphQLTransportWSCommunicator
-
-from .conftest import SUBSCRIBE_USER, subscribe_user
+from tests.support.users import SUBSCRIBE_USER, subscribe_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -48,9 +48,9 @@ async def test_ping_is_answered_with_pong(client: GraphQLTransportWSCommunicator
 
 
 async def test_closes_4408_when_connection_init_does_not_come_in_time(
-    application: Any, users: list[User], settings: Any
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "CONNECTION_INIT_TIMEOUT": 0.2}
+    observer_settings(CONNECTION_INIT_TIMEOUT=0.2)
     from gql_observer.asgi import application as build
 
     client = GraphQLTransportWSCommunicator(build())
@@ -59,9 +59,9 @@ async def test_closes_4408_when_connection_init_does_not_come_in_time(
 
 
 async def test_legacy_graphql_ws_closes_4408_when_connection_init_does_not_come_in_time(
-    application: Any, users: list[User], settings: Any
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "CONNECTION_INIT_TIMEOUT": 0.2}
+    observer_settings(CONNECTION_INIT_TIMEOUT=0.2)
     from gql_observer.asgi import application as build
 
     client = GraphQLTransportWSCommunicator(build(), subprotocols=["graphql-ws"])
@@ -71,9 +71,9 @@ async def test_legacy_graphql_ws_closes_4408_when_connection_init_does_not_come_
 
 
 async def test_legacy_graphql_ws_connection_init_in_time_stays_open(
-    application: Any, users: list[User], settings: Any
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "CONNECTION_INIT_TIMEOUT": 0.2}
+    observer_settings(CONNECTION_INIT_TIMEOUT=0.2)
     from gql_observer.asgi import application as build
 
     client = GraphQLTransportWSCommunicator(build(), subprotocols=["graphql-ws"])
@@ -165,9 +165,9 @@ async def test_a_query_over_the_websocket_is_answered_then_completed(
 
 
 async def test_too_many_operations_on_one_connection_get_an_error(
-    application: Any, users: list[User], settings: Any
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "SUBSCRIBE_RATE": 10_000}
+    observer_settings(SUBSCRIBE_RATE=10_000)
     from gql_observer.core.conf import get_settings
 
     limit = get_settings().max_operations_per_connection
@@ -184,9 +184,9 @@ async def test_too_many_operations_on_one_connection_get_an_error(
 
 
 async def test_subscribing_faster_than_the_rate_gets_errors_and_the_connection_goes_on(
-    application: Any, users: list[User], settings: Any
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "SUBSCRIBE_RATE": 1.0}
+    observer_settings(SUBSCRIBE_RATE=1.0)
     async with GraphQLTransportWSCommunicator(application) as client:
         await subscribe_user(client, 1)  # burst of 2
         await subscribe_user(client, 1)

@@ -4,6 +4,7 @@ token, owner-only notes re-checked on every event, limits, masked errors."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -16,56 +17,24 @@ from django.db import transaction
 from gql_observer import issue_token
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
-
-from .conftest import login_session
+from tests.support.clients import connect
+from tests.support.notes import (
+    NOT_FOUND,
+    NOTE_FIELDS,
+    SUBSCRIBE_NOTE,
+    UNAUTHORIZED,
+    edit_note,
+    note_envelope,
+    subscribe_note,
+)
+from tests.support.users import login_session
 
 pytestmark = pytest.mark.django_db(transaction=True)
-
-NOTE_FIELDS = "action errors responseStatus requestId data { id title body }"
-SUBSCRIBE_NOTE = f"subscription ($pk: ID!) {{ note(pk: $pk, requestId: 1) {{ {NOTE_FIELDS} }} }}"
 
 
 @pytest.fixture
 def note(users: list[User]) -> Note:
     return Note.objects.create(owner=users[0], title="secret title", body="secret body")
-
-
-async def as_user(application: Any, user: User | None) -> GraphQLTransportWSCommunicator:
-    client = GraphQLTransportWSCommunicator(application)
-    await client.connect()
-    token = await database_sync_to_async(issue_token)(user) if user else None
-    await client.init({"token": token} if token else None)
-    return client
-
-
-def envelope(action: str, status: int, data: Any = None, errors: list[str] | None = None) -> Any:
-    return {
-        "note": {
-            "action": action,
-            "errors": errors or [],
-            "responseStatus": status,
-            "requestId": 1,
-            "data": data,
-        }
-    }
-
-
-NOT_FOUND = ["Not found."]
-UNAUTHORIZED = ["Authentication required."]
-
-
-async def subscribed(client: GraphQLTransportWSCommunicator, note: Note) -> str:
-    op = await client.subscribe(SUBSCRIBE_NOTE, {"pk": note.pk})
-    assert await client.next(op) == envelope("subscribe_instance", 201)
-    return op
-
-
-@database_sync_to_async
-def edit(note: Note, **changes: Any) -> None:
-    fresh = Note.objects.get(pk=note.pk)
-    for name, value in changes.items():
-        setattr(fresh, name, value)
-    fresh.save()
 
 
 # -- authentication ---------------------------------------------------------
@@ -74,10 +43,10 @@ def edit(note: Note, **changes: Any) -> None:
 async def test_a_token_in_connection_init_authenticates_the_connection(
     application: Any, users: list[User], note: Note
 ) -> None:
-    client = await as_user(application, users[0])
-    op = await subscribed(client, note)
-    await edit(note, title="new title")
-    assert await client.next(op) == envelope(
+    client = await connect(application, users[0])
+    op = await subscribe_note(client, note)
+    await edit_note(note, title="new title")
+    assert await client.next(op) == note_envelope(
         "update", 200, {"id": str(note.pk), "title": "new title", "body": "secret body"}
     )
     await client.disconnect()
@@ -96,10 +65,10 @@ async def test_a_bad_token_closes_4403(
 
 
 async def test_an_expired_token_closes_4403(
-    application: Any, users: list[User], settings: Any
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
     token = await database_sync_to_async(issue_token)(users[0])
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "TOKEN_MAX_AGE": -1}
+    observer_settings(TOKEN_MAX_AGE=-1)
     client = GraphQLTransportWSCommunicator(application)
     await client.connect()
     await client.send({"type": "connection_init", "payload": {"token": token}})
@@ -130,10 +99,10 @@ async def test_the_session_cookie_authenticates_the_connection_and_logout_ends_i
     client = GraphQLTransportWSCommunicator(application, headers=[(b"cookie", cookie)])
     await client.connect()
     await client.init()
-    op = await subscribed(client, note)
+    op = await subscribe_note(client, note)
     await database_sync_to_async(SessionStore(key).delete)()  # logged out elsewhere
-    await edit(note, title="after logout")
-    assert await client.next(op) == envelope("update", 401, None, UNAUTHORIZED)
+    await edit_note(note, title="after logout")
+    assert await client.next(op) == note_envelope("update", 401, None, UNAUTHORIZED)
     await client.expect_complete(op)
     await client.disconnect()
 
@@ -142,9 +111,9 @@ async def test_the_session_cookie_authenticates_the_connection_and_logout_ends_i
 
 
 async def test_anonymous_gets_401_and_no_field(application: Any, note: Note) -> None:
-    client = await as_user(application, None)
+    client = await connect(application, None)
     op = await client.subscribe(SUBSCRIBE_NOTE, {"pk": note.pk})
-    assert await client.next(op) == envelope("subscribe_instance", 401, None, UNAUTHORIZED)
+    assert await client.next(op) == note_envelope("subscribe_instance", 401, None, UNAUTHORIZED)
     await client.expect_complete(op)
     await client.disconnect()
 
@@ -152,9 +121,9 @@ async def test_anonymous_gets_401_and_no_field(application: Any, note: Note) -> 
 async def test_another_user_gets_404_as_if_the_note_did_not_exist(
     application: Any, users: list[User], note: Note
 ) -> None:
-    client = await as_user(application, users[1])
+    client = await connect(application, users[1])
     op = await client.subscribe(SUBSCRIBE_NOTE, {"pk": note.pk})
-    assert await client.next(op) == envelope("subscribe_instance", 404, None, NOT_FOUND)
+    assert await client.next(op) == note_envelope("subscribe_instance", 404, None, NOT_FOUND)
     await client.expect_complete(op)
     query = await client.subscribe(f"query {{ note(pk: {note.pk}) {{ {NOTE_FIELDS} }} }}")
     assert (await client.next(query))["note"]["responseStatus"] == 404
@@ -164,15 +133,15 @@ async def test_another_user_gets_404_as_if_the_note_did_not_exist(
 async def test_ownership_transferred_ends_the_old_owners_subscription_and_opens_the_new_ones(
     application: Any, users: list[User], note: Note
 ) -> None:
-    old, new = await as_user(application, users[0]), await as_user(application, users[1])
-    op = await subscribed(old, note)
-    await edit(note, owner_id=users[1].pk, title="now yours")
-    assert await old.next(op) == envelope("update", 404, None, NOT_FOUND)
+    old, new = await connect(application, users[0]), await connect(application, users[1])
+    op = await subscribe_note(old, note)
+    await edit_note(note, owner_id=users[1].pk, title="now yours")
+    assert await old.next(op) == note_envelope("update", 404, None, NOT_FOUND)
     await old.expect_complete(op)
-    await edit(note, title="old owner must not see this")
+    await edit_note(note, title="old owner must not see this")
     assert await old.nothing(0.3)
-    op_new = await subscribed(new, note)
-    await edit(note, body="new body")
+    op_new = await subscribe_note(new, note)
+    await edit_note(note, body="new body")
     assert (await new.next(op_new))["note"]["data"]["body"] == "new body"
     await old.disconnect()
     await new.disconnect()
@@ -181,13 +150,13 @@ async def test_ownership_transferred_ends_the_old_owners_subscription_and_opens_
 async def test_a_deactivated_user_gets_401_and_nothing_after(
     application: Any, users: list[User], note: Note
 ) -> None:
-    client = await as_user(application, users[0])
-    op = await subscribed(client, note)
+    client = await connect(application, users[0])
+    op = await subscribe_note(client, note)
     await database_sync_to_async(User.objects.filter(pk=users[0].pk).update)(is_active=False)
-    await edit(note, title="after deactivation")
-    assert await client.next(op) == envelope("update", 401, None, UNAUTHORIZED)
+    await edit_note(note, title="after deactivation")
+    assert await client.next(op) == note_envelope("update", 401, None, UNAUTHORIZED)
     await client.expect_complete(op)
-    await edit(note, title="still nothing")
+    await edit_note(note, title="still nothing")
     assert await client.nothing(0.3)
     await client.disconnect()
 
@@ -195,8 +164,8 @@ async def test_a_deactivated_user_gets_401_and_nothing_after(
 async def test_a_note_transferred_and_deleted_at_once_leaks_nothing_to_the_old_owner(
     application: Any, users: list[User], note: Note
 ) -> None:
-    client = await as_user(application, users[0])
-    op = await subscribed(client, note)
+    client = await connect(application, users[0])
+    op = await subscribe_note(client, note)
 
     @database_sync_to_async
     def transfer_then_delete() -> None:
@@ -220,10 +189,10 @@ async def test_a_note_transferred_and_deleted_at_once_leaks_nothing_to_the_old_o
 async def test_the_owner_sees_the_delete_with_last_values(
     application: Any, users: list[User], note: Note
 ) -> None:
-    client = await as_user(application, users[0])
-    op = await subscribed(client, note)
+    client = await connect(application, users[0])
+    op = await subscribe_note(client, note)
     await database_sync_to_async(Note.objects.filter(pk=note.pk).delete)()
-    assert await client.next(op) == envelope(
+    assert await client.next(op) == note_envelope(
         "delete", 204, {"id": str(note.pk), "title": "secret title", "body": "secret body"}
     )
     await client.expect_complete(op)
@@ -258,12 +227,12 @@ async def test_an_oversized_message_closes_1009_and_others_are_served(
 
 
 async def test_a_too_deep_query_is_an_error_and_the_connection_goes_on(
-    users: list[User], settings: Any
+    users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
     import gql_observer
     from gql_observer.asgi import application as build
 
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "MAX_QUERY_DEPTH": 1}
+    observer_settings(MAX_QUERY_DEPTH=1)
     async with GraphQLTransportWSCommunicator(build(gql_observer.build_schema())) as client:
         op = await client.subscribe("query Deep { user(pk: 1) { data { id } } }")
         message = await client.receive()
@@ -273,11 +242,13 @@ async def test_a_too_deep_query_is_an_error_and_the_connection_goes_on(
         assert await client.receive() == {"type": "pong"}
 
 
-async def test_introspection_follows_its_setting(users: list[User], settings: Any) -> None:
+async def test_introspection_follows_its_setting(
+    users: list[User], observer_settings: Callable[..., Any]
+) -> None:
     import gql_observer
     from gql_observer.asgi import application as build
 
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "INTROSPECTION": False}
+    observer_settings(INTROSPECTION=False)
     async with GraphQLTransportWSCommunicator(build(gql_observer.build_schema())) as client:
         op = await client.subscribe("{ __schema { queryType { name } } }")
         message = await client.receive()
@@ -297,7 +268,7 @@ async def test_unexpected_errors_are_masked() -> None:
 
 
 async def test_mutations_need_a_user(application: Any, users: list[User], note: Note) -> None:
-    client = await as_user(application, None)
+    client = await connect(application, None)
     op = await client.subscribe('mutation { createNote(title: "x") { id } }')
     message = await client.receive()
     assert message["type"] == "next" and message["id"] == op
@@ -310,14 +281,14 @@ async def test_mutations_need_a_user(application: Any, users: list[User], note: 
 async def test_login_gives_a_token_that_authenticates(
     application: Any, users: list[User], note: Note
 ) -> None:
-    client = await as_user(application, None)
+    client = await connect(application, None)
     op = await client.subscribe('mutation { login(username: "test 1", password: "secret-1") }')
     token = (await client.next(op))["login"]
     await client.disconnect()
     client = GraphQLTransportWSCommunicator(application)
     await client.connect()
     await client.init({"Authorization": f"Bearer {token}"})
-    await subscribed(client, note)
+    await subscribe_note(client, note)
     await client.disconnect()
 
 
@@ -357,12 +328,12 @@ async def test_a_revoked_object_permission_ends_the_subscription(
     assert await client.next(op) == {
         "guardedNote": {"action": "subscribe_instance", "responseStatus": 201, "data": None}
     }
-    await edit(note, title="visible")
+    await edit_note(note, title="visible")
     assert await client.next(op) == {
         "guardedNote": {"action": "update", "responseStatus": 200, "data": {"title": "visible"}}
     }
     await grant(users[1], False)
-    await edit(note, title="revoked")
+    await edit_note(note, title="revoked")
     assert await client.next(op) == {
         "guardedNote": {"action": "update", "responseStatus": 404, "data": None}
     }
@@ -406,8 +377,8 @@ async def test_a_bearer_token_authenticates_http_and_a_bad_one_answers_401(
 async def test_a_password_change_ends_a_token_subscription(
     application: Any, users: list[User], note: Note
 ) -> None:
-    client = await as_user(application, users[0])
-    op = await subscribed(client, note)
+    client = await connect(application, users[0])
+    op = await subscribe_note(client, note)
 
     @database_sync_to_async
     def change_password() -> None:
@@ -416,7 +387,7 @@ async def test_a_password_change_ends_a_token_subscription(
         user.save()
 
     await change_password()
-    await edit(note, title="after the password change")
-    assert await client.next(op) == envelope("update", 401, None, UNAUTHORIZED)
+    await edit_note(note, title="after the password change")
+    assert await client.next(op) == note_envelope("update", 401, None, UNAUTHORIZED)
     await client.expect_complete(op)
     await client.disconnect()

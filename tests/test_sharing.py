@@ -18,10 +18,9 @@ from django.core import signing
 from gql_observer import issue_token
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
-
-from .conftest import save_user
-from .support import schema as support
-from .support.clients import connect
+from tests.support import schema as support
+from tests.support.clients import connect
+from tests.support.users import save_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

@@ -10,9 +10,8 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
 from gql_observer.testing import GraphQLTransportWSCommunicator
-
-from .conftest import SUBSCRIBE_USER, save_user, subscribe_user
-from .support import runtime as live
+from tests.support import runtime as live
+from tests.support.users import SUBSCRIBE_USER, save_user, subscribe_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 

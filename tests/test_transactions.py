@@ -9,22 +9,9 @@ from django.contrib.auth.models import User
 from django.db import transaction
 
 from gql_observer.testing import GraphQLTransportWSCommunicator
-
-from .conftest import subscribe_user
+from tests.support.users import rename, subscribe_user, username_seen
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
-
-
-def _rename(pk: int, name: str) -> None:
-    user = User.objects.get(pk=pk)
-    user.username = name
-    user.save()
-
-
-async def username_seen(client: GraphQLTransportWSCommunicator, op: str) -> str:
-    data = await client.next(op)
-    assert data["user"]["action"] == "update"
-    return str(data["user"]["data"]["username"])
 
 
 async def test_a_save_inside_atomic_is_delivered_only_after_commit(
@@ -37,7 +24,7 @@ async def test_a_save_inside_atomic_is_delivered_only_after_commit(
     def write() -> None:
         nonlocal committed
         with transaction.atomic():
-            _rename(1, "in transaction")
+            rename(1, "in transaction")
             # on_commit has not run: nothing can have left yet.
             assert transaction.get_connection().run_on_commit
         committed = True
@@ -53,13 +40,13 @@ async def test_rollback_sends_nothing(client: GraphQLTransportWSCommunicator) ->
     @database_sync_to_async
     def write() -> None:
         with pytest.raises(RuntimeError), transaction.atomic():
-            _rename(1, "rolled back")
+            rename(1, "rolled back")
             raise RuntimeError("abort")
 
     await write()
     assert await client.nothing(0.3)
     # The subscription still works afterwards.
-    await database_sync_to_async(_rename)(1, "after rollback")
+    await database_sync_to_async(rename)(1, "after rollback")
     assert await username_seen(client, op) == "after rollback"
 
 
@@ -72,10 +59,10 @@ async def test_a_rolled_back_savepoint_inside_a_committed_transaction_sends_noth
     @database_sync_to_async
     def write() -> None:
         with transaction.atomic():
-            _rename(1, "outer")
+            rename(1, "outer")
             try:
                 with transaction.atomic():
-                    _rename(2, "inner, rolled back")
+                    rename(2, "inner, rolled back")
                     raise RuntimeError("abort savepoint")
             except RuntimeError:
                 pass
@@ -94,7 +81,7 @@ async def test_a_committed_savepoint_inside_a_rolled_back_transaction_sends_noth
     def write() -> None:
         with pytest.raises(RuntimeError), transaction.atomic():
             with transaction.atomic():
-                _rename(1, "inner committed")
+                rename(1, "inner committed")
             raise RuntimeError("abort outer")
 
     await write()
@@ -109,10 +96,10 @@ async def test_a_rolled_back_savepoint_after_a_save_delivers_the_committed_state
     @database_sync_to_async
     def write() -> None:
         with transaction.atomic():
-            _rename(1, "kept")
+            rename(1, "kept")
             try:
                 with transaction.atomic():
-                    _rename(1, "undone")
+                    rename(1, "undone")
                     raise RuntimeError("abort savepoint")
             except RuntimeError:
                 pass
@@ -131,7 +118,7 @@ async def test_several_saves_in_one_transaction_deliver_the_final_state(
     def write() -> None:
         with transaction.atomic():
             for n in range(10):
-                _rename(1, f"step {n}")
+                rename(1, f"step {n}")
 
     await write()
     # The batch is merged per instance: one message, the committed state.

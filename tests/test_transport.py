@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
 import pytest
@@ -22,9 +22,9 @@ from gql_observer.graphql.reads import READ_TASK
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from gql_observer.transport.connection import Connection
 from gql_observer.transport.operation import ADMIT_TASK
-
-from .conftest import SUBSCRIBE_USER, login_session, save_user, subscribe_user, wait_until
-from .support import runtime as live_runtime
+from tests.support import runtime as live_runtime
+from tests.support.users import SUBSCRIBE_USER, login_session, save_user, subscribe_user
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -38,9 +38,9 @@ def _tasks() -> int:
 
 
 async def test_an_observed_subscription_costs_no_task(
-    application: Any, users: list[User], settings: Any
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
-    settings.GQL_OBSERVER = {**settings.GQL_OBSERVER, "SUBSCRIBE_RATE": 10_000}
+    observer_settings(SUBSCRIBE_RATE=10_000)
     clients = []
     before = _tasks()
     for _ in range(10):

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import collections
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -22,16 +21,10 @@ from uvicorn.server import ServerState
 
 from gql_observer.transport import uvicorn as lean
 from gql_observer.transport.uvicorn import Inbox, WebSocketProtocol, WritableFlag
-
-from .conftest import wait_until
-from .test_resilience_slow_clients import (
-    STALLED_OPERATIONS,
-    LiveServer,
-    RawClient,
-    _create_user,
-    _save_many,
-    read_to_final,
-)
+from tests.support.servers import Servers, ThreadServer
+from tests.support.users import create_user, save_many
+from tests.support.waiting import wait_until
+from tests.support.ws_clients import STALLED_OPERATIONS, RawClient, read_to_final
 
 pytestmark = pytest.mark.uvicorn_protocol
 
@@ -159,10 +152,8 @@ async def _no_app(scope: Any, receive: Any, send: Any) -> None:
 
 # ---- through a real uvicorn ---------------------------------------------------------------
 @pytest.fixture
-def lean_server() -> Iterator[LiveServer]:
-    server = LiveServer(WebSocketProtocol).start()
-    yield server
-    server.stop()
+def lean_server(servers: Servers) -> ThreadServer:
+    return servers.in_thread(WebSocketProtocol)
 
 
 def _parsed_headers(protocol: Any) -> int:
@@ -171,17 +162,16 @@ def _parsed_headers(protocol: Any) -> int:
     return len(protocol.conn.parser.gi_frame.f_locals["request"].headers)
 
 
-def _websockets(server: LiveServer) -> list[Any]:
-    connections = server.server.server_state.connections
-    return [c for c in connections if isinstance(c, WebSocketsSansIOProtocol)]
+def _websockets(server: ThreadServer) -> list[Any]:
+    return [c for c in server.connections if isinstance(c, WebSocketsSansIOProtocol)]
 
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_subscription_served_through_it_gets_its_changes_and_its_connection_keeps_little(
-    lean_server: LiveServer,
+    lean_server: ThreadServer,
 ) -> None:
-    user = await asyncio.to_thread(_create_user)
-    async with websockets.connect(lean_server.url, subprotocols=["graphql-transport-ws"]) as ws:
+    user = await asyncio.to_thread(create_user)
+    async with websockets.connect(lean_server.ws, subprotocols=["graphql-transport-ws"]) as ws:
         assert ws.subprotocol == "graphql-transport-ws"
         await ws.send(json.dumps({"type": "connection_init"}))
         assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
@@ -205,7 +195,7 @@ async def test_a_subscription_served_through_it_gets_its_changes_and_its_connect
         scopes = [p.scope for p in _websockets(lean_server)]
         assert (b"sec-websocket-protocol", b"graphql-transport-ws") in scopes[0]["headers"]
 
-        name = await asyncio.to_thread(_save_many, user, 1)
+        name = await asyncio.to_thread(save_many, user, 1)
         update = json.loads(await asyncio.wait_for(ws.recv(), 10))
         assert update["payload"]["data"]["user"] == {
             "action": "update",
@@ -218,9 +208,9 @@ async def test_a_subscription_served_through_it_gets_its_changes_and_its_connect
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_handshake_without_a_known_subprotocol_is_closed_4406_through_it(
-    lean_server: LiveServer,
+    lean_server: ThreadServer,
 ) -> None:
-    async with websockets.connect(lean_server.url, subprotocols=["chat"]) as ws:
+    async with websockets.connect(lean_server.ws, subprotocols=["chat"]) as ws:
         with pytest.raises(websockets.ConnectionClosed):
             await asyncio.wait_for(ws.recv(), 10)
     assert ws.close_code == 4406 and ws.close_reason == "Subprotocol not acceptable"
@@ -228,9 +218,9 @@ async def test_a_handshake_without_a_known_subprotocol_is_closed_4406_through_it
 
 @pytest.mark.django_db(transaction=True)
 async def test_a_stalled_client_s_writes_wait_and_resume_through_it(
-    lean_server: LiveServer,
+    lean_server: ThreadServer,
 ) -> None:
-    user = await asyncio.to_thread(_create_user)
+    user = await asyncio.to_thread(create_user)
     stalled = RawClient(lean_server.port)
     ids = [f"s{n}" for n in range(STALLED_OPERATIONS)]
     await asyncio.to_thread(stalled.subscribe, ids, user)
@@ -238,7 +228,7 @@ async def test_a_stalled_client_s_writes_wait_and_resume_through_it(
     def writable() -> list[bool]:
         return [p.writable.is_set() for p in _websockets(lean_server)]
 
-    saving = asyncio.ensure_future(asyncio.to_thread(_save_many, user, 1000))
+    saving = asyncio.ensure_future(asyncio.to_thread(save_many, user, 1000))
     paused = False
     while not saving.done() and not paused:
         paused = False in await lean_server.on_loop(writable)

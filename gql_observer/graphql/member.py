@@ -185,6 +185,12 @@ class Member:
         """Whether a write is waiting for the socket."""
         return self._writer is not None
 
+    @property
+    def waiting(self) -> int:
+        """Frames waiting behind the write in progress: 0 or 1 (a newer frame
+        replaces the waiting one, counted in ``dropped``)."""
+        return int(self._next is not None)
+
     def push(self, payload: str, final: bool = False) -> None:
         """Write ``payload`` (an encoded ``next`` payload) now, or after the write in
         progress; latest wins, and nothing replaces a final one."""

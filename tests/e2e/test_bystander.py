@@ -5,13 +5,10 @@ server's memory stays bounded (``tests/support/bystander.py`` is the probe;
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from tests.support.bystander import percentile, probe
-
-from .conftest import DemoServer, start
+from tests.support.servers import Servers
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -23,9 +20,9 @@ RSS_GROWTH_BOUND = 200 * 1024 * 1024
 
 
 def test_a_bystanders_tiny_query_stays_fast_while_another_client_sends_the_worst_documents(
-    demo_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+    demo_env: dict[str, str], servers: Servers
 ) -> None:
-    server = start(servers, demo_env, tmp_path)
+    server = servers.demo(demo_env)
     assert server.process is not None
     report = probe(
         server.http,

@@ -19,7 +19,8 @@ import websockets
 from django.core import signing
 from django.utils.crypto import salted_hmac
 
-from .conftest import ROOT, DemoServer, start
+from tests.support.environment import ROOT
+from tests.support.servers import Servers
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,9 +45,9 @@ def get(url: str, accept: str = "text/html") -> tuple[int, str]:
 
 
 def test_debug_is_off_unless_the_environment_turns_it_on(
-    plain_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+    plain_env: dict[str, str], servers: Servers
 ) -> None:
-    server = start(servers, plain_env, tmp_path)
+    server = servers.demo(plain_env)
     base = f"http://127.0.0.1:{server.port}"
     status, page = get(f"{base}/no-such-page/")
     assert status == 404
@@ -55,7 +56,7 @@ def test_debug_is_off_unless_the_environment_turns_it_on(
     assert server.stop() == 0
 
     # scripts/demo.sh turns it on: Django's pages for developers, and GraphiQL.
-    debug = start(servers, {**plain_env, "DEBUG": "1"}, tmp_path)
+    debug = servers.demo({**plain_env, "DEBUG": "1"})
     status, page = get(f"http://127.0.0.1:{debug.port}/no-such-page/")
     assert "DEBUG=True" in page
     status, page = get(debug.http)
@@ -100,9 +101,9 @@ async def init(url: str, credential: str) -> dict[str, object] | tuple[int, str]
 
 
 async def test_tokens_signed_with_the_former_public_key_are_refused(
-    plain_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+    plain_env: dict[str, str], servers: Servers, tmp_path: Path
 ) -> None:
-    server = start(servers, plain_env, tmp_path)
+    server = servers.demo(plain_env)
     database = tmp_path / "demo.sqlite3"
     assert await init(server.ws, token(database, PUBLIC_KEY)) == (4403, "Forbidden")
     # The key this checkout made for itself, once, is every demo process's key.
@@ -121,10 +122,10 @@ async def test_tokens_signed_with_the_former_public_key_are_refused(
 
 
 async def test_a_secret_key_from_the_environment_is_the_one_used(
-    plain_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+    plain_env: dict[str, str], servers: Servers, tmp_path: Path
 ) -> None:
     env = {**plain_env, "SECRET_KEY": "a key of the environment's own"}
-    server = start(servers, env, tmp_path)
+    server = servers.demo(env)
     database = tmp_path / "demo.sqlite3"
     assert await init(server.ws, token(database, "a key of the environment's own")) == {
         "type": "connection_ack"

@@ -8,18 +8,16 @@ import asyncio
 import contextlib
 import json
 import os
-import subprocess
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
 import websockets
 
-from .clients import open_subscription
-from .conftest import DemoServer, free_port, run_shell, start
+from tests.support.servers import DemoServer, RedisServer, Servers, run_shell
+from tests.support.waiting import wait_until
+from tests.support.ws_clients import open_subscription
 
 pytestmark = [pytest.mark.redis, pytest.mark.timeout(180)]
 
@@ -27,67 +25,6 @@ SUBSCRIPTION = """subscription ($pk: ID!) {
   user(pk: $pk) { action responseStatus resync data { id username } }
 }"""
 RENAME = "mutation ($pk: ID!, $name: String!) { updateUser(pk: $pk, username: $name) { id } }"
-
-
-class OwnRedis:
-    """A ``redis-server`` on a free loopback port, stopped and started at will."""
-
-    def __init__(self, log: Path) -> None:
-        self.port = free_port()
-        self.log = log
-        self.process: subprocess.Popen[bytes] | None = None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self, timeout: float = 10) -> None:
-        with self.log.open("ab") as out:
-            self.process = subprocess.Popen(
-                [
-                    "redis-server",
-                    "--port",
-                    str(self.port),
-                    "--bind",
-                    "127.0.0.1",
-                    "--save",
-                    "",
-                    "--appendonly",
-                    "no",
-                    "--daemonize",
-                    "no",
-                ],
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        connection = redis.Redis.from_url(self.url)
-        deadline = time.monotonic() + timeout
-        try:
-            while True:
-                try:
-                    if connection.ping():
-                        return
-                except redis.ConnectionError:
-                    if time.monotonic() > deadline or self.process.poll() is not None:
-                        raise
-                    time.sleep(0.05)
-        finally:
-            connection.close()
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            self.process.wait(10)
-
-
-@pytest.fixture
-def own_redis(tmp_path: Path) -> Iterator[OwnRedis]:
-    server = OwnRedis(tmp_path / "redis.log")
-    server.start()
-    yield server
-    if server.process is not None and server.process.poll() is None:
-        server.process.kill()
-        server.process.wait()
 
 
 class Watcher:
@@ -134,16 +71,6 @@ class Watcher:
         await self.ws.close()
 
 
-async def wait_until(condition: Any, timeout: float, what: str) -> float:
-    """Poll ``condition`` until it holds; the seconds it took."""
-    began = time.monotonic()
-    while not condition():
-        if time.monotonic() - began > timeout:
-            raise AssertionError(f"not within {timeout}s: {what}")
-        await asyncio.sleep(0.05)
-    return time.monotonic() - began
-
-
 def rename(server: DemoServer, pk: int, name: str) -> float:
     """Rename a user through the server's mutation; the seconds it took."""
     began = time.monotonic()
@@ -155,9 +82,8 @@ def rename(server: DemoServer, pk: int, name: str) -> float:
 @pytest.mark.parametrize("layer", ["core", "pubsub"])
 async def test_subscribers_get_the_committed_state_after_redis_stops_and_comes_back(
     demo_env: dict[str, str],
-    servers: list[DemoServer],
-    tmp_path: Path,
-    own_redis: OwnRedis,
+    servers: Servers,
+    own_redis: RedisServer,
     layer: str,
 ) -> None:
     env = {
@@ -172,7 +98,7 @@ async def test_subscribers_get_the_committed_state_after_redis_stops_and_comes_b
     # RedisPubSubChannelLayer's receive never fails: only a probe that cannot
     # be sent reveals the outage, so it lasts longer than two probe intervals.
     outage = 3.0 if layer == "core" else 7.0
-    server = start(servers, env, tmp_path)
+    server = servers.demo(env)
     watchers = [
         await Watcher.open(server.ws, 1),
         await Watcher.open(server.ws, 1),
@@ -224,15 +150,14 @@ async def test_subscribers_get_the_committed_state_after_redis_stops_and_comes_b
     assert set().union(*(w.actions for w in watchers)) == {"update"}
     # No writer waited on the broker: every request answered quickly.
     assert max(durations) < 2.0, sorted(durations)[-5:]
-    server_log = tmp_path / "server-0.log"
     # The hub noticed and resynchronised: at once on RedisChannelLayer (its
     # receive fails), at the first probe back on the pub/sub layer.
     await wait_until(
-        lambda: "Channel layer back" in server_log.read_text(), 10, "the hub's recovery log"
+        lambda: "Channel layer back" in server.log.read_text(), 10, "the hub's recovery log"
     )
     if layer == "pubsub":
         await wait_until(lambda: all(w.resyncs for w in watchers), 10, "a resync for everyone")
-    log = server_log.read_text()
+    log = server.log.read_text()
     assert "Exception in ASGI application" not in log, log
     for watcher in watchers:
         await watcher.close()
@@ -244,7 +169,7 @@ async def test_subscribers_get_the_committed_state_after_redis_stops_and_comes_b
 
 
 async def test_subscribers_recover_when_redis_forgets_the_group_memberships(
-    demo_env: dict[str, str], servers: list[DemoServer], tmp_path: Path, own_redis: OwnRedis
+    demo_env: dict[str, str], servers: Servers, own_redis: RedisServer
 ) -> None:
     # FLUSHALL is a restart without a broken connection: no receive fails,
     # only the hub's probe can notice that nothing reaches it any more.
@@ -256,7 +181,7 @@ async def test_subscribers_recover_when_redis_forgets_the_group_memberships(
         # would come: only the lost memberships stand between them and the subscriber.
         "DELIVER_IN_PROCESS": "0",
     }
-    server = start(servers, env, tmp_path)
+    server = servers.demo(env)
     watcher = await Watcher.open(server.ws, 1)
     await asyncio.to_thread(rename, server, 1, "before flush")
     await wait_until(lambda: watcher.last == "before flush", 10, "delivered before")
@@ -269,7 +194,7 @@ async def test_subscribers_recover_when_redis_forgets_the_group_memberships(
     assert watcher.closed is None
     # The subscriber is told: the state came from a resync, not from its event.
     assert watcher.resyncs >= 1, watcher.actions
-    log = (tmp_path / "server-0.log").read_text()
+    log = server.log.read_text()
     assert "did not deliver this process's probe" in log, log
     await watcher.close()
     assert server.stop() == 0
@@ -299,11 +224,11 @@ def _seq(name: str) -> int:
 
 @pytest.mark.timeout(SOAK_SECONDS + 120)
 async def test_two_servers_deliver_random_saves_from_a_shell_in_order_and_end_equal_to_the_db(
-    demo_env: dict[str, str], servers: list[DemoServer], tmp_path: Path, own_redis: OwnRedis
+    demo_env: dict[str, str], servers: Servers, own_redis: RedisServer
 ) -> None:
     env = {**demo_env, "REDIS_URL": own_redis.url, "CHANNELS_PREFIX": f"soak{os.getpid()}"}
-    first = start(servers, env, tmp_path)
-    second = start(servers, env, tmp_path)
+    first = servers.demo(env)
+    second = servers.demo(env)
     watchers = [
         await Watcher.open(server.ws, pk)
         for server in (first, second)

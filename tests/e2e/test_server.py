@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,8 +13,9 @@ import websockets
 from gql import Client, GraphQLRequest
 from gql.transport.websockets import WebsocketsTransport
 
-from .clients import open_subscription
-from .conftest import REDIS_URL, DemoServer, run_shell, start
+from tests.support.environment import E2E_REDIS_URL
+from tests.support.servers import DemoServer, Servers, run_shell
+from tests.support.ws_clients import open_subscription
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -47,9 +47,9 @@ async def raw_next(ws: Any, timeout: float = 10) -> dict[str, Any]:
 
 
 async def test_the_seed_walk_through_with_python_gql(
-    demo_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+    demo_env: dict[str, str], servers: Servers
 ) -> None:
-    server = start(servers, demo_env, tmp_path)
+    server = servers.demo(demo_env)
     query = await asyncio.to_thread(
         server.post,
         "{ user(pk: 1, requestId: 1550050) { action errors responseStatus "
@@ -102,12 +102,12 @@ async def test_the_seed_walk_through_with_python_gql(
 @pytest.mark.redis
 @pytest.mark.parametrize("layer", ["core", "pubsub"])
 async def test_a_shell_save_reaches_subscribers_of_two_servers_through_redis(
-    redis_env: dict[str, str], servers: list[DemoServer], tmp_path: Path, layer: str
+    redis_env: dict[str, str], servers: Servers, layer: str
 ) -> None:
     # Both channels_redis layers: RedisChannelLayer and RedisPubSubChannelLayer.
     redis_env = {**redis_env, "REDIS_LAYER": layer}
-    first = start(servers, redis_env, tmp_path)
-    second = start(servers, redis_env, tmp_path)  # the database is already migrated
+    first = servers.demo(redis_env)
+    second = servers.demo(redis_env)  # the database is already migrated
     on_first = await raw_subscribe(first.ws, 1, 1)
     on_second = await raw_subscribe(second.ws, 1, 2)
     # The shell exits right after save(): publishing finished before it returned.
@@ -142,9 +142,9 @@ async def test_a_shell_save_reaches_subscribers_of_two_servers_through_redis(
 
 @pytest.mark.redis
 async def test_an_idle_subscription_keeps_working_with_redis(
-    redis_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+    redis_env: dict[str, str], servers: Servers
 ) -> None:
-    server = start(servers, redis_env, tmp_path)
+    server = servers.demo(redis_env)
     ws = await raw_subscribe(server.ws, 1, "idle")
     # Longer than redis-py's 5 s read timeout and channels_redis's 5 s BZPOPMIN,
     # twice: an idle receive must survive (channels_redis #422).
@@ -152,24 +152,24 @@ async def test_an_idle_subscription_keeps_working_with_redis(
     await asyncio.to_thread(run_shell, redis_env, RENAME_IN_SHELL.format(pk=1, name="after idle"))
     assert (await raw_next(ws))["data"]["username"] == "after idle"
     await ws.close()
-    log = (tmp_path / "server-0.log").read_text()
+    log = server.log.read_text()
     assert "Traceback" not in log, log
 
 
 @pytest.mark.redis
 async def test_sigterm_closes_clients_and_leaves_no_group_membership(
-    redis_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+    redis_env: dict[str, str], servers: Servers
 ) -> None:
-    server = start(servers, redis_env, tmp_path)
+    server = servers.demo(redis_env)
     ws = await raw_subscribe(server.ws, 1, "bye")
-    connection = redis.Redis.from_url(REDIS_URL)
+    connection = redis.Redis.from_url(E2E_REDIS_URL)
     group_key = f"{redis_env['CHANNELS_PREFIX']}:group:gqlobs.auth.user.1"
     assert connection.zcard(group_key) == 1
     assert await asyncio.to_thread(server.stop) == 0
     with pytest.raises(websockets.ConnectionClosed):
         await asyncio.wait_for(ws.recv(), 10)
     assert connection.zcard(group_key) == 0
-    log = (tmp_path / "server-0.log").read_text()
+    log = server.log.read_text()
     assert "Task was destroyed" not in log and "Traceback" not in log, log
     connection.close()
 
@@ -208,10 +208,10 @@ NOTE = "subscription ($pk: ID!) { note(pk: $pk) { action responseStatus data { t
 
 @pytest.mark.redis
 async def test_the_server_refuses_bad_handshakes_and_frames_and_keeps_serving(
-    redis_env: dict[str, str], servers: list[DemoServer], tmp_path: Path
+    redis_env: dict[str, str], servers: Servers
 ) -> None:
     env = {**redis_env, "CSRF_TRUSTED_ORIGINS": "http://localhost:3000"}
-    http = ws_server = start(servers, env, tmp_path)
+    http = ws_server = servers.demo(env)
     base = f"ws://127.0.0.1:{ws_server.port}"
     with pytest.raises(websockets.InvalidStatus) as other_path:
         await websockets.connect(f"{base}/elsewhere/", subprotocols=["graphql-transport-ws"])

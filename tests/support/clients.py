@@ -14,6 +14,10 @@ from django.db.backends import utils
 from gql_observer import issue_token
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
+__all__ = ["PONG", "Queries", "connect", "library_queries", "next_after_ping"]
+
+PONG = {"type": "pong"}
+
 
 async def connect(
     application: Any, user: User | None = None, params: dict[str, Any] | None = None
@@ -26,6 +30,17 @@ async def connect(
         payload["token"] = await database_sync_to_async(issue_token)(user)
     await client.init(payload or None)
     return client
+
+
+async def next_after_ping(client: GraphQLTransportWSCommunicator) -> dict[str, Any]:
+    """Send a ping; the next message the client receives. :data:`PONG`, unless the
+    server had sent something before it answered: what it sent earlier comes
+    first. Once whatever could send a frame is known to be done with it (another
+    subscriber of its watch got its own frame of the event, or the watch ended),
+    this proves deterministically that no frame came, where a quiet spell of
+    ``nothing()`` can miss a late one."""
+    await client.send({"type": "ping"})
+    return await client.receive()
 
 
 class Queries:

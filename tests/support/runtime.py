@@ -1,12 +1,16 @@
-"""The running event loop's runtime, as tests look at it: its hub and watches."""
+"""The running event loop's runtime, as tests look at it: its hub and watches; and
+what the process's publisher has sent."""
 
 from __future__ import annotations
 
 from collections.abc import Hashable
 from typing import Any
 
+from gql_observer.changes.outbox import outbox
 from gql_observer.fanout.hub import Hub
 from gql_observer.graphql import runtime
+
+__all__ = ["hub", "published", "reading", "started_hub", "watches"]
 
 
 def hub() -> Hub:
@@ -30,3 +34,9 @@ def reading() -> int:
     """Kinds of coalesced reads going on in the running loop."""
     current = runtime.running()
     return 0 if current is None else len(current.reads)
+
+
+def published() -> int:
+    """Messages the process's publisher has sent to the channel layer so far."""
+    publisher = outbox.publisher
+    return 0 if publisher is None else publisher.sent
