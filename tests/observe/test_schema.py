@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-SNAPSHOT = Path(__file__).parent / "snapshots" / "schema.graphql"
+SNAPSHOT = Path(__file__).parents[1] / "snapshots" / "schema.graphql"
 
 
 def test_the_schema_matches_its_snapshot() -> None:

@@ -13,7 +13,7 @@ happens after they subscribed (saves, a user deactivated, a password changed,
 a note given to someone else, a delete). The cohorts this replaced failed it at
 once: its first failing example, kept below, is an anonymous subscriber
 subscribing after a signed-in one with the same document and variables and
-receiving the gated ``email`` (``tests/test_sharing.py`` names each case).
+receiving the gated ``email`` (``tests/graphql/test_sharing.py`` names each case).
 """
 
 from __future__ import annotations
