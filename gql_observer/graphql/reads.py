@@ -15,7 +15,7 @@ from strawberry import Info
 from gql_observer.core.conf import Settings
 from gql_observer.core.db import retrying, unit_of_work
 from gql_observer.graphql.rows import has_get_queryset, rows
-from gql_observer.graphql.viewers import Viewer, check_many
+from gql_observer.graphql.viewers import UserRows, Viewer, check_many
 from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = ["READ_TASK", "Batch", "Reads"]
@@ -127,6 +127,7 @@ class Reads:
         self.window = settings.read_batch_window
         self.retry_window = settings.read_retry_window
         self._batches: dict[Hashable, Batch[Any]] = {}
+        self._users = UserRows()
 
     def __len__(self) -> int:
         """Kinds of reads going on."""
@@ -165,7 +166,9 @@ class Reads:
         return batch.ask(value)
 
     def _checks(self) -> Batch[Any]:
-        batch: Batch[Any] = self.batch(("viewers",), lambda: check_many, "viewers of")
+        batch: Batch[Any] = self.batch(
+            ("viewers",), lambda: partial(check_many, users=self._users), "viewers of"
+        )
         return batch
 
     def check(self, viewer: Viewer) -> asyncio.Future[Any]:

@@ -4,14 +4,19 @@ every viewer asked about at once)."""
 
 from __future__ import annotations
 
+import datetime
+import decimal
 import time
-from collections.abc import Callable, Hashable, Mapping
+import uuid
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from importlib import import_module
 from typing import Any, Final
 
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
+from django.db.models import Model
+from django.db.models.base import ModelState
 from django.utils import timezone
 from strawberry import Info
 
@@ -21,6 +26,7 @@ __all__ = [
     "CHECK_KEY",
     "CREDENTIAL_KEY",
     "EXPIRES_KEY",
+    "UserRows",
     "Viewer",
     "check_many",
     "set_credential",
@@ -146,7 +152,73 @@ def _sessions(keys: set[str]) -> dict[str, dict[str, Any]]:
     return {key: store_class(key).load() for key in keys}
 
 
-def check_many(viewers: list[Viewer]) -> dict[Viewer, Any]:
+#: Field values a user row may hold for its instance to be rebuilt from a copy of
+#: another's ``__dict__`` (nothing a hook could change in place and so share).
+_IMMUTABLE = (
+    str,
+    int,
+    float,
+    bool,
+    bytes,
+    decimal.Decimal,
+    uuid.UUID,
+    datetime.datetime,
+    datetime.date,
+    datetime.time,
+    datetime.timedelta,
+    type(None),
+)
+
+
+class UserRows:
+    """The users of the viewers asked about, as the database has them now: one
+    query for all of them, and a new instance of each on every call.
+
+    Building 1,000 users through the ORM costs more than reading them; a user
+    whose row is what it was last time is rebuilt from the values of the last
+    build (a new object, so nothing a hook cached on last event's user, such as
+    ``has_perm``'s caches, survives). Only the users asked about in the last
+    call are remembered."""
+
+    __slots__ = ("_known",)
+
+    def __init__(self) -> None:
+        self._known: dict[Any, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
+
+    def __call__(self, pks: Iterable[Any]) -> dict[Any, Any]:
+        model = get_user_model()
+        names = [f.attname for f in model._meta.concrete_fields]
+        pk_index = names.index(model._meta.pk.attname)
+        queryset = model._default_manager.filter(pk__in=list(pks))
+        known, self._known = self._known, {}
+        users: dict[Any, Any] = {}
+        for row in queryset.values_list(*names):
+            pk = row[pk_index]
+            last = known.get(pk)
+            if last is not None and last[0] == row and last[1] is not None:
+                user = _rebuilt(model, queryset.db, last[1])
+                self._known[pk] = last
+            else:
+                user = model.from_db(queryset.db, names, row)
+                plain = all(isinstance(v, _IMMUTABLE) for v in row)
+                values = {k: v for k, v in user.__dict__.items() if k != "_state"}
+                self._known[pk] = (row, values if plain else None)
+            users[pk] = user
+        return users
+
+
+def _rebuilt(model: type[Model], db: str | None, values: dict[str, Any]) -> Model:
+    # What Model.from_db gives for these values, without Model.__init__.
+    user = model.__new__(model)
+    user.__dict__.update(values)
+    state = ModelState()
+    state.db = db
+    state.adding = False
+    user._state = state
+    return user
+
+
+def check_many(viewers: list[Viewer], users: UserRows | None = None) -> dict[Viewer, Any]:
     """Each viewer's user as the database has it now; ``None`` for a viewer who is
     no longer who they were (deactivated, deleted, logged out, token expired or
     revoked). One query for all the users, one for all database sessions."""
@@ -162,7 +234,7 @@ def check_many(viewers: list[Viewer]) -> dict[Viewer, Any]:
             waiting.setdefault(viewer.user.pk, []).append(viewer)
     if not waiting:
         return checked
-    fresh = {u.pk: u for u in get_user_model()._default_manager.filter(pk__in=list(waiting))}
+    fresh = (users or UserRows())(waiting)
     sessions = _sessions({v.session_key for vs in waiting.values() for v in vs if v.session_key})
     for pk, group in waiting.items():
         user = fresh.get(pk)
