@@ -107,6 +107,11 @@ class Query:
     def ping(self) -> str:
         return "pong"
 
+    @strawberry.field
+    def broken(self) -> str:
+        """The server's own failure (a bug in a resolver)."""
+        raise RuntimeError("a bug in a resolver")
+
 
 @functools.cache
 def application(*, counting: bool = False) -> Any:
