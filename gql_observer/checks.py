@@ -1,10 +1,12 @@
 """Django system checks of gql_observer's configuration (``manage.py check``,
 and every ``runserver``/``migrate``): a wrong ``GQL_OBSERVER``, a channel-layer
-alias that does not exist, and the in-memory channel layer outside ``DEBUG``."""
+alias that does not exist, the in-memory channel layer outside ``DEBUG``, and a
+``GRAPHIQL_ASSETS_DIR`` without GraphiQL's assets."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, Final
 
 from channels.layers import InMemoryChannelLayer
@@ -14,13 +16,21 @@ from django.core.checks import CheckMessage, Error, Tags, Warning, register
 from django.utils.module_loading import import_string
 
 from gql_observer.core.conf import DEFAULTS, problems
+from gql_observer.transport.graphiql import missing_assets
 
-__all__ = ["BAD_SETTINGS", "IN_MEMORY_LAYER", "MISSING_LAYER", "check_settings"]
+__all__ = [
+    "BAD_SETTINGS",
+    "IN_MEMORY_LAYER",
+    "MISSING_ASSETS",
+    "MISSING_LAYER",
+    "check_settings",
+]
 
 #: The ids of gql_observer's checks.
 BAD_SETTINGS: Final = "gql_observer.E001"
 MISSING_LAYER: Final = "gql_observer.E002"
 IN_MEMORY_LAYER: Final = "gql_observer.W001"
+MISSING_ASSETS: Final = "gql_observer.W002"
 
 
 @register(Tags.compatibility)
@@ -64,6 +74,18 @@ def check_settings(
                 f"SILENCED_SYSTEM_CHECKS = [{IN_MEMORY_LAYER!r}] if you run exactly one.",
                 obj="settings.CHANNEL_LAYERS",
                 id=IN_MEMORY_LAYER,
+            )
+        )
+    assets = options.get("GRAPHIQL_ASSETS_DIR")
+    missing = missing_assets(Path(assets)) if assets else []
+    if missing:
+        found.append(
+            Warning(
+                f"GQL_OBSERVER['GRAPHIQL_ASSETS_DIR'] ({assets}) lacks {', '.join(missing)}: "
+                "GraphiQL stays on 'Loading...'.",
+                hint=f"Run `python manage.py gql_observer_graphiql_assets --dir {assets}`.",
+                obj="settings.GQL_OBSERVER",
+                id=MISSING_ASSETS,
             )
         )
     return found
