@@ -18,7 +18,7 @@ from tests.support import runtime as live
 from tests.support import schema as support
 from tests.support.clients import connect, library_queries
 
-pytestmark = pytest.mark.django_db(transaction=True)
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
 
 SHELF = "data { id title owner { username notes { title owner { username } } } }"
 BOOK = f"subscription ($pk: ID!) {{ book(pk: $pk) {{ action {SHELF} }} }}"
