@@ -10,6 +10,7 @@ against the hash the page names.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import mimetypes
@@ -119,7 +120,7 @@ class GraphiQLAssetsConsumer(AsyncHttpConsumer):  # type: ignore[misc]
         if asset not in self.served or not file.is_file():
             await self.send_response(404, b"Not found", headers=[(b"Content-Type", b"text/plain")])
             return
-        data = file.read_bytes()
+        data = await asyncio.to_thread(file.read_bytes)  # up to 1 MB: off the event loop
         kind = _TYPES.get(file.suffix) or mimetypes.guess_type(file.name)[0] or "text/plain"
         headers = [
             (b"Content-Type", kind.encode()),
