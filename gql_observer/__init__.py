@@ -20,6 +20,7 @@ from gql_observer.graphql.documents import PreparedDocuments
 from gql_observer.graphql.execution import EventScopedExecutionContext
 from gql_observer.graphql.runtime import hub_stats
 from gql_observer.graphql.schema import (
+    Schema,
     build_schema,
     default_extensions,
     query_type,
@@ -36,6 +37,7 @@ __all__ = [
     "EventScopedExecutionContext",
     "ObservedDefinition",
     "PreparedDocuments",
+    "Schema",
     "Settings",
     "build_schema",
     "default_extensions",

@@ -1,6 +1,6 @@
 """Settings of the demo project; ``DATABASE_URL``, ``REDIS_URL``, ``REDIS_LAYER``,
-``ALLOWED_HOSTS``, ``CSRF_TRUSTED_ORIGINS``, ``DEBUG`` and ``SECRET_KEY`` come from
-the environment.
+``ALLOWED_HOSTS``, ``CSRF_TRUSTED_ORIGINS``, ``DEBUG``, ``SECRET_KEY`` and
+``GRAPHIQL_ASSETS_DIR`` / ``GRAPHIQL_ASSETS_URL`` come from the environment.
 
 What people copy from a demo must be safe: ``DEBUG`` is off unless the
 environment turns it on (``scripts/demo.sh`` does, for GraphiQL), and without a
@@ -82,6 +82,9 @@ DATABASES = {
     )
 }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+# `python -m schema_examples gql_observer_graphiql_assets` fetches GraphiQL's assets
+# into STATIC_ROOT/gql_observer/graphiql; GRAPHIQL_ASSETS_DIR=<that> serves them.
+STATIC_ROOT = VAR / "static"
 
 
 def channel_layers(redis_url: str | None, kind: str = "core") -> dict[str, Any]:
@@ -119,6 +122,9 @@ GQL_OBSERVER = {
     "SCHEMA": "schema_examples.schema.schema",
     # "0": every change, the server's own mutations' too, goes through the channel layer.
     "DELIVER_IN_PROCESS": os.environ.get("DELIVER_IN_PROCESS", "1") != "0",
+    # GraphiQL without internet: its assets from this server (or from another host).
+    "GRAPHIQL_ASSETS_DIR": os.environ.get("GRAPHIQL_ASSETS_DIR") or None,
+    "GRAPHIQL_ASSETS_URL": os.environ.get("GRAPHIQL_ASSETS_URL") or None,
 }
 
 USE_TZ = True

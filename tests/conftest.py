@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable, Iterator
+from io import StringIO
 from pathlib import Path
 from typing import Any
 
@@ -123,3 +124,16 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
     started = Servers(tmp_path)
     yield started
     started.close()
+
+
+@pytest.fixture(scope="session")
+def graphiql_assets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """GraphiQL's assets, fetched from the npm registry once per session by
+    ``manage.py gql_observer_graphiql_assets`` (the registry must be reachable)."""
+    from django.core.management import call_command
+
+    directory = tmp_path_factory.mktemp("graphiql-assets")
+    call_command(
+        "gql_observer_graphiql_assets", dir=str(directory), stdout=StringIO(), stderr=StringIO()
+    )
+    return directory

@@ -63,6 +63,8 @@ class Settings:
     graphiql: bool | None = None
     #: Base URL of GraphiQL's assets; ``None``: strawberry's defaults.
     graphiql_assets_url: str | None = None
+    #: Directory of GraphiQL's assets, served from the GraphQL path's origin.
+    graphiql_assets_dir: str | None = None
     #: Introspection allowed; ``None``: follow ``DEBUG``.
     introspection: bool | None = None
     #: Dotted path of the token authenticator.

@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.core.exceptions import ObjectDoesNotExist, PermissionDenied, ValidationError
 from graphql import GraphQLError
 
-__all__ = ["ClientError", "should_mask"]
+__all__ = ["ClientError", "is_client_mistake", "should_mask"]
 
 
 class ClientError(Exception):
@@ -26,3 +26,10 @@ def should_mask(error: GraphQLError) -> bool:
     if original is None or isinstance(original, GraphQLError):
         return False
     return not isinstance(original, _PUBLIC)
+
+
+def is_client_mistake(error: GraphQLError) -> bool:
+    """Whether ``error`` is the client's doing (a syntax error, a document that does
+    not validate, variables that do not fit, an error written for clients) rather
+    than the server's own failure: the former is logged without a traceback."""
+    return not should_mask(error)

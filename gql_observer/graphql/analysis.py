@@ -52,6 +52,7 @@ from gql_observer.core.conf import get_settings
 from gql_observer.graphql import documents
 from gql_observer.graphql.completion import observed_definition
 from gql_observer.graphql.execution import EventScopedExecutionContext
+from gql_observer.graphql.relations import NOT_PLANNED
 from gql_observer.graphql.shapes import Shape, compile_shape
 from gql_observer.observe.definition import ObservedDefinition
 
@@ -109,6 +110,7 @@ class Analysis:
         "holes",
         "masks",
         "operation_name",
+        "read_plan",
         "root_node",
         "schema",
         "shape",
@@ -141,6 +143,9 @@ class Analysis:
         self.shape_key: Hashable = None
         #: Where this document's holes are resolved (``gql_observer.watch``).
         self.holes: Any = None
+        #: The relations each event's read fetches for this document
+        #: (:mod:`gql_observer.graphql.relations`), worked out by its first subscriber.
+        self.read_plan: Any = NOT_PLANNED
 
     def executor(self, context: Any, variables: dict[str, Any] | None, root_value: Any) -> Any:
         """A graphql-core executor of this operation with one subscriber's context

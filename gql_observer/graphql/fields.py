@@ -25,6 +25,7 @@ from gql_observer.graphql.envelope import (
     envelope,
     envelope_type,
 )
+from gql_observer.graphql.relations import plan_read
 from gql_observer.graphql.rows import deleted_instance, normalize_pk
 from gql_observer.graphql.runtime import current
 from gql_observer.graphql.viewers import viewer_of
@@ -41,7 +42,10 @@ def query_field(definition: ObservedDefinition) -> StrawberryField:
         value = normalize_pk(definition, pk)
         verdict = Verdict(NOT_FOUND)
         if value is not None:
-            verdict = await read(current().reads, definition, info, viewer_of(info), value)
+            plan = plan_read(definition, info)
+            verdict = await read(
+                current().reads, definition, info, viewer_of(info), value, plan=plan
+            )
         if verdict.status != OK:
             return refusal(definition, Action.RETRIEVE, verdict.status, request_id)
         return envelope(definition, Action.RETRIEVE, OK, request_id, verdict.instance)
@@ -100,9 +104,13 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
                 yield refusal(definition, Action.SUBSCRIBE_INSTANCE, verdict.status, request_id)
                 return
             yield envelope(definition, Action.SUBSCRIBE_INSTANCE, CREATED, request_id)
+            # The relations every event reads, planned once for this operation.
+            plan = plan_read(definition, info)
 
             async def reread() -> Verdict:
-                return await read(reads, definition, info, viewer, instance_pk, by_pk=True)
+                return await read(
+                    reads, definition, info, viewer, instance_pk, by_pk=True, plan=plan
+                )
 
             while True:
                 delivery = await subscription.next()

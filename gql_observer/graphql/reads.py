@@ -14,6 +14,7 @@ from strawberry import Info
 
 from gql_observer.core.conf import Settings
 from gql_observer.core.db import retrying, unit_of_work
+from gql_observer.graphql.relations import ReadPlan, merge
 from gql_observer.graphql.rows import has_get_queryset, rows
 from gql_observer.graphql.viewers import UserRows, Viewer, check_many
 from gql_observer.observe.definition import ObservedDefinition
@@ -38,15 +39,26 @@ class Batch(Generic[V]):
 
     An ask names one value (:meth:`ask`) or many (:meth:`ask_all`, one future
     for all of them: a thousand viewers of one event cost one future, not a
-    thousand)."""
+    thousand). A fetch of rows reads the relations every ask of it planned
+    (:mod:`gql_observer.graphql.relations`)."""
 
-    __slots__ = ("_task", "fetch", "key", "label", "owner", "pending", "running", "waiting")
+    __slots__ = (
+        "_task",
+        "fetch",
+        "key",
+        "label",
+        "owner",
+        "pending",
+        "plans",
+        "running",
+        "waiting",
+    )
 
     def __init__(
         self,
         owner: Reads,
         key: Hashable,
-        fetch: Callable[[list[Any]], dict[Any, V]],
+        fetch: Callable[[list[Any], ReadPlan | None], dict[Any, V]],
         label: str,
     ) -> None:
         self.owner = owner
@@ -55,14 +67,18 @@ class Batch(Generic[V]):
         self.label = label
         #: The values the next fetch reads (an ordered set).
         self.pending: dict[Any, None] = {}
+        #: The relations the next fetch reads, by plan (an ordered set).
+        self.plans: dict[ReadPlan, None] = {}
         #: Who waits for the next fetch: (the values, whether it asked for many, future).
         self.waiting: list[tuple[Any, bool, asyncio.Future[Any]]] = []
         self.running = False
         self._task: asyncio.Task[None] | None = None
 
-    def ask(self, value: Any) -> asyncio.Future[V]:
-        """The answer for ``value``."""
+    def ask(self, value: Any, plan: ReadPlan | None = None) -> asyncio.Future[V]:
+        """The answer for ``value`` (with the relations ``plan`` reads)."""
         self.pending[value] = None
+        if plan is not None:
+            self.plans[plan] = None
         return self._wait(value, False)
 
     def ask_all(self, values: Iterable[Any]) -> asyncio.Future[dict[Any, V]]:
@@ -91,12 +107,13 @@ class Batch(Generic[V]):
             while self.waiting:
                 started = loop.time()
                 values, waiting = list(self.pending), self.waiting
-                self.pending, self.waiting = {}, []
+                plan = merge(self.plans)
+                self.pending, self.waiting, self.plans = {}, [], {}
                 try:
                     # While the database cannot be reached the batch waits; what is
                     # asked meanwhile is read by the next query.
                     answers = await retrying(
-                        partial(self.fetch, values), retry_window, "read", self.label
+                        partial(self.fetch, values, plan), retry_window, "read", self.label
                     )
                 except BaseException as error:
                     for _, _, future in waiting:
@@ -134,7 +151,10 @@ class Reads:
         return len(self._batches)
 
     def batch(
-        self, key: Hashable, fetch: Callable[[], Callable[[list[Any]], dict[Any, V]]], label: str
+        self,
+        key: Hashable,
+        fetch: Callable[[], Callable[[list[Any], ReadPlan | None], dict[Any, V]]],
+        label: str,
     ) -> Batch[V]:
         found: Batch[V] | None = self._batches.get(key)
         if found is None:
@@ -153,8 +173,10 @@ class Reads:
         viewer: Viewer,
         lookup: str,
         value: object,
+        plan: ReadPlan | None = None,
     ) -> asyncio.Future[Model | None]:
-        """The row whose ``lookup`` field is ``value``, as ``viewer`` sees the type's rows."""
+        """The row whose ``lookup`` field is ``value``, as ``viewer`` sees the type's
+        rows, with the relations ``plan`` reads."""
         # Rows depend on the viewer only through get_queryset: without one, every
         # viewer's event is answered by the same query and the same instance.
         scope = viewer.identity if has_get_queryset(definition) else None
@@ -163,11 +185,13 @@ class Reads:
             lambda: partial(rows, definition, info, lookup),
             definition.model._meta.label,
         )
-        return batch.ask(value)
+        return batch.ask(value, plan)
 
     def _checks(self) -> Batch[Any]:
         batch: Batch[Any] = self.batch(
-            ("viewers",), lambda: partial(check_many, users=self._users), "viewers of"
+            ("viewers",),
+            lambda: lambda viewers, _: check_many(viewers, self._users),
+            "viewers of",
         )
         return batch
 

@@ -10,6 +10,7 @@ from django.db import connections, router
 from django.db.models import Field, IntegerField, Model, QuerySet
 from strawberry import Info
 
+from gql_observer.graphql.relations import ReadPlan
 from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = ["deleted_instance", "has_get_queryset", "normalize_pk", "queryset", "rows"]
@@ -42,13 +43,20 @@ def normalize_pk(definition: ObservedDefinition, value: object) -> object | None
 
 
 def rows(
-    definition: ObservedDefinition, info: Info | None, lookup: str, values: list[object]
+    definition: ObservedDefinition,
+    info: Info | None,
+    lookup: str,
+    values: list[object],
+    plan: ReadPlan | None = None,
 ) -> dict[object, Model | None]:
     """The instances whose ``lookup`` field is one of ``values``, as the type's
-    queryset holds them: one query."""
+    queryset holds them: one query (and one per list ``plan`` prefetches)."""
     rows: dict[object, Model | None] = dict.fromkeys(values)
     try:
-        found = list(queryset(definition, info).filter(**{f"{lookup}__in": values}))
+        found_rows = queryset(definition, info).filter(**{f"{lookup}__in": values})
+        if plan is not None:
+            found_rows = plan.apply(found_rows)
+        found = list(found_rows)
     except (ValidationError, ValueError, TypeError):
         found = []
     for obj in found:

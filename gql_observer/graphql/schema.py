@@ -3,11 +3,13 @@ your own root types merged with them, and the safe default extensions."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Final
 
 import strawberry
 from django.conf import settings as django_settings
+from graphql import GraphQLError
 from strawberry.extensions import (
     DisableIntrospection,
     MaskErrors,
@@ -16,16 +18,52 @@ from strawberry.extensions import (
     QueryDepthLimiter,
 )
 from strawberry.tools import merge_types
+from strawberry.types import ExecutionContext
 from strawberry.types.field import StrawberryField
+from strawberry.utils.logging import StrawberryLogger
 
 from gql_observer.core.conf import get_settings
-from gql_observer.core.errors import should_mask
+from gql_observer.core.errors import is_client_mistake, should_mask
 from gql_observer.graphql.documents import PreparedDocuments
 from gql_observer.graphql.execution import EventScopedExecutionContext
 from gql_observer.graphql.fields import query_field, subscription_field
 from gql_observer.observe import registry
 
-__all__ = ["build_schema", "default_extensions", "query_type", "subscription_type"]
+__all__ = [
+    "CLIENT_LOGGER",
+    "Schema",
+    "build_schema",
+    "default_extensions",
+    "query_type",
+    "subscription_type",
+]
+
+#: The logger of clients' mistakes (at INFO, without a traceback).
+CLIENT_LOGGER: Final = "gql_observer.client"
+client_logger = logging.getLogger(CLIENT_LOGGER)
+
+
+class Schema(strawberry.Schema):
+    """strawberry's Schema, logging clients' mistakes (syntax errors, documents that
+    do not validate, variables that do not fit, :class:`ClientError` and the other
+    errors written for clients) at INFO on ``gql_observer.client``, without a
+    traceback; the server's own failures are logged as strawberry logs them (ERROR
+    on ``strawberry.execution``, with the traceback)."""
+
+    def process_errors(
+        self, errors: list[GraphQLError], execution_context: ExecutionContext | None = None
+    ) -> None:
+        for error in errors:
+            if is_client_mistake(error):
+                client_logger.info("%s", _one_line(error))
+            else:
+                StrawberryLogger.error(error, execution_context)
+
+
+def _one_line(error: GraphQLError) -> str:
+    where = ", ".join(f"{loc.line}:{loc.column}" for loc in error.locations or ())
+    path = ".".join(map(str, error.path or ()))
+    return " ".join(part for part in (error.message, f"at {where}" if where else "", path) if part)
 
 
 def _type(name: str, fields: dict[str, StrawberryField], doc: str) -> type[Any]:
@@ -51,8 +89,8 @@ def build_schema(
     subscription: type[Any] | None = None,
     types: Sequence[type[Any]] = (),
     **schema_options: Any,
-) -> strawberry.Schema:
-    """A strawberry Schema with your own root types plus every observed field.
+) -> Schema:
+    """A strawberry :class:`Schema` with your own root types plus every observed field.
 
     ``query``/``subscription`` are merged with the observed fields (a name
     clash is an error); everything in ``schema_options`` goes to
@@ -69,7 +107,7 @@ def build_schema(
     )
     schema_options.setdefault("extensions", default_extensions())
     schema_options.setdefault("execution_context_class", EventScopedExecutionContext)
-    return strawberry.Schema(
+    return Schema(
         query=root_query,
         mutation=mutation,
         subscription=root_subscription,

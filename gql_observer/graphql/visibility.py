@@ -27,6 +27,7 @@ from strawberry import Info
 from gql_observer.core.db import unit_of_work
 from gql_observer.graphql.envelope import NOT_FOUND, OK, UNAUTHORIZED
 from gql_observer.graphql.reads import Reads
+from gql_observer.graphql.relations import ReadPlan
 from gql_observer.graphql.rows import has_get_queryset
 from gql_observer.graphql.viewers import Viewer
 from gql_observer.observe.definition import ObservedDefinition
@@ -89,11 +90,12 @@ async def read(
     value: object,
     *,
     by_pk: bool = False,
+    plan: ReadPlan | None = None,
 ) -> Verdict:
     """Read the instance whose lookup field (or pk, ``by_pk``) equals ``value``,
-    as ``viewer`` may see it."""
+    as ``viewer`` may see it, with the relations ``plan`` reads."""
     lookup = "pk" if by_pk else definition.lookup
-    rows = reads.rows(definition, info, viewer, lookup, value)
+    rows = reads.rows(definition, info, viewer, lookup, value, plan)
     if not definition.scoped:
         return _public(await rows)
     user, row = await asyncio.gather(reads.check(viewer), rows)
@@ -106,25 +108,27 @@ async def verdicts(
     definition: ObservedDefinition,
     viewers: Mapping[Viewer, Info | None],
     pk: object,
+    plan: ReadPlan | None = None,
 ) -> dict[Viewer, Verdict]:
     """The verdict of each of ``viewers`` (with an ``Info`` of one of its operations,
     for ``get_queryset``) on the instance ``pk``: one read for every viewer (one
-    per distinct viewer for a type with ``get_queryset``), one check of them all."""
+    per distinct viewer for a type with ``get_queryset``), one check of them all;
+    each read with the relations ``plan`` reads."""
     if not viewers:
         return {}
     if not definition.scoped:
         viewer, info = next(iter(viewers.items()))
-        verdict = _public(await reads.rows(definition, info, viewer, "pk", pk))
+        verdict = _public(await reads.rows(definition, info, viewer, "pk", pk, plan))
         return dict.fromkeys(viewers, verdict)
     checks = reads.checks(viewers)
     if has_get_queryset(definition):
         rows = {
-            viewer: reads.rows(definition, info, viewer, "pk", pk)
+            viewer: reads.rows(definition, info, viewer, "pk", pk, plan)
             for viewer, info in viewers.items()
         }
     else:
         viewer, info = next(iter(viewers.items()))
-        shared = reads.rows(definition, info, viewer, "pk", pk)
+        shared = reads.rows(definition, info, viewer, "pk", pk, plan)
         rows = dict.fromkeys(viewers, shared)
     await asyncio.gather(checks, *set(rows.values()))
     users = checks.result()

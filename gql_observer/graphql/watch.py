@@ -23,6 +23,7 @@ from gql_observer.fanout.delivery import CLOSED, Delivery, Subscription, tick
 from gql_observer.graphql.analysis import Binding
 from gql_observer.graphql.envelope import NOT_FOUND, OK, Action
 from gql_observer.graphql.member import Member, Spec, spec
+from gql_observer.graphql.relations import NOT_PLANNED, ReadPlan, merge, plan_read
 from gql_observer.graphql.results import failure, payloads
 from gql_observer.graphql.rows import deleted_instance, has_get_queryset, normalize_pk
 from gql_observer.graphql.runtime import Runtime
@@ -51,6 +52,8 @@ class Watch:
         self.closed = False
         #: Subscriptions waiting for the hub to join the group, to be attached.
         self.arriving = 0
+        #: The relations each read fetches for the members (``NOT_PLANNED``: to merge).
+        self._plan: ReadPlan | None = NOT_PLANNED
         self.task = asyncio.ensure_future(self._run())
         self.task.set_name("gql_observer.watch")
 
@@ -58,11 +61,20 @@ class Watch:
         member.watch = self
         member.since = tick()
         self.members[id(member)] = member
+        self._plan = NOT_PLANNED
 
     def detach(self, member: Member) -> None:
-        self.members.pop(id(member), None)
+        if self.members.pop(id(member), None) is not None:
+            self._plan = NOT_PLANNED
         member.watch = None
         self.close_if_idle()
+
+    @property
+    def plan(self) -> ReadPlan | None:
+        """What every member's document reads of the instance's relations, merged."""
+        if self._plan is NOT_PLANNED:
+            self._plan = merge(m.analysis.read_plan for m in self.members.values())
+        return self._plan
 
     def close_if_idle(self) -> None:
         """Close once nobody is a member or about to become one."""
@@ -129,7 +141,10 @@ class Watch:
             seen = await deleted_verdicts(reads, definition, viewers, last)
             items = {v: spec(Action.DELETE, seen[v]) for v in viewers}
         else:
-            found = await delivery.read(self, lambda: verdicts(reads, definition, viewers, self.pk))
+            plan = self.plan
+            found = await delivery.read(
+                self, lambda: verdicts(reads, definition, viewers, self.pk, plan)
+            )
             items = {v: spec(Action.UPDATE, found[v], resync=delivery.resync) for v in viewers}
         await fan_out([(m, items[m.viewer]) for m in members if m.watch is self])
         for member in members:
@@ -206,6 +221,11 @@ async def _admit(
 ) -> None:
     if has_get_queryset(definition):
         member.info = member.make_info()
+    analysis = member.analysis
+    if analysis.read_plan is NOT_PLANNED:
+        # Once per document: its selection (which holds no directive and no
+        # argument on a relation where it plans any) is all the plan depends on.
+        analysis.read_plan = plan_read(definition, member.info or member.make_info())
     value = normalize_pk(definition, binding.pk)
     if value is None:
         await _refuse(member, NOT_FOUND)

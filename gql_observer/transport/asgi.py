@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import re
+from pathlib import Path
 from typing import Any
 
 from asgiref.sync import sync_to_async
@@ -39,6 +40,7 @@ from gql_observer.core.conf import get_settings
 from gql_observer.graphql import runtime
 from gql_observer.graphql.documents import prepare
 from gql_observer.graphql.viewers import set_credential
+from gql_observer.transport.graphiql import ASSETS_SEGMENT, CDN, GraphiQLAssetsConsumer
 from gql_observer.transport.guard import (
     AllowedHostsMiddleware,
     csrf_cookie,
@@ -59,7 +61,6 @@ logger = logging.getLogger(__name__)
 
 Scope = dict[str, Any]
 ASGIApp = Any
-_UNPKG = "https://unpkg.com"
 
 
 def _is_subscription(document: DocumentNode, operation_name: str | None) -> bool:
@@ -160,9 +161,13 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
     async def render_graphql_ide(self, request: Any) -> Any:
         """GraphiQL, with the CSRF cookie it sends back as ``X-CSRFToken``."""
         response = await super().render_graphql_ide(request)
-        base = get_settings().graphiql_assets_url
+        options = get_settings()
+        base = options.graphiql_assets_url
+        if options.graphiql_assets_dir:
+            # Served beside the page, from its own origin (see application()).
+            base = f"{self.scope['path'].rstrip('/')}/{ASSETS_SEGMENT}"
         if base:
-            response.content = response.content.replace(_UNPKG.encode(), base.rstrip("/").encode())
+            response.content = response.content.replace(CDN.encode(), base.rstrip("/").encode())
         cookie = csrf_cookie(self.scope)
         if cookie is not None:
             response.headers[b"Set-Cookie"] = cookie.encode("latin1")
@@ -228,16 +233,17 @@ def application(
         graphiql = bool(settings.DEBUG)
     pattern = rf"^{re.escape(path.strip('/'))}/?$"
     http = ObserverHTTPConsumer.as_asgi(schema=schema, graphql_ide="graphiql" if graphiql else None)
+    routes = [re_path(pattern, AuthMiddlewareStack(http))]
+    assets = get_settings().graphiql_assets_dir
+    if graphiql and assets:
+        assets_pattern = rf"^{re.escape(path.strip('/'))}/{ASSETS_SEGMENT}/(?P<asset>.+)$"
+        routes.append(
+            re_path(assets_pattern, GraphiQLAssetsConsumer.as_asgi(directory=Path(assets)))
+        )
+    routes.append(re_path(r"", django_application))  # type: ignore[arg-type]
     return ProtocolTypeRouter(
         {
-            "http": AllowedHostsMiddleware(
-                URLRouter(
-                    [
-                        re_path(pattern, AuthMiddlewareStack(http)),
-                        re_path(r"", django_application),  # type: ignore[arg-type]
-                    ]
-                )
-            ),
+            "http": AllowedHostsMiddleware(URLRouter(routes)),
             "websocket": AllowedHostsMiddleware(
                 TransportWSApp(schema, path=pattern, origin_allowed=origin_allowed)
             ),

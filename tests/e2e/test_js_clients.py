@@ -1,8 +1,10 @@
 """Run the JavaScript end-to-end tests in tests/node with Node's test runner.
 
 They start the demo server (``python -m schema_examples serve``) themselves and
-drive it with graphql-ws, Apollo Client, urql and GraphiQL in Chromium. Their
-npm packages are installed with ``npm ci`` in tests/node.
+drive it with graphql-ws, Apollo Client, urql and GraphiQL in Chromium (also
+with every host but 127.0.0.1 blocked, its assets served by the demo from the
+directory the session's ``graphiql_assets`` fixture fetched). Their npm packages
+are installed with ``npm ci`` in tests/node.
 """
 
 from __future__ import annotations
@@ -22,7 +24,9 @@ NODE_TIMEOUT_S = 270
 
 
 @pytest.mark.timeout(300)
-def test_javascript_clients_and_graphiql_pass_against_the_demo_server() -> None:
+def test_javascript_clients_and_graphiql_pass_against_the_demo_server(
+    graphiql_assets: Path,
+) -> None:
     if not (NODE_DIR / "node_modules").is_dir():
         pytest.skip(f"{NODE_DIR / 'node_modules'} is missing: run `npm ci` in {NODE_DIR}")
     node = shutil.which("node")
@@ -32,6 +36,7 @@ def test_javascript_clients_and_graphiql_pass_against_the_demo_server() -> None:
     env = dict(os.environ)
     # The demo server runs under this interpreter (the one with the project installed).
     env["GQL_OBSERVER_PYTHON"] = sys.executable
+    env["GQL_OBSERVER_GRAPHIQL_ASSETS_DIR"] = str(graphiql_assets)
     env.pop("REDIS_URL", None)
     env.pop("NODE_OPTIONS", None)
     # From tests/node, `node --test` finds *.test.mjs there (never node_modules),

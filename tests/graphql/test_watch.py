@@ -331,9 +331,11 @@ async def test_a_burst_of_changes_to_many_instances_is_read_in_a_few_queries(
     batches: list[list[object]] = []
     real_rows = reads.rows
 
-    def counting_rows(definition: Any, info: Any, lookup: str, values: list[object]) -> Any:
+    def counting_rows(
+        definition: Any, info: Any, lookup: str, values: list[object], plan: Any = None
+    ) -> Any:
         batches.append(list(values))  # the instances one query reads
-        return real_rows(definition, info, lookup, values)
+        return real_rows(definition, info, lookup, values, plan)
 
     monkeypatch.setattr(reads, "rows", counting_rows)
     pks = list(range(10, 30))

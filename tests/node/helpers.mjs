@@ -50,16 +50,17 @@ function canConnect(port) {
 }
 
 /**
- * Start the demo server on a free port with a fresh SQLite database.
+ * Start the demo server on a free port with a fresh SQLite database (and the
+ * environment variables `env` on top of this process's).
  * Resolves once the port accepts connections; rejects (with the server's
  * output) if it exits first or does not open the port within 30 s.
  */
-export async function startDemoServer({ databaseUrl = null } = {}) {
+export async function startDemoServer({ databaseUrl = null, env: extraEnv = {} } = {}) {
   const tmp = mkdtempSync(path.join(tmpdir(), 'gql-observer-js-'));
   const port = await freePort();
   const database = databaseUrl || `sqlite:///${path.join(tmp, 'db.sqlite3')}`;
   // DEBUG on, as scripts/demo.sh serves the demo: GraphiQL and introspection follow it.
-  const env = { ...process.env, DATABASE_URL: database, DEBUG: '1' };
+  const env = { ...process.env, ...extraEnv, DATABASE_URL: database, DEBUG: '1' };
   delete env.REDIS_URL;
   // The demo's own settings (pytest exports its test settings, which ignore DATABASE_URL).
   delete env.DJANGO_SETTINGS_MODULE;

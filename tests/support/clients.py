@@ -57,14 +57,17 @@ class Queries:
 
 
 @contextmanager
-def library_queries() -> Iterator[Queries]:
-    """Record every statement run on any thread by gql_observer's own code."""
+def library_queries(*, everyone: bool = False) -> Iterator[Queries]:
+    """Record every statement run on any thread by gql_observer's own code (by any
+    code, ``everyone``: strawberry-django reads a relation on a thread of its own)."""
     seen = Queries()
     # The debug cursor's execute calls this one: each statement is seen once.
     original = utils.CursorWrapper.execute
 
     def execute(self: Any, sql: str, params: Any = None) -> Any:
-        if any("/gql_observer/" in frame.filename for frame in traceback.extract_stack()):
+        if everyone or any(
+            "/gql_observer/" in frame.filename for frame in traceback.extract_stack()
+        ):
             seen.statements.append(sql)
         return original(self, sql, params)
 

@@ -87,6 +87,30 @@ class OpenNoteType:
     owner: ProfileType
 
 
+@strawberry_django.type(Note, name="ShelfNoteType", fields=["id", "title"])
+class ShelfNoteType:
+    """A note on its owner's shelf, with its owner again (a relation of a list)."""
+
+    owner: AuthorType
+
+
+@strawberry_django.type(User, name="AuthorType", fields=["id", "username"])
+class AuthorType:
+    """A user as the author of notes: their notes as a list (reverse foreign key),
+    and the same list as each viewer's ``get_queryset`` holds it."""
+
+    notes: list[ShelfNoteType]
+    own_notes: list[OwnNoteType] = strawberry_django.field(field_name="notes")
+
+
+@gql_observer.observe(Note, name="book")
+@strawberry_django.type(Note, name="BookType", fields=["id", "title"])
+class BookType:
+    """A note as a book: its author, and the author's books (the optimizer's case)."""
+
+    owner: AuthorType
+
+
 #: Operations the counting extension saw, by the viewer's username.
 EXECUTED: Counter[str] = Counter()
 
@@ -106,6 +130,11 @@ class Query:
     @strawberry.field
     def ping(self) -> str:
         return "pong"
+
+    @strawberry.field
+    def broken(self) -> str:
+        """The server's own failure (a bug in a resolver)."""
+        raise RuntimeError("a bug in a resolver")
 
 
 @functools.cache
