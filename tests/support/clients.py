@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,7 +15,15 @@ from django.db.backends import utils
 from gql_observer import issue_token
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
-__all__ = ["PONG", "Queries", "connect", "library_queries", "next_after_ping"]
+__all__ = [
+    "PONG",
+    "Queries",
+    "barrier_value",
+    "connect",
+    "library_queries",
+    "next_after_ping",
+    "next_is_update",
+]
 
 PONG = {"type": "pong"}
 
@@ -41,6 +50,36 @@ async def next_after_ping(client: GraphQLTransportWSCommunicator) -> dict[str, A
     ``nothing()`` can miss a late one."""
     await client.send({"type": "ping"})
     return await client.receive()
+
+
+_barriers = itertools.count(1)
+
+
+def barrier_value(what: str) -> str:
+    """A value no test saved before, for a barrier's change."""
+    return f"barrier {next(_barriers)} {what}"
+
+
+async def next_is_update(
+    client: GraphQLTransportWSCommunicator, op: str, root: str, field: str, value: Any
+) -> None:
+    """Assert that the next frame ``client`` receives is ``op``'s ``update`` of
+    ``root`` whose ``field`` is ``value``: the barrier's own change.
+
+    A barrier proves that nothing came before it, where waiting for a quiet
+    spell (``nothing()``) passes when a late or duplicate frame comes after the
+    wait: after the action that must send nothing, save a change that must
+    arrive and check that it is the next frame. A watch handles the deliveries
+    of its instance one after the other and a subscription sends its frames in
+    order, so what an earlier change sent to a subscriber of that instance on
+    this connection comes first."""
+    message = await client.receive()
+    assert message.get("type") == "next" and message.get("id") == op, (
+        f"expected the barrier's update of {op}, got {message!r}"
+    )
+    envelope = message["payload"]["data"][root]
+    assert envelope["action"] == "update", f"expected the barrier's update, got {message!r}"
+    assert envelope["data"][field] == value, f"expected the barrier's update, got {message!r}"
 
 
 class Queries:
