@@ -16,16 +16,20 @@ from gql_observer import issue_token
 from gql_observer.testing import GraphQLTransportWSCommunicator
 
 __all__ = [
+    "LEGACY_ANSWER",
     "PONG",
     "Queries",
     "barrier_value",
     "connect",
     "library_queries",
+    "next_after_legacy_query",
     "next_after_ping",
     "next_is_update",
 ]
 
 PONG = {"type": "pong"}
+#: What legacy graphql-ws answers first to :func:`next_after_legacy_query`'s query.
+LEGACY_ANSWER = {"type": "data", "id": "barrier", "payload": {"data": {"__typename": "Query"}}}
 
 
 async def connect(
@@ -61,7 +65,13 @@ def barrier_value(what: str) -> str:
 
 
 async def next_is_update(
-    client: GraphQLTransportWSCommunicator, op: str, root: str, field: str, value: Any
+    client: GraphQLTransportWSCommunicator,
+    op: str,
+    root: str,
+    field: str,
+    value: Any,
+    *,
+    kind: str = "next",
 ) -> None:
     """Assert that the next frame ``client`` receives is ``op``'s ``update`` of
     ``root`` whose ``field`` is ``value``: the barrier's own change.
@@ -72,14 +82,27 @@ async def next_is_update(
     arrive and check that it is the next frame. A watch handles the deliveries
     of its instance one after the other and a subscription sends its frames in
     order, so what an earlier change sent to a subscriber of that instance on
-    this connection comes first."""
+    this connection comes first. ``kind``: ``data`` on legacy graphql-ws."""
     message = await client.receive()
-    assert message.get("type") == "next" and message.get("id") == op, (
+    assert message.get("type") == kind and message.get("id") == op, (
         f"expected the barrier's update of {op}, got {message!r}"
     )
     envelope = message["payload"]["data"][root]
     assert envelope["action"] == "update", f"expected the barrier's update, got {message!r}"
     assert envelope["data"][field] == value, f"expected the barrier's update, got {message!r}"
+
+
+async def next_after_legacy_query(client: GraphQLTransportWSCommunicator) -> dict[str, Any]:
+    """:func:`next_after_ping` for legacy graphql-ws, which has no ping: start a
+    query; the next message the client receives (:data:`LEGACY_ANSWER`, unless
+    the server had sent something before). The query's ``complete`` is read
+    too when the answer is the query's."""
+    query = {"type": "start", "id": "barrier", "payload": {"query": "{ __typename }"}}
+    await client.send(query)
+    message = await client.receive()
+    if message == LEGACY_ANSWER:
+        assert await client.receive() == {"type": "complete", "id": "barrier"}
+    return message
 
 
 class Queries:

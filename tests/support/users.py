@@ -62,14 +62,17 @@ async def username_seen(client: GraphQLTransportWSCommunicator, op: str) -> str:
     return str(data["user"]["data"]["username"])
 
 
-async def barrier(client: GraphQLTransportWSCommunicator, op: str, pk: int) -> str:
+async def barrier(
+    client: GraphQLTransportWSCommunicator, op: str, pk: int, *, kind: str = "next"
+) -> str:
     """Prove that ``client`` was sent nothing since the frame it received last:
     save a new email on user ``pk`` (``op`` subscribes to it and selects the
     email, as :data:`SUBSCRIBE_USER`) and assert that the next frame is ``op``'s
-    update showing it (:func:`~tests.support.clients.next_is_update`). The email."""
+    update showing it (:func:`~tests.support.clients.next_is_update`; ``kind``:
+    ``data`` on legacy graphql-ws). The email."""
     email = barrier_value("@example.com")
     await save_user(pk, email=email)
-    await next_is_update(client, op, "user", "email", email)
+    await next_is_update(client, op, "user", "email", email, kind=kind)
     return email
 
 
