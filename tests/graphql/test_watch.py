@@ -401,6 +401,6 @@ async def test_subscriptions_of_one_instance_hold_no_task_once_started(
         "the starting tasks end and are let go",
     )
     assert not any(t.get_name() == "gql_observer.admit" for t in asyncio.all_tasks())
-    assert [(m.operation.task, m._writer) for m in one.members.values()] == [(None, None)] * 20
+    assert [(m.operation.task, m.busy) for m in one.members.values()] == [(None, False)] * 20
     for client in subscribers:
         await client.disconnect()

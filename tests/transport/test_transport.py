@@ -137,7 +137,7 @@ async def test_a_connection_keeps_nothing_of_an_operation_that_ended(
         assert len(live) == 1
         # Not even an empty set of tasks (every idle connection would keep one
         # after its first ping).
-        await wait_until(lambda: live[0]._tasks is None, 5, "the task set is dropped")
+        await wait_until(lambda: not live[0].holds_task_set, 5, "the task set is dropped")
         assert live[0].operations == {}
 
 
