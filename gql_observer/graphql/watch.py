@@ -51,6 +51,8 @@ class Watch:
         self.closed = False
         #: Subscriptions waiting for the hub to join the group, to be attached.
         self.arriving = 0
+        #: Whether a delivery is being handled (read, checked, handed to the members).
+        self.delivering = False
         self.task = asyncio.ensure_future(self._run())
         self.task.set_name("gql_observer.watch")
 
@@ -101,7 +103,11 @@ class Watch:
                     return
                 members = [m for m in self.members.values() if m.since < delivery.arrived]
                 if members:
-                    await self._deliver(delivery, members)
+                    self.delivering = True
+                    try:
+                        await self._deliver(delivery, members)
+                    finally:
+                        self.delivering = False
         except asyncio.CancelledError:
             raise
         except Exception as error:

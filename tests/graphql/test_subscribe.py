@@ -9,7 +9,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
-from gql_observer.testing import GraphQLTransportWSCommunicator
+from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 from tests.support import runtime as live
 from tests.support.clients import barrier_value
 from tests.support.users import SUBSCRIBE_USER, barrier, save_user, subscribe_user
@@ -174,6 +174,7 @@ async def test_each_subscription_receives_only_its_own_instance(
     await save_user(2, username="only two")
     assert await client.next(two) == update("two", "2", "only two", "2@example.com")
     # The next frame is user 1's next change: ``one`` was sent nothing of user 2's.
+    await settle()
     await save_user(1, username="only one")
     assert await client.next(one) == update("one", "1", "only one", "1@example.com")
     await barrier(client, two, 2)  # and ``two`` nothing of user 1's

@@ -16,7 +16,7 @@ from django.contrib.auth.models import User
 import gql_observer
 from gql_observer.graphql import completion, reads, results
 from gql_observer.graphql.member import Member
-from gql_observer.testing import GraphQLTransportWSCommunicator
+from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 from schema_examples.notes.models import Note
 from tests.support import runtime as live
 from tests.support import schema as support
@@ -129,6 +129,7 @@ async def test_on_redis_a_save_in_the_server_process_is_handed_over_directly_onc
     assert work.shared - shared == 2
     # No second frame of either change: each subscriber's next frame is a later one.
     email = barrier_value("@example.com")
+    await settle()
     await save_user(1, email=email)
     for client, op in zip(subscribers, ops, strict=True):
         await next_is_update(client, op, "user", "email", email)

@@ -13,7 +13,7 @@ from django.contrib.auth.models import User
 from django.db.backends import utils
 
 from gql_observer import issue_token
-from gql_observer.testing import GraphQLTransportWSCommunicator
+from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 
 __all__ = [
     "LEGACY_ANSWER",
@@ -46,12 +46,12 @@ async def connect(
 
 
 async def next_after_ping(client: GraphQLTransportWSCommunicator) -> dict[str, Any]:
-    """Send a ping; the next message the client receives. :data:`PONG`, unless the
-    server had sent something before it answered: what it sent earlier comes
-    first. Once whatever could send a frame is known to be done with it (another
-    subscriber of its watch got its own frame of the event, or the watch ended),
-    this proves deterministically that no frame came, where a quiet spell of
-    ``nothing()`` can miss a late one."""
+    """Settle (:func:`gql_observer.testing.settle`: every change the runtime was
+    handed is handled and its frames written), send a ping; the next message
+    the client receives. :data:`PONG`, unless the server had sent something
+    else first: this proves that nothing came, where a quiet spell of
+    ``nothing()`` can miss a late frame."""
+    await settle()
     await client.send({"type": "ping"})
     return await client.receive()
 
@@ -78,11 +78,10 @@ async def next_is_update(
 
     A barrier proves that nothing came before it, where waiting for a quiet
     spell (``nothing()``) passes when a late or duplicate frame comes after the
-    wait: after the action that must send nothing, save a change that must
-    arrive and check that it is the next frame. A watch handles the deliveries
-    of its instance one after the other and a subscription sends its frames in
-    order, so what an earlier change sent to a subscriber of that instance on
-    this connection comes first. ``kind``: ``data`` on legacy graphql-ws."""
+    wait: after the action that must send nothing, :func:`gql_observer.testing.settle`
+    (every change the runtime was handed is handled, its frames written), save
+    a change that must arrive, and check that it is the next frame. Whatever the
+    action caused was written before it. ``kind``: ``data`` on legacy graphql-ws."""
     message = await client.receive()
     assert message.get("type") == kind and message.get("id") == op, (
         f"expected the barrier's update of {op}, got {message!r}"
@@ -93,11 +92,12 @@ async def next_is_update(
 
 
 async def next_after_legacy_query(client: GraphQLTransportWSCommunicator) -> dict[str, Any]:
-    """:func:`next_after_ping` for legacy graphql-ws, which has no ping: start a
-    query; the next message the client receives (:data:`LEGACY_ANSWER`, unless
+    """:func:`next_after_ping` for legacy graphql-ws, which has no ping: settle,
+    start a query; the next message the client receives (:data:`LEGACY_ANSWER`, unless
     the server had sent something before). The query's ``complete`` is read
     too when the answer is the query's."""
     query = {"type": "start", "id": "barrier", "payload": {"query": "{ __typename }"}}
+    await settle()
     await client.send(query)
     message = await client.receive()
     if message == LEGACY_ANSWER:

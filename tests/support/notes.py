@@ -8,7 +8,6 @@ from channels.db import database_sync_to_async
 
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
-from tests.support.clients import barrier_value, next_is_update
 
 __all__ = [
     "NOTE_FIELDS",
@@ -16,7 +15,6 @@ __all__ = [
     "SUBSCRIBE_NOTE",
     "UNAUTHORIZED",
     "edit_note",
-    "note_barrier",
     "note_envelope",
     "subscribe_note",
 ]
@@ -56,14 +54,3 @@ def edit_note(note: Note, **changes: Any) -> None:
     for name, value in changes.items():
         setattr(fresh, name, value)
     fresh.save()
-
-
-async def note_barrier(client: GraphQLTransportWSCommunicator, op: str, note: Note) -> str:
-    """Prove that ``client`` was sent nothing since the frame it received last:
-    give ``note`` a new body (``op`` subscribes to it with :data:`SUBSCRIBE_NOTE`)
-    and assert that the next frame is ``op``'s update showing it
-    (:func:`~tests.support.clients.next_is_update`). The body."""
-    body = barrier_value("body")
-    await edit_note(note, body=body)
-    await next_is_update(client, op, "note", "body", body)
-    return body
