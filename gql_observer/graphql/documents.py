@@ -184,18 +184,16 @@ class Profile:
 
 
 _cache: BoundedCache[tuple[str, int], Prepared] = BoundedCache(CACHE_ENTRIES, CACHE_BYTES)
+_profiles: weakref.WeakKeyDictionary[Any, Profile] = weakref.WeakKeyDictionary()
+_serials = itertools.count(1)
+_worker: ThreadPoolExecutor | None = None
+_worker_lock = threading.Lock()
 
 
 def cache_held() -> tuple[int, int]:
     """What the cache of parsed documents holds: (documents, estimated bytes),
     within ``CACHE_ENTRIES`` and ``CACHE_BYTES``."""
     return len(_cache), _cache.total
-
-
-_profiles: weakref.WeakKeyDictionary[Any, Profile] = weakref.WeakKeyDictionary()
-_serials = itertools.count(1)
-_worker: ThreadPoolExecutor | None = None
-_worker_lock = threading.Lock()
 
 
 def profile(schema: BaseSchema) -> Profile:
