@@ -7,6 +7,7 @@ from gql_observer.transport.testing import (
     GraphQLTransportWSCommunicator,
     ProtocolError,
     close_runtime,
+    settle,
 )
 
-__all__ = ["GraphQLTransportWSCommunicator", "ProtocolError", "close_runtime"]
+__all__ = ["GraphQLTransportWSCommunicator", "ProtocolError", "close_runtime", "settle"]

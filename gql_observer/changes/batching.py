@@ -75,6 +75,11 @@ class Batcher:
         self.window = window
 
     @property
+    def pending(self) -> int:
+        """Changes submitted and not handled yet."""
+        return self._pending
+
+    @property
     def loop(self) -> asyncio.AbstractEventLoop:
         return self._loop
 

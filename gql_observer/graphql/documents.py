@@ -190,6 +190,12 @@ _worker: ThreadPoolExecutor | None = None
 _worker_lock = threading.Lock()
 
 
+def cache_held() -> tuple[int, int]:
+    """What the cache of parsed documents holds: (documents, estimated bytes),
+    within ``CACHE_ENTRIES`` and ``CACHE_BYTES``."""
+    return len(_cache), _cache.total
+
+
 def profile(schema: BaseSchema) -> Profile:
     """The :class:`Profile` of ``schema`` (worked out once, again after a settings change)."""
     found = _profiles.get(schema)

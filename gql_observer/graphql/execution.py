@@ -32,6 +32,13 @@ class EventScopedExecutionContext(StrawberryGraphQLCoreExecutionContext):
     _planned = False
     _event = False
 
+    @property
+    def plan(self) -> Plan | None:
+        """The plan this subscription's events get their results from: compiled
+        at its first event, ``None`` before, when its selection is not plain
+        attributes, or with ``PLANNED_RESULTS`` off."""
+        return self._plan
+
     def build_per_event_executor(self, payload: Any) -> Any:
         if not self._planned:
             self._planned = True

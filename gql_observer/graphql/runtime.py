@@ -63,6 +63,26 @@ class Runtime:
         """Nothing is watched and no hub group is joined."""
         return not self.watches and (self._hub is None or not self._hub.groups)
 
+    @property
+    def settled(self) -> bool:
+        """Every change handed to this loop is handled and its frames are written:
+        the hub's in-process batch is empty, no subscription has a delivery
+        waiting, no watch is handling one, no member has a frame to write and no
+        subscription is finishing. (A change on its way through a cross-process
+        channel layer is not seen.)"""
+        hub = self._hub
+        if hub is not None:
+            if hub.in_process is not None and hub.in_process.pending:
+                return False
+            if any(s.pending for group in hub.groups.values() for s in group):
+                return False
+        members = (m for watch in self.watches.values() for m in watch.members.values())
+        return (
+            not any(watch.delivering for watch in self.watches.values())
+            and not any(m.busy or m.waiting for m in members)
+            and not self.finishing
+        )
+
     def finish_soon(self, task: asyncio.Task[Any]) -> None:
         """Keep ``task`` (one that ends a subscription) until it is done."""
         self.finishing.add(task)

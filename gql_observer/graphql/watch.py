@@ -54,6 +54,8 @@ class Watch:
         self.arriving = 0
         #: The relations each read fetches for the members (``NOT_PLANNED``: to merge).
         self._plan: ReadPlan | None = NOT_PLANNED
+        #: Whether a delivery is being handled (read, checked, handed to the members).
+        self.delivering = False
         self.task = asyncio.ensure_future(self._run())
         self.task.set_name("gql_observer.watch")
 
@@ -113,7 +115,11 @@ class Watch:
                     return
                 members = [m for m in self.members.values() if m.since < delivery.arrived]
                 if members:
-                    await self._deliver(delivery, members)
+                    self.delivering = True
+                    try:
+                        await self._deliver(delivery, members)
+                    finally:
+                        self.delivering = False
         except asyncio.CancelledError:
             raise
         except Exception as error:

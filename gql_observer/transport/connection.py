@@ -125,6 +125,11 @@ class Connection:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def holds_task_set(self) -> bool:
+        """Whether it holds a set of tasks (dropped with its last task: idle, it keeps none)."""
+        return self._tasks is not None
+
     # ---- what a subprotocol says --------------------------------------------------------
 
     async def handle(self, message: Any) -> None:

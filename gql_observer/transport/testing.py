@@ -8,15 +8,16 @@ testing your own application without a server::
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 from typing import Any
 
 from channels.testing import WebsocketCommunicator
 
-from gql_observer.graphql.runtime import close_running
+from gql_observer.graphql.runtime import close_running, running
 
-__all__ = ["GraphQLTransportWSCommunicator", "ProtocolError", "close_runtime"]
+__all__ = ["GraphQLTransportWSCommunicator", "ProtocolError", "close_runtime", "settle"]
 
 SUBPROTOCOL = "graphql-transport-ws"
 #: The host the communicator names unless told otherwise (as Django's test client).
@@ -167,3 +168,23 @@ async def close_runtime() -> None:
     group memberships). Each test has its own event loop, and so its own
     runtime: call it at the end of each test (an autouse fixture)."""
     await close_running()
+
+
+async def settle(timeout: float = 5.0) -> None:
+    """Wait until this event loop's gql_observer runtime has handled every change
+    it was handed and written every frame of them (``Runtime.settled``); raise
+    ``TimeoutError`` after ``timeout`` seconds.
+
+    With it, a test proves that an action sent nothing: after the action,
+    ``settle()``, then save a later change that must arrive and assert that it
+    is the next frame. A frame the action caused would have been written first.
+    (Changes from the test's own process reach the runtime before the save that
+    caused them returns, with the in-memory channel layer or ``DELIVER_IN_PROCESS``.)
+    """
+    current = running()
+    if current is None:
+        return
+    async with asyncio.timeout(timeout):
+        # Polled: the state spans the hub, watches and members, with no event to wait on.
+        while not current.settled:  # noqa: ASYNC110
+            await asyncio.sleep(0.005)

@@ -82,6 +82,12 @@ class Inbox:
     def full(self) -> bool:
         return False
 
+    @property
+    def holds_nothing(self) -> bool:
+        """Whether it holds no item, no waiter and no list of waiters (an idle
+        connection's inbox)."""
+        return self._getters is None and not self._items
+
     def put_nowait(self, item: Any) -> None:
         self._items.append(item)
         self._wake_one()
@@ -141,6 +147,12 @@ class WritableFlag:
 
     def is_set(self) -> bool:
         return self._value
+
+    @property
+    def holds_nothing(self) -> bool:
+        """Whether it holds no list of waiters (made on the first wait, dropped
+        with the last)."""
+        return self._waiters is None
 
     def set(self) -> None:
         self._value = True

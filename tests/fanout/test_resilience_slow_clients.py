@@ -79,7 +79,7 @@ def _members(hub: Hub) -> dict[str, tuple[int, int]]:
 
 def _watch_members() -> dict[str, tuple[int, int]]:
     return {
-        member.operation.id: (int(member._next is not None), member.dropped)
+        member.operation.id: (member.waiting, member.dropped)
         for one in live.watches().values()
         for member in one.members.values()
     }

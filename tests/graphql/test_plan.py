@@ -138,7 +138,7 @@ def _both(document: str, event: Any) -> tuple[Any, Any]:
     """(the result through a plan, graphql-core's result) of one event."""
     subscription = _executor(document)
     planned = subscription.build_per_event_executor(event).execute_operation(False)
-    assert subscription._plan is not None
+    assert subscription.plan is not None
     per_event = subscription.build_per_event_executor(event)
     executed = super(EventScopedExecutionContext, per_event).execute_operation(False)
     return planned.formatted, executed.formatted

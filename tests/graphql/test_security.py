@@ -17,7 +17,7 @@ from django.db import transaction
 from gql_observer import issue_token
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
-from tests.support.clients import connect
+from tests.support.clients import PONG, connect, next_after_ping
 from tests.support.notes import (
     NOT_FOUND,
     NOTE_FIELDS,
@@ -27,7 +27,7 @@ from tests.support.notes import (
     note_envelope,
     subscribe_note,
 )
-from tests.support.users import login_session
+from tests.support.users import barrier, login_session, subscribe_user
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -139,10 +139,12 @@ async def test_ownership_transferred_ends_the_old_owners_subscription_and_opens_
     assert await old.next(op) == note_envelope("update", 404, None, NOT_FOUND)
     await old.expect_complete(op)
     await edit_note(note, title="old owner must not see this")
-    assert await old.nothing(0.3)
     op_new = await subscribe_note(new, note)
     await edit_note(note, body="new body")
     assert (await new.next(op_new))["note"]["data"]["body"] == "new body"
+    # The note's watch has handled both changes: the old owner's next frame is
+    # the answer to a ping, it was sent nothing of either.
+    assert await next_after_ping(old) == PONG
     await old.disconnect()
     await new.disconnect()
 
@@ -152,12 +154,15 @@ async def test_a_deactivated_user_gets_401_and_nothing_after(
 ) -> None:
     client = await connect(application, users[0])
     op = await subscribe_note(client, note)
+    # A public type on the same connection: the barrier below.
+    public = await subscribe_user(client, 2, rid="public")
     await database_sync_to_async(User.objects.filter(pk=users[0].pk).update)(is_active=False)
     await edit_note(note, title="after deactivation")
     assert await client.next(op) == note_envelope("update", 401, None, UNAUTHORIZED)
     await client.expect_complete(op)
     await edit_note(note, title="still nothing")
-    assert await client.nothing(0.3)
+    # A later change is the next frame: the ended subscription was sent nothing.
+    await barrier(client, public, 2)
     await client.disconnect()
 
 

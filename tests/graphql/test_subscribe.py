@@ -9,9 +9,11 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
-from gql_observer.testing import GraphQLTransportWSCommunicator
+from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 from tests.support import runtime as live
-from tests.support.users import SUBSCRIBE_USER, save_user, subscribe_user
+from tests.support.clients import barrier_value
+from tests.support.users import SUBSCRIBE_USER, barrier, save_user, subscribe_user
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -31,8 +33,8 @@ def update(rid: Any, pk: str, username: str, email: str) -> dict[str, Any]:
 async def test_subscribe_answers_subscribe_instance_201(
     client: GraphQLTransportWSCommunicator,
 ) -> None:
-    await subscribe_user(client, 1, rid=1550050)
-    assert await client.nothing()
+    op = await subscribe_user(client, 1, rid=1550050)
+    await barrier(client, op, 1)  # one 201, nothing else before the next change
 
 
 async def test_a_committed_save_is_delivered_as_update(
@@ -133,9 +135,15 @@ async def test_updates_arrive_in_order_and_the_last_equals_the_committed_state(
     while not seen or seen[-1] != "name 19":
         seen.append((await client.next(op))["user"]["data"]["username"])
     # A re-read may already show a later commit than the event that caused it;
-    # the later event then shows the same state again. Never an older one.
-    while not await client.nothing(0.2):
-        seen.append((await client.next(op))["user"]["data"]["username"])
+    # the later event then shows the same state again. Never an older one. Every
+    # frame up to a later change (the barrier's new email) counts.
+    email = barrier_value("@example.com")
+    await save_user(1, email=email)
+    while True:
+        user = (await client.next(op))["user"]["data"]
+        if user["email"] == email:
+            break
+        seen.append(user["username"])
     numbers = [int(name.split()[1]) for name in seen]
     assert numbers == sorted(numbers), seen
     assert seen[-1] == "name 19"
@@ -165,10 +173,11 @@ async def test_each_subscription_receives_only_its_own_instance(
     two = await subscribe_user(client, 2, rid="two")
     await save_user(2, username="only two")
     assert await client.next(two) == update("two", "2", "only two", "2@example.com")
-    assert await client.nothing(0.2)
+    # The next frame is user 1's next change: ``one`` was sent nothing of user 2's.
+    await settle()
     await save_user(1, username="only one")
     assert await client.next(one) == update("one", "1", "only one", "1@example.com")
-    assert await client.nothing(0.2)
+    await barrier(client, two, 2)  # and ``two`` nothing of user 1's
 
 
 async def test_completing_one_of_two_subscriptions_to_one_instance_leaves_the_other(
@@ -179,7 +188,7 @@ async def test_completing_one_of_two_subscriptions_to_one_instance_leaves_the_ot
     await client.complete(first)
     await save_user(1, username="after complete")
     assert await client.next(second) == update("b", "1", "after complete", "1@example.com")
-    assert await client.nothing(0.2)
+    await barrier(client, second, 1)  # the completed one was sent nothing of either change
 
 
 async def test_complete_leaves_no_subscription_task_or_group(
@@ -191,10 +200,8 @@ async def test_complete_leaves_no_subscription_task_or_group(
     # The instance's group, and its model's (where batches of changes arrive).
     assert hub.joined == {"gqlobs.auth.user.1", "gqlobs-model.auth.user"}
     await client.complete(op)
-    await save_user(1, username="unseen")
-    assert await client.nothing(0.3)
+    await wait_until(lambda: hub.joined == set(), 5, "the hub left both groups")
     assert hub.groups == {} == hub.model_groups
-    assert hub.joined == set()
     layer_groups = getattr(hub.layer, "groups", {})
     assert not layer_groups.get("gqlobs.auth.user.1")
     assert not layer_groups.get("gqlobs-model.auth.user")
@@ -204,6 +211,11 @@ async def test_complete_leaves_no_subscription_task_or_group(
         "gql_observer.hub.refresh",
         "gql_observer.publisher",
     } - {"gql_observer.publisher"}
+    await save_user(1, username="unseen")
+    # A new subscription's 201, then its first change, are the next frames: the
+    # completed one was sent nothing.
+    again = await subscribe_user(client, 1, rid="again")
+    await barrier(client, again, 1)
 
 
 async def test_disconnect_leaves_nothing_behind(application: Any, users: list[User]) -> None:

@@ -16,12 +16,12 @@ from django.contrib.auth.models import User
 import gql_observer
 from gql_observer.graphql import completion, reads, results
 from gql_observer.graphql.member import Member
-from gql_observer.testing import GraphQLTransportWSCommunicator
+from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 from schema_examples.notes.models import Note
 from tests.support import runtime as live
 from tests.support import schema as support
-from tests.support.clients import connect, library_queries
-from tests.support.users import SUBSCRIBE_USER, save_user
+from tests.support.clients import barrier_value, connect, library_queries, next_is_update
+from tests.support.users import SUBSCRIBE_USER, barrier, save_user, subscribe_user
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -98,9 +98,11 @@ async def test_on_redis_a_save_in_the_server_process_is_handed_over_directly_onc
 ) -> None:
     observer_settings(DELIVER_IN_PROCESS=True, SUBSCRIBE_RATE=10_000)
     subscribers = await clients(application, n)
+    ops = []
     for number, client in enumerate(subscribers):
         op = await client.subscribe(SUBSCRIBE_USER, {"pk": 1, "rid": number})
         assert (await client.next(op))["user"]["responseStatus"] == 201
+        ops.append(op)
     hub = live.hub()
     before, shared = hub.stats(), work.shared
     sent = live.published()
@@ -125,8 +127,12 @@ async def test_on_redis_a_save_in_the_server_process_is_handed_over_directly_onc
     assert live.published() - sent == 2
     assert len(queries) == 2
     assert work.shared - shared == 2
-    for client in subscribers:
-        assert await client.nothing(0.05)  # no second frame of either change
+    # No second frame of either change: each subscriber's next frame is a later one.
+    email = barrier_value("@example.com")
+    await settle()
+    await save_user(1, email=email)
+    for client, op in zip(subscribers, ops, strict=True):
+        await next_is_update(client, op, "user", "email", email)
         await client.disconnect()
 
 
@@ -295,10 +301,13 @@ async def test_the_last_member_leaving_ends_the_watch_and_its_group(
     assert len(live.watches()) == 1
     await client.complete(op)
     hub = live.hub()
-    await save_user(1, username="nobody")
-    assert await client.nothing(0.3)
-    assert live.watches() == {}
+    await wait_until(lambda: live.watches() == {}, 5, "the watch ended")
     assert hub.groups == {}
+    await save_user(1, username="nobody")
+    # A new subscription's 201, then its first change, are the next frames: the
+    # completed one was sent nothing.
+    again = await subscribe_user(client, 1, rid="again")
+    await barrier(client, again, 1)
     await client.disconnect()
 
 
@@ -395,6 +404,6 @@ async def test_subscriptions_of_one_instance_hold_no_task_once_started(
         "the starting tasks end and are let go",
     )
     assert not any(t.get_name() == "gql_observer.admit" for t in asyncio.all_tasks())
-    assert [(m.operation.task, m._writer) for m in one.members.values()] == [(None, None)] * 20
+    assert [(m.operation.task, m.busy) for m in one.members.values()] == [(None, False)] * 20
     for client in subscribers:
         await client.disconnect()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import traceback
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -12,11 +13,23 @@ from django.contrib.auth.models import User
 from django.db.backends import utils
 
 from gql_observer import issue_token
-from gql_observer.testing import GraphQLTransportWSCommunicator
+from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 
-__all__ = ["PONG", "Queries", "connect", "library_queries", "next_after_ping"]
+__all__ = [
+    "LEGACY_ANSWER",
+    "PONG",
+    "Queries",
+    "barrier_value",
+    "connect",
+    "library_queries",
+    "next_after_legacy_query",
+    "next_after_ping",
+    "next_is_update",
+]
 
 PONG = {"type": "pong"}
+#: What legacy graphql-ws answers first to :func:`next_after_legacy_query`'s query.
+LEGACY_ANSWER = {"type": "data", "id": "barrier", "payload": {"data": {"__typename": "Query"}}}
 
 
 async def connect(
@@ -33,14 +46,63 @@ async def connect(
 
 
 async def next_after_ping(client: GraphQLTransportWSCommunicator) -> dict[str, Any]:
-    """Send a ping; the next message the client receives. :data:`PONG`, unless the
-    server had sent something before it answered: what it sent earlier comes
-    first. Once whatever could send a frame is known to be done with it (another
-    subscriber of its watch got its own frame of the event, or the watch ended),
-    this proves deterministically that no frame came, where a quiet spell of
-    ``nothing()`` can miss a late one."""
+    """Settle (:func:`gql_observer.testing.settle`: every change the runtime was
+    handed is handled and its frames written), send a ping; the next message
+    the client receives. :data:`PONG`, unless the server had sent something
+    else first: this proves that nothing came, where a quiet spell of
+    ``nothing()`` can miss a late frame."""
+    await settle()
     await client.send({"type": "ping"})
     return await client.receive()
+
+
+_barriers = itertools.count(1)
+
+
+def barrier_value(what: str) -> str:
+    """A value no test saved before, for a barrier's change."""
+    return f"barrier {next(_barriers)} {what}"
+
+
+async def next_is_update(
+    client: GraphQLTransportWSCommunicator,
+    op: str,
+    root: str,
+    field: str,
+    value: Any,
+    *,
+    kind: str = "next",
+) -> None:
+    """Assert that the next frame ``client`` receives is ``op``'s ``update`` of
+    ``root`` whose ``field`` is ``value``: the barrier's own change.
+
+    A barrier proves that nothing came before it, where waiting for a quiet
+    spell (``nothing()``) passes when a late or duplicate frame comes after the
+    wait: after the action that must send nothing, :func:`gql_observer.testing.settle`
+    (every change the runtime was handed is handled, its frames written), save
+    a change that must arrive, and check that it is the next frame. Whatever the
+    action caused was written before it. ``kind``: ``data`` on legacy graphql-ws."""
+    message = await client.receive()
+    assert message.get("type") == kind and message.get("id") == op, (
+        f"expected the barrier's update of {op}, got {message!r}"
+    )
+    envelope = message["payload"]["data"][root]
+    assert envelope["action"] == "update", f"expected the barrier's update, got {message!r}"
+    assert envelope["data"][field] == value, f"expected the barrier's update, got {message!r}"
+
+
+async def next_after_legacy_query(client: GraphQLTransportWSCommunicator) -> dict[str, Any]:
+    """:func:`next_after_ping` for legacy graphql-ws, which has no ping: settle,
+    start a query; the next message the client receives (:data:`LEGACY_ANSWER`, unless
+    the server had sent something before). The query's ``complete`` is read
+    too when the answer is the query's."""
+    query = {"type": "start", "id": "barrier", "payload": {"query": "{ __typename }"}}
+    await settle()
+    await client.send(query)
+    message = await client.receive()
+    if message == LEGACY_ANSWER:
+        assert await client.receive() == {"type": "complete", "id": "barrier"}
+    return message
 
 
 class Queries:

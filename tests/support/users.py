@@ -9,13 +9,15 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.db import close_old_connections, connection
 
-from gql_observer.testing import GraphQLTransportWSCommunicator
+from gql_observer.testing import GraphQLTransportWSCommunicator, settle
+from tests.support.clients import barrier_value, next_is_update
 
 __all__ = [
     "PADDING",
     "QUERY_USER",
     "SUBSCRIBE_USER",
     "USER_FIELDS",
+    "barrier",
     "create_user",
     "login_session",
     "rename",
@@ -58,6 +60,22 @@ async def username_seen(client: GraphQLTransportWSCommunicator, op: str) -> str:
     data = await client.next(op)
     assert data["user"]["action"] == "update"
     return str(data["user"]["data"]["username"])
+
+
+async def barrier(
+    client: GraphQLTransportWSCommunicator, op: str, pk: int, *, kind: str = "next"
+) -> str:
+    """Prove that ``client`` was sent nothing since the frame it received last:
+    settle (:func:`gql_observer.testing.settle`), save a new email on user
+    ``pk`` (``op`` subscribes to it and selects the email, as
+    :data:`SUBSCRIBE_USER`) and assert that the next frame is ``op``'s update
+    showing it (:func:`~tests.support.clients.next_is_update`; ``kind``:
+    ``data`` on legacy graphql-ws). The email."""
+    email = barrier_value("@example.com")
+    await settle()
+    await save_user(pk, email=email)
+    await next_is_update(client, op, "user", "email", email, kind=kind)
+    return email
 
 
 @database_sync_to_async

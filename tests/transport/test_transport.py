@@ -23,7 +23,19 @@ from gql_observer.testing import GraphQLTransportWSCommunicator
 from gql_observer.transport.connection import Connection
 from gql_observer.transport.operation import ADMIT_TASK
 from tests.support import runtime as live_runtime
-from tests.support.users import SUBSCRIBE_USER, login_session, save_user, subscribe_user
+from tests.support.clients import (
+    LEGACY_ANSWER,
+    PONG,
+    next_after_legacy_query,
+    next_after_ping,
+)
+from tests.support.users import (
+    SUBSCRIBE_USER,
+    barrier,
+    login_session,
+    save_user,
+    subscribe_user,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -125,7 +137,7 @@ async def test_a_connection_keeps_nothing_of_an_operation_that_ended(
         assert len(live) == 1
         # Not even an empty set of tasks (every idle connection would keep one
         # after its first ping).
-        await wait_until(lambda: live[0]._tasks is None, 5, "the task set is dropped")
+        await wait_until(lambda: not live[0].holds_task_set, 5, "the task set is dropped")
         assert live[0].operations == {}
 
 
@@ -181,7 +193,8 @@ async def test_a_subscription_of_a_plain_field_runs_and_ends(own_application: An
         # ...which ends when the client completes the operation.
         await asyncio.wait_for(asyncio.wait([task]), 5)
         assert task.cancelled()
-        assert await client.nothing()
+        # Its task is done: the next frame answers a ping (nothing came of it).
+        assert await next_after_ping(client) == PONG
 
 
 async def test_the_subprotocol_is_the_clients_first_choice(
@@ -263,7 +276,9 @@ async def test_legacy_clients_share_a_watch_and_get_data_frames(
     assert await legacy.receive() == {"type": "complete", "id": "a"}
     await save_user(1, username="only the other")
     assert (await current.next(op))["user"]["data"]["username"] == "only the other"
-    assert await legacy.nothing()
+    # The shared watch has handled the change: the legacy client's next frame
+    # answers a query of its own, it was sent nothing of it.
+    assert await next_after_legacy_query(legacy) == LEGACY_ANSWER
     await legacy.disconnect()
     await current.disconnect()
 
@@ -319,7 +334,8 @@ async def test_a_legacy_start_with_a_live_id_replaces_it(
     update = await client.receive()
     assert update["payload"]["data"]["user"]["data"]["username"] == "the second"
     await save_user(1, username="not watched any more")
-    assert await client.nothing()
+    # The next frame is the next change of the second: nothing came of the first.
+    await barrier(client, "x", 2, kind="data")
     await client.disconnect()
 
 

@@ -78,13 +78,14 @@ async def test_a_cancelled_reader_leaves_nothing_behind() -> None:
     inbox = Inbox()
     reading = asyncio.ensure_future(inbox.get())
     await asyncio.sleep(0)
+    assert not inbox.holds_nothing  # the reader's future
     reading.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reading
     inbox.put_nowait("later")
     assert inbox.get_nowait() == "later"
     # Idle and empty, it holds no waiter and no items.
-    assert inbox._getters is None and inbox._items == []
+    assert inbox.holds_nothing
 
 
 # ---- WritableFlag: asyncio.Event's behaviour ------------------------------------------------
@@ -95,9 +96,10 @@ async def test_the_writable_flag_waits_only_while_it_is_clear() -> None:
     waiters = [asyncio.ensure_future(flag.wait()) for _ in range(2)]
     await asyncio.sleep(0)
     assert not any(w.done() for w in waiters)
+    assert not flag.holds_nothing
     flag.set()
     assert await asyncio.wait_for(asyncio.gather(*waiters), 1) == [True, True]
-    assert flag._waiters is None
+    assert flag.holds_nothing
 
 
 async def test_a_cancelled_wait_on_the_flag_leaves_nothing_behind() -> None:
@@ -107,7 +109,7 @@ async def test_a_cancelled_wait_on_the_flag_leaves_nothing_behind() -> None:
     waiting.cancel()
     with pytest.raises(asyncio.CancelledError):
         await waiting
-    assert flag._waiters is None  # forgotten
+    assert flag.holds_nothing  # forgotten
     flag.set()
     assert flag.is_set()
 
