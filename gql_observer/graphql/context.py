@@ -30,6 +30,7 @@ __all__ = [
     "configured_getter",
     "event_context",
     "get_current_user",
+    "hooked",
     "make_context",
     "request_of",
 ]
@@ -122,6 +123,11 @@ def event_context(context: Any) -> Any:
     is async), or ``context`` itself when no hook made it."""
     renew = getattr(context, "_renew", None) if isinstance(context, Context) else None
     return context if renew is None else renew()
+
+
+def hooked(context: Any) -> bool:
+    """Whether the context hook made ``context`` (so it may hold anything)."""
+    return isinstance(context, Context) and getattr(context, "_renew", None) is not None
 
 
 def request_of(context: Any) -> Any:

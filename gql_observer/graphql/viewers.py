@@ -16,7 +16,9 @@ from django.utils import timezone
 from strawberry import Info
 
 from gql_observer.core.auth import Credential
-from gql_observer.graphql.context import request_of
+from gql_observer.graphql.context import hooked, request_of
+from gql_observer.graphql.rows import has_get_queryset
+from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = [
     "CHECK_KEY",
@@ -101,9 +103,15 @@ def _scope(info: Info) -> dict[str, Any]:
     return scope
 
 
-def viewer_of(info: Info) -> Viewer:
-    """The viewer of an operation, from its connection's scope."""
-    return viewer_from_scope(_scope(info))
+def viewer_of(info: Info, definition: ObservedDefinition | None = None) -> Viewer:
+    """The viewer of an operation, from its connection's scope; its own for a
+    ``definition`` with a ``get_queryset`` when the context hook made its context
+    (the rows may depend on what the hook put there)."""
+    context = info.context
+    own = None
+    if definition is not None and hooked(context) and has_get_queryset(definition):
+        own = id(context)  # alive as long as the operation: no other context has it
+    return viewer_from_scope(_scope(info), own)
 
 
 def set_credential(scope: dict[str, Any], credential: Credential) -> None:
