@@ -7,7 +7,9 @@ group, ``timeout=`` ending the listener after that long without a message).
 
 The channel is made only when an operation asks for one: observed
 subscriptions never do, so an idle connection has no channel, no reader task
-and no group. Once made, one task reads the channel until the connection goes.
+and no group. From its first listener on, one task reads the channel until the
+connection goes (a message of a type nobody listens to is dropped, as in
+strawberry); before it, messages wait in the layer.
 """
 
 from __future__ import annotations
@@ -131,8 +133,9 @@ class Listening(Contexts):
         return layer
 
     def _open(self, layer: Any, name: str) -> LayerChannel:
+        # Nothing reads the channel until the first listener is there: what was
+        # sent to it before (a greeting to a group just joined) waits in the layer.
         channel = self._listening = LayerChannel(layer, name)
-        channel.reader = self.spawn(channel.read())
         return channel
 
     @contextlib.asynccontextmanager
@@ -154,6 +157,8 @@ class Listening(Contexts):
         channel = await self.ensure_channel()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         channel.queues[type].add(queue)
+        if channel.reader is None:
+            channel.reader = self.spawn(channel.read())
         added: list[str] = []
         try:
             for group in groups:
