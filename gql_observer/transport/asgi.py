@@ -175,8 +175,12 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
             "user": scope.get("user"),
             "connection_params": None,
         }
-        made = make_context(defaults, self.context_getter or configured_getter())
-        return made if isinstance(made, Context) else await cast(Awaitable[Context], made)
+        try:
+            made = make_context(defaults, self.context_getter or configured_getter())
+            return made if isinstance(made, Context) else await cast(Awaitable[Context], made)
+        except Exception:
+            logger.exception("The context getter failed")
+            raise HTTPException(500, "Internal Server Error") from None
 
     async def render_graphql_ide(self, request: Any) -> Any:
         """GraphiQL, with the CSRF cookie it sends back as ``X-CSRFToken``."""

@@ -135,7 +135,7 @@ async def test_a_get_queryset_that_reads_the_hooks_context_is_per_subscriber(
     await beta.disconnect()
 
 
-async def test_a_hook_that_answers_something_else_fails_the_operation_only(
+async def test_a_hook_that_answers_something_else_fails_the_operation_or_request_only(
     users: list[User], observer_settings: Callable[..., Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     observer_settings(CONTEXT_GETTER="tests.support.context.bad_get_context")
@@ -148,3 +148,12 @@ async def test_a_hook_that_answers_something_else_fails_the_operation_only(
     assert "return None" in caplog.text  # the log says how to fix the hook
     assert await next_after_ping(client) == PONG
     await client.disconnect()
+    http = HttpCommunicator(
+        support.application(),
+        "POST",
+        "/graphql/",
+        body=json.dumps({"query": "{ contextSeen }"}).encode(),
+        headers=[(b"host", b"testserver"), (b"content-type", b"application/json")],
+    )
+    response = await http.get_response()
+    assert (response["status"], response["body"]) == (500, b"Internal Server Error")
