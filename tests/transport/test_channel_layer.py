@@ -6,6 +6,9 @@ operation asks for one."""
 
 from __future__ import annotations
 
+import asyncio
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,7 @@ from django.contrib.auth.models import User
 
 from tests.support import channels as support
 from tests.support.clients import PONG, connect, next_after_ping
+from tests.support.servers import run_shell
 from tests.support.users import save_user, subscribe_user, username_seen
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
@@ -21,6 +25,13 @@ pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(30)]
 JOIN = (
     'subscription ($user: String!) { joinRooms(rooms: [{roomName: "one"}, {roomName: "two"}], '
     "user: $user) { roomName currentUser message } }"
+)
+
+
+SEND_FROM_SHELL = (
+    "from asgiref.sync import async_to_sync; from channels.layers import get_channel_layer; "
+    "async_to_sync(get_channel_layer().group_send)('chat_one', "
+    "{'type': 'chat.message', 'room_id': 'chat_one', 'message': 'from a shell'})"
 )
 
 
@@ -107,3 +118,22 @@ async def test_a_connection_makes_no_channel_until_an_operation_asks_for_one(
     for client in clients:
         await client.disconnect()
     assert not _own_channels() & made, "the channel outlived its connection"
+
+
+async def test_strawberrys_tutorial_subscription_hears_another_process_over_redis(
+    redis_layer: str, users: list[User], tmp_path: Path
+) -> None:
+    client = await connect(support.application())
+    observed = await subscribe_user(client, 1)
+    chat = await client.subscribe(JOIN, {"user": "ann"})
+    greetings = {(await client.next(chat))["joinRooms"]["roomName"] for _ in range(2)}
+    assert greetings == {"chat_one", "chat_two"}
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_SETTINGS_MODULE"}
+    env.update(REDIS_URL=redis_layer, DATABASE_URL=f"sqlite:///{tmp_path / 'shell.sqlite3'}")
+    await asyncio.to_thread(run_shell, env, SEND_FROM_SHELL)
+    assert await client.next(chat) == {
+        "joinRooms": {"roomName": "chat_one", "currentUser": "ann", "message": "from a shell"}
+    }
+    await save_user(1, username="through redis")
+    assert await username_seen(client, observed) == "through redis"
+    await client.disconnect()
