@@ -97,7 +97,7 @@ class Listening(Contexts):
     @property
     def channel_name(self) -> str:
         """This connection's channel, made now if it has none yet (and read from
-        then on). The layer's ``new_channel()`` must not wait (Channels' in-memory
+        its first listener on). The layer's ``new_channel()`` must not wait (Channels' in-memory
         layer and channels_redis' ``RedisChannelLayer`` do not); with a layer whose
         does, enter ``listen_to_channel`` first."""
         if self._listening is not None:
