@@ -16,6 +16,7 @@ from gql_observer.core.auth import (
 )
 from gql_observer.core.conf import Settings, get_settings
 from gql_observer.core.errors import ClientError
+from gql_observer.graphql.context import Context, ContextGetter, get_current_user
 from gql_observer.graphql.documents import PreparedDocuments
 from gql_observer.graphql.execution import EventScopedExecutionContext
 from gql_observer.graphql.runtime import hub_stats
@@ -33,6 +34,8 @@ __all__ = [
     "AuthenticationFailed",
     "Authenticator",
     "ClientError",
+    "Context",
+    "ContextGetter",
     "Credential",
     "EventScopedExecutionContext",
     "ObservedDefinition",
@@ -42,6 +45,7 @@ __all__ = [
     "build_schema",
     "default_extensions",
     "flush",
+    "get_current_user",
     "get_settings",
     "hub_stats",
     "issue_token",

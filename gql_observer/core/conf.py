@@ -67,6 +67,8 @@ class Settings:
     graphiql_assets_dir: str | None = None
     #: Introspection allowed; ``None``: follow ``DEBUG``.
     introspection: bool | None = None
+    #: Dotted path of the context hook (``info.context``); ``None``: none.
+    context_getter: str | None = None
     #: Dotted path of the token authenticator.
     authenticator: str = "gql_observer.core.auth.signed_token_authenticator"
     #: Seconds a token of the default authenticator stays valid.

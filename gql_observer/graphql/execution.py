@@ -3,12 +3,15 @@ its own for every subscription event and planned results."""
 
 from __future__ import annotations
 
+import inspect
+from collections.abc import Awaitable
 from typing import Any, cast
 
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 
 from gql_observer.core.conf import get_settings
 from gql_observer.graphql.completion import Miss
+from gql_observer.graphql.context import event_context
 from gql_observer.graphql.plan import Plan, compile_subscription
 
 __all__ = ["EventScopedExecutionContext"]
@@ -22,6 +25,10 @@ class EventScopedExecutionContext(StrawberryGraphQLCoreExecutionContext):
     copy of the subscription's, sharing its memo of collected subfields; every
     event adds entries to it, kept until the subscription ends — about 3 KiB per
     event, found by the soak benchmark. Here each event starts a fresh memo.
+
+    Each event is executed with a context of its own when the context hook made
+    the operation's (:func:`gql_observer.graphql.context.event_context`): a
+    DataLoader in it never serves what an earlier event loaded.
 
     A subscription to an observed field whose selection is plain attributes
     gets its events' results from a plan (:mod:`gql_observer.graphql.plan`), compiled
@@ -58,4 +65,14 @@ class EventScopedExecutionContext(StrawberryGraphQLCoreExecutionContext):
                 pass
             else:
                 return self.build_response(data)
+        if self._event:
+            context = event_context(self.context_value)
+            if inspect.isawaitable(context):
+                return self._execute_in(context, serially)
+            self.context_value = context
         return super().execute_operation(serially)
+
+    async def _execute_in(self, context: Awaitable[Any], serially: bool | None) -> Any:
+        self.context_value = await context
+        result = super().execute_operation(serially)
+        return await result if self.is_awaitable(result) else result

@@ -42,10 +42,9 @@ def query_field(definition: ObservedDefinition) -> StrawberryField:
         value = normalize_pk(definition, pk)
         verdict = Verdict(NOT_FOUND)
         if value is not None:
+            viewer = viewer_of(info, definition)
             plan = plan_read(definition, info)
-            verdict = await read(
-                current().reads, definition, info, viewer_of(info), value, plan=plan
-            )
+            verdict = await read(current().reads, definition, info, viewer, value, plan=plan)
         if verdict.status != OK:
             return refusal(definition, Action.RETRIEVE, verdict.status, request_id)
         return envelope(definition, Action.RETRIEVE, OK, request_id, verdict.instance)
@@ -81,7 +80,7 @@ def subscription_field(definition: ObservedDefinition) -> StrawberryField:
             return
         runtime = current()
         reads = runtime.reads
-        viewer = viewer_of(info)
+        viewer = viewer_of(info, definition)
         # Subscribers who are the same viewer share a read of each change.
         key = (definition.field_name, viewer if definition.scoped else None)
         instance_pk = value

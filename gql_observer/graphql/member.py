@@ -41,9 +41,9 @@ class Socket(Protocol):
     def next_type(self) -> str:
         """The type of a result message on this socket's protocol (``next``, ``data``)."""
 
-    @property
-    def context(self) -> Any:
-        """``info.context`` of the connection's operations."""
+    def context_of(self, operation: Any) -> Any:
+        """``info.context`` of ``operation`` (its own, or the connection's)."""
+        ...
 
     def is_open(self, operation: Any) -> bool: ...
 
@@ -140,7 +140,7 @@ class Member:
         if self._executor is None:
             socket, operation = self.socket, self.operation
             executor = self.analysis.executor(
-                socket.context, operation.variables, socket.root_value
+                socket.context_of(operation), operation.variables, socket.root_value
             )
             assert not isinstance(executor, list), "bind() coerced these variables"
             self._executor = executor

@@ -7,7 +7,8 @@ the member's whole operation executed by graphql-core."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Hashable
+import inspect
+from collections.abc import Awaitable, Callable, Hashable
 from copy import copy
 from typing import Any, Final, NamedTuple
 
@@ -17,6 +18,7 @@ from graphql.execution.executor import CollectedErrors, Executor
 from graphql.pyutils import Path
 
 from gql_observer.graphql.completion import Miss
+from gql_observer.graphql.context import event_context
 from gql_observer.graphql.envelope import envelope
 from gql_observer.graphql.frames import encode
 from gql_observer.graphql.member import Member, Spec
@@ -38,10 +40,32 @@ class _HolePlan(NamedTuple):
     fields: dict[str, Any]
 
 
+def _in_event_context(
+    member: Member, run: Callable[[Any], str | Awaitable[str]]
+) -> str | Awaitable[str]:
+    """``run(context)`` with the context of this event: a fresh one from the
+    context hook (awaited if the hook is async), else the operation's."""
+    context = event_context(member.executor().context_value)
+    if not inspect.isawaitable(context):
+        return run(context)
+    awaitable = context
+
+    async def later() -> str:
+        outcome = run(await awaitable)
+        return outcome if isinstance(outcome, str) else await outcome
+
+    return later()
+
+
 def execute(member: Member, item: Spec) -> str | Awaitable[str]:
     """``member``'s payload for ``item``, executed by graphql-core alone."""
+    return _in_event_context(member, lambda context: _execute(member, item, context))
+
+
+def _execute(member: Member, item: Spec, context: Any) -> str | Awaitable[str]:
     base = member.executor()
     executor = Executor.build_per_event_executor(base, member.envelope(item))
+    executor.context_value = context
     executor._relevant_sub_fields = {}
     result = executor.execute_operation(False)
     if executor.is_awaitable(result):
@@ -63,9 +87,16 @@ def _payload(member: Member, result: Any) -> str:
 
 def fill(member: Member, shape: Shape, data: dict[str, Any], item: Spec) -> str | Awaitable[str]:
     """``member``'s payload from the shared ``data`` of ``shape``, its holes
-    resolved by graphql-core with ``member``'s own context."""
+    resolved by graphql-core with ``member``'s own context (of this event)."""
+    return _in_event_context(member, lambda context: _fill(member, shape, data, item, context))
+
+
+def _fill(
+    member: Member, shape: Shape, data: dict[str, Any], item: Spec, context: Any
+) -> str | Awaitable[str]:
     executor = copy(member.executor())
     executor.root_value = member.envelope(item)
+    executor.context_value = context
     executor.collected_errors = CollectedErrors()
     executor._relevant_sub_fields = {}
     results: dict[str, Any] = {}

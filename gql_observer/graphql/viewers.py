@@ -21,6 +21,9 @@ from django.utils import timezone
 from strawberry import Info
 
 from gql_observer.core.auth import Credential
+from gql_observer.graphql.context import hooked, request_of
+from gql_observer.graphql.rows import has_get_queryset
+from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = [
     "CHECK_KEY",
@@ -48,6 +51,8 @@ class Viewer:
     Two viewers are equal when nothing can revoke one without the other: the
     same user, the same session, the same expiry and the same credential check
     (a token's password fingerprint). Equal viewers share a verdict.
+    ``own`` sets one apart from every other (an operation whose context the
+    context hook made, for a ``get_queryset`` that may read it).
     """
 
     __slots__ = (
@@ -67,6 +72,7 @@ class Viewer:
         expires: float | None,
         still_valid: Callable[[Any], bool] | None = None,
         credential: Hashable = None,
+        own: Hashable = None,
     ) -> None:
         self.user = user
         self.session_key = session_key
@@ -77,6 +83,8 @@ class Viewer:
             credential = still_valid
         self.credential = credential
         self.identity: Hashable = (self.user_pk, session_key, expires, credential)
+        if own is not None:
+            self.identity = (*self.identity, own)
         # Viewers are dictionary keys on every event: hashed once.
         self._hash = hash(self.identity)
 
@@ -95,16 +103,21 @@ class Viewer:
 
 
 def _scope(info: Info) -> dict[str, Any]:
-    context = info.context
-    request = context.get("request") if isinstance(context, dict) else None
+    request = request_of(info.context)
     consumer = getattr(request, "consumer", request)
     scope: dict[str, Any] = getattr(consumer, "scope", {}) or {}
     return scope
 
 
-def viewer_of(info: Info) -> Viewer:
-    """The viewer of an operation, from its connection's scope."""
-    return viewer_from_scope(_scope(info))
+def viewer_of(info: Info, definition: ObservedDefinition | None = None) -> Viewer:
+    """The viewer of an operation, from its connection's scope; its own for a
+    ``definition`` with a ``get_queryset`` when the context hook made its context
+    (the rows may depend on what the hook put there)."""
+    context = info.context
+    own = None
+    if definition is not None and hooked(context) and has_get_queryset(definition):
+        own = id(context)  # alive as long as the operation: no other context has it
+    return viewer_from_scope(_scope(info), own)
 
 
 def set_credential(scope: dict[str, Any], credential: Credential) -> None:
@@ -116,8 +129,9 @@ def set_credential(scope: dict[str, Any], credential: Credential) -> None:
     scope[CREDENTIAL_KEY] = credential.key
 
 
-def viewer_from_scope(scope: dict[str, Any]) -> Viewer:
-    """The viewer of a connection (an ASGI scope after authentication)."""
+def viewer_from_scope(scope: dict[str, Any], own: Hashable = None) -> Viewer:
+    """The viewer of a connection (an ASGI scope after authentication); ``own``:
+    see :class:`Viewer`."""
     user = scope.get("user")
     session = scope.get("session")
     session_key = None
@@ -132,6 +146,7 @@ def viewer_from_scope(scope: dict[str, Any]) -> Viewer:
         expires=scope.get(EXPIRES_KEY),
         still_valid=scope.get(CHECK_KEY),
         credential=scope.get(CREDENTIAL_KEY),
+        own=own,
     )
 
 

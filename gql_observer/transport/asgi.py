@@ -1,8 +1,11 @@
-"""The whole ASGI application with safe defaults, in one call.
+"""The ASGI applications: the whole application with safe defaults in one call
+(:func:`application`), or the GraphQL endpoint's HTTP and websocket apps for
+your own Channels routing (:func:`graphql_http_app`, :func:`graphql_websocket_app`).
 
 HTTP ``/graphql/`` serves queries and mutations (and GraphiQL on GET);
 the websocket on the same path speaks graphql-transport-ws and legacy
-graphql-ws (:mod:`gql_observer.transport`); everything else goes to Django.
+graphql-ws (:mod:`gql_observer.transport`); every other path, HTTP or
+websocket, goes to your application.
 Every HTTP request and websocket handshake must name an allowed Host
 (``ALLOWED_HOSTS``); a browser's websocket must come from the server's own
 origin or one of ``CSRF_TRUSTED_ORIGINS``; HTTP requests that the session
@@ -15,8 +18,9 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from asgiref.sync import sync_to_async
 from channels.auth import AuthMiddlewareStack
@@ -24,6 +28,7 @@ from channels.exceptions import StopConsumer
 from channels.routing import ProtocolTypeRouter, URLRouter
 from cross_web import HTTPException
 from django.conf import settings
+from django.core.handlers.asgi import ASGIHandler
 from django.urls import re_path
 from django.utils.module_loading import import_string
 from graphql import DocumentNode, OperationType, get_operation_ast
@@ -38,6 +43,7 @@ from gql_observer.core.auth import (
 )
 from gql_observer.core.conf import get_settings
 from gql_observer.graphql import runtime
+from gql_observer.graphql.context import Context, ContextGetter, configured_getter, make_context
 from gql_observer.graphql.documents import prepare
 from gql_observer.graphql.viewers import set_credential
 from gql_observer.transport.graphiql import ASSETS_SEGMENT, CDN, GraphiQLAssetsConsumer
@@ -53,6 +59,8 @@ __all__ = [
     "Lifespan",
     "ObserverHTTPConsumer",
     "application",
+    "graphql_http_app",
+    "graphql_websocket_app",
     "load_schema",
     "origin_allowed",
 ]
@@ -79,6 +87,12 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
     channel_layer_alias = "gql_observer.no-channel-per-connection"
     _started = False
     _received = 0
+
+    def __init__(
+        self, schema: BaseSchema, *, context_getter: ContextGetter | None = None, **kwargs: Any
+    ) -> None:
+        super().__init__(schema, **kwargs)
+        self.context_getter = context_getter
 
     async def http_request(self, message: dict[str, Any]) -> None:
         """Called for each part of the request body: beyond ``MAX_REQUEST_SIZE``
@@ -135,10 +149,10 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
         )
 
     async def get_context(self, request: Any, response: Any) -> Any:
-        """The context of one request: ``user`` from an ``Authorization: Bearer``
+        """The context of one request (a :class:`~gql_observer.graphql.context.Context`,
+        shaped by the context hook): ``user`` from an ``Authorization: Bearer``
         token (a bad token answers 401), or from the session cookie, in which case
         the request must pass Django's CSRF check (403 otherwise)."""
-        context: Any = await super().get_context(request, response)  # type: ignore[func-returns-value]
         scope = self.scope
         header = dict(scope.get("headers", [])).get(b"authorization", b"").decode("latin1")
         credential = credential_from_params({"Authorization": header}) if header else None
@@ -155,8 +169,19 @@ class ObserverHTTPConsumer(GraphQLHTTPConsumer):
                 reason = csrf_failure(scope)
             if reason is not None:
                 raise HTTPException(403, f"CSRF Failed: {reason}")
-        context["user"] = scope.get("user")
-        return context
+        defaults = {
+            "request": request,
+            "response": response,
+            "ws": None,
+            "user": scope.get("user"),
+            "connection_params": None,
+        }
+        try:
+            made = make_context(defaults, self.context_getter or configured_getter())
+            return made if isinstance(made, Context) else await cast(Awaitable[Context], made)
+        except Exception:
+            logger.exception("The context getter failed")
+            raise HTTPException(500, "Internal Server Error") from None
 
     async def render_graphql_ide(self, request: Any) -> Any:
         """GraphiQL, with the CSRF cookie it sends back as ``X-CSRFToken``."""
@@ -204,23 +229,86 @@ def load_schema() -> BaseSchema:
     return schema
 
 
+def _graphiql() -> bool:
+    graphiql = get_settings().graphiql
+    return bool(settings.DEBUG) if graphiql is None else graphiql
+
+
+def _http(schema: BaseSchema, context_getter: ContextGetter | None) -> ASGIApp:
+    return AuthMiddlewareStack(
+        ObserverHTTPConsumer.as_asgi(
+            schema=schema,
+            graphql_ide="graphiql" if _graphiql() else None,
+            context_getter=context_getter,
+        )
+    )
+
+
+def graphql_http_app(
+    schema: BaseSchema | None = None, *, context_getter: ContextGetter | None = None
+) -> ASGIApp:
+    """GraphQL over HTTP (queries, mutations, GraphiQL on GET) for a route of
+    your own HTTP ``URLRouter``: ``path("graphql/", graphql_http_app())``. The
+    Host must be one of ``ALLOWED_HOSTS`` (400), a request the session cookie
+    authenticates must pass Django's CSRF check; under your own
+    ``AuthMiddlewareStack`` or without one. ``context_getter``: see
+    :mod:`gql_observer.graphql.context` (``None``: ``CONTEXT_GETTER``)."""
+    return AllowedHostsMiddleware(_http(schema or load_schema(), context_getter))
+
+
+def graphql_websocket_app(
+    schema: BaseSchema | None = None, *, context_getter: ContextGetter | None = None
+) -> ASGIApp:
+    """The GraphQL websocket (graphql-transport-ws and legacy graphql-ws) for a
+    route of your own websocket ``URLRouter``: ``path("graphql/",
+    graphql_websocket_app())``. The Host must be one of ``ALLOWED_HOSTS`` and a
+    browser's Origin the server's own or one of ``CSRF_TRUSTED_ORIGINS``
+    (refused: 403); clients that send no Origin are served. Under your own
+    ``AuthMiddlewareStack`` or without one (the session cookie is read either
+    way)."""
+    app = TransportWSApp(
+        schema or load_schema(),
+        path=None,
+        origin_allowed=origin_allowed,
+        context_getter=context_getter,
+    )
+    return AllowedHostsMiddleware(app)
+
+
+def _serves_websockets(app: Any) -> bool:
+    """Whether ``app`` may be handed a websocket: not Django's own handler (HTTP
+    only), nor a ``ProtocolTypeRouter`` without a ``websocket`` entry."""
+    if isinstance(app, ASGIHandler):
+        return False
+    if isinstance(app, ProtocolTypeRouter):
+        return "websocket" in app.application_mapping
+    return True
+
+
 def application(
     schema: BaseSchema | None = None,
     *,
     path: str = "graphql/",
     django_application: ASGIApp | None = None,
+    context_getter: ContextGetter | None = None,
 ) -> ASGIApp:
     """Build the ASGI application: GraphQL over HTTP and websocket at ``path``,
-    Django for every other URL, lifespan for a clean shutdown. Every HTTP request
-    and websocket handshake must name a Host of ``ALLOWED_HOSTS`` (400; a
-    websocket is refused, which servers answer with 403).
+    ``django_application`` for every other path (HTTP, and websockets when it
+    serves them: a ``ProtocolTypeRouter`` with your own consumers), lifespan for
+    a clean shutdown. Every HTTP request and websocket handshake must name a
+    Host of ``ALLOWED_HOSTS`` (400; a websocket is refused, which servers
+    answer with 403). ``context_getter``: see
+    :mod:`gql_observer.graphql.context` (``None``: ``CONTEXT_GETTER``).
 
     Call it in your ``asgi.py`` after ``django.setup()`` (or after
     ``get_asgi_application()``)::
 
         django_asgi = get_asgi_application()
         from gql_observer.asgi import application as gql_application
-        application = gql_application(django_application=django_asgi)
+        application = gql_application(django_application=ProtocolTypeRouter({
+            "http": django_asgi,
+            "websocket": AuthMiddlewareStack(URLRouter(websocket_urlpatterns)),
+        }))
     """
     if schema is None:
         schema = load_schema()
@@ -228,14 +316,11 @@ def application(
         from django.core.asgi import get_asgi_application
 
         django_application = get_asgi_application()
-    graphiql = get_settings().graphiql
-    if graphiql is None:
-        graphiql = bool(settings.DEBUG)
     pattern = rf"^{re.escape(path.strip('/'))}/?$"
-    http = ObserverHTTPConsumer.as_asgi(schema=schema, graphql_ide="graphiql" if graphiql else None)
-    routes = [re_path(pattern, AuthMiddlewareStack(http))]
+    fallback: Any = django_application if _serves_websockets(django_application) else None
+    routes = [re_path(pattern, _http(schema, context_getter))]
     assets = get_settings().graphiql_assets_dir
-    if graphiql and assets:
+    if _graphiql() and assets:
         assets_pattern = rf"^{re.escape(path.strip('/'))}/{ASSETS_SEGMENT}/(?P<asset>.+)$"
         routes.append(
             re_path(assets_pattern, GraphiQLAssetsConsumer.as_asgi(directory=Path(assets)))
@@ -245,7 +330,13 @@ def application(
         {
             "http": AllowedHostsMiddleware(URLRouter(routes)),
             "websocket": AllowedHostsMiddleware(
-                TransportWSApp(schema, path=pattern, origin_allowed=origin_allowed)
+                TransportWSApp(
+                    schema,
+                    path=pattern,
+                    origin_allowed=origin_allowed,
+                    fallback=fallback,
+                    context_getter=context_getter,
+                )
             ),
             "lifespan": Lifespan(),
         }

@@ -23,8 +23,10 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from graphql import GraphQLError
 
 from gql_observer.core.conf import Settings
+from gql_observer.graphql.context import ContextGetter
 from gql_observer.graphql.frames import encode
 from gql_observer.transport.codes import CloseCode
+from gql_observer.transport.listening import Listening
 
 if TYPE_CHECKING:
     from strawberry.schema import BaseSchema
@@ -48,12 +50,14 @@ def _reason(text: str) -> str:
     return data[:120].decode(errors="ignore") + "..."
 
 
-class Connection:
+class Connection(Listening):
     """One GraphQL websocket (what watches call a socket).
 
-    ``context`` is what resolvers get as ``info.context``: a dict with
-    ``request`` and ``ws`` (this connection: ``.scope``, ``.user``), ``user``
-    and ``connection_params``, like strawberry's websocket context.
+    Resolvers get a :class:`~gql_observer.graphql.context.Context` as
+    ``info.context``: ``request`` and ``ws`` (this connection: ``.scope``,
+    ``.user``, and strawberry's ``channel_layer``, ``channel_name``,
+    ``listen_to_channel``), ``user`` and ``connection_params``; one per
+    connection, or one per operation made by ``context_getter``.
     """
 
     #: The subprotocol the class speaks.
@@ -63,7 +67,6 @@ class Connection:
 
     __slots__ = (
         "_closed",
-        "_context",
         "_init_timer",
         "_ping_timer",
         "_send",
@@ -81,13 +84,22 @@ class Connection:
         "settings",
     )
 
-    def __init__(self, schema: BaseSchema, scope: Scope, send: Send, settings: Settings) -> None:
+    def __init__(
+        self,
+        schema: BaseSchema,
+        scope: Scope,
+        send: Send,
+        settings: Settings,
+        context_getter: ContextGetter | None = None,
+    ) -> None:
         self.schema = schema
+        self.context_getter = context_getter
+        self._context = None
+        self._listening = None
         self.scope = scope
         self.settings = settings
         self._send = send
         self.root_value: Any = None
-        self._context: dict[str, Any] | None = None
         self.connection_params: dict[str, Any] | None = None
         self.operations: dict[str, Operation] = {}
         self._tasks: set[asyncio.Future[Any]] | None = None
@@ -100,21 +112,6 @@ class Connection:
         self._ping_timer: asyncio.TimerHandle | None = None
         #: The subscribe rate's token bucket (made at the first subscribe).
         self.rate: SubscribeRate | None = None
-
-    @property
-    def context(self) -> dict[str, Any]:
-        """``info.context`` of this connection's operations (made when the first
-        one needs it: observed subscriptions whose fields are all read off the
-        instance never do)."""
-        if self._context is None:
-            self._context = {
-                "request": self,
-                "ws": self,
-                "response": None,
-                "user": self.scope.get("user"),
-                "connection_params": self.connection_params,
-            }
-        return self._context
 
     @property
     def user(self) -> Any:
@@ -180,6 +177,7 @@ class Connection:
             if timer is not None:
                 timer.cancel()
         self.end_all()
+        await self.close_channel()
         tasks = [t for t in self._tasks or () if not t.done()]
         for task in tasks:
             task.cancel()

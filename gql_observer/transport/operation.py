@@ -11,7 +11,8 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Final, TypeGuard
+from collections.abc import Awaitable
+from typing import TYPE_CHECKING, Any, Final, TypeGuard, cast
 
 from graphql import GraphQLError, GraphQLSyntaxError
 from strawberry.schema.exceptions import CannotGetOperationTypeError
@@ -19,8 +20,10 @@ from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
 from gql_observer.graphql import analysis, documents, runtime, watch
+from gql_observer.graphql.context import Context, make_context
 from gql_observer.graphql.frames import result_payload
 from gql_observer.graphql.member import Member
+from gql_observer.graphql.rows import has_get_queryset
 from gql_observer.graphql.viewers import viewer_from_scope
 from gql_observer.transport.codes import CloseCode
 
@@ -48,7 +51,16 @@ class Operation:
     that are not observed) or a watch member (observed subscriptions; a task only
     while it starts)."""
 
-    __slots__ = ("completed", "id", "member", "operation_name", "query", "task", "variables")
+    __slots__ = (
+        "completed",
+        "context",
+        "id",
+        "member",
+        "operation_name",
+        "query",
+        "task",
+        "variables",
+    )
 
     def __init__(
         self, id: str, query: str, variables: dict[str, Any] | None, operation_name: str | None
@@ -60,6 +72,8 @@ class Operation:
         self.completed = False
         self.task: asyncio.Task[None] | None = None
         self.member: Member | None = None
+        #: Its own ``info.context`` (made by the context hook), else ``None``.
+        self.context: Any = None
 
     def end(self) -> None:
         """The client ended it (or went): nothing more is sent for it."""
@@ -140,9 +154,24 @@ async def start(connection: Connection, operation_id: str, payload: dict[str, An
     operation = Operation(
         operation_id, payload["query"], payload.get("variables"), payload.get("operationName")
     )
+    if connection.context_getter is not None:
+        try:
+            operation.context = await _made(connection)
+        except Exception:
+            logger.exception("The context getter failed")
+            await refuse(connection, operation_id, "Unexpected error.")
+            return
+        if connection.closed:
+            return
     connection.operations[operation_id] = operation
     if not _join_watch(connection, operation):
         operation.task = connection.spawn(_run(connection, operation))
+
+
+async def _made(connection: Connection) -> Context:
+    """The context of one operation, as the context hook makes it."""
+    made = make_context(connection.context_defaults(), connection.context_getter)
+    return made if isinstance(made, Context) else await cast(Awaitable[Context], made)
 
 
 def _join_watch(connection: Connection, operation: Operation) -> bool:
@@ -156,7 +185,13 @@ def _join_watch(connection: Connection, operation: Operation) -> bool:
     binding = found.bind(operation.variables)
     if binding is None:
         return False
-    member = Member(connection, operation, found, binding, viewer_from_scope(connection.scope))
+    # A get_queryset may read what the context hook put in the context: then
+    # this operation's rows are its own, not its viewer's.
+    own = (
+        operation if operation.context is not None and has_get_queryset(found.definition) else None
+    )
+    viewer = viewer_from_scope(connection.scope, own)
+    member = Member(connection, operation, found, binding, viewer)
     operation.member = member
     operation.query = ""  # the analysis holds the document
     operation.task = task = connection.spawn(watch.admit(runtime.current(), member, binding))
@@ -173,7 +208,7 @@ async def _run(connection: Connection, operation: Operation) -> None:
         stream = await connection.schema.stream(
             operation.query,
             variable_values=operation.variables,
-            context_value=connection.context,
+            context_value=connection.context_of(operation),
             root_value=connection.root_value,
             operation_name=operation.operation_name,
         )

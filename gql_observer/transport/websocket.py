@@ -7,11 +7,12 @@ from __future__ import annotations
 import logging
 import re
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from django.db import InterfaceError, OperationalError
 
 from gql_observer.core.conf import get_settings
+from gql_observer.graphql.context import ContextGetter, configured_getter
 from gql_observer.transport.codes import CloseCode
 from gql_observer.transport.connection import Connection, Receive, Scope, Send
 from gql_observer.transport.legacy_ws import LEGACY_SUBPROTOCOL, LegacyWSConnection
@@ -31,6 +32,8 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
+ASGIApp = Callable[[Scope, Receive, Send], Any]
+
 #: The close reason of a handshake offering neither subprotocol (code 4406).
 NOT_ACCEPTABLE: Final = "Subprotocol not acceptable"
 #: The connection class of each subprotocol served.
@@ -46,7 +49,11 @@ def choose_subprotocol(offered: Iterable[str]) -> str | None:
 
 
 async def open_connection(
-    schema: BaseSchema, scope: Scope, send: Send, subprotocol: str
+    schema: BaseSchema,
+    scope: Scope,
+    send: Send,
+    subprotocol: str,
+    context_getter: ContextGetter | None = None,
 ) -> Connection | None:
     """The :class:`Connection` of one websocket (``subprotocol`` chosen by
     :func:`choose_subprotocol`), its user read from the session; the caller then
@@ -66,15 +73,20 @@ async def open_connection(
             }
         )
         return None
-    return PROTOCOLS[subprotocol](schema, scope, send, get_settings())
+    return PROTOCOLS[subprotocol](schema, scope, send, get_settings(), context_getter)
 
 
 class TransportWSApp:
     """The ASGI application of the GraphQL websocket at ``path`` (a regular
-    expression matched against the path without its leading ``/``): the
-    client's first choice of graphql-transport-ws and legacy graphql-ws is
-    served; a handshake offering neither is accepted and closed with 4406,
-    one for another path refused (403).
+    expression matched against the path without its leading ``/``; ``None``:
+    every path routed to it, as in a ``URLRouter``): the client's first choice
+    of graphql-transport-ws and legacy graphql-ws is served; a handshake
+    offering neither is accepted and closed with 4406. A handshake for another
+    path goes to ``fallback`` (your own websocket application), or is refused
+    (403) without one.
+
+    ``context_getter`` shapes each operation's ``info.context``
+    (:mod:`gql_observer.graphql.context`); ``None``: ``CONTEXT_GETTER``.
 
     A browser's handshake must come from an Origin that ``origin_allowed``
     accepts for it (see :func:`gql_observer.transport.guard.origin_allowed`: the server's
@@ -86,18 +98,25 @@ class TransportWSApp:
         self,
         schema: BaseSchema,
         *,
-        path: str,
+        path: str | None,
         origin_allowed: Callable[[str, Scope], bool],
+        fallback: ASGIApp | None = None,
+        context_getter: ContextGetter | None = None,
     ) -> None:
         self.schema = schema
-        self.path = re.compile(path)
+        self.path = None if path is None else re.compile(path)
         self.origin_allowed = origin_allowed
+        self.fallback = fallback
+        self.context_getter = context_getter
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (await receive())["type"] != "websocket.connect":
+        if self.path is not None and not self.path.match(scope.get("path", "").lstrip("/")):
+            if self.fallback is not None:
+                await self.fallback(scope, receive, send)
+            elif (await receive())["type"] == "websocket.connect":
+                await send({"type": "websocket.close"})  # refused handshake: 403
             return
-        if not self.path.match(scope.get("path", "").lstrip("/")):
-            await send({"type": "websocket.close"})  # refused handshake: 403
+        if (await receive())["type"] != "websocket.connect":
             return
         origin = next((v for k, v in scope.get("headers", ()) if k == b"origin"), None)
         if origin is not None and not self.origin_allowed(origin.decode("latin1"), scope):
@@ -116,6 +135,7 @@ class TransportWSApp:
             return
         # Served from this frame, not from one more: an idle connection's coroutine
         # frames are what it holds besides its objects.
-        connection = await open_connection(self.schema, scope, send, chosen)
+        getter = self.context_getter or configured_getter()
+        connection = await open_connection(self.schema, scope, send, chosen, getter)
         if connection is not None:
             await connection.serve(receive)
