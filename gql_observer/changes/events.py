@@ -25,7 +25,10 @@ CHANGES: Final = "gqlobs.changes"
 #: The channel-layer ``type`` of a hub's liveness probe (to itself).
 PROBE: Final = "gqlobs.probe"
 
-Action = Literal["update", "delete"]
+#: ``create``: a row that did not exist (a bulk_create); nobody can be
+#: subscribed to it, so instance subscribers never hear of it (list
+#: subscribers do). ``update``: re-read it. ``delete``: it is gone (``last``).
+Action = Literal["create", "update", "delete"]
 
 #: Field values of a deleted instance, as ``Field.value_to_string`` gives them.
 LastValues = dict[str, str | None]

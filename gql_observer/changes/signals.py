@@ -12,12 +12,12 @@ from django.db.models.signals import post_delete, post_save
 
 from gql_observer.changes.events import CHANGE, Action, ChangeEvent, LastValues, next_version
 from gql_observer.changes.groups import instance_group
-from gql_observer.changes.outbox import publish
+from gql_observer.changes.outbox import publish, publish_many
 from gql_observer.core.conf import get_settings
 from gql_observer.observe import registry
 from gql_observer.observe.definition import ObservedDefinition
 
-__all__ = ["connect", "connect_all", "last_values"]
+__all__ = ["announce", "change", "connect", "connect_all", "last_values"]
 
 logger = logging.getLogger(__name__)
 _connected: set[type[Model]] = set()
@@ -39,73 +39,97 @@ def last_values(instance: Model) -> LastValues:
     return values
 
 
-def _event(instance: Model, action: Action) -> ChangeEvent:
-    label = instance._meta.label_lower
-    pk = str(instance.pk)
+def change(model: type[Model], pk: object, action: Action) -> ChangeEvent:
+    """The event of ``action`` on the instance ``pk`` of ``model`` (not a delete:
+    that one carries the row's last values, see :func:`last_values`)."""
+    label = model._meta.label_lower
+    key = str(pk)
     return {
         "type": CHANGE,
-        "group": instance_group(get_settings().group_prefix, label, pk),
+        "group": instance_group(get_settings().group_prefix, label, key),
         "model": label,
-        "pk": pk,
+        "pk": key,
         "action": action,
-        "last": last_values(instance) if action == "delete" else None,
+        "last": None,
         "version": 0,  # stamped when the commit is announced
     }
 
 
-def _announce(event: ChangeEvent) -> None:
-    # The version is taken after the commit, so one writer's versions follow
-    # its commit order.
-    publish({**event, "version": next_version()})
+def _event(instance: Model, action: Action) -> ChangeEvent:
+    event = change(type(instance), instance.pk, action)
+    if action == "delete":
+        event["last"] = last_values(instance)
+    return event
+
+
+def _announce(events: list[ChangeEvent]) -> None:
+    # Versions are taken after the commit, so one writer's versions follow its
+    # commit order.
+    if len(events) == 1:
+        publish({**events[0], "version": next_version()})
+    else:
+        publish_many([{**event, "version": next_version()} for event in events])
 
 
 class _Announce:
-    """The on_commit callback of one event, remembering the savepoints it was
-    registered in: Django drops it if any of them rolls back."""
+    """The on_commit callback of the events one write registered, remembering
+    the savepoints it was registered in: Django drops it if any of them rolls back."""
 
-    __slots__ = ("event", "savepoints")
+    __slots__ = ("events", "savepoints")
 
-    def __init__(self, event: ChangeEvent, savepoints: frozenset[str]) -> None:
-        self.event = event
+    def __init__(self, savepoints: frozenset[str]) -> None:
+        self.events: list[ChangeEvent] = []
         self.savepoints = savepoints
 
     def __call__(self) -> None:
-        _announce(self.event)
+        _announce(self.events)
 
 
-def _announced(connection: Any, event: ChangeEvent) -> bool:
-    """Whether this transaction already holds a callback for the same change that
-    runs whenever a new one would (registered in no savepoint that the current
-    position could survive without)."""
-    pending: dict[str, _Announce] | None = getattr(connection, "_gqlobs_pending", None)
-    if not pending:
-        return False
-    earlier = pending.get(event["group"])
-    if earlier is None or earlier.event["action"] != event["action"]:
-        return False
-    if not earlier.savepoints <= set(connection.savepoint_ids):
-        return False
-    return any(func is earlier for _, func, _ in connection.run_on_commit)
+#: What a connection's transaction has pending, per group: (callback, action).
+_Pending = dict[str, tuple[_Announce, Action]]
 
 
-def _on_commit(event: ChangeEvent, using: str) -> None:
+def announce(events: list[ChangeEvent], using: str) -> None:
+    """Publish ``events`` once the transaction on ``using`` commits (at once in
+    autocommit mode); nothing if it rolls back. One instance's change is
+    announced once per transaction: an event the transaction already holds a
+    callback for, one that runs whenever a new one would, is left out.
+
+    Every way a change is announced goes through here: saves and deletes,
+    many-to-many changes, the bulk writes of an ``ObservedQuerySet`` and
+    ``notify``."""
+    if not events:
+        return
     # Django drops the callbacks of a rolled-back savepoint, so nothing a
-    # rollback undid is ever announced. Several saves of one instance in one
-    # transaction become one event. robust: a failing publish is logged by
+    # rollback undid is ever announced. robust: a failing publish is logged by
     # Django, never raised into the writer's commit.
     connection = transaction.get_connection(using)
     if not connection.in_atomic_block:
-        _announce(event)
+        _announce(events)
         return
-    if _announced(connection, event):
-        return
-    pending: dict[str, _Announce] | None = getattr(connection, "_gqlobs_pending", None)
+    pending: _Pending | None = getattr(connection, "_gqlobs_pending", None)
     if pending is None or not connection.run_on_commit:
         # No callback is pending: whatever the dict holds ran or was rolled back.
         pending = connection._gqlobs_pending = {}
-    callback = _Announce(event, frozenset(connection.savepoint_ids))
-    transaction.on_commit(callback, using=using, robust=True)
-    pending[event["group"]] = callback
+    savepoints = frozenset(connection.savepoint_ids)
+    callback = _Announce(savepoints)
+    live: set[int] | None = None  # the callbacks still registered, looked up once
+    for event in events:
+        earlier = pending.get(event["group"])
+        if earlier is not None and earlier[1] == event["action"]:
+            if earlier[0] is callback:
+                continue
+            # It runs whenever a new one would: registered in no savepoint
+            # that the current position could survive without.
+            if earlier[0].savepoints <= savepoints:
+                if live is None:
+                    live = {id(func) for _, func, _ in connection.run_on_commit}
+                if id(earlier[0]) in live:
+                    continue
+        callback.events.append(event)
+        pending[event["group"]] = (callback, event["action"])
+    if callback.events:
+        transaction.on_commit(callback, using=using, robust=True)
 
 
 def _saved(
@@ -115,11 +139,11 @@ def _saved(
     # not changes.
     if created or raw:
         return
-    _on_commit(_event(instance, "update"), using)
+    announce([_event(instance, "update")], using)
 
 
 def _deleted(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
-    _on_commit(_event(instance, "delete"), using)
+    announce([_event(instance, "delete")], using)
 
 
 def connect(definition: ObservedDefinition) -> None:
