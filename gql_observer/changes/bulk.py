@@ -19,7 +19,7 @@ from django.db import models, router, transaction
 from django.db.models import Model, QuerySet
 
 from gql_observer.changes.events import Action
-from gql_observer.changes.signals import announce, change
+from gql_observer.changes.signals import announce, changes
 from gql_observer.observe import registry
 
 __all__ = ["ObservedManager", "ObservedQuerySet", "ObservedQuerySetMixin", "notify"]
@@ -45,8 +45,7 @@ def _observed(model: type[Model]) -> bool:
 
 
 def _announce(model: type[Model], pks: Iterable[Any], action: Action, using: str) -> None:
-    events = [change(model, pk, action) for pk in dict.fromkeys(pks) if pk is not None]
-    announce(events, using)
+    announce(changes(model, (pk for pk in pks if pk is not None), action), using)
 
 
 class ObservedQuerySetMixin(_Base):

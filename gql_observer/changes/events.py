@@ -16,6 +16,7 @@ __all__ = [
     "LastValues",
     "ProbeMessage",
     "next_version",
+    "next_versions",
 ]
 
 #: The channel-layer ``type`` of a change event.
@@ -87,7 +88,14 @@ def next_version() -> int:
     committed state (see ``Subscription.next``). They order the changes of one
     writer process and identify an event in logs and metrics.
     """
+    return next_versions(1)
+
+
+def next_versions(count: int) -> int:
+    """The first of ``count`` consecutive versions (see :func:`next_version`),
+    for the changes one commit announces together."""
     global _last_version
     with _version_lock:
-        _last_version = max(time.time_ns(), _last_version + 1)
-        return _last_version
+        first = max(time.time_ns(), _last_version + 1)
+        _last_version = first + count - 1
+        return first

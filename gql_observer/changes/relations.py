@@ -11,7 +11,7 @@ from typing import Any
 from django.db.models import ManyToManyField, Model
 from django.db.models.signals import m2m_changed
 
-from gql_observer.changes.signals import announce, change
+from gql_observer.changes.signals import announce, change, changes
 from gql_observer.observe import registry
 from gql_observer.observe.definition import ObservedDefinition
 
@@ -81,7 +81,7 @@ def _changed(
     if _observed(sides, model, reverse):
         values = pk_set if pk_set is not None else _related(sender, instance, reverse, using)
         pks = _pks(sender, model, reverse, values, using)
-        events += [change(model, pk, "update") for pk in pks]
+        events += changes(model, pks, "update")
     announce(events, using)
 
 

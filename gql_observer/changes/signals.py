@@ -4,20 +4,28 @@ that leaves on commit."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
 from django.db.models import Model
 from django.db.models.signals import post_delete, post_save
 
-from gql_observer.changes.events import CHANGE, Action, ChangeEvent, LastValues, next_version
+from gql_observer.changes.events import (
+    CHANGE,
+    Action,
+    ChangeEvent,
+    LastValues,
+    next_version,
+    next_versions,
+)
 from gql_observer.changes.groups import instance_group
 from gql_observer.changes.outbox import publish, publish_many
 from gql_observer.core.conf import get_settings
 from gql_observer.observe import registry
 from gql_observer.observe.definition import ObservedDefinition
 
-__all__ = ["announce", "change", "connect", "connect_all", "last_values"]
+__all__ = ["announce", "change", "changes", "connect", "connect_all", "last_values"]
 
 logger = logging.getLogger(__name__)
 _connected: set[type[Model]] = set()
@@ -42,17 +50,27 @@ def last_values(instance: Model) -> LastValues:
 def change(model: type[Model], pk: object, action: Action) -> ChangeEvent:
     """The event of ``action`` on the instance ``pk`` of ``model`` (not a delete:
     that one carries the row's last values, see :func:`last_values`)."""
+    return changes(model, (pk,), action)[0]
+
+
+def changes(model: type[Model], pks: Iterable[object], action: Action) -> list[ChangeEvent]:
+    """The events of ``action`` on the instances ``pks`` of ``model``, each pk once."""
     label = model._meta.label_lower
-    key = str(pk)
-    return {
-        "type": CHANGE,
-        "group": instance_group(get_settings().group_prefix, label, key),
-        "model": label,
-        "pk": key,
-        "action": action,
-        "last": None,
-        "version": 0,  # stamped when the commit is announced
-    }
+    prefix = get_settings().group_prefix
+    events: list[ChangeEvent] = []
+    for key in dict.fromkeys(str(pk) for pk in pks):
+        events.append(
+            {
+                "type": CHANGE,
+                "group": instance_group(prefix, label, key),
+                "model": label,
+                "pk": key,
+                "action": action,
+                "last": None,
+                "version": 0,  # stamped when the commit is announced
+            }
+        )
+    return events
 
 
 def _event(instance: Model, action: Action) -> ChangeEvent:
@@ -65,10 +83,15 @@ def _event(instance: Model, action: Action) -> ChangeEvent:
 def _announce(events: list[ChangeEvent]) -> None:
     # Versions are taken after the commit, so one writer's versions follow its
     # commit order.
+    # The events are the callback's own (built for it, announced once): stamped in place.
     if len(events) == 1:
-        publish({**events[0], "version": next_version()})
+        events[0]["version"] = next_version()
+        publish(events[0])
     else:
-        publish_many([{**event, "version": next_version()} for event in events])
+        first = next_versions(len(events))
+        for n, event in enumerate(events):
+            event["version"] = first + n
+        publish_many(events)
 
 
 class _Announce:
