@@ -8,14 +8,17 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from channels.db import database_sync_to_async
 from django.contrib.auth.models import Group, User
 from django.db import connection, transaction
 from django.test.utils import CaptureQueriesContext
 
 import gql_observer
 from gql_observer.changes.publisher import BATCH_LIMIT
+from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
 from tests.support import runtime as live
+from tests.support.notes import subscribe_note
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
 
@@ -128,3 +131,25 @@ def test_notify_refuses_a_pk_the_model_cannot_hold() -> None:
 
     with pytest.raises(ValidationError):
         gql_observer.notify(User, ["not a number"])
+
+
+async def test_an_update_reaches_subscribers_in_the_writers_process_on_the_in_memory_layer(
+    application: Any, users: list[User]
+) -> None:
+    owner = users[0]
+    notes = [await Note.objects.acreate(owner=owner, title=str(n)) for n in range(3)]
+    token = await database_sync_to_async(gql_observer.issue_token)(owner)
+    client = GraphQLTransportWSCommunicator(application)
+    await client.connect()
+    await client.init({"token": token})
+    try:
+        ops = {await subscribe_note(client, note): note.pk for note in notes}
+        assert await Note.objects.filter(owner=owner).aupdate(title="in memory") == 3
+        seen = {}
+        for _ in ops:
+            message = await client.receive(timeout=10)
+            assert message["type"] == "next", message
+            seen[ops[message["id"]]] = message["payload"]["data"]["note"]["data"]["title"]
+        assert seen == {note.pk: "in memory" for note in notes}
+    finally:
+        await client.disconnect()

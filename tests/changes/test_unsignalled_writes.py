@@ -20,6 +20,7 @@ from django.contrib.auth.models import Group, User
 from django.db import transaction
 
 import gql_observer
+from gql_observer.changes.signals import announce, change
 from schema_examples.notes.models import Note
 from tests.support.live import LiveSocket, delete_keys, redis_layers, server_env
 from tests.support.notes import NOTE_FIELDS
@@ -396,3 +397,21 @@ async def test_bulk_create_reaches_no_instance_subscriber_and_breaks_nothing(
     more = await subscribe_notes(socket, created[:1])
     await write(lambda: Note.objects.filter(pk=created[0].pk).update(title="edited"))
     assert await titles_seen(socket, more) == {created[0].pk: "edited"}
+
+
+async def test_a_create_event_of_a_subscribed_instance_sends_its_subscribers_nothing(
+    notes_socket: tuple[LiveSocket, list[Note]],
+) -> None:
+    # bulk_create announces "create" for list subscribers; should one ever name
+    # a row somebody subscribed to (an explicit pk reused), the instance's
+    # subscribers must not hear of it.
+    socket, notes = notes_socket
+    ops = await subscribe_notes(socket, notes[:1])
+
+    def create_then_update() -> None:
+        announce([change(Note, notes[0].pk, "create")], "default")
+        assert gql_observer.flush(10)  # on Redis before the update below
+        Note.objects.filter(pk=notes[0].pk).update(title="barrier")
+
+    await write(create_then_update)
+    assert await titles_seen(socket, ops) == {notes[0].pk: "barrier"}
