@@ -415,3 +415,21 @@ async def test_a_create_event_of_a_subscribed_instance_sends_its_subscribers_not
 
     await write(create_then_update)
     assert await titles_seen(socket, ops) == {notes[0].pk: "barrier"}
+
+
+async def test_bulk_create_updating_on_conflict_reaches_the_existing_rows_subscribers(
+    notes_socket: tuple[LiveSocket, list[Note]],
+) -> None:
+    socket, notes = notes_socket
+    ops = await subscribe_notes(socket, notes[:1])
+
+    def upsert() -> None:
+        Note.objects.bulk_create(
+            [Note(pk=notes[0].pk, owner_id=1, title="upserted")],
+            update_conflicts=True,
+            unique_fields=["id"],
+            update_fields=["title"],
+        )
+
+    await write(upsert)
+    assert await titles_seen(socket, ops) == {notes[0].pk: "upserted"}
