@@ -14,8 +14,8 @@ from gql_observer import ClientError
 
 
 @strawberry_django.type(Group, fields=["id", "name"])
-class GroupType:
-    pass
+class UserGroupType:
+    """A group a user is in."""
 
 
 # groups is many-to-many: user.groups.add(g), group.user_set.add(user),
@@ -23,7 +23,7 @@ class GroupType:
 @gql_observer.observe(User)
 @strawberry_django.type(User, fields=["id", "username", "email"])
 class UserType:
-    groups: list[GroupType]
+    groups: list[UserGroupType]
 
 
 def _get(pk: strawberry.ID) -> User:
