@@ -1,11 +1,18 @@
 """gql_observer: Django model instances on a live GraphQL API.
 
 ``observe`` a strawberry-django type, build the schema with ``build_schema``,
-serve it with ``gql_observer.asgi.application``.
+serve it with ``gql_observer.asgi.application``. Writes Django sends no signal
+for reach subscribers through ``ObservedManager`` (bulk writes) and ``notify``.
 """
 
 from __future__ import annotations
 
+from gql_observer.changes.bulk import (
+    ObservedManager,
+    ObservedQuerySet,
+    ObservedQuerySetMixin,
+    notify,
+)
 from gql_observer.changes.outbox import flush
 from gql_observer.core.auth import (
     AuthenticationFailed,
@@ -39,6 +46,9 @@ __all__ = [
     "Credential",
     "EventScopedExecutionContext",
     "ObservedDefinition",
+    "ObservedManager",
+    "ObservedQuerySet",
+    "ObservedQuerySetMixin",
     "PreparedDocuments",
     "Schema",
     "Settings",
@@ -49,6 +59,7 @@ __all__ = [
     "get_settings",
     "hub_stats",
     "issue_token",
+    "notify",
     "observe",
     "query_type",
     "signed_token_authenticator",

@@ -8,7 +8,7 @@ from django.apps import AppConfig
 from django.conf import settings as django_settings
 from django.utils.module_loading import import_string
 
-from gql_observer.changes import signals
+from gql_observer.changes import relations, signals
 from gql_observer.core.conf import get_settings, problems
 
 __all__ = ["GqlObserverConfig"]
@@ -23,7 +23,8 @@ class GqlObserverConfig(AppConfig):
     def ready(self) -> None:
         """Called when Django is ready: register the system checks, import the
         schema (so every process that writes models knows the observed ones) and
-        connect their receivers.
+        connect their receivers (saves, deletes, the many-to-many relations they
+        expose).
 
         A wrong ``GQL_OBSERVER`` is left to the checks (``manage.py check`` and
         ``runserver`` say what is wrong; :mod:`gql_observer.checks`), and raised by
@@ -40,3 +41,4 @@ class GqlObserverConfig(AppConfig):
         if settings.schema:
             import_string(settings.schema)
         signals.connect_all()
+        relations.connect_all()

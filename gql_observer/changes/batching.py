@@ -115,6 +115,25 @@ class Batcher:
         if not self._lingering:
             self._loop.call_soon_threadsafe(self._take_inbox)
 
+    def submit_many(self, events: list[ChangeEvent]) -> None:
+        """Queue ``events`` in order (one bulk write's); safe from any thread,
+        never blocks, wakes the loop at most once."""
+        if not events:
+            return
+        with self._done:
+            self._pending += len(events)
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is self._loop:
+            for event in events:
+                self._queue.put_nowait(event)
+            return
+        self._inbox.extend(events)
+        if not self._lingering:
+            self._loop.call_soon_threadsafe(self._take_inbox)
+
     def wait_idle(self, timeout: float) -> bool:
         """Block (from another thread) until every change submitted was handled."""
         with self._done:

@@ -16,6 +16,7 @@ __all__ = [
     "LastValues",
     "ProbeMessage",
     "next_version",
+    "next_versions",
 ]
 
 #: The channel-layer ``type`` of a change event.
@@ -25,7 +26,10 @@ CHANGES: Final = "gqlobs.changes"
 #: The channel-layer ``type`` of a hub's liveness probe (to itself).
 PROBE: Final = "gqlobs.probe"
 
-Action = Literal["update", "delete"]
+#: ``create``: a row that did not exist (a bulk_create); nobody can be
+#: subscribed to it, so instance subscribers never hear of it (list
+#: subscribers do). ``update``: re-read it. ``delete``: it is gone (``last``).
+Action = Literal["create", "update", "delete"]
 
 #: Field values of a deleted instance, as ``Field.value_to_string`` gives them.
 LastValues = dict[str, str | None]
@@ -84,7 +88,14 @@ def next_version() -> int:
     committed state (see ``Subscription.next``). They order the changes of one
     writer process and identify an event in logs and metrics.
     """
+    return next_versions(1)
+
+
+def next_versions(count: int) -> int:
+    """The first of ``count`` consecutive versions (see :func:`next_version`),
+    for the changes one commit announces together."""
     global _last_version
     with _version_lock:
-        _last_version = max(time.time_ns(), _last_version + 1)
-        return _last_version
+        first = max(time.time_ns(), _last_version + 1)
+        _last_version = first + count - 1
+        return first

@@ -33,7 +33,7 @@ from gql_observer.changes.layers import channel_layer, hub_capacity, in_memory, 
 from gql_observer.changes.publisher import Publisher
 from gql_observer.core.conf import Settings, get_settings
 
-__all__ = ["Outbox", "Sink", "flush", "outbox", "publish"]
+__all__ = ["Outbox", "Sink", "flush", "outbox", "publish", "publish_many"]
 
 logger = logging.getLogger(__name__)
 
@@ -50,6 +50,8 @@ class Sink(Protocol):
     def loop(self) -> asyncio.AbstractEventLoop: ...
 
     def submit(self, event: ChangeEvent) -> None: ...
+
+    def submit_many(self, events: list[ChangeEvent]) -> None: ...
 
 
 class _Thread:
@@ -153,6 +155,23 @@ class Outbox:
                 "Could not queue %s of %s %s", event["action"], event["model"], event["pk"]
             )
 
+    def publish_many(self, events: list[ChangeEvent]) -> None:
+        """Hand ``events`` on together (one bulk write's); never raises into the writer."""
+        if not events:
+            return
+        try:
+            publisher = self._publisher()
+            if publisher is None:
+                logger.debug(
+                    "No subscriber can be reached in this process; dropped %d", len(events)
+                )
+                return
+            if publisher is not self._local:
+                events = [self._delivered_here(event) for event in events]
+            publisher.submit_many(events)
+        except Exception:
+            logger.exception("Could not queue %d change(s) of %s", len(events), events[0]["model"])
+
     def _delivered_here(self, event: ChangeEvent) -> ChangeEvent:
         deliver = self._hub
         token = deliver(event) if deliver is not None else None
@@ -196,6 +215,11 @@ outbox = Outbox()
 def publish(event: ChangeEvent) -> None:
     """Hand ``event`` to this process's outbox; never raises into the writer."""
     outbox.publish(event)
+
+
+def publish_many(events: list[ChangeEvent]) -> None:
+    """Hand ``events`` to this process's outbox together; never raises into the writer."""
+    outbox.publish_many(events)
 
 
 def flush(timeout: float | None = None) -> bool:

@@ -109,6 +109,10 @@ class Publisher:
         """Queue ``event``; safe from any thread, never blocks."""
         self._batcher.submit(event)
 
+    def submit_many(self, events: list[ChangeEvent]) -> None:
+        """Queue ``events`` in order; safe from any thread, never blocks."""
+        self._batcher.submit_many(events)
+
     def wait_idle(self, timeout: float) -> bool:
         """Block (from another thread) until everything submitted was sent or given up."""
         return self._batcher.wait_idle(timeout)

@@ -4,20 +4,28 @@ that leaves on commit."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from typing import Any
 
 from django.db import transaction
 from django.db.models import Model
 from django.db.models.signals import post_delete, post_save
 
-from gql_observer.changes.events import CHANGE, Action, ChangeEvent, LastValues, next_version
+from gql_observer.changes.events import (
+    CHANGE,
+    Action,
+    ChangeEvent,
+    LastValues,
+    next_version,
+    next_versions,
+)
 from gql_observer.changes.groups import instance_group
-from gql_observer.changes.outbox import publish
+from gql_observer.changes.outbox import publish, publish_many
 from gql_observer.core.conf import get_settings
 from gql_observer.observe import registry
 from gql_observer.observe.definition import ObservedDefinition
 
-__all__ = ["connect", "connect_all", "last_values"]
+__all__ = ["announce", "change", "changes", "connect", "connect_all", "last_values"]
 
 logger = logging.getLogger(__name__)
 _connected: set[type[Model]] = set()
@@ -39,73 +47,112 @@ def last_values(instance: Model) -> LastValues:
     return values
 
 
+def change(model: type[Model], pk: object, action: Action) -> ChangeEvent:
+    """The event of ``action`` on the instance ``pk`` of ``model`` (not a delete:
+    that one carries the row's last values, see :func:`last_values`)."""
+    return changes(model, (pk,), action)[0]
+
+
+def changes(model: type[Model], pks: Iterable[object], action: Action) -> list[ChangeEvent]:
+    """The events of ``action`` on the instances ``pks`` of ``model``, each pk once."""
+    label = model._meta.label_lower
+    prefix = get_settings().group_prefix
+    events: list[ChangeEvent] = []
+    for key in dict.fromkeys(str(pk) for pk in pks):
+        events.append(
+            {
+                "type": CHANGE,
+                "group": instance_group(prefix, label, key),
+                "model": label,
+                "pk": key,
+                "action": action,
+                "last": None,
+                "version": 0,  # stamped when the commit is announced
+            }
+        )
+    return events
+
+
 def _event(instance: Model, action: Action) -> ChangeEvent:
-    label = instance._meta.label_lower
-    pk = str(instance.pk)
-    return {
-        "type": CHANGE,
-        "group": instance_group(get_settings().group_prefix, label, pk),
-        "model": label,
-        "pk": pk,
-        "action": action,
-        "last": last_values(instance) if action == "delete" else None,
-        "version": 0,  # stamped when the commit is announced
-    }
+    event = change(type(instance), instance.pk, action)
+    if action == "delete":
+        event["last"] = last_values(instance)
+    return event
 
 
-def _announce(event: ChangeEvent) -> None:
-    # The version is taken after the commit, so one writer's versions follow
-    # its commit order.
-    publish({**event, "version": next_version()})
+def _announce(events: list[ChangeEvent]) -> None:
+    # Versions are taken after the commit, so one writer's versions follow its
+    # commit order.
+    # The events are the callback's own (built for it, announced once): stamped in place.
+    if len(events) == 1:
+        events[0]["version"] = next_version()
+        publish(events[0])
+    else:
+        first = next_versions(len(events))
+        for n, event in enumerate(events):
+            event["version"] = first + n
+        publish_many(events)
 
 
 class _Announce:
-    """The on_commit callback of one event, remembering the savepoints it was
-    registered in: Django drops it if any of them rolls back."""
+    """The on_commit callback of the events one write registered, remembering
+    the savepoints it was registered in: Django drops it if any of them rolls back."""
 
-    __slots__ = ("event", "savepoints")
+    __slots__ = ("events", "savepoints")
 
-    def __init__(self, event: ChangeEvent, savepoints: frozenset[str]) -> None:
-        self.event = event
+    def __init__(self, savepoints: frozenset[str]) -> None:
+        self.events: list[ChangeEvent] = []
         self.savepoints = savepoints
 
     def __call__(self) -> None:
-        _announce(self.event)
+        _announce(self.events)
 
 
-def _announced(connection: Any, event: ChangeEvent) -> bool:
-    """Whether this transaction already holds a callback for the same change that
-    runs whenever a new one would (registered in no savepoint that the current
-    position could survive without)."""
-    pending: dict[str, _Announce] | None = getattr(connection, "_gqlobs_pending", None)
-    if not pending:
-        return False
-    earlier = pending.get(event["group"])
-    if earlier is None or earlier.event["action"] != event["action"]:
-        return False
-    if not earlier.savepoints <= set(connection.savepoint_ids):
-        return False
-    return any(func is earlier for _, func, _ in connection.run_on_commit)
+#: What a connection's transaction has pending, per group: (callback, action).
+_Pending = dict[str, tuple[_Announce, Action]]
 
 
-def _on_commit(event: ChangeEvent, using: str) -> None:
+def announce(events: list[ChangeEvent], using: str) -> None:
+    """Publish ``events`` once the transaction on ``using`` commits (at once in
+    autocommit mode); nothing if it rolls back. One instance's change is
+    announced once per transaction: an event the transaction already holds a
+    callback for, one that runs whenever a new one would, is left out.
+
+    Every way a change is announced goes through here: saves and deletes,
+    many-to-many changes, the bulk writes of an ``ObservedQuerySet`` and
+    ``notify``."""
+    if not events:
+        return
     # Django drops the callbacks of a rolled-back savepoint, so nothing a
-    # rollback undid is ever announced. Several saves of one instance in one
-    # transaction become one event. robust: a failing publish is logged by
+    # rollback undid is ever announced. robust: a failing publish is logged by
     # Django, never raised into the writer's commit.
     connection = transaction.get_connection(using)
     if not connection.in_atomic_block:
-        _announce(event)
+        _announce(events)
         return
-    if _announced(connection, event):
-        return
-    pending: dict[str, _Announce] | None = getattr(connection, "_gqlobs_pending", None)
+    pending: _Pending | None = getattr(connection, "_gqlobs_pending", None)
     if pending is None or not connection.run_on_commit:
         # No callback is pending: whatever the dict holds ran or was rolled back.
         pending = connection._gqlobs_pending = {}
-    callback = _Announce(event, frozenset(connection.savepoint_ids))
-    transaction.on_commit(callback, using=using, robust=True)
-    pending[event["group"]] = callback
+    savepoints = frozenset(connection.savepoint_ids)
+    callback = _Announce(savepoints)
+    live: set[int] | None = None  # the callbacks still registered, looked up once
+    for event in events:
+        earlier = pending.get(event["group"])
+        if earlier is not None and earlier[1] == event["action"]:
+            if earlier[0] is callback:
+                continue
+            # It runs whenever a new one would: registered in no savepoint
+            # that the current position could survive without.
+            if earlier[0].savepoints <= savepoints:
+                if live is None:
+                    live = {id(func) for _, func, _ in connection.run_on_commit}
+                if id(earlier[0]) in live:
+                    continue
+        callback.events.append(event)
+        pending[event["group"]] = (callback, event["action"])
+    if callback.events:
+        transaction.on_commit(callback, using=using, robust=True)
 
 
 def _saved(
@@ -115,11 +162,11 @@ def _saved(
     # not changes.
     if created or raw:
         return
-    _on_commit(_event(instance, "update"), using)
+    announce([_event(instance, "update")], using)
 
 
 def _deleted(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:
-    _on_commit(_event(instance, "delete"), using)
+    announce([_event(instance, "delete")], using)
 
 
 def connect(definition: ObservedDefinition) -> None:

@@ -269,11 +269,17 @@ class Hub:
         return await self._dispatch_local(events)
 
     def _dispatch_change(self, event: ChangeEvent) -> None:
+        action = event["action"]
+        if action == "create":
+            # Nobody can be subscribed to a row that did not exist: a subscription
+            # that asked for it before its commit was refused (404), one that asked
+            # after read the created row already.
+            return
         subscriptions = self.groups.get(event["group"])
         if not subscriptions:
             return
         # The event's version is not needed here: the order of states comes from
         # the reads (see Delivery); versions stay on the wire for diagnostics.
-        delivery = Delivery(event["action"], event["last"])
+        delivery = Delivery(action, event["last"])
         for subscription in list(subscriptions):
             subscription.push(delivery)

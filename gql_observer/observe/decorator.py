@@ -30,6 +30,24 @@ def _exposed_fields(model: type[Model], type_: type[Any]) -> tuple[Field[Any, An
     return tuple(exposed)
 
 
+def _exposed_many_to_many(model: type[Model], type_: type[Any]) -> tuple[Any, ...]:
+    """The many-to-many relations of ``model`` the type has a field for: forward
+    fields by name, reverse ones by accessor (``user_set``) or query name."""
+    definition = type_.__strawberry_definition__
+    names = {getattr(f, "django_name", None) or f.python_name for f in definition.fields}
+    relations: list[Any] = []
+    for relation in model._meta.get_fields(include_hidden=False):
+        if not relation.many_to_many:
+            continue
+        known = {relation.name}
+        accessor = getattr(relation, "get_accessor_name", None)
+        if not relation.concrete and accessor is not None:
+            known.add(str(accessor()))
+        if known & names:
+            relations.append(relation)
+    return tuple(relations)
+
+
 def _permission_hook(
     permission: str | Callable[[Any, Model], bool] | None,
 ) -> Callable[[Any, Model], bool] | None:
@@ -107,6 +125,7 @@ def observe(
             field_name=name or _lower_camel(model.__name__),
             lookup=lookup,
             exposed=_exposed_fields(model, type_),
+            many_to_many=_exposed_many_to_many(model, type_),
             permission=hook,
             login_required=login_required,
         )

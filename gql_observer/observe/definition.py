@@ -28,6 +28,10 @@ class ObservedDefinition:
     field_name: str
     lookup: str
     exposed: tuple[Field[Any, Any], ...]
+    #: The many-to-many relations the type exposes, forward fields
+    #: (``ManyToManyField``) or reverse ones (``ManyToManyRel``): a change of
+    #: one (``m2m_changed``) is a change of the instance.
+    many_to_many: tuple[Any, ...] = ()
     #: ``(user, instance) -> bool``; ``None``: everything the queryset holds.
     permission: Callable[[Any, Model], bool] | None = None
     login_required: bool = False

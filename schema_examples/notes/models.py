@@ -3,6 +3,8 @@ from __future__ import annotations
 from django.conf import settings
 from django.db import models
 
+import gql_observer
+
 
 class Note(models.Model):
     """A note only its owner may see."""
@@ -12,6 +14,9 @@ class Note(models.Model):
     )
     title = models.CharField(max_length=200)
     body = models.TextField(blank=True)
+
+    # update(), bulk_update() and bulk_create() reach note(pk) subscribers too.
+    objects = gql_observer.ObservedManager()
 
     def __str__(self) -> str:
         return self.title

@@ -6,17 +6,24 @@ from __future__ import annotations
 import strawberry
 import strawberry_django
 from asgiref.sync import sync_to_async
-from django.contrib.auth.models import User
+from django.contrib.auth.models import Group, User
 from django.core.exceptions import ValidationError
 
 import gql_observer
 from gql_observer import ClientError
 
 
+@strawberry_django.type(Group, fields=["id", "name"])
+class UserGroupType:
+    """A group a user is in."""
+
+
+# groups is many-to-many: user.groups.add(g), group.user_set.add(user),
+# remove, clear and set reach user(pk) subscribers (m2m_changed).
 @gql_observer.observe(User)
 @strawberry_django.type(User, fields=["id", "username", "email"])
 class UserType:
-    pass
+    groups: list[UserGroupType]
 
 
 def _get(pk: strawberry.ID) -> User:

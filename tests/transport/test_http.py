@@ -108,7 +108,10 @@ async def test_password_is_in_no_type_of_the_schema() -> None:
 
     sdl = schema.as_str()
     assert "password: String!" in sdl  # the createUser argument, write-only
-    assert "type UserType {\n  id: ID!\n  username: String!\n  email: String!\n}" in sdl
+    assert (
+        "type UserType {\n  groups: [UserGroupType!]!\n  id: ID!\n  username: String!\n"
+        "  email: String!\n}"
+    ) in sdl
     assert "UserTypeEnvelope" in sdl
 
 
