@@ -25,7 +25,8 @@ CHANGES: Final = "gqlobs.changes"
 #: The channel-layer ``type`` of a hub's liveness probe (to itself).
 PROBE: Final = "gqlobs.probe"
 
-Action = Literal["update", "delete"]
+#: ``create``: a save that inserted the row (``post_save(created=True)``).
+Action = Literal["create", "update", "delete"]
 
 #: Field values of a deleted instance, as ``Field.value_to_string`` gives them.
 LastValues = dict[str, str | None]

@@ -87,6 +87,10 @@ class Settings:
     planned_results: bool = True
     #: Hand a change committed in a server process to its own subscribers at once.
     deliver_in_process: bool = True
+    #: Rows of a list Query page when the client gives no ``limit``.
+    list_page_size: int = 100
+    #: Most rows of a list Query page (a larger ``limit`` is cut to it).
+    list_max_page_size: int = 1000
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> Settings:
@@ -132,6 +136,8 @@ _POSITIVE: Final = frozenset(
         "MAX_QUERY_TOKENS",
         "MAX_ALIASES",
         "SUBSCRIBE_RATE",
+        "LIST_PAGE_SIZE",
+        "LIST_MAX_PAGE_SIZE",
     }
 )
 

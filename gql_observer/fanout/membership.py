@@ -12,6 +12,7 @@ from typing import Any
 
 from gql_observer.changes.layers import ChannelLayer
 from gql_observer.fanout.delivery import Subscription
+from gql_observer.fanout.rowsets import RowsSubscription
 
 __all__ = ["Membership"]
 
@@ -49,8 +50,21 @@ class Membership:
         self.groups.setdefault(group, set()).add(subscription)
         if model_group is not None:
             self.model_groups.setdefault(model_group, set()).add(subscription)
+        await self._enter(subscription, (group,) if model_group is None else (model_group, group))
+        return subscription
+
+    async def join_rows(self, model_group: str) -> RowsSubscription:
+        """A local subscription to every change of a model (a list subscriber):
+        listed under the model's group in :attr:`groups`; the channel is in it
+        on return."""
+        subscription = RowsSubscription(model_group)
+        self.groups.setdefault(model_group, set()).add(subscription)
+        await self._enter(subscription, (model_group,))
+        return subscription
+
+    async def _enter(self, subscription: Subscription, names: tuple[str, ...]) -> None:
         try:
-            for name in (group,) if model_group is None else (model_group, group):
+            for name in names:
                 async with self._lock(name):
                     if name not in self.joined:
                         await self._twice(self.layer.group_add, name)
@@ -58,7 +72,6 @@ class Membership:
         except BaseException:
             self.leave(subscription)
             raise
-        return subscription
 
     def leave(self, subscription: Subscription) -> None:
         """Forget ``subscription``; a group is left when its last one goes.

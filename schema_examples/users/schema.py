@@ -13,7 +13,16 @@ import gql_observer
 from gql_observer import ClientError
 
 
-@gql_observer.observe(User)
+@strawberry_django.filter_type(User, lookups=True)
+class UserFilter:
+    """``users(filters: {username: {startsWith: "live-"}})``."""
+
+    id: strawberry.auto
+    username: strawberry.auto
+    email: strawberry.auto
+
+
+@gql_observer.observe(User, filters=UserFilter)
 @strawberry_django.type(User, fields=["id", "username", "email"])
 class UserType:
     pass

@@ -1,0 +1,168 @@
+"""The rows of a list: a page for the list Query, a subscriber's set, and what
+a batch of changes does to that set (:func:`changes`).
+
+A row is in a viewer's list when the type's ``get_queryset`` holds it, the
+filter matches it and the ``permission`` hook of ``observe`` allows it: the
+instance Query's rule, plus the filter. Everything here is synchronous and
+runs on Django's sync thread (:func:`run`), one query per call.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeVar
+
+import strawberry_django
+from asgiref.sync import sync_to_async
+from django.core.exceptions import FieldError, ValidationError
+from django.db.models import Model, QuerySet
+from strawberry import Info
+
+from gql_observer.core.db import retrying, unit_of_work
+from gql_observer.fanout.rowsets import Rows
+from gql_observer.graphql.reads import Reads
+from gql_observer.graphql.rows import deleted_instance, queryset
+from gql_observer.graphql.visibility import deleted_verdict
+from gql_observer.observe.definition import ObservedDefinition
+
+__all__ = ["BadFilter", "Change", "changes", "members", "page", "run"]
+
+R = TypeVar("R")
+
+#: Rows a permission hook is asked about per query while a page is filled.
+CHUNK: Final = 500
+
+
+class BadFilter(Exception):
+    """The database refused the filter (a value its field cannot hold)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One message of a list subscription: ``pk`` entered (create), changed in
+    (update) or left (delete) the set; ``row`` is what the client gets as
+    ``data`` (``None``: nothing of it)."""
+
+    action: Literal["create", "update", "delete"]
+    pk: str
+    row: Model | None
+
+
+async def run(reads: Reads, definition: ObservedDefinition, work: Callable[[], R]) -> R:
+    """``work()`` on Django's sync thread, retried while the database is unreachable."""
+    call = sync_to_async(unit_of_work(work), thread_sensitive=True)
+    return await retrying(call, reads.retry_window, "read", definition.model._meta.label)
+
+
+def _filtered(definition: ObservedDefinition, info: Info | None, filters: Any) -> QuerySet[Any]:
+    rows = queryset(definition, info)
+    return strawberry_django.filters.apply(filters, rows, info).order_by("pk")
+
+
+def _permitted(definition: ObservedDefinition, user: Any, rows: Iterable[Model]) -> list[Model]:
+    if definition.permission is None:
+        return list(rows)
+    return [row for row in rows if definition.permission(user, row)]
+
+
+def page(
+    definition: ObservedDefinition,
+    info: Info | None,
+    user: Any,
+    filters: Any,
+    offset: int,
+    limit: int,
+) -> list[Model]:
+    """Rows ``offset`` to ``offset + limit`` of the viewer's list, by primary key.
+    With a ``permission`` hook the offset counts the rows the viewer may see,
+    so the rows are read in chunks until the page is full."""
+    try:
+        rows = _filtered(definition, info, filters)
+        if definition.permission is None:
+            return list(rows[offset : offset + limit]) if limit else []
+        found: list[Model] = []
+        seen = 0
+        for row in rows.iterator(chunk_size=CHUNK):
+            if len(found) >= limit:
+                break
+            if not definition.permission(user, row):
+                continue
+            if seen >= offset:
+                found.append(row)
+            seen += 1
+        return found
+    except (ValidationError, ValueError, TypeError, FieldError) as error:
+        raise BadFilter(str(error)) from error
+
+
+def members(
+    definition: ObservedDefinition,
+    info: Info | None,
+    user: Any,
+    filters: Any,
+    pks: list[str] | None = None,
+) -> dict[str, Model | None]:
+    """The rows of the viewer's list (among ``pks``, or all), by ``str(pk)``.
+    Without a ``permission`` hook only the keys are read (values ``None``)."""
+    try:
+        rows = _filtered(definition, info, filters)
+        if pks is not None:
+            rows = rows.filter(pk__in=pks)
+        if definition.permission is None and pks is None:
+            return {str(pk): None for pk in rows.values_list("pk", flat=True)}
+        return {str(row.pk): row for row in _permitted(definition, user, rows)}
+    except (ValidationError, ValueError, TypeError, FieldError) as error:
+        raise BadFilter(str(error)) from error
+
+
+def changes(
+    definition: ObservedDefinition,
+    info: Info | None,
+    user: Any,
+    filters: Any,
+    before: set[str],
+    rows: Rows,
+) -> tuple[list[Change], set[str]]:
+    """What ``rows`` (a batch of changes) does to the set ``before``, and the set
+    after it: one query for the changed rows that still exist, or for the whole
+    set on a resync. A row that was not and is not in the set yields nothing."""
+    held = set(before)
+    out: list[Change] = []
+    reread: list[str] = []
+    for pk, delivery in rows.changed.items():
+        if delivery.action != "delete":
+            reread.append(pk)
+        elif pk in held:
+            held.discard(pk)
+            assert delivery.last is not None
+            last = deleted_instance(definition, delivery.last)
+            verdict = deleted_verdict(definition, user, last)
+            out.append(Change("delete", pk, verdict.instance))
+    if rows.resync:
+        now = members(definition, info, user, filters)
+        for pk in sorted(held - set(now), key=_order):
+            out.append(Change("delete", pk, None))
+        entered = {pk for pk in now if pk not in held}
+        if now and definition.permission is None:
+            # Only the keys were read: read the rows to send.
+            now = members(definition, info, user, filters, list(now))
+        for pk, row in now.items():
+            out.append(Change("create" if pk in entered else "update", pk, row))
+        return out, set(now)
+    if not reread:
+        return out, held
+    now = members(definition, info, user, filters, reread)
+    for pk in reread:
+        row = now.get(pk)
+        if row is not None:
+            out.append(Change("update" if pk in held else "create", pk, row))
+            held.add(pk)
+        elif pk in held:
+            held.discard(pk)
+            out.append(Change("delete", pk, None))
+    return out, held
+
+
+def _order(pk: str) -> tuple[int, str]:
+    return (0, f"{int(pk):020d}") if pk.isdigit() else (1, pk)

@@ -1,0 +1,273 @@
+"""The list fields (``users``, ``notes``): the Query of one page of the viewer's
+rows, and the Subscription of rows entering, changing in and leaving the
+viewer's set, through graphql-transport-ws on the real ASGI app."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
+from django.db import transaction
+
+from gql_observer.testing import GraphQLTransportWSCommunicator
+from schema_examples.notes.models import Note
+from tests.support.clients import connect
+from tests.support.lists import (
+    SUBSCRIBE_NOTES,
+    SUBSCRIBE_USERS,
+    list_notes,
+    list_users,
+    row,
+    subscribe_notes,
+    subscribe_users,
+)
+from tests.support.users import save_user
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
+
+LIVE = {"username": {"startsWith": "live-"}}
+
+
+def user(pk: Any, username: str, email: str | None = None) -> dict[str, Any]:
+    return {
+        "id": str(pk),
+        "username": username,
+        "email": f"{pk}@example.com" if email is None else email,
+    }
+
+
+@database_sync_to_async
+def make_user(username: str, email: str = "") -> int:
+    return int(User.objects.create(username=username, email=email).pk)
+
+
+@database_sync_to_async
+def delete_user(pk: int) -> None:
+    User.objects.get(pk=pk).delete()
+
+
+@database_sync_to_async
+def make_note(owner: User, title: str) -> Note:
+    return Note.objects.create(owner=owner, title=title, body="")
+
+
+@database_sync_to_async
+def edit_note(pk: int, **changes: Any) -> None:
+    note = Note.objects.get(pk=pk)
+    for name, value in changes.items():
+        setattr(note, name, value)
+    note.save()
+
+
+# -- the Query -----------------------------------------------------------------
+
+
+async def test_the_query_lists_matching_rows_ordered_by_pk(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    b = await make_user("live-b", "b@x.org")
+    a = await make_user("live-a", "a@x.org")
+    await make_user("dead-c")
+    answer = await list_users(client, LIVE, rid=1700000000000)
+    assert answer == {
+        "action": "list",
+        "errors": [],
+        "responseStatus": 200,
+        "requestId": 1700000000000,
+        "data": [user(b, "live-b", "b@x.org"), user(a, "live-a", "a@x.org")],
+    }
+    everyone = await list_users(client)
+    assert [u["id"] for u in everyone["data"]] == ["1", "2", "3", str(b), str(a), str(a + 1)]
+
+
+async def test_the_query_pages_with_offset_and_limit(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    answer = await list_users(client, None, {"offset": 1, "limit": 1})
+    assert answer["data"] == [user(2, "test 2")]
+    assert (await list_users(client, None, {"offset": 3}))["data"] == []
+    assert (await list_users(client, None, {"limit": 0}))["data"] == []
+
+
+async def test_the_page_size_has_a_default_and_a_maximum(
+    client: GraphQLTransportWSCommunicator, observer_settings: Callable[..., Any]
+) -> None:
+    for n in range(4):
+        await make_user(f"more-{n}")
+    observer_settings(LIST_PAGE_SIZE=2, LIST_MAX_PAGE_SIZE=5)
+    assert [u["id"] for u in (await list_users(client))["data"]] == ["1", "2"]
+    capped = await list_users(client, None, {"limit": 1000})
+    assert len(capped["data"]) == 5
+    assert len((await list_users(client, None, {"limit": -1}))["data"]) == 5
+
+
+async def test_a_negative_offset_answers_400(client: GraphQLTransportWSCommunicator) -> None:
+    answer = await list_users(client, None, {"offset": -1})
+    assert answer == {
+        "action": "list",
+        "errors": ["pagination.offset must be 0 or more, not -1."],
+        "responseStatus": 400,
+        "requestId": 1,
+        "data": [],
+    }
+
+
+async def test_a_filter_value_the_field_cannot_hold_answers_400_and_serves_on(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    answer = await list_users(client, {"id": {"exact": "not a number"}})
+    assert answer["responseStatus"] == 400
+    assert answer["data"] == []
+    assert answer["errors"][0].startswith("Invalid filters:")
+    op = await client.subscribe(SUBSCRIBE_USERS, {"filters": {"id": {"exact": "x"}}, "rid": 2})
+    frame = (await client.next(op))["users"]
+    assert (frame["action"], frame["responseStatus"], frame["pk"], frame["data"]) == (
+        "subscribe_list",
+        400,
+        None,
+        None,
+    )
+    await client.expect_complete(op)
+    assert (await list_users(client, {"id": {"exact": "2"}}))["data"] == [user(2, "test 2")]
+
+
+async def test_owner_only_notes_list_only_the_viewers_own(
+    application: Any, users: list[User]
+) -> None:
+    mine = [await make_note(users[0], t) for t in ("plan a", "other", "plan b")]
+    await make_note(users[1], "plan theirs")
+    client = await connect(application, users[0])
+    answer = await list_notes(client, {"title": {"startsWith": "plan"}})
+    assert answer["data"] == [
+        {"id": str(mine[0].pk), "title": "plan a", "body": ""},
+        {"id": str(mine[2].pk), "title": "plan b", "body": ""},
+    ]
+    # The offset counts the viewer's own rows only.
+    page = await list_notes(client, None, {"offset": 1, "limit": 1})
+    assert page["data"] == [{"id": str(mine[1].pk), "title": "other", "body": ""}]
+    await client.disconnect()
+
+
+async def test_login_required_lists_answer_401_to_anonymous(
+    client: GraphQLTransportWSCommunicator, users: list[User]
+) -> None:
+    await make_note(users[0], "secret")
+    assert await list_notes(client) == {
+        "action": "list",
+        "errors": ["Authentication required."],
+        "responseStatus": 401,
+        "requestId": 1,
+        "data": [],
+    }
+    op = await client.subscribe(SUBSCRIBE_NOTES, {})
+    assert await client.next(op) == row(
+        "notes", "subscribe_list", 401, None, None, errors=["Authentication required."]
+    )
+    await client.expect_complete(op)
+
+
+# -- the Subscription ----------------------------------------------------------
+
+
+async def test_rows_enter_change_leave_re_enter_and_are_deleted(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    op = await subscribe_users(client, LIVE, rid="r")
+    pk = await make_user("live-1")
+    assert await client.next(op) == row("users", "create", 201, pk, user(pk, "live-1", ""), "r")
+    await save_user(pk, email="e@x.org")
+    assert await client.next(op) == row(
+        "users", "update", 200, pk, user(pk, "live-1", "e@x.org"), "r"
+    )
+    await save_user(pk, username="gone-1")  # out of the filter
+    assert await client.next(op) == row("users", "delete", 204, pk, None, "r")
+    await save_user(pk, username="live-again")  # into it
+    assert await client.next(op) == row(
+        "users", "create", 201, pk, user(pk, "live-again", "e@x.org"), "r"
+    )
+    await delete_user(pk)
+    assert await client.next(op) == row(
+        "users", "delete", 204, pk, user(pk, "live-again", "e@x.org"), "r"
+    )
+
+
+async def test_an_update_into_the_filter_is_a_create(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    op = await subscribe_users(client, LIVE)
+    await save_user(2, username="live-two")
+    assert await client.next(op) == row("users", "create", 201, 2, user(2, "live-two"))
+
+
+async def test_rows_outside_the_set_send_nothing(client: GraphQLTransportWSCommunicator) -> None:
+    op = await subscribe_users(client, LIVE)
+    outside = await make_user("dead-1")
+    await save_user(outside, email="still@dead.org")
+    await save_user(1, email="one@x.org")
+    await delete_user(outside)
+    # Barrier: a change that must arrive is the next frame.
+    await save_user(3, username="live-3")
+    assert await client.next(op) == row("users", "create", 201, 3, user(3, "live-3"))
+
+
+async def test_a_rolled_back_create_sends_nothing(client: GraphQLTransportWSCommunicator) -> None:
+    op = await subscribe_users(client, LIVE)
+
+    @database_sync_to_async
+    def create_then_roll_back() -> None:
+        with transaction.atomic():
+            User.objects.create(username="live-never")
+            transaction.set_rollback(True)
+
+    await create_then_roll_back()
+    pk = await make_user("live-kept")
+    assert await client.next(op) == row("users", "create", 201, pk, user(pk, "live-kept", ""))
+
+
+async def test_a_row_moving_between_two_filters_is_a_delete_and_a_create(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    live = await subscribe_users(client, LIVE, rid="live")
+    tests = await subscribe_users(client, {"username": {"startsWith": "test"}}, rid="test")
+    await save_user(1, username="live-1")
+    first, second = await client.receive(), await client.receive()
+    by_op = {first["id"]: first["payload"]["data"], second["id"]: second["payload"]["data"]}
+    assert by_op == {
+        live: row("users", "create", 201, 1, user(1, "live-1"), "live"),
+        tests: row("users", "delete", 204, 1, None, "test"),
+    }
+
+
+async def test_notes_transfers_are_create_and_delete_and_others_notes_send_nothing(
+    application: Any, users: list[User]
+) -> None:
+    first, second = users[0], users[1]
+    kept = await make_note(first, "mine")
+    given = await make_note(first, "to give")
+    theirs = await make_note(second, "theirs")
+    me = await connect(application, first)
+    op = await subscribe_notes(me)
+    await edit_note(theirs.pk, title="theirs, edited")  # not in my set: nothing
+    await edit_note(given.pk, owner=second)  # transfer away
+    assert await me.next(op) == row("notes", "delete", 204, given.pk, None)
+    await edit_note(theirs.pk, owner=first)  # transfer to me
+    assert await me.next(op) == row(
+        "notes",
+        "create",
+        201,
+        theirs.pk,
+        {"id": str(theirs.pk), "title": "theirs, edited", "body": ""},
+    )
+    await database_sync_to_async(Note.objects.filter(pk=given.pk).delete)()  # not mine now
+    await edit_note(kept.pk, title="mine, edited")  # barrier
+    assert await me.next(op) == row(
+        "notes", "update", 200, kept.pk, {"id": str(kept.pk), "title": "mine, edited", "body": ""}
+    )
+    await database_sync_to_async(Note.objects.filter(pk=kept.pk).delete)()
+    assert await me.next(op) == row(
+        "notes", "delete", 204, kept.pk, {"id": str(kept.pk), "title": "mine, edited", "body": ""}
+    )
+    await me.disconnect()
