@@ -271,3 +271,17 @@ async def test_notes_transfers_are_create_and_delete_and_others_notes_send_nothi
         "notes", "delete", 204, kept.pk, {"id": str(kept.pk), "title": "mine, edited", "body": ""}
     )
     await me.disconnect()
+
+
+@pytest.mark.redis
+async def test_changes_reach_list_subscribers_through_redis(
+    application: Any, users: list[User], redis_layer: str
+) -> None:
+    # DELIVER_IN_PROCESS is off: the saves come back through channels_redis.
+    client = await connect(application)
+    op = await subscribe_users(client, LIVE)
+    pk = await make_user("live-redis")
+    assert await client.next(op) == row("users", "create", 201, pk, user(pk, "live-redis", ""))
+    await save_user(pk, username="off")
+    assert await client.next(op) == row("users", "delete", 204, pk, None)
+    await client.disconnect()
