@@ -17,17 +17,18 @@ import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gql_observer.changes.batching import Batcher
 from gql_observer.changes.events import CHANGE, CHANGES, PROBE, ChangeEvent
-from gql_observer.changes.groups import model_group
 from gql_observer.changes.layers import HUB_CHANNEL_PREFIX, ChannelLayer, hub_capacity, in_memory
 from gql_observer.changes.outbox import Outbox
 from gql_observer.core.conf import Settings
 from gql_observer.fanout.delivery import CLOSED, Delivery, Subscription
 from gql_observer.fanout.membership import Membership
-from gql_observer.fanout.rowsets import RowsSubscription
+
+if TYPE_CHECKING:
+    from gql_observer.fanout.rowsets import RowsSubscription
 from gql_observer.fanout.watchdog import Watchdog
 
 __all__ = ["Hub"]
@@ -53,8 +54,7 @@ class Hub:
         self._closed = False
         self._timeout = settings.publish_timeout
         self._window = settings.publish_batch_window
-        self._prefix = settings.group_prefix
-        self.membership = Membership(layer, self._timeout, self.spawn)
+        self.membership = Membership(layer, self._timeout, self.spawn, settings.group_prefix)
         #: Names this hub in the changes handed to it in-process.
         self.token = uuid.uuid4().hex
         self._pid = os.getpid()
@@ -217,7 +217,7 @@ class Hub:
         if self._closed:
             raise RuntimeError("The hub is closed.")
         await self._ready
-        return await self.membership.join_rows(model_group(self._prefix, model_label))
+        return await self.membership.join_rows(model_label)
 
     def leave(self, subscription: Subscription) -> None:
         """Forget ``subscription`` (synchronous: safe in a ``finally``)."""
@@ -280,19 +280,4 @@ class Hub:
         return await self._dispatch_local(events)
 
     def _dispatch_change(self, event: ChangeEvent) -> None:
-        # A create is news to list subscribers only: an instance subscriber
-        # subscribed to a row that existed, and read it after its creation.
-        subscriptions = None if event["action"] == "create" else self.groups.get(event["group"])
-        listing = self.groups.get(model_group(self._prefix, event["model"]))
-        if not subscriptions and not listing:
-            return
-        # The event's version is not needed here: the order of states comes from
-        # the reads (see Delivery); versions stay on the wire for diagnostics.
-        # A list subscriber re-reads the row and decides from its own set
-        # whether it entered: a create is an update to it.
-        delivery = Delivery("delete" if event["action"] == "delete" else "update", event["last"])
-        for subscription in list(subscriptions or ()):
-            subscription.push(delivery)
-        for subscription in list(listing or ()):
-            if isinstance(subscription, RowsSubscription):
-                subscription.push_row(event["pk"], delivery)
+        self.membership.deliver(event)

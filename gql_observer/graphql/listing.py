@@ -4,7 +4,9 @@ a batch of changes does to that set (:func:`changes`).
 A row is in a viewer's list when the type's ``get_queryset`` holds it, the
 filter matches it and the ``permission`` hook of ``observe`` allows it: the
 instance Query's rule, plus the filter. Everything here is synchronous and
-runs on Django's sync thread (:func:`run`), one query per call.
+runs on Django's sync thread (:func:`run`), one query per call; the changed
+rows of a batch are read for every subscriber of the loop at once
+(:mod:`gql_observer.graphql.matching`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from gql_observer.graphql.rows import deleted_instance, queryset
 from gql_observer.graphql.visibility import deleted_verdict
 from gql_observer.observe.definition import ObservedDefinition
 
-__all__ = ["BadFilter", "Change", "changes", "members", "page", "run"]
+__all__ = ["BadFilter", "Change", "decide", "members", "page", "resynced", "run"]
 
 R = TypeVar("R")
 
@@ -116,45 +118,39 @@ def members(
         raise BadFilter(str(error)) from error
 
 
-def changes(
-    definition: ObservedDefinition,
-    info: Info | None,
-    user: Any,
-    filters: Any,
-    before: set[str],
-    rows: Rows,
-) -> tuple[list[Change], set[str]]:
-    """What ``rows`` (a batch of changes) does to the set ``before``, and the set
-    after it: one query for the changed rows that still exist, or for the whole
-    set on a resync. A row that was not and is not in the set yields nothing."""
-    held = set(before)
+def _left(definition: ObservedDefinition, user: Any, held: set[str], rows: Rows) -> list[Change]:
+    """The deletes of ``rows`` that take a row out of ``held`` (updated in place),
+    with the last values the viewer may see."""
     out: list[Change] = []
-    reread: list[str] = []
     for pk, delivery in rows.changed.items():
-        if delivery.action != "delete":
-            reread.append(pk)
-        elif pk in held:
+        if delivery.action == "delete" and pk in held:
             held.discard(pk)
             assert delivery.last is not None
             last = deleted_instance(definition, delivery.last)
-            verdict = deleted_verdict(definition, user, last)
-            out.append(Change("delete", pk, verdict.instance))
-    if rows.resync:
-        now = members(definition, info, user, filters)
-        for pk in sorted(held - set(now), key=_order):
-            out.append(Change("delete", pk, None))
-        entered = {pk for pk in now if pk not in held}
-        if now and definition.permission is None:
-            # Only the keys were read: read the rows to send.
-            now = members(definition, info, user, filters, list(now))
-        for pk, row in now.items():
-            out.append(Change("create" if pk in entered else "update", pk, row))
-        return out, set(now)
-    if not reread:
-        return out, held
-    now = members(definition, info, user, filters, reread)
-    for pk in reread:
-        row = now.get(pk)
+            out.append(Change("delete", pk, deleted_verdict(definition, user, last).instance))
+    return out
+
+
+def decide(
+    definition: ObservedDefinition,
+    user: Any,
+    before: set[str],
+    rows: Rows,
+    found: dict[str, Model | None],
+) -> tuple[list[Change], set[str]]:
+    """What a batch of changes (``rows``) does to the set ``before``, and the
+    set after it. ``found`` holds, for each changed row that was re-read, the
+    row if it exists, is in the type's queryset and matches the filter; the
+    ``permission`` hook is asked here. A row that was not and is not in the set
+    yields nothing."""
+    held = set(before)
+    out = _left(definition, user, held, rows)
+    for pk, delivery in rows.changed.items():
+        if delivery.action == "delete":
+            continue
+        row = found.get(pk)
+        if row is not None and definition.permission is not None:
+            row = row if definition.permission(user, row) else None
         if row is not None:
             out.append(Change("update" if pk in held else "create", pk, row))
             held.add(pk)
@@ -162,6 +158,32 @@ def changes(
             held.discard(pk)
             out.append(Change("delete", pk, None))
     return out, held
+
+
+def resynced(
+    definition: ObservedDefinition,
+    info: Info | None,
+    user: Any,
+    filters: Any,
+    before: set[str],
+    rows: Rows,
+) -> tuple[list[Change], set[str]]:
+    """After a resync (the layer was lost, or the subscriber fell far behind):
+    the whole set read again and compared with ``before``; every row in it is
+    sent (``update``, or ``create`` when it entered), every row that left is a
+    ``delete``."""
+    held = set(before)
+    out = _left(definition, user, held, rows)
+    now = members(definition, info, user, filters)
+    for pk in sorted(held - set(now), key=_order):
+        out.append(Change("delete", pk, None))
+    entered = {pk for pk in now if pk not in held}
+    if now and definition.permission is None:
+        # Only the keys were read: read the rows to send.
+        now = members(definition, info, user, filters, list(now))
+    for pk, row in now.items():
+        out.append(Change("create" if pk in entered else "update", pk, row))
+    return out, set(now)
 
 
 def _order(pk: str) -> tuple[int, str]:

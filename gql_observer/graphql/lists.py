@@ -36,7 +36,8 @@ from gql_observer.graphql.envelope import (
     list_envelope_type,
     row_envelope_type,
 )
-from gql_observer.graphql.listing import BadFilter, Change, changes, members, page, run
+from gql_observer.graphql.listing import BadFilter, Change, decide, members, page, resynced, run
+from gql_observer.graphql.matching import matching
 from gql_observer.graphql.reads import Reads
 from gql_observer.graphql.runtime import current
 from gql_observer.graphql.viewers import Viewer, viewer_of
@@ -182,9 +183,22 @@ def list_subscription_field(definition: ObservedDefinition) -> StrawberryField:
                     yield message(Action.UPDATE, UNAUTHORIZED, request_id)
                     return
                 found: list[Change]
-                found, held = await run(
-                    reads, definition, partial(changes, definition, info, user, filters, held, rows)
-                )
+                if rows.resync:
+                    work = partial(resynced, definition, info, user, filters, held, rows)
+                    found, held = await run(reads, definition, work)
+                else:
+                    reread = [pk for pk, d in rows.changed.items() if d.action != "delete"]
+                    answers = (
+                        await matching(reads, definition, info, viewer, filters, reread)
+                        if reread
+                        else {}
+                    )
+                    current_rows = {wanted.pk: row for wanted, row in answers.items()}
+                    verdict = partial(decide, definition, user, held, rows, current_rows)
+                    if definition.permission is None:
+                        found, held = verdict()
+                    else:  # the hook may query (user.has_perm)
+                        found, held = await run(reads, definition, verdict)
                 for change in found:
                     yield message(
                         change.action, _STATUS[change.action], request_id, change.pk, change.row
