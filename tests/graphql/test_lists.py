@@ -14,7 +14,7 @@ from django.db import transaction
 
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
-from tests.support.clients import connect
+from tests.support.clients import connect, library_queries
 from tests.support.lists import (
     SUBSCRIBE_NOTES,
     SUBSCRIBE_USERS,
@@ -285,3 +285,49 @@ async def test_changes_reach_list_subscribers_through_redis(
     await save_user(pk, username="off")
     assert await client.next(op) == row("users", "delete", 204, pk, None)
     await client.disconnect()
+
+
+# -- sharing -------------------------------------------------------------------
+
+
+def group_filter(k: int) -> dict[str, Any]:
+    """Usernames starting ``g<k>-``, or the e-mail every group shares."""
+    return {"username": {"startsWith": f"g{k}-"}, "OR": {"email": {"exact": "all@x.org"}}}
+
+
+async def test_one_read_serves_every_list_subscriber_of_a_change_whatever_their_filters(
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
+) -> None:
+    observer_settings(SUBSCRIBE_RATE=10_000)
+    clients = [await connect(application) for _ in range(20)]
+    ops = [await subscribe_users(c, group_filter(n % 10), rid=n) for n, c in enumerate(clients)]
+    with library_queries() as queries:
+        await save_user(1, username="g3-one")
+        for n in (3, 13):
+            assert await clients[n].next(ops[n]) == row(
+                "users", "create", 201, 1, user(1, "g3-one"), n
+            )
+    # One query for the twenty subscribers and their ten filters.
+    assert len(queries) == 1, queries.statements
+    # Barrier: a change every filter matches is the next frame of each; the
+    # others never heard of user 1.
+    await save_user(2, email="all@x.org")
+    for n, (client, op) in enumerate(zip(clients, ops, strict=True)):
+        assert await client.next(op) == row(
+            "users", "create", 201, 2, user(2, "test 2", "all@x.org"), n
+        )
+        await client.disconnect()
+
+
+async def test_a_filter_that_changes_the_queryset_is_read_on_its_own_and_still_right(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    distinct = await subscribe_users(client, {**LIVE, "DISTINCT": True}, rid="distinct")
+    plain = await subscribe_users(client, LIVE, rid="plain")
+    pk = await make_user("live-d")
+    frames = [await client.receive(), await client.receive()]
+    by_op = {f["id"]: f["payload"]["data"] for f in frames}
+    assert by_op == {
+        distinct: row("users", "create", 201, pk, user(pk, "live-d", ""), "distinct"),
+        plain: row("users", "create", 201, pk, user(pk, "live-d", ""), "plain"),
+    }
