@@ -331,3 +331,21 @@ async def test_a_filter_that_changes_the_queryset_is_read_on_its_own_and_still_r
         distinct: row("users", "create", 201, pk, user(pk, "live-d", ""), "distinct"),
         plain: row("users", "create", 201, pk, user(pk, "live-d", ""), "plain"),
     }
+
+
+async def test_each_viewer_gets_its_own_set_from_one_shared_read(
+    application: Any, users: list[User]
+) -> None:
+    note = await make_note(users[0], "passed on")
+    first, second = await connect(application, users[0]), await connect(application, users[1])
+    mine, theirs = await subscribe_notes(first), await subscribe_notes(second)
+    with library_queries() as queries:
+        await edit_note(note.pk, owner=users[1])
+        assert await first.next(mine) == row("notes", "delete", 204, note.pk, None)
+        assert await second.next(theirs) == row(
+            "notes", "create", 201, note.pk, {"id": str(note.pk), "title": "passed on", "body": ""}
+        )
+    # The note once (no get_queryset: one row scope), both viewers checked once.
+    assert len(queries) == 2, queries.statements
+    await first.disconnect()
+    await second.disconnect()
