@@ -175,7 +175,7 @@ def problems(options: Any) -> list[str]:
         hint = _HINTS[key.lower()]
         if not _fits(value, hint):
             found.append(f"GQL_OBSERVER[{key!r}] must be {_describe(hint)}, not {value!r}.")
-        elif key in _NOT_NEGATIVE and value < 0:
+        elif key in _NOT_NEGATIVE and value is not None and value < 0:
             found.append(f"GQL_OBSERVER[{key!r}] must be >= 0, not {value!r}.")
         elif key in _POSITIVE and value is not None and value <= 0:
             found.append(f"GQL_OBSERVER[{key!r}] must be > 0, not {value!r}.")

@@ -188,12 +188,11 @@ def list_subscription_field(definition: ObservedDefinition) -> StrawberryField:
                     found, held = await run(reads, definition, work)
                 else:
                     reread = [pk for pk, d in rows.changed.items() if d.action != "delete"]
-                    answers = (
+                    current_rows = (
                         await matching(reads, definition, info, viewer, filters, reread)
                         if reread
                         else {}
                     )
-                    current_rows = {wanted.pk: row for wanted, row in answers.items()}
                     verdict = partial(decide, definition, user, held, rows, current_rows)
                     if definition.permission is None:
                         found, held = verdict()

@@ -42,19 +42,20 @@ def filter_key(filters: Any) -> Hashable:
 
 
 class Wanted:
-    """One ask: does row ``pk`` match ``filters`` (known by ``key``)?"""
+    """One ask: which of the rows ``pks`` match ``filters`` (known by ``key``)?
+    Subscribers of one filter that handle the same changes ask the same."""
 
-    __slots__ = ("_hash", "filters", "key", "pk")
+    __slots__ = ("_hash", "filters", "key", "pks")
 
-    def __init__(self, key: Hashable, filters: Any, pk: str) -> None:
-        self.key, self.filters, self.pk = key, filters, pk
-        self._hash = hash((key, pk))
+    def __init__(self, key: Hashable, filters: Any, pks: tuple[str, ...]) -> None:
+        self.key, self.filters, self.pks = key, filters, pks
+        self._hash = hash((key, pks))
 
     def __hash__(self) -> int:
         return self._hash
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Wanted) and (self.key, self.pk) == (other.key, other.pk)
+        return isinstance(other, Wanted) and (self.key, self.pks) == (other.key, other.pks)
 
 
 def _flags(
@@ -104,12 +105,12 @@ def _flags(
 
 def _fetch(
     definition: ObservedDefinition, info: Info | None, wanted: list[Wanted]
-) -> dict[Wanted, Model | None]:
+) -> dict[Wanted, dict[str, Model | None]]:
     groups = {w.key: w.filters for w in wanted}
-    pks = sorted({w.pk for w in wanted})
+    pks = sorted({pk for w in wanted for pk in w.pks})
     base = queryset(definition, info).filter(pk__in=pks)
     rows, matched = _flags(base, groups, info)
-    return {w: rows[w.pk] if w.pk in matched[w.key] else None for w in wanted}
+    return {w: {pk: rows[pk] if pk in matched[w.key] else None for pk in w.pks} for w in wanted}
 
 
 def matching(
@@ -119,14 +120,13 @@ def matching(
     viewer: Viewer,
     filters: Any,
     pks: list[str],
-) -> asyncio.Future[dict[Any, Model | None]]:
+) -> asyncio.Future[dict[str, Model | None]]:
     """The rows among ``pks`` that exist, are in the type's queryset (as
-    ``viewer`` sees it) and match ``filters``: ``None`` for the others."""
+    ``viewer`` sees it) and match ``filters``, by pk: ``None`` for the others."""
     scope = viewer.identity if has_get_queryset(definition) else None
     batch = reads.batch(
         ("list rows", definition.field_name, scope),
         lambda: partial(_fetch, definition, info),
         definition.model._meta.label,
     )
-    key = filter_key(filters)
-    return batch.ask_all(Wanted(key, filters, pk) for pk in pks)
+    return batch.ask(Wanted(filter_key(filters), filters, tuple(pks)))
