@@ -12,8 +12,10 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.db import transaction
 
+from gql_observer.changes.groups import model_group
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
+from tests.support import runtime as live
 from tests.support.clients import connect, library_queries
 from tests.support.lists import (
     SUBSCRIBE_NOTES,
@@ -25,6 +27,7 @@ from tests.support.lists import (
     subscribe_users,
 )
 from tests.support.users import save_user
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
 
@@ -349,3 +352,18 @@ async def test_each_viewer_gets_its_own_set_from_one_shared_read(
     assert len(queries) == 2, queries.statements
     await first.disconnect()
     await second.disconnect()
+
+
+async def test_a_list_subscription_that_ends_leaves_nothing_behind(
+    client: GraphQLTransportWSCommunicator,
+) -> None:
+    op = await subscribe_users(client, LIVE)
+    hub = live.hub()
+    family = model_group("gqlobs", "auth.user")
+    assert family in hub.groups and family in hub.joined
+    await client.complete(op)
+    await wait_until(lambda: family not in hub.joined, 5, "the model's group left")
+    assert hub.stats()["subscriptions"] == 0
+    assert hub.groups == {}
+    # The connection goes on serving.
+    assert (await list_users(client, LIVE))["data"] == []
