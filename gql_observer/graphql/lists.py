@@ -25,6 +25,7 @@ from strawberry.types.unset import UNSET
 from strawberry_django.pagination import OffsetPaginationInput
 
 from gql_observer.core.conf import Settings
+from gql_observer.graphql import list_watch
 from gql_observer.graphql.envelope import (
     BAD_REQUEST,
     CREATED,
@@ -36,8 +37,7 @@ from gql_observer.graphql.envelope import (
     list_envelope_type,
     row_envelope_type,
 )
-from gql_observer.graphql.listing import BadFilter, Change, decide, members, page, resynced, run
-from gql_observer.graphql.matching import matching
+from gql_observer.graphql.listing import BadFilter, page, run
 from gql_observer.graphql.reads import Reads
 from gql_observer.graphql.runtime import current
 from gql_observer.graphql.viewers import Viewer, viewer_of
@@ -159,51 +159,29 @@ def list_subscription_field(definition: ObservedDefinition) -> StrawberryField:
         if not ok:
             yield message(Action.SUBSCRIBE_LIST, UNAUTHORIZED, request_id)
             return
-        hub = runtime.hub
-        # Join before the first read: a commit between the two is then seen.
-        subscription = await hub.join_rows(definition.model_label)
         try:
-            try:
-                held = set(
-                    await run(reads, definition, partial(members, definition, info, user, filters))
-                )
-            except BadFilter as error:
-                bad = message(Action.SUBSCRIBE_LIST, BAD_REQUEST, request_id)
-                bad.errors = [f"Invalid filters: {error}"]
-                yield bad
-                return
+            member = await list_watch.join(runtime, definition, info, viewer, user, filters)
+        except BadFilter as error:
+            bad = message(Action.SUBSCRIBE_LIST, BAD_REQUEST, request_id)
+            bad.errors = [f"Invalid filters: {error}"]
+            yield bad
+            return
+        try:
             yield message(Action.SUBSCRIBE_LIST, CREATED, request_id)
             while True:
-                rows = await subscription.next_rows()
-                if rows.closed:
-                    return
-                ok, user = await _checked(reads, definition, viewer)
-                if not ok:
+                changes = await member.next()
+                if changes == list_watch.REFUSED:
                     # No longer who they were: fail closed, end here.
                     yield message(Action.UPDATE, UNAUTHORIZED, request_id)
                     return
-                found: list[Change]
-                if rows.resync:
-                    work = partial(resynced, definition, info, user, filters, held, rows)
-                    found, held = await run(reads, definition, work)
-                else:
-                    reread = [pk for pk, d in rows.changed.items() if d.action != "delete"]
-                    current_rows = (
-                        await matching(reads, definition, info, viewer, filters, reread)
-                        if reread
-                        else {}
-                    )
-                    verdict = partial(decide, definition, user, held, rows, current_rows)
-                    if definition.permission is None:
-                        found, held = verdict()
-                    else:  # the hook may query (user.has_perm)
-                        found, held = await run(reads, definition, verdict)
-                for change in found:
+                if isinstance(changes, str):
+                    return
+                for change in changes:
                     yield message(
                         change.action, _STATUS[change.action], request_id, change.pk, change.row
                     )
         finally:
-            hub.leave(subscription)
+            member.leave()
 
     subscribe.__annotations__ = {
         "info": Info,

@@ -367,3 +367,29 @@ async def test_a_list_subscription_that_ends_leaves_nothing_behind(
     assert hub.groups == {}
     # The connection goes on serving.
     assert (await list_users(client, LIVE))["data"] == []
+
+
+async def test_subscribers_of_one_filter_share_one_watch_and_a_late_one_gets_later_changes(
+    application: Any, users: list[User]
+) -> None:
+    early, late, other = [await connect(application) for _ in range(3)]
+    first = await subscribe_users(early, LIVE, rid="early")
+    pk = await make_user("live-shared")
+    assert await early.next(first) == row(
+        "users", "create", 201, pk, user(pk, "live-shared", ""), "early"
+    )
+    second = await subscribe_users(late, LIVE, rid="late")
+    third = await subscribe_users(other, {"username": {"startsWith": "x"}}, rid="other")
+    assert len(live.list_watches()) == 2
+    # The late subscriber joined a set that holds the row: its change is an update.
+    await save_user(pk, email="shared@x.org")
+    expected = user(pk, "live-shared", "shared@x.org")
+    assert await early.next(first) == row("users", "update", 200, pk, expected, "early")
+    assert await late.next(second) == row("users", "update", 200, pk, expected, "late")
+    await save_user(pk, username="x-shared")
+    assert await other.next(third) == row(
+        "users", "create", 201, pk, user(pk, "x-shared", "shared@x.org"), "other"
+    )
+    for client in (early, late, other):
+        await client.disconnect()
+    await wait_until(lambda: not live.list_watches(), 5, "the watches closed")
