@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Final
 from strawberry import Info
 
 from gql_observer.fanout.rowsets import RowsSubscription
-from gql_observer.graphql.listing import Change, decide, members, resynced, run
+from gql_observer.graphql.listing import BadFilter, Change, decide, members, resynced, run
 from gql_observer.graphql.matching import filter_key, matching
 from gql_observer.graphql.viewers import Viewer
 from gql_observer.graphql.visibility import allowed
@@ -128,6 +128,8 @@ class ListWatch:
         except BaseException as error:
             self._close()
             if not self.ready.done():
+                if isinstance(error, asyncio.CancelledError):
+                    error = RuntimeError("the list watch's first subscriber went away")
                 self.ready.set_exception(error)
                 self.ready.exception()  # retrieved: the joiners re-raise it
             raise
@@ -208,20 +210,27 @@ async def join(
     ``viewer`` sees it, started if there is none; raises what its first read
     raised (:class:`~gql_observer.graphql.listing.BadFilter`)."""
     key = (definition.list_name, viewer if definition.scoped else None, filter_key(filters))
-    watch = runtime.list_watches.get(key)
-    if watch is None:
-        watch = runtime.list_watches[key] = ListWatch(
-            runtime, key, definition, info, viewer, filters
-        )
+    while True:
+        watch = runtime.list_watches.get(key)
+        if watch is None:
+            watch = runtime.list_watches[key] = ListWatch(
+                runtime, key, definition, info, viewer, filters
+            )
+            member = ListMember(watch)
+            watch.members.add(member)
+            await watch.start(user)
+            return member
         member = ListMember(watch)
         watch.members.add(member)
-        await watch.start(user)
+        try:
+            await asyncio.shield(watch.ready)
+        except BadFilter:
+            watch.members.discard(member)
+            raise
+        except BaseException:
+            watch.members.discard(member)
+            task = asyncio.current_task()
+            if task is None or task.cancelling():
+                raise
+            continue  # its first subscriber went away before the set was read: again
         return member
-    member = ListMember(watch)
-    watch.members.add(member)
-    try:
-        await asyncio.shield(watch.ready)
-    except BaseException:
-        watch.members.discard(member)
-        raise
-    return member
