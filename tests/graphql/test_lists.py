@@ -393,3 +393,31 @@ async def test_subscribers_of_one_filter_share_one_watch_and_a_late_one_gets_lat
     for client in (early, late, other):
         await client.disconnect()
     await wait_until(lambda: not live.list_watches(), 5, "the watches closed")
+
+
+async def test_legacy_graphql_ws_clients_get_the_same_list_events(
+    application: Any, users: list[User]
+) -> None:
+    legacy = GraphQLTransportWSCommunicator(application, subprotocols=["graphql-ws"])
+    await legacy.connect()
+    await legacy.send({"type": "connection_init"})
+    assert (await legacy.receive())["type"] == "connection_ack"
+    variables = {"filters": LIVE, "rid": "old"}
+    start = {
+        "type": "start",
+        "id": "1",
+        "payload": {"query": SUBSCRIBE_USERS, "variables": variables},
+    }
+    await legacy.send(start)
+    first = await legacy.receive()
+    assert first == {
+        "type": "data",
+        "id": "1",
+        "payload": {"data": row("users", "subscribe_list", 201, None, None, "old")},
+    }
+    pk = await make_user("live-legacy")
+    entered = await legacy.receive()
+    assert entered["payload"]["data"] == row(
+        "users", "create", 201, pk, user(pk, "live-legacy", ""), "old"
+    )
+    await legacy.disconnect()
