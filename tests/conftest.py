@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 from django.contrib.auth.models import User
+from django.core.management.color import no_style
+from django.db import connection
 
 from gql_observer.graphql import runtime
 from gql_observer.testing import GraphQLTransportWSCommunicator
@@ -80,6 +82,10 @@ def users(transactional_db: None) -> list[User]:
         user.set_password(f"secret-{n}")
         user.save()
         created.append(user)
+    # Explicit pks leave PostgreSQL's sequence behind: the next create would take pk 1.
+    with connection.cursor() as cursor:
+        for sql in connection.ops.sequence_reset_sql(no_style(), [User]):
+            cursor.execute(sql)
     return created
 
 

@@ -26,9 +26,10 @@ CHANGES: Final = "gqlobs.changes"
 #: The channel-layer ``type`` of a hub's liveness probe (to itself).
 PROBE: Final = "gqlobs.probe"
 
-#: ``create``: a row that did not exist (a bulk_create); nobody can be
-#: subscribed to it, so instance subscribers never hear of it (list
-#: subscribers do). ``update``: re-read it. ``delete``: it is gone (``last``).
+#: ``create``: a save that inserted the row (``post_save(created=True)``) or a
+#: ``bulk_create``: news to list subscribers only (an instance subscriber
+#: subscribed to a row that existed). ``update``: re-read it. ``delete``: it
+#: is gone (``last``).
 Action = Literal["create", "update", "delete"]
 
 #: Field values of a deleted instance, as ``Field.value_to_string`` gives them.

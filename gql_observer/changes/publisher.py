@@ -20,6 +20,7 @@ from gql_observer.changes.events import CHANGES, ChangeBatch, ChangeEvent
 from gql_observer.changes.groups import model_group
 from gql_observer.changes.layers import ChannelLayer
 from gql_observer.core.conf import Settings
+from gql_observer.observe.registry import has_lists
 
 __all__ = ["BATCH_LIMIT", "RETRY_LIMIT", "Publisher", "messages"]
 
@@ -182,17 +183,20 @@ class Publisher:
 def messages(merged: dict[str, tuple[ChangeEvent, float | None]], prefix: str) -> list[Message]:
     """(group, message, the events it carries) for one batch: one message per
     model with several changed instances (to the model's group, at most
-    :data:`BATCH_LIMIT` events each), one per instance otherwise."""
+    :data:`BATCH_LIMIT` events each), one per instance otherwise (to the
+    model's group too for a model with list fields)."""
     by_model: dict[str, list[tuple[ChangeEvent, float | None]]] = {}
     for event, since in merged.values():
         by_model.setdefault(event["model"], []).append((event, since))
     out: list[Message] = []
     for model, members in by_model.items():
+        family = model_group(prefix, model)
         if len(members) == 1:
             event = members[0][0]
-            out.append((event["group"], dict(event), members))
+            # List subscribers of a model need each of its changes: they listen
+            # in the model's group (so do the instance's subscribers).
+            out.append((family if has_lists(model) else event["group"], dict(event), members))
             continue
-        family = model_group(prefix, model)
         for start in range(0, len(members), BATCH_LIMIT):
             chunk = members[start : start + BATCH_LIMIT]
             batch: ChangeBatch = {"type": CHANGES, "events": [e for e, _ in chunk]}

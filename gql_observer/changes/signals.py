@@ -158,11 +158,11 @@ def announce(events: list[ChangeEvent], using: str) -> None:
 def _saved(
     sender: type[Model], instance: Model, created: bool, raw: bool, using: str, **kwargs: Any
 ) -> None:
-    # Nobody can be subscribed to a row that did not exist; fixtures (raw) are
-    # not changes.
-    if created or raw:
+    # Fixtures (raw) are not changes. A created row may enter list subscribers'
+    # sets; an instance subscriber treats it as an update.
+    if raw:
         return
-    announce([_event(instance, "update")], using)
+    announce([_event(instance, "create" if created else "update")], using)
 
 
 def _deleted(sender: type[Model], instance: Model, using: str, **kwargs: Any) -> None:

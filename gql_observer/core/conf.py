@@ -91,6 +91,10 @@ class Settings:
     planned_results: bool = True
     #: Hand a change committed in a server process to its own subscribers at once.
     deliver_in_process: bool = True
+    #: Rows of a list Query page when the client gives no ``limit``.
+    list_page_size: int = 100
+    #: Most rows of a list Query page (a larger ``limit`` is cut to it).
+    list_max_page_size: int = 1000
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> Settings:
@@ -136,6 +140,8 @@ _POSITIVE: Final = frozenset(
         "MAX_QUERY_TOKENS",
         "MAX_ALIASES",
         "SUBSCRIBE_RATE",
+        "LIST_PAGE_SIZE",
+        "LIST_MAX_PAGE_SIZE",
     }
 )
 
@@ -173,7 +179,7 @@ def problems(options: Any) -> list[str]:
         hint = _HINTS[key.lower()]
         if not _fits(value, hint):
             found.append(f"GQL_OBSERVER[{key!r}] must be {_describe(hint)}, not {value!r}.")
-        elif key in _NOT_NEGATIVE and value < 0:
+        elif key in _NOT_NEGATIVE and value is not None and value < 0:
             found.append(f"GQL_OBSERVER[{key!r}] must be >= 0, not {value!r}.")
         elif key in _POSITIVE and value is not None and value <= 0:
             found.append(f"GQL_OBSERVER[{key!r}] must be > 0, not {value!r}.")

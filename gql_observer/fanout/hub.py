@@ -17,7 +17,7 @@ import logging
 import os
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from gql_observer.changes.batching import Batcher
 from gql_observer.changes.events import CHANGE, CHANGES, PROBE, ChangeEvent
@@ -26,6 +26,9 @@ from gql_observer.changes.outbox import Outbox
 from gql_observer.core.conf import Settings
 from gql_observer.fanout.delivery import CLOSED, Delivery, Subscription
 from gql_observer.fanout.membership import Membership
+
+if TYPE_CHECKING:
+    from gql_observer.fanout.rowsets import RowsSubscription
 from gql_observer.fanout.watchdog import Watchdog
 
 __all__ = ["Hub"]
@@ -51,7 +54,7 @@ class Hub:
         self._closed = False
         self._timeout = settings.publish_timeout
         self._window = settings.publish_batch_window
-        self.membership = Membership(layer, self._timeout, self.spawn)
+        self.membership = Membership(layer, self._timeout, self.spawn, settings.group_prefix)
         #: Names this hub in the changes handed to it in-process.
         self.token = uuid.uuid4().hex
         self._pid = os.getpid()
@@ -208,6 +211,14 @@ class Hub:
         await self._ready
         return await self.membership.join(group, model_group)
 
+    async def join_rows(self, model_label: str) -> RowsSubscription:
+        """Subscribe locally to every change of the model ``model_label`` (a
+        list subscriber), through its model's group."""
+        if self._closed:
+            raise RuntimeError("The hub is closed.")
+        await self._ready
+        return await self.membership.join_rows(model_label)
+
     def leave(self, subscription: Subscription) -> None:
         """Forget ``subscription`` (synchronous: safe in a ``finally``)."""
         self.membership.leave(subscription)
@@ -269,17 +280,4 @@ class Hub:
         return await self._dispatch_local(events)
 
     def _dispatch_change(self, event: ChangeEvent) -> None:
-        action = event["action"]
-        if action == "create":
-            # Nobody can be subscribed to a row that did not exist: a subscription
-            # that asked for it before its commit was refused (404), one that asked
-            # after read the created row already.
-            return
-        subscriptions = self.groups.get(event["group"])
-        if not subscriptions:
-            return
-        # The event's version is not needed here: the order of states comes from
-        # the reads (see Delivery); versions stay on the wire for diagnostics.
-        delivery = Delivery(action, event["last"])
-        for subscription in list(subscriptions):
-            subscription.push(delivery)
+        self.membership.deliver(event)

@@ -10,8 +10,11 @@ import logging
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
+from gql_observer.changes.events import ChangeEvent
+from gql_observer.changes.groups import model_group
 from gql_observer.changes.layers import ChannelLayer
-from gql_observer.fanout.delivery import Subscription
+from gql_observer.fanout.delivery import Delivery, Subscription
+from gql_observer.fanout.rowsets import RowsSubscription
 
 __all__ = ["Membership"]
 
@@ -26,8 +29,10 @@ class Membership:
         layer: ChannelLayer,
         timeout: float,
         spawn: Callable[[Coroutine[Any, Any, None], str], object],
+        prefix: str = "gqlobs",
     ) -> None:
         self.layer = layer
+        self.prefix = prefix
         self.timeout = timeout
         self._spawn = spawn
         self.channel: str | None = None
@@ -49,8 +54,42 @@ class Membership:
         self.groups.setdefault(group, set()).add(subscription)
         if model_group is not None:
             self.model_groups.setdefault(model_group, set()).add(subscription)
+        await self._enter(subscription, (group,) if model_group is None else (model_group, group))
+        return subscription
+
+    async def join_rows(self, model_label: str) -> RowsSubscription:
+        """A local subscription to every change of a model (a list subscriber):
+        listed under the model's group in :attr:`groups`; the channel is in it
+        on return."""
+        group = model_group(self.prefix, model_label)
+        subscription = RowsSubscription(group)
+        self.groups.setdefault(group, set()).add(subscription)
+        await self._enter(subscription, (group,))
+        return subscription
+
+    def deliver(self, event: ChangeEvent) -> None:
+        """Hand one change to the local subscriptions of its instance and to the
+        list subscriptions of its model."""
+        # A create is news to list subscribers only: an instance subscriber
+        # subscribed to a row that existed, and read it after its creation.
+        instance = None if event["action"] == "create" else self.groups.get(event["group"])
+        listing = self.groups.get(model_group(self.prefix, event["model"]))
+        if not instance and not listing:
+            return
+        # The event's version is not needed here: the order of states comes from
+        # the reads (see Delivery); versions stay on the wire for diagnostics. A
+        # list subscriber re-reads the row and decides from its own set whether
+        # it entered: a create is an update to it.
+        delivery = Delivery("delete" if event["action"] == "delete" else "update", event["last"])
+        for subscription in list(instance or ()):
+            subscription.push(delivery)
+        for subscription in list(listing or ()):
+            if isinstance(subscription, RowsSubscription):
+                subscription.push_row(event["pk"], delivery)
+
+    async def _enter(self, subscription: Subscription, names: tuple[str, ...]) -> None:
         try:
-            for name in (group,) if model_group is None else (model_group, group):
+            for name in names:
                 async with self._lock(name):
                     if name not in self.joined:
                         await self._twice(self.layer.group_add, name)
@@ -58,7 +97,6 @@ class Membership:
         except BaseException:
             self.leave(subscription)
             raise
-        return subscription
 
     def leave(self, subscription: Subscription) -> None:
         """Forget ``subscription``; a group is left when its last one goes.

@@ -11,6 +11,7 @@ from strawberry.scalars import JSON
 from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = [
+    "BAD_REQUEST",
     "CREATED",
     "DELETED",
     "ERRORS",
@@ -21,6 +22,8 @@ __all__ = [
     "Status",
     "envelope",
     "envelope_type",
+    "list_envelope_type",
+    "row_envelope_type",
 ]
 
 
@@ -31,6 +34,9 @@ class Action(StrEnum):
     SUBSCRIBE_INSTANCE = "subscribe_instance"
     UPDATE = "update"
     DELETE = "delete"
+    LIST = "list"
+    SUBSCRIBE_LIST = "subscribe_list"
+    CREATE = "create"
 
 
 class Status(IntEnum):
@@ -39,6 +45,7 @@ class Status(IntEnum):
     OK = 200
     CREATED = 201
     DELETED = 204
+    BAD_REQUEST = 400
     UNAUTHORIZED = 401
     NOT_FOUND = 404
 
@@ -46,6 +53,7 @@ class Status(IntEnum):
 OK: Final = Status.OK
 CREATED: Final = Status.CREATED
 DELETED: Final = Status.DELETED
+BAD_REQUEST: Final = Status.BAD_REQUEST
 UNAUTHORIZED: Final = Status.UNAUTHORIZED
 NOT_FOUND: Final = Status.NOT_FOUND
 
@@ -111,3 +119,57 @@ def envelope(
         data=data,
         resync=resync,
     )
+
+
+_list_types: dict[int, type[Any]] = {}
+_row_types: dict[int, type[Any]] = {}
+
+
+def list_envelope_type(definition: ObservedDefinition) -> type[Any]:
+    """``<TypeName>ListEnvelope``: the list Query's answer, ``data`` the page of rows."""
+    cached = _list_types.get(id(definition))
+    if cached is None:
+        name = f"{definition.type_name}ListEnvelope"
+        namespace: dict[str, Any] = {
+            "__annotations__": {
+                "action": str,
+                "errors": list[str],
+                "response_status": int,
+                "request_id": JSON | None,
+                "data": list[definition.type_],  # type: ignore[name-defined]
+            },
+            "__module__": __name__,
+            "__doc__": (
+                f"One page of the {definition.type_name} rows the viewer may see, ordered "
+                "by primary key (action list), with the client's requestId echoed."
+            ),
+        }
+        cached = _list_types[id(definition)] = strawberry.type(type(name, (), namespace), name=name)
+    return cached
+
+
+def row_envelope_type(definition: ObservedDefinition) -> type[Any]:
+    """``<TypeName>RowEnvelope``: one message of the list Subscription, about the
+    row ``pk`` (null on the first message)."""
+    cached = _row_types.get(id(definition))
+    if cached is None:
+        name = f"{definition.type_name}RowEnvelope"
+        namespace: dict[str, Any] = {
+            "__annotations__": {
+                "action": str,
+                "errors": list[str],
+                "response_status": int,
+                "request_id": JSON | None,
+                "pk": strawberry.ID | None,
+                "data": definition.type_ | None,
+            },
+            "__module__": __name__,
+            "__doc__": (
+                f"A {definition.type_name} entering (create), changing in (update) or "
+                "leaving (delete) the subscriber's list: the row's pk, and the row (on a "
+                "delete its last values, or null when it left the filter or the "
+                "viewer's sight)."
+            ),
+        }
+        cached = _row_types[id(definition)] = strawberry.type(type(name, (), namespace), name=name)
+    return cached

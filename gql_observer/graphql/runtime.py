@@ -22,6 +22,7 @@ from gql_observer.fanout.hub import Hub
 from gql_observer.graphql.reads import Reads
 
 if TYPE_CHECKING:
+    from gql_observer.graphql.list_watch import ListWatch
     from gql_observer.graphql.watch import Watch
 
 __all__ = ["Runtime", "close_running", "current", "hub_stats", "running"]
@@ -38,6 +39,8 @@ class Runtime:
         self.loop = asyncio.get_running_loop()
         #: The live watches, by (field, pk).
         self.watches: dict[Hashable, Watch] = {}
+        #: The live list watches, by (list field, viewer or None, filter).
+        self.list_watches: dict[Hashable, ListWatch] = {}
         self.reads = Reads(settings)
         #: Tasks that send a subscription's last frames (kept referenced).
         self.finishing: set[asyncio.Task[Any]] = set()
@@ -61,7 +64,11 @@ class Runtime:
     @property
     def idle(self) -> bool:
         """Nothing is watched and no hub group is joined."""
-        return not self.watches and (self._hub is None or not self._hub.groups)
+        return (
+            not self.watches
+            and not self.list_watches
+            and (self._hub is None or not self._hub.groups)
+        )
 
     @property
     def settled(self) -> bool:

@@ -27,6 +27,7 @@ from gql_observer.core.errors import is_client_mistake, should_mask
 from gql_observer.graphql.documents import PreparedDocuments
 from gql_observer.graphql.execution import EventScopedExecutionContext
 from gql_observer.graphql.fields import query_field, subscription_field
+from gql_observer.graphql.lists import list_query_field, list_subscription_field
 from gql_observer.observe import registry
 
 __all__ = [
@@ -71,14 +72,22 @@ def _type(name: str, fields: dict[str, StrawberryField], doc: str) -> type[Any]:
 
 
 def query_type(name: str = "ObservedQuery") -> type[Any]:
-    """A Query type with the retrieve field of every observed type."""
+    """A Query type with the retrieve field of every observed type (and its list
+    field, for a type observed with ``filters=``)."""
     fields = {d.field_name: query_field(d) for d in registry.definitions()}
+    for d in registry.definitions():
+        if d.list_name is not None:
+            fields[d.list_name] = list_query_field(d)
     return _type(name, fields, "Retrieve observed instances.")
 
 
 def subscription_type(name: str = "ObservedSubscription") -> type[Any]:
-    """A Subscription type with the live field of every observed type."""
+    """A Subscription type with the live field of every observed type (and its
+    live list field, for a type observed with ``filters=``)."""
     fields = {d.field_name: subscription_field(d) for d in registry.definitions()}
+    for d in registry.definitions():
+        if d.list_name is not None:
+            fields[d.list_name] = list_subscription_field(d)
     return _type(name, fields, "Watch observed instances.")
 
 

@@ -32,7 +32,15 @@ from gql_observer.graphql.rows import has_get_queryset
 from gql_observer.graphql.viewers import Viewer
 from gql_observer.observe.definition import ObservedDefinition
 
-__all__ = ["Verdict", "deleted_verdicts", "may_see_deleted", "read", "verdicts"]
+__all__ = [
+    "Verdict",
+    "allowed",
+    "deleted_verdict",
+    "deleted_verdicts",
+    "may_see_deleted",
+    "read",
+    "verdicts",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +154,18 @@ def _decide_deleted_each(
 _decide_deleted_each_async = sync_to_async(
     unit_of_work(_decide_deleted_each), thread_sensitive=True
 )
+
+
+def deleted_verdict(definition: ObservedDefinition, user: Any, instance: Model) -> Verdict:
+    """Whether the checked ``user`` may see a deleted instance's last values
+    (``Verdict(OK, None)``: that it is gone, nothing of it)."""
+    return _decide_deleted(definition, user, instance)
+
+
+def allowed(definition: ObservedDefinition, user: Any) -> bool:
+    """Whether the checked ``user`` may use ``definition``'s fields at all
+    (``None``: no longer who they were; anonymous where login is required)."""
+    return user is not None and _allowed(definition, user)
 
 
 def _decide_deleted(definition: ObservedDefinition, user: Any, instance: Model) -> Verdict:

@@ -20,6 +20,34 @@ def _lower_camel(name: str) -> str:
     return name[:1].lower() + name[1:]
 
 
+def plural(name: str) -> str:
+    """``User`` -> ``users``, ``Category`` -> ``categories``, ``Box`` -> ``boxes``:
+    the default name of a model's list fields."""
+    word = _lower_camel(name)
+    if word.endswith(("s", "x", "z", "ch", "sh")):
+        return f"{word}es"
+    if len(word) > 1 and word.endswith("y") and word[-2] not in "aeiou":
+        return f"{word[:-1]}ies"
+    return f"{word}s"
+
+
+def _filter_type(model: type[Model], filters: type[Any] | None) -> type[Any] | None:
+    if filters is None:
+        return None
+    django = getattr(filters, "__strawberry_django_definition__", None)
+    if django is None or not getattr(filters, "__strawberry_definition__", None):
+        raise ImproperlyConfigured(
+            f"observe({model.__name__}, filters=...) takes a strawberry-django filter type "
+            f"(@strawberry_django.filter_type({model.__name__})), not {filters!r}."
+        )
+    if django.model is not model:
+        raise ImproperlyConfigured(
+            f"observe({model.__name__}, filters={filters.__qualname__}): the filter type is "
+            f"for {django.model.__name__}, not {model.__name__}."
+        )
+    return filters
+
+
 def _exposed_fields(model: type[Model], type_: type[Any]) -> tuple[Field[Any, Any], ...]:
     definition = type_.__strawberry_definition__
     names = {getattr(f, "django_name", None) or f.python_name for f in definition.fields}
@@ -74,6 +102,8 @@ def observe(
     lookup: str = "pk",
     permission: str | Callable[[Any, Model], bool] | None = None,
     login_required: bool = False,
+    filters: type[Any] | None = None,
+    list_name: str | None = None,
 ) -> Callable[[T], T]:
     """Expose ``model`` through the decorated strawberry(-django) type, live.
 
@@ -94,6 +124,14 @@ def observe(
         @gql_observer.observe(User)
         @strawberry_django.type(User, fields=["id", "username", "email"])
         class UserType: ...
+
+    ``filters`` (a ``@strawberry_django.filter_type`` of the model) adds the
+    list fields, named ``list_name`` (default: the model's name in plural
+    lowerCamelCase, ``users``): a Query ``users(filters, pagination,
+    requestId)`` of the visible rows, ordered by primary key, and a
+    Subscription ``users(filters, requestId)`` that reports every row entering
+    (``create``), changing in (``update``) or leaving (``delete``) the viewer's
+    set (docs/lists.md).
     """
     if not (isinstance(model, type) and issubclass(model, Model)):
         raise ImproperlyConfigured(f"observe() takes a Django model class, not {model!r}.")
@@ -112,6 +150,12 @@ def observe(
             )
 
     hook = _permission_hook(permission)
+    filter_type = _filter_type(model, filters)
+    if list_name is not None and filter_type is None:
+        raise ImproperlyConfigured(
+            f"observe({model.__name__}, list_name={list_name!r}) needs filters=: the list "
+            "fields exist only for a model observed with a filter type."
+        )
 
     def decorate(type_: T) -> T:
         if not hasattr(type_, "__strawberry_definition__"):
@@ -128,6 +172,8 @@ def observe(
             many_to_many=_exposed_many_to_many(model, type_),
             permission=hook,
             login_required=login_required,
+            filters=filter_type,
+            list_name=(list_name or plural(model.__name__)) if filter_type else None,
         )
         type_.__gql_observer_definition__ = definition
         registry.register(definition)

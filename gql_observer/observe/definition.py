@@ -18,6 +18,8 @@ class ObservedDefinition:
 
     ``field_name`` is the GraphQL name of both the Query and the Subscription
     field; ``lookup`` is the model field the ``pk`` argument is matched against.
+    ``filters`` and ``list_name``: the list fields (``users(filters: ...)``),
+    when ``observe`` was given a filter type.
     ``exposed`` lists the concrete model fields the GraphQL type shows: only
     those travel in a delete event, so a field the schema hides (a password
     hash) never crosses the channel layer.
@@ -35,6 +37,10 @@ class ObservedDefinition:
     #: ``(user, instance) -> bool``; ``None``: everything the queryset holds.
     permission: Callable[[Any, Model], bool] | None = None
     login_required: bool = False
+    #: The strawberry-django filter type of the list fields; ``None``: no list.
+    filters: type[Any] | None = None
+    #: The GraphQL name of the list Query and Subscription fields (``users``).
+    list_name: str | None = None
 
     @property
     def type_name(self) -> str:

@@ -20,7 +20,17 @@ def is_owner(user: Any, note: Note) -> bool:
     return bool(getattr(user, "is_authenticated", False)) and note.owner_id == user.pk
 
 
-@gql_observer.observe(Note, permission=is_owner, login_required=True)
+@strawberry_django.filter_type(Note, lookups=True)
+class NoteFilter:
+    """``notes(filters: {title: {contains: "plan"}})``: among your own notes."""
+
+    id: strawberry.auto
+    title: strawberry.auto
+
+
+# notes(...) lists only the viewer's own notes: the permission hook decides it,
+# as it does for note(pk).
+@gql_observer.observe(Note, permission=is_owner, login_required=True, filters=NoteFilter)
 @strawberry_django.type(Note, fields=["id", "title", "body"])
 class NoteType:
     pass

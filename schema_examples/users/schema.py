@@ -18,9 +18,18 @@ class UserGroupType:
     """A group a user is in."""
 
 
+@strawberry_django.filter_type(User, lookups=True)
+class UserFilter:
+    """``users(filters: {username: {startsWith: "live-"}})``."""
+
+    id: strawberry.auto
+    username: strawberry.auto
+    email: strawberry.auto
+
+
 # groups is many-to-many: user.groups.add(g), group.user_set.add(user),
 # remove, clear and set reach user(pk) subscribers (m2m_changed).
-@gql_observer.observe(User)
+@gql_observer.observe(User, filters=UserFilter)
 @strawberry_django.type(User, fields=["id", "username", "email"])
 class UserType:
     groups: list[UserGroupType]

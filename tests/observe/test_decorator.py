@@ -10,7 +10,7 @@ from django.contrib.auth.models import Group, User
 from django.core.exceptions import ImproperlyConfigured
 
 from gql_observer import observe
-from gql_observer.observe.decorator import _lower_camel
+from gql_observer.observe.decorator import _lower_camel, plural
 
 
 def test_the_default_field_name_is_the_model_name_in_lower_camel_case() -> None:
@@ -111,3 +111,51 @@ def test_batching_windows_of_zero_are_allowed(observer_settings: Callable[..., A
 
     observer_settings(READ_BATCH_WINDOW=0, PUBLISH_BATCH_WINDOW=0.0)
     assert get_settings().read_batch_window == 0
+
+
+def test_list_fields_are_named_in_plural_lower_camel_case() -> None:
+    assert [plural(n) for n in ("User", "Note", "Category", "Box", "Day", "BlogPost")] == [
+        "users",
+        "notes",
+        "categories",
+        "boxes",
+        "days",
+        "blogPosts",
+    ]
+    from schema_examples.users.schema import UserFilter, UserType
+
+    definition = UserType.__gql_observer_definition__
+    assert (definition.list_name, definition.filters) == ("users", UserFilter)
+
+
+def test_filters_must_be_a_strawberry_django_filter_type_of_the_model() -> None:
+    from schema_examples.notes.schema import NoteFilter
+
+    @strawberry.input
+    class NotAFilter:
+        username: str
+
+    with pytest.raises(ImproperlyConfigured, match="takes a strawberry-django filter type"):
+        observe(User, filters=NotAFilter)
+    with pytest.raises(ImproperlyConfigured, match="the filter type is for Note, not User"):
+        observe(User, filters=NoteFilter)
+
+
+def test_a_list_name_needs_filters() -> None:
+    with pytest.raises(ImproperlyConfigured, match="needs filters="):
+        observe(User, list_name="people")
+
+
+def test_a_list_name_may_not_take_another_types_field_name() -> None:
+    @strawberry_django.filter_type(Group)
+    class GroupFilter:
+        name: strawberry.auto
+
+    with pytest.raises(
+        ImproperlyConfigured, match="Two observed types want the GraphQL field 'user'"
+    ):
+
+        @observe(Group, filters=GroupFilter, list_name="user")
+        @strawberry_django.type(Group, fields=["id", "name"])
+        class GroupType:
+            pass

@@ -10,7 +10,7 @@ from gql_observer.changes.outbox import outbox
 from gql_observer.fanout.hub import Hub
 from gql_observer.graphql import runtime
 
-__all__ = ["hub", "published", "reading", "started_hub", "watches"]
+__all__ = ["hub", "list_watches", "published", "reading", "started_hub", "watches"]
 
 
 def hub() -> Hub:
@@ -40,3 +40,9 @@ def published() -> int:
     """Messages the process's publisher has sent to the channel layer so far."""
     publisher = outbox.publisher
     return 0 if publisher is None else publisher.sent
+
+
+def list_watches() -> dict[Hashable, Any]:
+    """The running loop's live list watches."""
+    current = runtime.running()
+    return {} if current is None else current.list_watches

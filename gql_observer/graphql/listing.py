@@ -1,0 +1,190 @@
+"""The rows of a list: a page for the list Query, a subscriber's set, and what
+a batch of changes does to that set (:func:`changes`).
+
+A row is in a viewer's list when the type's ``get_queryset`` holds it, the
+filter matches it and the ``permission`` hook of ``observe`` allows it: the
+instance Query's rule, plus the filter. Everything here is synchronous and
+runs on Django's sync thread (:func:`run`), one query per call; the changed
+rows of a batch are read for every subscriber of the loop at once
+(:mod:`gql_observer.graphql.matching`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, Final, Literal, TypeVar
+
+import strawberry_django
+from asgiref.sync import sync_to_async
+from django.core.exceptions import FieldError, ValidationError
+from django.db.models import Model, QuerySet
+from strawberry import Info
+
+from gql_observer.core.db import retrying, unit_of_work
+from gql_observer.fanout.rowsets import Rows
+from gql_observer.graphql.reads import Reads
+from gql_observer.graphql.rows import deleted_instance, queryset
+from gql_observer.graphql.visibility import deleted_verdict
+from gql_observer.observe.definition import ObservedDefinition
+
+__all__ = ["BadFilter", "Change", "decide", "members", "page", "resynced", "run"]
+
+R = TypeVar("R")
+
+#: Rows a permission hook is asked about per query while a page is filled.
+CHUNK: Final = 500
+
+
+class BadFilter(Exception):
+    """The database refused the filter (a value its field cannot hold)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One message of a list subscription: ``pk`` entered (create), changed in
+    (update) or left (delete) the set; ``row`` is what the client gets as
+    ``data`` (``None``: nothing of it)."""
+
+    action: Literal["create", "update", "delete"]
+    pk: str
+    row: Model | None
+
+
+async def run(reads: Reads, definition: ObservedDefinition, work: Callable[[], R]) -> R:
+    """``work()`` on Django's sync thread, retried while the database is unreachable."""
+    call = sync_to_async(unit_of_work(work), thread_sensitive=True)
+    return await retrying(call, reads.retry_window, "read", definition.model._meta.label)
+
+
+def _filtered(definition: ObservedDefinition, info: Info | None, filters: Any) -> QuerySet[Any]:
+    rows = queryset(definition, info)
+    return strawberry_django.filters.apply(filters, rows, info).order_by("pk")
+
+
+def _permitted(definition: ObservedDefinition, user: Any, rows: Iterable[Model]) -> list[Model]:
+    if definition.permission is None:
+        return list(rows)
+    return [row for row in rows if definition.permission(user, row)]
+
+
+def page(
+    definition: ObservedDefinition,
+    info: Info | None,
+    user: Any,
+    filters: Any,
+    offset: int,
+    limit: int,
+) -> list[Model]:
+    """Rows ``offset`` to ``offset + limit`` of the viewer's list, by primary key.
+    With a ``permission`` hook the offset counts the rows the viewer may see,
+    so the rows are read in chunks until the page is full."""
+    try:
+        rows = _filtered(definition, info, filters)
+        if definition.permission is None:
+            return list(rows[offset : offset + limit]) if limit else []
+        found: list[Model] = []
+        seen = 0
+        for row in rows.iterator(chunk_size=CHUNK):
+            if len(found) >= limit:
+                break
+            if not definition.permission(user, row):
+                continue
+            if seen >= offset:
+                found.append(row)
+            seen += 1
+        return found
+    except (ValidationError, ValueError, TypeError, FieldError) as error:
+        raise BadFilter(str(error)) from error
+
+
+def members(
+    definition: ObservedDefinition,
+    info: Info | None,
+    user: Any,
+    filters: Any,
+    pks: list[str] | None = None,
+) -> dict[str, Model | None]:
+    """The rows of the viewer's list (among ``pks``, or all), by ``str(pk)``.
+    Without a ``permission`` hook only the keys are read (values ``None``)."""
+    try:
+        rows = _filtered(definition, info, filters)
+        if pks is not None:
+            rows = rows.filter(pk__in=pks)
+        if definition.permission is None and pks is None:
+            return {str(pk): None for pk in rows.values_list("pk", flat=True)}
+        return {str(row.pk): row for row in _permitted(definition, user, rows)}
+    except (ValidationError, ValueError, TypeError, FieldError) as error:
+        raise BadFilter(str(error)) from error
+
+
+def _left(definition: ObservedDefinition, user: Any, held: set[str], rows: Rows) -> list[Change]:
+    """The deletes of ``rows`` that take a row out of ``held`` (updated in place),
+    with the last values the viewer may see."""
+    out: list[Change] = []
+    for pk, delivery in rows.changed.items():
+        if delivery.action == "delete" and pk in held:
+            held.discard(pk)
+            assert delivery.last is not None
+            last = deleted_instance(definition, delivery.last)
+            out.append(Change("delete", pk, deleted_verdict(definition, user, last).instance))
+    return out
+
+
+def decide(
+    definition: ObservedDefinition,
+    user: Any,
+    before: set[str],
+    rows: Rows,
+    found: dict[str, Model | None],
+) -> tuple[list[Change], set[str]]:
+    """What a batch of changes (``rows``) does to the set ``before``, and the
+    set after it. ``found`` holds, for each changed row that was re-read, the
+    row if it exists, is in the type's queryset and matches the filter; the
+    ``permission`` hook is asked here. A row that was not and is not in the set
+    yields nothing."""
+    held = set(before)
+    out = _left(definition, user, held, rows)
+    for pk, delivery in rows.changed.items():
+        if delivery.action == "delete":
+            continue
+        row = found.get(pk)
+        if row is not None and definition.permission is not None:
+            row = row if definition.permission(user, row) else None
+        if row is not None:
+            out.append(Change("update" if pk in held else "create", pk, row))
+            held.add(pk)
+        elif pk in held:
+            held.discard(pk)
+            out.append(Change("delete", pk, None))
+    return out, held
+
+
+def resynced(
+    definition: ObservedDefinition,
+    info: Info | None,
+    user: Any,
+    filters: Any,
+    before: set[str],
+    rows: Rows,
+) -> tuple[list[Change], set[str]]:
+    """After a resync (the layer was lost, or the subscriber fell far behind):
+    the whole set read again and compared with ``before``; every row in it is
+    sent (``update``, or ``create`` when it entered), every row that left is a
+    ``delete``."""
+    held = set(before)
+    out = _left(definition, user, held, rows)
+    now = members(definition, info, user, filters)
+    for pk in sorted(held - set(now), key=_order):
+        out.append(Change("delete", pk, None))
+    entered = {pk for pk in now if pk not in held}
+    if now and definition.permission is None:
+        # Only the keys were read: read the rows to send.
+        now = members(definition, info, user, filters, list(now))
+    for pk, row in now.items():
+        out.append(Change("create" if pk in entered else "update", pk, row))
+    return out, set(now)
+
+
+def _order(pk: str) -> tuple[int, str]:
+    return (0, f"{int(pk):020d}") if pk.isdigit() else (1, pk)

@@ -1,0 +1,167 @@
+"""The convergence property of live lists: a client that subscribed, then read
+the Query (while writers write), then applied every event holds exactly what
+the Query returns once the writers stop. Random creates, renames (into and out
+of the filter), deletes and transfers of owner-only notes, on the real ASGI app
+through graphql-transport-ws."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from schema_examples.notes.models import Note
+from tests.support.clients import connect
+from tests.support.lists import (
+    apply,
+    list_notes,
+    list_users,
+    subscribe_notes,
+    subscribe_users,
+)
+
+pytestmark = [
+    pytest.mark.django_db(transaction=True),
+    pytest.mark.db_matrix,
+    pytest.mark.timeout(300),
+]
+
+LIVE = {"username": {"startsWith": "live-"}}
+PLANS = {"title": {"startsWith": "plan"}}
+BARRIER_USER = "live-~barrier"
+BARRIER_NOTE = "plan ~barrier"
+ALL = {"limit": -1}
+
+Step = tuple[Any, ...]
+#: Steps on users (slot: which of the rows made so far) and notes (owner 1 or 2).
+steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("create user"), st.sampled_from(["live-", "dead-"])),
+        st.tuples(st.just("rename user"), st.integers(0, 7), st.sampled_from(["live-", "dead-"])),
+        st.tuples(st.just("delete user"), st.integers(0, 7)),
+        st.tuples(st.just("create note"), st.sampled_from([1, 2]), st.sampled_from(["plan", "x"])),
+        st.tuples(st.just("retitle note"), st.integers(0, 7), st.sampled_from(["plan", "x"])),
+        st.tuples(st.just("transfer note"), st.integers(0, 7), st.sampled_from([1, 2])),
+        st.tuples(st.just("delete note"), st.integers(0, 7)),
+    ),
+    min_size=3,
+    max_size=25,
+)
+
+
+def _reset() -> tuple[list[int], list[int]]:
+    """Rows for the steps to work on: users in and out of the filter, notes of
+    both owners in and out of it."""
+    User.objects.filter(pk__gt=3).delete()
+    Note.objects.all().delete()
+    made_users = [User.objects.create(username=name).pk for name in ("live-a", "dead-b", "live-c")]
+    made_notes = [
+        Note.objects.create(owner_id=owner, title=title).pk
+        for owner, title in ((1, "plan a"), (2, "plan b"), (1, "x c"), (1, "plan d"))
+    ]
+    return made_users, made_notes
+
+
+def _write(script: list[Step], made_users: list[int], made_notes: list[int]) -> None:
+    """Run ``script`` (each step its own transaction), then the barriers."""
+    for n, step in enumerate(script):
+        kind = step[0]
+        if kind == "create user":
+            made_users.append(User.objects.create(username=f"{step[1]}{n}").pk)
+        elif kind == "create note":
+            note = Note.objects.create(owner_id=step[1], title=f"{step[2]} {n}")
+            made_notes.append(note.pk)
+        elif kind.endswith("user") and made_users:
+            user = User.objects.filter(pk=made_users[step[1] % len(made_users)]).first()
+            if user is None:
+                continue
+            if kind == "rename user":
+                user.username = f"{step[2]}{n}"
+                user.save()
+            else:
+                user.delete()
+        elif kind.endswith("note") and made_notes:
+            note = Note.objects.filter(pk=made_notes[step[1] % len(made_notes)]).first()
+            if note is None:
+                continue
+            if kind == "retitle note":
+                note.title = f"{step[2]} {n}"
+                note.save()
+            elif kind == "transfer note":
+                note.owner_id = step[2]
+                note.save()
+            else:
+                note.delete()
+    User.objects.create(username=BARRIER_USER)
+    Note.objects.create(owner_id=1, title=BARRIER_NOTE)
+
+
+async def _follow(client: Any, ops: dict[str, str], views: list[dict[str, Any]]) -> None:
+    """Apply every event of ``ops`` (operation id -> field) to each of ``views``
+    (field -> pk -> row) until each op's barrier row arrived."""
+    waiting = set(ops)
+    while waiting:
+        message = await client.receive(timeout=30)
+        assert message["type"] == "next", message
+        field = ops[message["id"]]
+        envelope = message["payload"]["data"][field]
+        for view in views:
+            apply(view[field], envelope)
+        data = envelope["data"] or {}
+        if data.get("username") == BARRIER_USER or data.get("title") == BARRIER_NOTE:
+            waiting.discard(message["id"])
+
+
+async def _read(reader: Any) -> dict[str, Any]:
+    return {
+        "users": {u["id"]: u for u in (await list_users(reader, LIVE, ALL))["data"]},
+        "notes": {n["id"]: n for n in (await list_notes(reader, PLANS, ALL))["data"]},
+    }
+
+
+@hypothesis_settings(
+    # More for a longer hunt: GQLOBS_LISTS_EXAMPLES=300.
+    max_examples=int(os.environ.get("GQLOBS_LISTS_EXAMPLES", "25")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(script=steps)
+async def test_events_applied_to_the_query_converge_on_the_final_query(
+    application: Any,
+    users: list[User],
+    observer_settings: Callable[..., Any],
+    script: list[Step],
+) -> None:
+    observer_settings(SUBSCRIBE_RATE=10_000)
+    made_users, made_notes = await database_sync_to_async(_reset)()
+    subscriber = await connect(application, users[0])
+    reader = await connect(application, users[0])
+    try:
+        ops = {
+            await subscribe_users(subscriber, LIVE): "users",
+            await subscribe_notes(subscriber, PLANS): "notes",
+        }
+        # One client read the Query before the writes (everything else must come
+        # from the events), one while the writer writes (the contract's case).
+        before = await _read(reader)
+        writer = asyncio.ensure_future(
+            database_sync_to_async(_write)(script, made_users, made_notes)
+        )
+        during = await _read(reader)
+        await writer
+        await _follow(subscriber, ops, [before, during])
+        final = await _read(reader)
+        assert before == final
+        assert during == final
+    finally:
+        await subscriber.disconnect()
+        await reader.disconnect()

@@ -1,0 +1,177 @@
+// Live lists with real JavaScript clients against the demo server: Apollo
+// Client's watchQuery + subscribeToMore keeps the `users` list query's cache
+// equal to the server's list (the README's example), and urql's
+// subscriptionExchange receives create / update / delete for the rows that
+// enter, change in and leave its filter.
+
+import assert from 'node:assert/strict';
+import { after, before, describe, test } from 'node:test';
+
+import { ApolloClient, ApolloLink, HttpLink, InMemoryCache, gql } from '@apollo/client';
+import { GraphQLWsLink } from '@apollo/client/link/subscriptions';
+import { getMainDefinition } from '@apollo/client/utilities';
+import { Client as UrqlClient, fetchExchange, subscriptionExchange } from '@urql/core';
+import { createClient } from 'graphql-ws';
+import WebSocket from 'ws';
+
+import {
+  MessageQueue, WAIT_MS, graphqlHttp, renameUser, startDemoServer, withTimeout,
+} from './helpers.mjs';
+
+const ROW = 'id username email';
+
+const USERS_QUERY = `
+  query LiveUsers($filters: UserFilter) {
+    users(filters: $filters, requestId: "list") { action responseStatus data { ${ROW} } }
+  }`;
+
+const USERS_SUBSCRIPTION = `
+  subscription LiveUsersChanges($filters: UserFilter) {
+    users(filters: $filters, requestId: "live") { action responseStatus pk data { ${ROW} } }
+  }`;
+
+const CREATE_USER = `
+  mutation CreateUser($username: String!, $email: String!, $password: String!) {
+    createUser(username: $username, email: $email, password: $password) { ${ROW} }
+  }`;
+
+const DELETE_USER = `mutation DeleteUser($pk: ID!) { deleteUser(pk: $pk) { id } }`;
+
+/** One list event applied to the rows of the list query (the README's merge). */
+function applyEvent(rows, event) {
+  if (!event.pk) return rows; // subscribe_list
+  const others = rows.filter((row) => row.id !== event.pk);
+  if (event.action === 'delete') return others;
+  return [...others, event.data].sort((a, b) => Number(a.id) - Number(b.id));
+}
+
+function withoutTypename(value) {
+  if (Array.isArray(value)) return value.map(withoutTypename);
+  if (value && typeof value === 'object') {
+    return Object.fromEntries(
+      Object.entries(value).filter(([k]) => k !== '__typename').map(([k, v]) => [k, withoutTypename(v)]),
+    );
+  }
+  return value;
+}
+
+function newGraphqlWsClient(url) {
+  return createClient({ url, webSocketImpl: WebSocket, retryAttempts: 0, lazy: true });
+}
+
+describe('live lists with JavaScript clients', { timeout: 120_000 }, () => {
+  let server;
+
+  before(async () => {
+    server = await startDemoServer();
+  }, { timeout: 45_000 });
+
+  after(async () => {
+    if (server) await server.stop();
+  });
+
+  async function createUser(username) {
+    const data = await graphqlHttp(server.httpUrl, CREATE_USER, {
+      username, email: `${username}@example.com`, password: 'correct-horse-battery-staple',
+    });
+    return data.createUser;
+  }
+
+  async function serverList(filters) {
+    const data = await graphqlHttp(server.httpUrl, USERS_QUERY, { filters });
+    return data.users.data;
+  }
+
+  test('Apollo Client subscribeToMore merges create, update and delete into the list query until it equals the server list', async () => {
+    const filters = { username: { startsWith: 'live-apollo-' } };
+    const wsClient = newGraphqlWsClient(server.wsUrl);
+    const link = ApolloLink.split(
+      ({ query }) => {
+        const def = getMainDefinition(query);
+        return def.kind === 'OperationDefinition' && def.operation === 'subscription';
+      },
+      new GraphQLWsLink(wsClient),
+      new HttpLink({ uri: server.httpUrl }),
+    );
+    const client = new ApolloClient({ link, cache: new InMemoryCache() });
+    const first = await createUser('live-apollo-first');
+    const watched = client.watchQuery({ query: gql(USERS_QUERY), variables: { filters } });
+    const results = new MessageQueue('apollo list');
+    const watching = watched.subscribe(results.sink());
+    const events = new MessageQueue('apollo events');
+    const unsubscribe = watched.subscribeToMore({
+      document: gql(USERS_SUBSCRIPTION),
+      variables: { filters },
+      updateQuery(previous, { subscriptionData }) {
+        const event = subscriptionData.data.users;
+        events.push(withoutTypename(event));
+        return { ...previous, users: { ...previous.users, data: applyEvent(previous.users.data, event) } };
+      },
+    });
+    try {
+      assert.equal((await events.next()).action, 'subscribe_list');
+      const second = await createUser('live-apollo-second');
+      await renameUser(server.httpUrl, first.id, 'live-apollo-renamed');
+      await createUser('dead-apollo-outside');
+      await renameUser(server.httpUrl, second.id, 'dead-apollo-left');
+      const third = await createUser('live-apollo-third');
+      await graphqlHttp(server.httpUrl, DELETE_USER, { pk: third.id });
+      const expected = await serverList(filters);
+      assert.deepEqual(expected, [{ ...first, username: 'live-apollo-renamed' }]);
+      const deadline = Date.now() + WAIT_MS;
+      for (;;) {
+        const current = withoutTypename(watched.getCurrentResult().data?.users?.data);
+        if (JSON.stringify(current) === JSON.stringify(expected)) break;
+        assert.ok(Date.now() < deadline, `the cache holds ${JSON.stringify(current)}, the server ${JSON.stringify(expected)}; events: ${JSON.stringify(events.received)}`);
+        await new Promise((r) => setTimeout(r, 50));
+      }
+      // Nothing about the row that never matched reached the client.
+      assert.ok(events.received.every((e) => !JSON.stringify(e).includes('outside')));
+    } finally {
+      unsubscribe();
+      watching.unsubscribe();
+      client.stop();
+      await withTimeout(wsClient.dispose(), 'apollo graphql-ws dispose');
+    }
+  });
+
+  test('urql receives subscribe_list, then create, update and a delete without data when the row leaves the filter', async () => {
+    const filters = { username: { startsWith: 'live-urql-' } };
+    const wsClient = newGraphqlWsClient(server.wsUrl);
+    const client = new UrqlClient({
+      url: server.httpUrl,
+      preferGetMethod: false,
+      requestPolicy: 'network-only',
+      exchanges: [
+        fetchExchange,
+        subscriptionExchange({
+          forwardSubscription(request) {
+            const input = { ...request, query: request.query || '' };
+            return { subscribe: (sink) => ({ unsubscribe: wsClient.subscribe(input, sink) }) };
+          },
+        }),
+      ],
+    });
+    const queue = new MessageQueue('urql list');
+    const { unsubscribe } = client
+      .subscription(USERS_SUBSCRIPTION, { filters })
+      .subscribe((result) => queue.push(withoutTypename(result.data?.users ?? result.error)));
+    const envelope = (action, responseStatus, pk, data) => ({
+      action, responseStatus, pk: pk && String(pk), data,
+    });
+    try {
+      assert.deepEqual(await queue.next(), envelope('subscribe_list', 201, null, null));
+      const user = await createUser('live-urql-1');
+      assert.deepEqual(await queue.next(), envelope('create', 201, user.id, user));
+      await renameUser(server.httpUrl, user.id, 'live-urql-one');
+      assert.deepEqual(
+        await queue.next(), envelope('update', 200, user.id, { ...user, username: 'live-urql-one' }),
+      );
+      await renameUser(server.httpUrl, user.id, 'gone-urql');
+      assert.deepEqual(await queue.next(), envelope('delete', 204, user.id, null));
+    } finally {
+      unsubscribe();
+      await withTimeout(wsClient.dispose(), 'urql graphql-ws dispose');
+    }
+  });
+});
