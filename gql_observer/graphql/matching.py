@@ -104,7 +104,10 @@ def _flags(
 
 
 def _fetch(
-    definition: ObservedDefinition, info: Info | None, wanted: list[Wanted]
+    definition: ObservedDefinition,
+    info: Info | None,
+    wanted: list[Wanted],
+    plan: object = None,  # a batch's relation plan: list rows read none
 ) -> dict[Wanted, dict[str, Model | None]]:
     groups = {w.key: w.filters for w in wanted}
     pks = sorted({pk for w in wanted for pk in w.pks})
