@@ -433,3 +433,108 @@ async def test_bulk_create_updating_on_conflict_reaches_the_existing_rows_subscr
 
     await write(upsert)
     assert await titles_seen(socket, ops) == {notes[0].pk: "upserted"}
+
+
+# ---- the same writes, seen by `notes(...)` list subscribers ----------------------------
+
+NOTES = (
+    "subscription ($filters: NoteFilter) { notes(filters: $filters, requestId: 1) "
+    "{ action responseStatus pk data { title } } }"
+)
+
+
+async def subscribe_notes_list(socket: LiveSocket, filters: dict[str, Any]) -> str:
+    op, first = await socket.subscribe(NOTES, {"filters": filters})
+    assert first["notes"] == {
+        "action": "subscribe_list",
+        "responseStatus": 201,
+        "pk": None,
+        "data": None,
+    }
+    return op
+
+
+async def list_events(socket: LiveSocket, op: str, count: int) -> dict[str, tuple[str, Any]]:
+    """The next ``count`` frames of ``op``: pk -> (action, title or None)."""
+    seen: dict[str, tuple[str, Any]] = {}
+    for _ in range(count):
+        envelope = (await socket.next(op))["notes"]
+        data = envelope["data"]
+        seen[envelope["pk"]] = (envelope["action"], None if data is None else data["title"])
+    return seen
+
+
+async def test_bulk_create_enters_the_owners_list_and_nothing_reaches_another_viewer(
+    notes_socket: tuple[LiveSocket, list[Note]], writer: Live
+) -> None:
+    socket, _ = notes_socket
+    mine = await subscribe_notes_list(socket, {"title": {"startsWith": "bulk"}})
+
+    def other_viewer() -> str:
+        return gql_observer.issue_token(User.objects.get(pk=2))
+
+    other = await LiveSocket.connect(writer.server.ws, await write(other_viewer))
+    try:
+        theirs = await subscribe_notes_list(other, {"title": {"startsWith": "bulk"}})
+
+        def create() -> list[Note]:
+            owner = User.objects.get(pk=1)
+            return Note.objects.bulk_create(
+                [Note(owner=owner, title=f"bulk {n}") for n in range(3)]
+                + [Note(owner=owner, title="not in the filter")]
+            )
+
+        created = await write(create)
+        assert await list_events(socket, mine, 3) == {
+            str(note.pk): ("create", note.title) for note in created[:3]
+        }
+        # The other viewer's list holds none of them: its next frame is its own
+        # note's creation, made after.
+        own = await write(
+            lambda: Note.objects.create(owner=User.objects.get(pk=2), title="bulk theirs")
+        )
+        assert await list_events(other, theirs, 1) == {str(own.pk): ("create", "bulk theirs")}
+    finally:
+        await other.close()
+
+
+async def test_queryset_update_changes_enters_and_leaves_a_list(
+    notes_socket: tuple[LiveSocket, list[Note]],
+) -> None:
+    socket, notes = notes_socket
+    op = await subscribe_notes_list(socket, {"title": {"startsWith": "note"}})
+    # note 0 stays in (update), note 1 leaves (delete, no data), a renamed note
+    # 2 is renamed back in later (create).
+    await write(lambda: Note.objects.filter(pk=notes[0].pk).update(title="note zero"))
+    assert await list_events(socket, op, 1) == {str(notes[0].pk): ("update", "note zero")}
+    await write(lambda: Note.objects.filter(pk__in=[notes[1].pk, notes[2].pk]).update(title="x"))
+    assert await list_events(socket, op, 2) == {
+        str(notes[1].pk): ("delete", None),
+        str(notes[2].pk): ("delete", None),
+    }
+    await write(lambda: Note.objects.filter(pk=notes[2].pk).update(title="note again"))
+    assert await list_events(socket, op, 1) == {str(notes[2].pk): ("create", "note again")}
+
+
+async def test_bulk_update_transferring_notes_leaves_the_old_owners_list(
+    notes_socket: tuple[LiveSocket, list[Note]],
+) -> None:
+    socket, notes = notes_socket
+    op = await subscribe_notes_list(socket, {})
+
+    def transfer() -> None:
+        other = User.objects.get(pk=2)
+        for note in notes[:2]:
+            note.owner = other
+        Note.objects.bulk_update(notes[:2], ["owner"])
+
+    await write(transfer)
+    assert await list_events(socket, op, 2) == {
+        str(notes[0].pk): ("delete", None),
+        str(notes[1].pk): ("delete", None),
+    }
+    # Gone from the list: a later change of a transferred note says nothing;
+    # the next frame is the barrier's, on a note still owned.
+    await write(lambda: Note.objects.filter(pk=notes[0].pk).update(title="theirs now"))
+    await write(lambda: Note.objects.filter(pk=notes[2].pk).update(title="barrier"))
+    assert await list_events(socket, op, 1) == {str(notes[2].pk): ("update", "barrier")}
