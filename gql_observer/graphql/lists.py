@@ -103,7 +103,7 @@ def list_query_field(definition: ObservedDefinition) -> StrawberryField:
         bounds = page_bounds(runtime.settings, pagination)
         if isinstance(bounds, str):
             return answer(BAD_REQUEST, request_id, [], [bounds])
-        ok, user = await _checked(runtime.reads, definition, viewer_of(info))
+        ok, user = await _checked(runtime.reads, definition, viewer_of(info, definition))
         if not ok:
             return answer(UNAUTHORIZED, request_id, [], list(ERRORS[UNAUTHORIZED]))
         offset, limit = bounds
@@ -154,7 +154,7 @@ def list_subscription_field(definition: ObservedDefinition) -> StrawberryField:
     ) -> AsyncGenerator[Any, None]:
         runtime = current()
         reads = runtime.reads
-        viewer = viewer_of(info)
+        viewer = viewer_of(info, definition)
         ok, user = await _checked(reads, definition, viewer)
         if not ok:
             yield message(Action.SUBSCRIBE_LIST, UNAUTHORIZED, request_id)

@@ -24,7 +24,6 @@ from strawberry import UNSET, Info
 from strawberry_django.filters import apply, process_filters
 
 from gql_observer.graphql.reads import Reads
-from gql_observer.graphql.relations import ReadPlan
 from gql_observer.graphql.rows import has_get_queryset, queryset
 from gql_observer.graphql.viewers import Viewer
 from gql_observer.observe.definition import ObservedDefinition
@@ -108,10 +107,8 @@ def _fetch(
     definition: ObservedDefinition,
     info: Info | None,
     wanted: list[Wanted],
-    _plan: ReadPlan | None,
+    plan: object = None,  # a batch's relation plan: list rows read none
 ) -> dict[Wanted, dict[str, Model | None]]:
-    # ``_plan``: the relations asked with the rows (Batch passes it to every
-    # fetch); list asks give none, and each message's execution reads its own.
     groups = {w.key: w.filters for w in wanted}
     pks = sorted({pk for w in wanted for pk in w.pks})
     base = queryset(definition, info).filter(pk__in=pks)
