@@ -183,6 +183,19 @@ export async function renameUser(url, pk, username) {
   return data.updateUser;
 }
 
+export const CREATE_USER = `
+  mutation CreateUser($username: String!, $email: String!, $password: String!) {
+    createUser(username: $username, email: $email, password: $password) { id username email }
+  }`;
+
+/** Create a user (email `<username>@example.com`) over HTTP with the `createUser` mutation. */
+export async function createUser(url, username) {
+  const data = await graphqlHttp(url, CREATE_USER, {
+    username, email: `${username}@example.com`, password: 'correct-horse-battery-staple',
+  });
+  return data.createUser;
+}
+
 /**
  * A queue of values pushed by a callback-style sink (next/error/complete),
  * read with `next()`, which rejects if nothing arrives within `timeoutMs`.

@@ -15,7 +15,8 @@ import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 
 import {
-  MessageQueue, WAIT_MS, graphqlHttp, renameUser, startDemoServer, withTimeout,
+  MessageQueue, WAIT_MS, createUser as createUserOverHttp, graphqlHttp, renameUser, startDemoServer,
+  withTimeout,
 } from './helpers.mjs';
 
 const ROW = 'id username email';
@@ -28,11 +29,6 @@ const USERS_QUERY = `
 const USERS_SUBSCRIPTION = `
   subscription LiveUsersChanges($filters: UserFilter) {
     users(filters: $filters, requestId: "live") { action responseStatus pk data { ${ROW} } }
-  }`;
-
-const CREATE_USER = `
-  mutation CreateUser($username: String!, $email: String!, $password: String!) {
-    createUser(username: $username, email: $email, password: $password) { ${ROW} }
   }`;
 
 const DELETE_USER = `mutation DeleteUser($pk: ID!) { deleteUser(pk: $pk) { id } }`;
@@ -70,12 +66,7 @@ describe('live lists with JavaScript clients', { timeout: 120_000 }, () => {
     if (server) await server.stop();
   });
 
-  async function createUser(username) {
-    const data = await graphqlHttp(server.httpUrl, CREATE_USER, {
-      username, email: `${username}@example.com`, password: 'correct-horse-battery-staple',
-    });
-    return data.createUser;
-  }
+  const createUser = (username) => createUserOverHttp(server.httpUrl, username);
 
   async function serverList(filters) {
     const data = await graphqlHttp(server.httpUrl, USERS_QUERY, { filters });
