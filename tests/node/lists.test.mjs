@@ -64,7 +64,7 @@ function readmeLiveList() {
       return { subscribeToMore(options) { asked.more = options; return () => {}; } };
     },
   };
-  new Function('client', 'gql', code)(client, gql); // eslint-disable-line no-new-func
+  new Function('client', 'gql', code)(client, gql);
   assert.ok(asked.watch && asked.more, 'the snippet calls watchQuery and subscribeToMore');
   return asked;
 }
