@@ -2,7 +2,9 @@
 // opens the demo server's GraphiQL page, runs a live subscription over the
 // websocket and shows the update that a mutation over HTTP triggers; runs the
 // live list (`users(filters: ...)`) Query and Subscription and shows the
-// rows, then each create / update / delete as the mutations happen.
+// rows, then each create / update / delete as the mutations happen; signed
+// in, runs the owner-only `notes` list and shows a note given to the viewer
+// (create) and given away (delete without data).
 // (The page helpers are in graphiql_page.mjs.)
 //
 // The page loads its assets from unpkg.com, which this machine cannot reach;
@@ -23,7 +25,8 @@ import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
 
 import {
-  REPO_ROOT, WAIT_MS, createUser, loginSession, pythonExecutable, renameUser, startDemoServer,
+  REPO_ROOT, WAIT_MS, createUser, graphqlHttp, loginSession, pythonExecutable, renameUser,
+  startDemoServer,
 } from './helpers.mjs';
 import {
   CHROMIUM, CHROMIUM_ARGS, SKIP, openPage, typeDocument, waitForData,
@@ -62,11 +65,36 @@ const LIST_SUBSCRIPTION = `subscription LiveUsersChanges {
   }
 }`;
 
+// The owner-only notes list: each viewer's list holds their own notes only.
+const NOTES_SUBSCRIPTION = `subscription MyLiveNotes {
+  notes(filters: {title: {startsWith: "live-"}}, requestId: "graphiql-notes") {
+    action
+    errors
+    responseStatus
+    requestId
+    pk
+    data { id title body }
+  }
+}`;
+
+const LOGIN = 'mutation Login($username: String!, $password: String!) { login(username: $username, password: $password) }';
+const NOTE_FIELDS = 'id title body';
+const CREATE_MY_NOTE = `mutation CreateNote($title: String!) { createNote(title: $title) { ${NOTE_FIELDS} } }`;
+const UPDATE_MY_NOTE = `mutation UpdateNote($pk: ID!, $title: String) { updateNote(pk: $pk, title: $title) { ${NOTE_FIELDS} } }`;
+const TRANSFER_NOTE = `mutation TransferNote($pk: ID!, $to: ID!) { transferNote(pk: $pk, newOwner: $to) { ${NOTE_FIELDS} } }`;
+const USER_PK = 'query UserPk($name: String!) { users(filters: {username: {exact: $name}}) { data { id } } }';
+
+/** A bearer token for a demo user (the seed's users' password is "demo"). */
+async function bearer(server, username) {
+  const data = await graphqlHttp(server.httpUrl, LOGIN, { username, password: 'demo' });
+  return { authorization: `Bearer ${data.login}` };
+}
+
 /**
- * The `users` list envelopes the page's websockets received, in order
+ * The `field` list envelopes the page's websockets received, in order
  * (graphql-transport-ws `next` messages), to prove what did not arrive.
  */
-function recordListFrames(page) {
+function recordListFrames(page, field = 'users') {
   const frames = [];
   page.on('websocket', (ws) => ws.on('framereceived', ({ payload }) => {
     let message;
@@ -75,8 +103,8 @@ function recordListFrames(page) {
     } catch {
       return;
     }
-    const users = message.type === 'next' ? message.payload?.data?.users : undefined;
-    if (users) frames.push(users);
+    const envelope = message.type === 'next' ? message.payload?.data?.[field] : undefined;
+    if (envelope) frames.push(envelope);
   }));
   return frames;
 }
@@ -242,6 +270,58 @@ describe('GraphiQL in Chromium', { timeout: 120_000 }, () => {
       assert.deepEqual(problems, []);
     } catch (err) {
       err.message += `\nproblems: ${JSON.stringify(problems)}\nbrowser console:\n${consoleLines.join('\n')}`;
+      throw err;
+    } finally {
+      await page.screenshot({ path: screenshot }).catch(() => {});
+      t.diagnostic(`screenshot: ${screenshot}`);
+      await page.close();
+    }
+  });
+  test('GraphiQL signed in as "test 2" runs the owner-only notes Subscription: a note given to them shows as create, given away as a delete without data, and its owner\'s edits before never show', { skip: SKIP }, async (t) => {
+    const { page, problems, consoleLines } = await openPage(browser);
+    const frames = recordListFrames(page, 'notes');
+    const screenshot = path.join(tmpdir(), `gql-observer-graphiql-notes-${process.pid}.png`);
+    try {
+      const [asTest3, asTest2] = [await bearer(server, 'test 3'), await bearer(server, 'test 2')];
+      const pkOf = async (name) => (await graphqlHttp(server.httpUrl, USER_PK, { name })).users.data[0].id;
+      const [test3, test2] = [await pkOf('test 3'), await pkOf('test 2')];
+      const note = (await graphqlHttp(server.httpUrl, CREATE_MY_NOTE, { title: 'live-plan' }, asTest3)).createNote;
+
+      const sessionKey = await loginSession(server, 'test 2');
+      await page.context().addCookies([{ name: 'sessionid', value: sessionKey, domain: '127.0.0.1', path: '/' }]);
+      await page.goto(server.httpUrl, { waitUntil: 'load', timeout: 20_000 });
+      await typeDocument(page, NOTES_SUBSCRIPTION, 'subscription');
+      await page.locator('button.graphiql-execute-button').click();
+      const envelope = (action, responseStatus, pk, data) => ({
+        data: { notes: { action, errors: [], responseStatus, requestId: 'graphiql-notes', pk, data } },
+      });
+      assert.deepEqual(
+        await waitForData(page, 'notes', { action: 'subscribe_list' }),
+        envelope('subscribe_list', 201, null, null),
+      );
+
+      // The first test renamed user 1: "test 3" is the other owner. test 3 edits
+      // their own note (not test 2's business), then gives it to test 2.
+      await graphqlHttp(server.httpUrl, UPDATE_MY_NOTE, { pk: note.id, title: 'live-plan-b' }, asTest3);
+      await graphqlHttp(server.httpUrl, TRANSFER_NOTE, { pk: note.id, to: test2 }, asTest3);
+      assert.deepEqual(
+        await waitForData(page, 'notes', { action: 'create', pk: note.id }),
+        envelope('create', 201, note.id, { ...note, title: 'live-plan-b' }),
+      );
+      // test 2 gives it back: it leaves their list, with no data.
+      await graphqlHttp(server.httpUrl, TRANSFER_NOTE, { pk: note.id, to: test3 }, asTest2);
+      assert.deepEqual(
+        await waitForData(page, 'notes', { action: 'delete', pk: note.id }),
+        envelope('delete', 204, note.id, null),
+      );
+      // Nothing about the note while it was test 3's: the create was the next frame.
+      assert.deepEqual(
+        frames.map((f) => [f.action, f.pk]),
+        [['subscribe_list', null], ['create', note.id], ['delete', note.id]],
+      );
+      assert.deepEqual(problems, []);
+    } catch (err) {
+      err.message += `\nframes: ${JSON.stringify(frames)}\nproblems: ${JSON.stringify(problems)}\nbrowser console:\n${consoleLines.join('\n')}`;
       throw err;
     } finally {
       await page.screenshot({ path: screenshot }).catch(() => {});

@@ -157,11 +157,14 @@ export function loginSession(server, username) {
   });
 }
 
-/** POST a GraphQL operation as JSON; returns `data`, throwing on HTTP or GraphQL errors. */
-export async function graphqlHttp(url, query, variables = {}) {
+/**
+ * POST a GraphQL operation as JSON (with `headers` on top, e.g. a bearer
+ * token's Authorization); returns `data`, throwing on HTTP or GraphQL errors.
+ */
+export async function graphqlHttp(url, query, variables = {}, headers = {}) {
   const res = await fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json' },
+    headers: { 'content-type': 'application/json', accept: 'application/json', ...headers },
     body: JSON.stringify({ query, variables }),
     signal: AbortSignal.timeout(WAIT_MS),
   });
