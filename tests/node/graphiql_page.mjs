@@ -141,3 +141,23 @@ export async function waitForData(page, field, expected) {
     );
   }
 }
+
+/**
+ * Type `headers` (an object, as JSON) into GraphiQL's Headers tab, as a person
+ * would paste a token: GraphiQL sends them with every HTTP request and as the
+ * websocket's connection_init payload.
+ */
+export async function typeHeaders(page, headers) {
+  const text = JSON.stringify(headers);
+  await page.locator('.graphiql-editor-tools button[data-name="headers"]').click();
+  const editor = page.locator('.graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror');
+  await editor.waitFor({ state: 'visible' });
+  await editor.click();
+  await page.keyboard.press('Control+A');
+  await page.keyboard.press('Delete');
+  await page.keyboard.insertText(text);
+  const typed = await page.evaluate(
+    () => document.querySelector('.graphiql-editor-tool .graphiql-editor:not(.hidden) .CodeMirror').CodeMirror.getValue(),
+  );
+  assert.equal(typed, text);
+}
