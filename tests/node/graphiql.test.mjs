@@ -1,6 +1,8 @@
 // GraphiQL in a real browser: Debian's Chromium, driven by playwright-core,
 // opens the demo server's GraphiQL page, runs a live subscription over the
 // websocket and shows the update that a mutation over HTTP triggers.
+// (The page helpers are in graphiql_page.mjs; the live lists are in
+// graphiql_lists.test.mjs.)
 //
 // The page loads its assets from unpkg.com, which this machine cannot reach;
 // every such request is answered from node_modules, where package.json pins the
@@ -12,7 +14,7 @@
 // and Chromium can resolve no host but 127.0.0.1.
 import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -20,17 +22,11 @@ import { after, before, describe, test } from 'node:test';
 import { chromium } from 'playwright-core';
 
 import {
-  NODE_DIR, REPO_ROOT, WAIT_MS, loginSession, pythonExecutable, renameUser, startDemoServer,
+  REPO_ROOT, WAIT_MS, loginSession, pythonExecutable, renameUser, startDemoServer,
 } from './helpers.mjs';
-
-const CHROMIUM = '/usr/bin/chromium';
-const CHROMIUM_ARGS = [
-  '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync',
-];
-const SKIP = existsSync(CHROMIUM)
-  ? false
-  : `${CHROMIUM} is missing; install Debian's Chromium with: apt-get update && apt-get install -y chromium`;
+import {
+  CHROMIUM, CHROMIUM_ARGS, SKIP, openPage, typeDocument, waitForData,
+} from './graphiql_page.mjs';
 
 const REQUEST_ID = 1700000000000;
 const SUBSCRIPTION = `subscription WatchUser {
@@ -45,119 +41,6 @@ const SUBSCRIPTION = `subscription WatchUser {
 
 // createNote needs a signed-in user: an answer with data proves the session counted.
 const CREATE_NOTE = 'mutation { createNote(title: "written in GraphiQL") { title } }';
-
-const CONTENT_TYPES = { '.js': 'application/javascript; charset=utf-8', '.css': 'text/css; charset=utf-8' };
-
-/**
- * Map https://unpkg.com/<name>@<version>/<file> to node_modules/<name>/<file>,
- * or explain why it cannot be served.
- */
-function localAsset(url) {
-  const m = /^\/((?:@[^/]+\/)?[^/@]+)@([^/]+)\/(.+)$/.exec(new URL(url).pathname);
-  if (!m) return { error: `unrecognised unpkg URL ${url}` };
-  const [, name, version, file] = m;
-  const pkgDir = path.join(NODE_DIR, 'node_modules', name);
-  const pkgJson = path.join(pkgDir, 'package.json');
-  if (!existsSync(pkgJson)) return { error: `${name} is not installed in tests/node (wanted ${version})` };
-  const installed = JSON.parse(readFileSync(pkgJson, 'utf8')).version;
-  if (installed !== version) return { error: `${url} wants ${name}@${version}, node_modules has ${installed}` };
-  const filePath = path.join(pkgDir, file);
-  if (!filePath.startsWith(pkgDir + path.sep) || !existsSync(filePath)) {
-    return { error: `${url}: no file ${file} in ${name}@${version}` };
-  }
-  return { filePath, contentType: CONTENT_TYPES[path.extname(file)] || 'application/octet-stream' };
-}
-
-/** The text of the CodeMirror editor inside `selector` (GraphiQL 3 uses CodeMirror 5). */
-function editorValue(page, selector) {
-  return page.evaluate((sel) => {
-    const el = document.querySelector(`${sel} .CodeMirror`);
-    return el && el.CodeMirror ? el.CodeMirror.getValue() : null;
-  }, selector);
-}
-
-/**
- * A page whose unpkg.com assets come from node_modules and whose other
- * requests go nowhere but the demo server; what went wrong is collected.
- */
-async function openPage(browser) {
-  const page = await browser.newPage({ viewport: { width: 1400, height: 900 } });
-  page.setDefaultTimeout(WAIT_MS);
-  const problems = []; // asset misses, blocked requests, page errors
-  const consoleLines = [];
-  const websockets = [];
-  page.on('console', (msg) => consoleLines.push(`${msg.type()}: ${msg.text()}`));
-  page.on('pageerror', (err) => problems.push(`page error: ${err.message}`));
-  page.on('websocket', (ws) => websockets.push(ws.url()));
-
-  const servedAssets = [];
-  await page.route('**/*', async (route) => {
-    const url = route.request().url();
-    const { hostname } = new URL(url);
-    if (hostname === '127.0.0.1' || url.startsWith('data:')) return route.continue();
-    if (hostname === 'unpkg.com') {
-      const asset = localAsset(url);
-      if (asset.error) {
-        problems.push(asset.error);
-        return route.fulfill({ status: 404, body: asset.error });
-      }
-      servedAssets.push(url);
-      return route.fulfill({
-        status: 200,
-        contentType: asset.contentType,
-        headers: { 'access-control-allow-origin': '*' },
-        body: readFileSync(asset.filePath),
-      });
-    }
-    problems.push(`blocked request to ${url}`);
-    return route.abort('blockedbyclient');
-  });
-  return { page, problems, consoleLines, websockets, servedAssets };
-}
-
-/** Replace the query editor's text with `document`; wait until GraphiQL parsed it as `kind`. */
-async function typeDocument(page, document, kind) {
-  const editor = page.locator('.graphiql-query-editor .CodeMirror');
-  await editor.waitFor({ state: 'visible' });
-  await editor.click();
-  await page.keyboard.press('Control+A');
-  await page.keyboard.press('Delete');
-  await page.keyboard.insertText(document);
-  assert.equal(await editorValue(page, '.graphiql-query-editor'), document);
-  // GraphiQL parses the editor's text after a short debounce and picks the
-  // websocket only once it knows the operation is a subscription; Run
-  // before that goes over HTTP. A person never clicks that fast; wait
-  // (bounded) for the parse, as they would by looking.
-  await page.waitForFunction((wanted) => {
-    const cm = document.querySelector('.graphiql-query-editor .CodeMirror').CodeMirror;
-    return Boolean(cm.documentAST && cm.operations && cm.operations.length === 1
-      && cm.operations[0].operation === wanted);
-  }, kind, { timeout: WAIT_MS, polling: 50 });
-}
-
-/** Wait (bounded) until the result pane holds JSON whose `data[field][key]` is `value`. */
-async function waitForData(page, field, key, value) {
-  try {
-    const handle = await page.waitForFunction(
-      ([f, k, v]) => {
-        const el = document.querySelector('.graphiql-response .CodeMirror');
-        if (!el || !el.CodeMirror) return null;
-        try {
-          const parsed = JSON.parse(el.CodeMirror.getValue());
-          return parsed && parsed.data && parsed.data[f] && parsed.data[f][k] === v ? parsed : null;
-        } catch {
-          return null; // empty or still rendering
-        }
-      },
-      [field, key, value],
-      { timeout: WAIT_MS, polling: 100 },
-    );
-    return await handle.jsonValue();
-  } catch (err) {
-    const last = await editorValue(page, '.graphiql-response').catch(() => null);
-    throw new Error(`result pane never showed ${field}.${key} = ${value}: ${err.message}\nlast content: ${last}`);
-  }
-}
 
 describe('GraphiQL in Chromium', { timeout: 120_000 }, () => {
   let server;
@@ -188,7 +71,7 @@ describe('GraphiQL in Chromium', { timeout: 120_000 }, () => {
       await typeDocument(page, SUBSCRIPTION, 'subscription');
       await page.locator('button.graphiql-execute-button').click();
 
-      const first = await waitForData(page, 'user', 'action', 'subscribe_instance');
+      const first = await waitForData(page, 'user', { action: 'subscribe_instance' });
       assert.deepEqual(first, {
         data: {
           user: { action: 'subscribe_instance', errors: [], responseStatus: 201, requestId: REQUEST_ID, data: null },
@@ -201,7 +84,7 @@ describe('GraphiQL in Chromium', { timeout: 120_000 }, () => {
 
       const username = 'graphiql_renamed_1';
       await renameUser(server.httpUrl, 1, username);
-      const updated = await waitForData(page, 'user', 'action', 'update');
+      const updated = await waitForData(page, 'user', { action: 'update' });
       assert.deepEqual(updated, {
         data: {
           user: {
@@ -239,7 +122,7 @@ describe('GraphiQL in Chromium', { timeout: 120_000 }, () => {
       assert.ok(csrf, 'the GraphiQL page sets the csrftoken cookie');
       await typeDocument(page, CREATE_NOTE, 'mutation');
       await page.locator('button.graphiql-execute-button').click();
-      const created = await waitForData(page, 'createNote', 'title', 'written in GraphiQL');
+      const created = await waitForData(page, 'createNote', { title: 'written in GraphiQL' });
       assert.deepEqual(created, { data: { createNote: { title: 'written in GraphiQL' } } });
       const mutation = posts.find((headers) => headers['x-csrftoken']);
       assert.ok(mutation, `GraphiQL sent no X-CSRFToken: ${JSON.stringify(posts)}`);
@@ -330,12 +213,12 @@ describe('GraphiQL in Chromium with no internet', { timeout: 120_000 }, () => {
 
       await typeDocument(page, SUBSCRIPTION, 'subscription');
       await page.locator('button.graphiql-execute-button').click();
-      const first = await waitForData(page, 'user', 'action', 'subscribe_instance');
+      const first = await waitForData(page, 'user', { action: 'subscribe_instance' });
       assert.equal(first.data.user.responseStatus, 201);
 
       const username = 'offline_renamed_1';
       await renameUser(server.httpUrl, 1, username);
-      const updated = await waitForData(page, 'user', 'action', 'update');
+      const updated = await waitForData(page, 'user', { action: 'update' });
       assert.deepEqual(updated.data.user.data, { id: '1', username, email: '1@example.com' });
       assert.deepEqual(problems, []);
     } catch (err) {

@@ -157,11 +157,14 @@ export function loginSession(server, username) {
   });
 }
 
-/** POST a GraphQL operation as JSON; returns `data`, throwing on HTTP or GraphQL errors. */
-export async function graphqlHttp(url, query, variables = {}) {
+/**
+ * POST a GraphQL operation as JSON (with `headers` on top, e.g. a bearer
+ * token's Authorization); returns `data`, throwing on HTTP or GraphQL errors.
+ */
+export async function graphqlHttp(url, query, variables = {}, headers = {}) {
   const res = await fetch(url, {
     method: 'POST',
-    headers: { 'content-type': 'application/json', accept: 'application/json' },
+    headers: { 'content-type': 'application/json', accept: 'application/json', ...headers },
     body: JSON.stringify({ query, variables }),
     signal: AbortSignal.timeout(WAIT_MS),
   });
@@ -181,6 +184,19 @@ export const UPDATE_USER = `
 export async function renameUser(url, pk, username) {
   const data = await graphqlHttp(url, UPDATE_USER, { pk: String(pk), username });
   return data.updateUser;
+}
+
+export const CREATE_USER = `
+  mutation CreateUser($username: String!, $email: String!, $password: String!) {
+    createUser(username: $username, email: $email, password: $password) { id username email }
+  }`;
+
+/** Create a user (email `<username>@example.com`) over HTTP with the `createUser` mutation. */
+export async function createUser(url, username) {
+  const data = await graphqlHttp(url, CREATE_USER, {
+    username, email: `${username}@example.com`, password: 'correct-horse-battery-staple',
+  });
+  return data.createUser;
 }
 
 /**

@@ -1,10 +1,13 @@
 // Live lists with real JavaScript clients against the demo server: Apollo
-// Client's watchQuery + subscribeToMore keeps the `users` list query's cache
-// equal to the server's list (the README's example), and urql's
+// Client's watchQuery + subscribeToMore, run with the README's snippet (its
+// documents, filter and merge), keeps the `users` list query's cache equal to
+// the server's list, and urql's
 // subscriptionExchange receives create / update / delete for the rows that
 // enter, change in and leave its filter.
 
 import assert from 'node:assert/strict';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 
 import { ApolloClient, ApolloLink, HttpLink, InMemoryCache, gql } from '@apollo/client';
@@ -15,7 +18,8 @@ import { createClient } from 'graphql-ws';
 import WebSocket from 'ws';
 
 import {
-  MessageQueue, WAIT_MS, graphqlHttp, renameUser, startDemoServer, withTimeout,
+  MessageQueue, REPO_ROOT, WAIT_MS, createUser as createUserOverHttp, graphqlHttp, renameUser, startDemoServer,
+  withTimeout,
 } from './helpers.mjs';
 
 const ROW = 'id username email';
@@ -30,19 +34,39 @@ const USERS_SUBSCRIPTION = `
     users(filters: $filters, requestId: "live") { action responseStatus pk data { ${ROW} } }
   }`;
 
-const CREATE_USER = `
-  mutation CreateUser($username: String!, $email: String!, $password: String!) {
-    createUser(username: $username, email: $email, password: $password) { ${ROW} }
-  }`;
-
 const DELETE_USER = `mutation DeleteUser($pk: ID!) { deleteUser(pk: $pk) { id } }`;
 
-/** One list event applied to the rows of the list query (the README's merge). */
-function applyEvent(rows, event) {
-  if (!event.pk) return rows; // subscribe_list
-  const others = rows.filter((row) => row.id !== event.pk);
-  if (event.action === 'delete') return others;
-  return [...others, event.data].sort((a, b) => Number(a.id) - Number(b.id));
+/** The ```js block that follows `heading` in the repository's `file`. */
+function jsBlockAfter(file, heading) {
+  const text = readFileSync(path.join(REPO_ROOT, file), 'utf8');
+  const at = text.indexOf(heading);
+  assert.notEqual(at, -1, `${file} has no heading "${heading}"`);
+  const block = /```js\n([\s\S]*?)```/.exec(text.slice(at));
+  assert.ok(block, `${file} has no js block after "${heading}"`);
+  return block[1];
+}
+
+/**
+ * The README's live list snippet (the same code as docs/lists.md's), run as
+ * written with a stand-in `client` that records what it is asked: the list
+ * query's options (`watch`) and subscribeToMore's (`more`).
+ */
+function readmeLiveList() {
+  const code = jsBlockAfter('README.md', '### Live lists');
+  assert.equal(
+    code, jsBlockAfter('docs/lists.md', '### Apollo Client: `subscribeToMore`'),
+    "README's and docs/lists.md's subscribeToMore snippets differ",
+  );
+  const asked = {};
+  const client = {
+    watchQuery(options) {
+      asked.watch = options;
+      return { subscribeToMore(options) { asked.more = options; return () => {}; } };
+    },
+  };
+  new Function('client', 'gql', code)(client, gql);
+  assert.ok(asked.watch && asked.more, 'the snippet calls watchQuery and subscribeToMore');
+  return asked;
 }
 
 function withoutTypename(value) {
@@ -70,20 +94,16 @@ describe('live lists with JavaScript clients', { timeout: 120_000 }, () => {
     if (server) await server.stop();
   });
 
-  async function createUser(username) {
-    const data = await graphqlHttp(server.httpUrl, CREATE_USER, {
-      username, email: `${username}@example.com`, password: 'correct-horse-battery-staple',
-    });
-    return data.createUser;
-  }
+  const createUser = (username) => createUserOverHttp(server.httpUrl, username);
 
   async function serverList(filters) {
     const data = await graphqlHttp(server.httpUrl, USERS_QUERY, { filters });
     return data.users.data;
   }
 
-  test('Apollo Client subscribeToMore merges create, update and delete into the list query until it equals the server list', async () => {
-    const filters = { username: { startsWith: 'live-apollo-' } };
+  test('Apollo Client runs the README\'s subscribeToMore snippet: its merge of create, update and delete keeps the list query\'s cache equal to the server list', async () => {
+    const { watch, more } = readmeLiveList();
+    const { filters } = watch.variables; // the README's: usernames starting with live-
     const wsClient = newGraphqlWsClient(server.wsUrl);
     const link = ApolloLink.split(
       ({ query }) => {
@@ -95,20 +115,24 @@ describe('live lists with JavaScript clients', { timeout: 120_000 }, () => {
     );
     const client = new ApolloClient({ link, cache: new InMemoryCache() });
     const first = await createUser('live-apollo-first');
-    const watched = client.watchQuery({ query: gql(USERS_QUERY), variables: { filters } });
+    // As useQuery does: observe the list query, then subscribeToMore.
+    const watched = client.watchQuery(watch);
     const results = new MessageQueue('apollo list');
     const watching = watched.subscribe(results.sink());
     const events = new MessageQueue('apollo events');
     const unsubscribe = watched.subscribeToMore({
-      document: gql(USERS_SUBSCRIPTION),
-      variables: { filters },
-      updateQuery(previous, { subscriptionData }) {
-        const event = subscriptionData.data.users;
-        events.push(withoutTypename(event));
-        return { ...previous, users: { ...previous.users, data: applyEvent(previous.users.data, event) } };
+      ...more,
+      updateQuery(previous, options) {
+        events.push(withoutTypename(options.subscriptionData.data.users));
+        return more.updateQuery(previous, options); // the README's merge
       },
     });
     try {
+      // The list is cached (the README's merge skips events until it is) ...
+      let listed = await results.next();
+      while (!listed.data?.users) listed = await results.next();
+      assert.deepEqual(withoutTypename(listed.data.users.data), [first]);
+      // ... and the subscription started.
       assert.equal((await events.next()).action, 'subscribe_list');
       const second = await createUser('live-apollo-second');
       await renameUser(server.httpUrl, first.id, 'live-apollo-renamed');
