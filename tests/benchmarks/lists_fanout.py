@@ -377,6 +377,12 @@ def summarise(run: fanout.Run) -> list[dict[str, Any]]:
                 "from_save_ms": med,
                 "p90_ms": fanout.pct(since, 0.9),
                 "from_trigger_ms": statistics.median(s["last_ms"] for s in done),
+                # the writer's own time (P1 and P2 send inside save()), and how long after
+                # the last save() returned the last frame came
+                "writes_ms": statistics.median(
+                    s["save_return_ms"] - s["save_call_ms"] for s in done
+                ),
+                "tail_ms": statistics.median(s["last_ms"] - s["save_return_ms"] for s in done),
                 "per_s": done[0]["due"] / med * 1e3,
                 "queries_per_save": statistics.median(s["queries"] / s["saves"] for s in done),
             }
@@ -395,18 +401,20 @@ def markdown(run: fanout.Run, rows: list[dict[str, Any]]) -> str:
         f"tests.benchmarks.lists_fanout {' '.join(sys.argv[1:])}`.",
         "",
         "| scenario | layer | system | frames per save | from save() median ms | p90 ms "
-        "| from trigger ms | deliveries/s | queries per change |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| from trigger ms | save() calls ms | after the last save() ms | deliveries/s "
+        "| queries per change |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "per_s" not in r:
             lines.append(
-                f"| {r['scenario']} | {r['layer']} | {r['key']} | failed: {r['error']} | | | | | |"
+                f"| {r['scenario']} | {r['layer']} | {r['key']} | failed: {r['error']} |" + " |" * 7
             )
             continue
         lines.append(
             f"| {r['scenario']} | {r['layer']} | {r['key']} | {r['frames']} "
             f"| {r['from_save_ms']:.1f} | {r['p90_ms']:.1f} | {r['from_trigger_ms']:.1f} "
+            f"| {r['writes_ms']:.1f} | {r['tail_ms']:.1f} "
             f"| {r['per_s']:,.0f} | {r['queries_per_save']:.2f} |"
         )
     lines += [
