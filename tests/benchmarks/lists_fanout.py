@@ -255,8 +255,8 @@ async def handle(worker: ListWorker, name: str, cmd: dict[str, Any]) -> dict[str
     if name == "lconnect":
         return await worker.lconnect(cmd["n"], cmd["filters"], cmd["timeout"])
     if name == "lsave":
-        rows = [tuple(r) for r in cmd["rows"]]
-        return await worker.lsave(cmd["marker"], cmd["query"], rows, cmd["timeout"], cmd["settle"])  # type: ignore[arg-type]
+        rows = [(str(name), str(email)) for name, email in cmd["rows"]]
+        return await worker.lsave(cmd["marker"], cmd["query"], rows, cmd["timeout"], cmd["settle"])
     if name in ("close", "exit"):
         return await worker.lclose()
     return {"error": f"unknown command {name}"}
@@ -271,7 +271,9 @@ def worker_main(key: str, port: int) -> None:
 # ---------------------------------------------------------------------------------------------
 # the orchestrator
 # ---------------------------------------------------------------------------------------------
-def rows_of(scenario: str, marker: str, rep: int, args: argparse.Namespace) -> tuple[str, list]:
+def rows_of(
+    scenario: str, marker: str, rep: int, args: argparse.Namespace
+) -> tuple[str, list[tuple[str, str]]]:
     """The trigger's query string and the rows it creates."""
     if scenario == "L1":
         email = f"g{rep % max(args.filters // 10, 1)}@x"
