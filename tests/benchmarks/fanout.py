@@ -389,7 +389,12 @@ class Run:
 def database_url(args: argparse.Namespace, key: str) -> str:
     if args.db == "sqlite":
         return f"sqlite:///{args.tmp}/{key.lower()}.sqlite3"
-    return f"{args.pg_url}?options=-c%20search_path%3Dbench_{key.lower()}"
+    return f"{args.pg_url}?options=-c%20search_path%3D{pg_schema(args, key)}"
+
+
+def pg_schema(args: argparse.Namespace, key: str) -> str:
+    """The system's PostgreSQL schema: ``bench_p0``, ... (``lists_fanout.py``: ``lists_p0``)."""
+    return f"{getattr(args, 'schema_prefix', 'bench')}_{key.lower()}"
 
 
 def writer_database_url(args: argparse.Namespace, key: str) -> str:
@@ -477,7 +482,7 @@ def prepare_databases(run: Run, systems: list[System]) -> list[System]:
         if not system.uses_database:
             continue
         env = system.env(database_url(run.args, system.key), None)
-        env["BENCH_PG_SCHEMA"] = f"bench_{system.key.lower()}"
+        env["BENCH_PG_SCHEMA"] = pg_schema(run.args, system.key)
         log_path = LOG_DIR / f"prepare-{system.key}.log"
         procs[system.key] = (
             _spawn(

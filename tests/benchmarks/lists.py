@@ -12,8 +12,8 @@ L2: a burst of ``--burst`` creates, one per filter in turn (username
 ``f<k>-<n>``): the time until every subscriber got every create of its
 filter, and the queries per create.
 
-The peers' columns (DCRF's ``model_observer``, strawberry's group-per-filter
-recipe) are not measured yet: see docs/lists.md.
+Side by side with the peers (DCRF's ``model_observer``, strawberry's
+group-per-filter recipe) over real sockets: ``python -m tests.benchmarks.lists_fanout``.
 """
 
 from __future__ import annotations

@@ -13,6 +13,11 @@ more fields do per subscriber what gql_observer's ``userP`` and ``userX`` do:
 before yielding it (and refuses at once, as P0 does, a viewer it does not allow); ``userX``
 (W1x) yields a type whose ``email`` has ``permission_classes=[SignedIn]``, which strawberry
 checks on every result.
+Live lists (L1, L2): ``users(filters: UserFilter, requestId: JSON!)`` joins the group of its
+filter (a group per filter, ``peers/list_filters.py``) and yields a ``subscribe_list``/201
+envelope, then one ``create`` envelope (with ``pk``) per message; the ``post_save`` receiver
+also sends a ``user.created`` message with the saved fields to the group of every filter the
+created row matches. strawberry runs the subscriber's operation on each yield.
 Serve with: ``uvicorn tests.benchmarks.peers.p2_asgi:application``.
 """
 
@@ -29,6 +34,10 @@ from django.core.asgi import get_asgi_application
 
 django_asgi_app = get_asgi_application()
 
+from tests.benchmarks.peers import queries  # noqa: E402
+
+queries.install()  # the live-lists benchmark's queries per save (bench/queries/)
+
 import strawberry  # noqa: E402
 from asgiref.sync import async_to_sync  # noqa: E402
 from channels.auth import AuthMiddlewareStack  # noqa: E402
@@ -41,6 +50,8 @@ from strawberry.channels import GraphQLWSConsumer  # noqa: E402
 from strawberry.permission import BasePermission  # noqa: E402
 from strawberry.scalars import JSON  # noqa: E402
 from strawberry.types import Info  # noqa: E402
+
+from tests.benchmarks.peers.list_filters import group_of, key_of, matching_keys  # noqa: E402
 
 
 @strawberry.type
@@ -57,6 +68,45 @@ class UserEnvelope:
     response_status: int
     request_id: JSON
     data: UserType | None
+
+
+@strawberry.type
+class UserListEnvelope:
+    action: str
+    errors: list[str]
+    response_status: int
+    request_id: JSON
+    pk: strawberry.ID | None
+    data: UserType | None
+
+
+@strawberry.input
+class StrLookup:
+    exact: str | None = strawberry.UNSET
+    starts_with: str | None = strawberry.UNSET
+
+
+@strawberry.input
+class UserFilter:
+    """The part of gql_observer's demo ``UserFilter`` the benchmark's filters use."""
+
+    username: StrLookup | None = strawberry.UNSET
+    email: StrLookup | None = strawberry.UNSET
+    OR: UserFilter | None = strawberry.UNSET
+
+
+def _filter_value(value: Any) -> Any:
+    """An input object as the JSON the client sent (camelCase keys, no unset fields)."""
+    if value is None or value is strawberry.UNSET:
+        return value
+    if isinstance(value, str):
+        return value
+    out = {}
+    for name, item in vars(value).items():
+        if item is not strawberry.UNSET:
+            key = "startsWith" if name == "starts_with" else name
+            out[key] = _filter_value(item)
+    return out
 
 
 def allow_all(user: Any, message: dict[str, Any]) -> bool:
@@ -127,6 +177,32 @@ class Subscription:
                 )
 
     @strawberry.subscription
+    async def users(
+        self, info: Info, request_id: JSON, filters: UserFilter | None = None
+    ) -> AsyncGenerator[UserListEnvelope, None]:
+        """Live lists: the group of its filter, one ``create`` per message."""
+        ws = info.context["ws"]
+        group = group_of(key_of(_filter_value(filters)))
+        async with ws.listen_to_channel("user.created", groups=[group]) as cm:
+            yield UserListEnvelope(
+                action="subscribe_list",
+                errors=[],
+                response_status=201,
+                request_id=request_id,
+                pk=None,
+                data=None,
+            )
+            async for msg in cm:
+                yield UserListEnvelope(
+                    action="create",
+                    errors=[],
+                    response_status=201,
+                    request_id=request_id,
+                    pk=msg["pk"],
+                    data=UserType(id=msg["pk"], username=msg["username"], email=msg["email"]),
+                )
+
+    @strawberry.subscription
     async def user_p(
         self, info: Info, pk: strawberry.ID, request_id: JSON
     ) -> AsyncGenerator[UserEnvelope, None]:
@@ -183,6 +259,22 @@ def user_saved(sender: type[User], instance: User, **kwargs: object) -> None:
     )
 
 
+def user_created(sender: type[User], instance: User, created: bool, **kwargs: object) -> None:
+    """Live lists: the created row to the group of every filter it matches."""
+    if not created:
+        return
+    message = {
+        "type": "user.created",
+        "pk": str(instance.pk),
+        "username": instance.username,
+        "email": instance.email,
+    }
+    group_send = async_to_sync(get_channel_layer().group_send)
+    for k in matching_keys(instance.username, instance.email):
+        group_send(group_of(k), message)
+
+
+post_save.connect(user_created, sender=User, dispatch_uid="bench-p2-user-created")
 post_save.connect(user_saved, sender=User, dispatch_uid="bench-p2-user-saved")
 
 application = ProtocolTypeRouter(

@@ -18,6 +18,9 @@ from django.urls import path
 from django.utils import timezone
 from django.utils.crypto import get_random_string
 
+from tests.benchmarks.peers import queries
+from tests.benchmarks.peers.list_filters import l2_username
+
 
 def save_burst(pks: list[int], marker: str) -> dict[str, float | int]:
     """Save each user in ``pks`` with username ``<marker>-<pk>``, in order (W1, W3's trigger).
@@ -43,6 +46,28 @@ def save_view(request: HttpRequest) -> JsonResponse:
     would save; one request = one burst for W3."""
     pks = [int(p) for p in request.GET["pk"].split(",")]
     return JsonResponse(save_burst(pks, request.GET["marker"]))
+
+
+def create_view(request: HttpRequest) -> JsonResponse:
+    """The live-lists benchmark's trigger (L1, L2): ``User.objects.create`` in a plain sync
+    view, each create its own transaction. ``email=<e>``: one user ``<marker>-l1`` with that
+    e-mail (L1); ``n=<n>&filters=<f>``: n users, the i-th named ``f<i % f>-<marker>-<i>``
+    (L2). ``t_call`` / ``t_return`` as in ``save_burst``."""
+    marker = request.GET["marker"]
+    if "email" in request.GET:
+        rows = [(f"{marker}-l1", request.GET["email"])]
+    else:
+        filters = int(request.GET["filters"])
+        rows = [(l2_username(marker, filters, i), "") for i in range(int(request.GET["n"]))]
+    t_call = time.monotonic()
+    for username, email in rows:
+        User.objects.create(username=username, email=email)
+    return JsonResponse({"t_call": t_call, "t_return": time.monotonic(), "saved": len(rows)})
+
+
+async def queries_view(request: HttpRequest) -> JsonResponse:
+    """The statements this server process ran so far (``queries.py``)."""
+    return JsonResponse(queries.snapshot())
 
 
 def ping_view(request: HttpRequest) -> JsonResponse:
@@ -145,6 +170,8 @@ async def stats_view(request: HttpRequest) -> JsonResponse:
 urlpatterns = [
     path("bench/save/", save_view),
     path("bench/ping/", ping_view),
+    path("bench/create/", create_view),
+    path("bench/queries/", queries_view),
     path("bench/stats/", stats_view),
     path("bench/credentials/", credentials_view),
 ]
