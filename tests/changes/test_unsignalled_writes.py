@@ -464,6 +464,22 @@ async def list_events(socket: LiveSocket, op: str, count: int) -> dict[str, tupl
     return seen
 
 
+async def past_the_fixture(socket: LiveSocket, op: str, notes: list[Note]) -> None:
+    """Wait until the list subscription has seen the fixture's own creations:
+    their ``create`` events may reach the server after ``subscribe_list``
+    (through Redis), and a row already in the set then gets an ``update`` of
+    the state it has. A barrier change of note 0 must come after them."""
+    await write(lambda: Note.objects.filter(pk=notes[0].pk).update(title="note ready"))
+    created = {str(note.pk): ("update", note.title) for note in notes}
+    while True:
+        envelope = (await socket.next(op))["notes"]
+        title = None if envelope["data"] is None else envelope["data"]["title"]
+        seen = (envelope["action"], title)
+        if (envelope["pk"], seen) == (str(notes[0].pk), ("update", "note ready")):
+            return
+        assert created.get(envelope["pk"]) == seen, envelope
+
+
 async def test_bulk_create_enters_the_owners_list_and_nothing_reaches_another_viewer(
     notes_socket: tuple[LiveSocket, list[Note]], writer: Live
 ) -> None:
@@ -503,6 +519,7 @@ async def test_queryset_update_changes_enters_and_leaves_a_list(
 ) -> None:
     socket, notes = notes_socket
     op = await subscribe_notes_list(socket, {"title": {"startsWith": "note"}})
+    await past_the_fixture(socket, op, notes)
     # note 0 stays in (update), note 1 leaves (delete, no data), a renamed note
     # 2 is renamed back in later (create).
     await write(lambda: Note.objects.filter(pk=notes[0].pk).update(title="note zero"))
@@ -521,6 +538,7 @@ async def test_bulk_update_transferring_notes_leaves_the_old_owners_list(
 ) -> None:
     socket, notes = notes_socket
     op = await subscribe_notes_list(socket, {})
+    await past_the_fixture(socket, op, notes)
 
     def transfer() -> None:
         other = User.objects.get(pk=2)
