@@ -121,55 +121,54 @@ def envelope(
     )
 
 
-_list_types: dict[int, type[Any]] = {}
-_row_types: dict[int, type[Any]] = {}
+_envelope_types: dict[tuple[int, str], type[Any]] = {}
 
 
-def list_envelope_type(definition: ObservedDefinition) -> type[Any]:
-    """``<TypeName>ListEnvelope``: the list Query's answer, ``data`` the page of rows."""
-    cached = _list_types.get(id(definition))
+def _envelope_type(
+    definition: ObservedDefinition, suffix: str, fields: dict[str, Any], doc: str
+) -> type[Any]:
+    """``<TypeName><suffix>``: an envelope with ``fields`` after the common ones,
+    made once per definition (a schema holds one type of a name)."""
+    key = (id(definition), suffix)
+    cached = _envelope_types.get(key)
     if cached is None:
-        name = f"{definition.type_name}ListEnvelope"
+        name = f"{definition.type_name}{suffix}"
         namespace: dict[str, Any] = {
             "__annotations__": {
                 "action": str,
                 "errors": list[str],
                 "response_status": int,
                 "request_id": JSON | None,
-                "data": list[definition.type_],  # type: ignore[name-defined]
+                **fields,
             },
             "__module__": __name__,
-            "__doc__": (
-                f"One page of the {definition.type_name} rows the viewer may see, ordered "
-                "by primary key (action list), with the client's requestId echoed."
-            ),
+            "__doc__": doc,
         }
-        cached = _list_types[id(definition)] = strawberry.type(type(name, (), namespace), name=name)
+        cached = strawberry.type(type(name, (), namespace), name=name)
+        _envelope_types[key] = cached
     return cached
+
+
+def list_envelope_type(definition: ObservedDefinition) -> type[Any]:
+    """``<TypeName>ListEnvelope``: the list Query's answer, ``data`` the page of rows."""
+    return _envelope_type(
+        definition,
+        "ListEnvelope",
+        {"data": list[definition.type_]},  # type: ignore[name-defined]
+        f"One page of the {definition.type_name} rows the viewer may see, ordered "
+        "by primary key (action list), with the client's requestId echoed.",
+    )
 
 
 def row_envelope_type(definition: ObservedDefinition) -> type[Any]:
     """``<TypeName>RowEnvelope``: one message of the list Subscription, about the
     row ``pk`` (null on the first message)."""
-    cached = _row_types.get(id(definition))
-    if cached is None:
-        name = f"{definition.type_name}RowEnvelope"
-        namespace: dict[str, Any] = {
-            "__annotations__": {
-                "action": str,
-                "errors": list[str],
-                "response_status": int,
-                "request_id": JSON | None,
-                "pk": strawberry.ID | None,
-                "data": definition.type_ | None,
-            },
-            "__module__": __name__,
-            "__doc__": (
-                f"A {definition.type_name} entering (create), changing in (update) or "
-                "leaving (delete) the subscriber's list: the row's pk, and the row (on a "
-                "delete its last values, or null when it left the filter or the "
-                "viewer's sight)."
-            ),
-        }
-        cached = _row_types[id(definition)] = strawberry.type(type(name, (), namespace), name=name)
-    return cached
+    return _envelope_type(
+        definition,
+        "RowEnvelope",
+        {"pk": strawberry.ID | None, "data": definition.type_ | None},
+        f"A {definition.type_name} entering (create), changing in (update) or "
+        "leaving (delete) the subscriber's list: the row's pk, and the row (on a "
+        "delete its last values, or null when it left the filter or the "
+        "viewer's sight).",
+    )
