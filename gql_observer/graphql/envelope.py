@@ -63,41 +63,59 @@ ERRORS: Final[dict[int, tuple[str, ...]]] = {
     UNAUTHORIZED: ("Authentication required.",),
 }
 
-_types: dict[int, type[Any]] = {}
+_envelope_types: dict[tuple[int, str], type[Any]] = {}
+
+
+def _envelope_type(
+    definition: ObservedDefinition,
+    suffix: str,
+    fields: dict[str, Any],
+    doc: str,
+    defaults: dict[str, Any] | None = None,
+) -> type[Any]:
+    """``<TypeName><suffix>``: an envelope with ``fields`` after the common ones
+    (``defaults``: their strawberry fields), made once per definition (a schema
+    holds one type of a name)."""
+    key = (id(definition), suffix)
+    cached = _envelope_types.get(key)
+    if cached is None:
+        name = f"{definition.type_name}{suffix}"
+        namespace: dict[str, Any] = {
+            "__annotations__": {
+                "action": str,
+                "errors": list[str],
+                "response_status": int,
+                "request_id": JSON | None,
+                **fields,
+            },
+            **(defaults or {}),
+            "__module__": __name__,
+            "__doc__": doc,
+        }
+        cached = strawberry.type(type(name, (), namespace), name=name)
+        _envelope_types[key] = cached
+    return cached
 
 
 def envelope_type(definition: ObservedDefinition) -> type[Any]:
     """The strawberry type ``<TypeName>Envelope`` of ``definition`` (built once)."""
-    cached = _types.get(id(definition))
-    if cached is not None:
-        return cached
-    name = f"{definition.type_name}Envelope"
-    namespace: dict[str, Any] = {
-        "__annotations__": {
-            "action": str,
-            "errors": list[str],
-            "response_status": int,
-            "request_id": JSON | None,
-            "data": definition.type_ | None,
-            "resync": bool,
+    return _envelope_type(
+        definition,
+        "Envelope",
+        {"data": definition.type_ | None, "resync": bool},
+        f"What happened to one {definition.type_name}, as djangochannelsrestframework "
+        "reports it: the action, its status (HTTP-like), the client's requestId echoed, "
+        "and the instance (null when there is none to show).",
+        {
+            "resync": strawberry.field(
+                default=False,
+                description=(
+                    "True when this state was re-read because the server lost contact with "
+                    "the channel layer for a while (changes in between may have merged)."
+                ),
+            )
         },
-        "resync": strawberry.field(
-            default=False,
-            description=(
-                "True when this state was re-read because the server lost contact with "
-                "the channel layer for a while (changes in between may have merged)."
-            ),
-        ),
-        "__module__": __name__,
-        "__doc__": (
-            f"What happened to one {definition.type_name}, as djangochannelsrestframework "
-            "reports it: the action, its status (HTTP-like), the client's requestId echoed, "
-            "and the instance (null when there is none to show)."
-        ),
-    }
-    cls = strawberry.type(type(name, (), namespace), name=name)
-    _types[id(definition)] = cls
-    return cls
+    )
 
 
 def envelope(
@@ -119,34 +137,6 @@ def envelope(
         data=data,
         resync=resync,
     )
-
-
-_envelope_types: dict[tuple[int, str], type[Any]] = {}
-
-
-def _envelope_type(
-    definition: ObservedDefinition, suffix: str, fields: dict[str, Any], doc: str
-) -> type[Any]:
-    """``<TypeName><suffix>``: an envelope with ``fields`` after the common ones,
-    made once per definition (a schema holds one type of a name)."""
-    key = (id(definition), suffix)
-    cached = _envelope_types.get(key)
-    if cached is None:
-        name = f"{definition.type_name}{suffix}"
-        namespace: dict[str, Any] = {
-            "__annotations__": {
-                "action": str,
-                "errors": list[str],
-                "response_status": int,
-                "request_id": JSON | None,
-                **fields,
-            },
-            "__module__": __name__,
-            "__doc__": doc,
-        }
-        cached = strawberry.type(type(name, (), namespace), name=name)
-        _envelope_types[key] = cached
-    return cached
 
 
 def list_envelope_type(definition: ObservedDefinition) -> type[Any]:
