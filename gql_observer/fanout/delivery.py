@@ -12,7 +12,7 @@ from typing import Any, Final, Literal, TypeVar
 
 from gql_observer.changes.events import LastValues
 
-__all__ = ["CLOSED", "Delivery", "DeliveryAction", "Subscription", "tick"]
+__all__ = ["CLOSED", "Delivery", "DeliveryAction", "Subscription", "Waiting", "tick"]
 
 R = TypeVar("R")
 
@@ -94,7 +94,31 @@ class Delivery:
 CLOSED: Final = Delivery("close", None)
 
 
-class Subscription:
+class Waiting:
+    """What one reader waits on without a task of its own: a future exists only
+    while the reader waits (an ``asyncio.Event`` per subscriber would cost more)."""
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+
+    def _wake(self) -> None:
+        """Wake the reader, if one waits."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    async def _sleep(self) -> None:
+        """Wait until :meth:`_wake`."""
+        self._waiter = asyncio.get_running_loop().create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+
+class Subscription(Waiting):
     """One local subscription to one group: a buffer of one, latest wins.
 
     Events carry identity, not data, so a newer change supersedes an older
@@ -104,7 +128,6 @@ class Subscription:
 
     __slots__ = (
         "_pending",
-        "_waiter",
         "delivered",
         "dropped",
         "group",
@@ -114,11 +137,11 @@ class Subscription:
     )
 
     def __init__(self, group: str, model_group: str | None = None) -> None:
+        super().__init__()
         self.group = group
         #: The group of the instance's model (batches of changes arrive there).
         self.model_group = model_group
         self._pending: Delivery | None = None
-        self._waiter: asyncio.Future[None] | None = None
         #: Deliveries merged into a later one because this subscriber was busy.
         self.dropped = 0
         #: Deliveries handed to the subscriber.
@@ -141,20 +164,14 @@ class Subscription:
             if pending.action != "update":  # a delete, or the hub's close
                 return
         self._pending = delivery
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._wake()
 
     async def next(self) -> Delivery:
         """The next delivery; waits without a task of its own."""
         tick = next(_ticks)
         while True:
             while self._pending is None:
-                self._waiter = asyncio.get_running_loop().create_future()
-                try:
-                    await self._waiter
-                finally:
-                    self._waiter = None
+                await self._sleep()
             delivery, self._pending = self._pending, None
             if delivery is CLOSED:
                 return delivery

@@ -11,7 +11,6 @@ decides with one read which rows entered, changed in or left its set.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -81,19 +80,10 @@ class RowsSubscription(Subscription):
             self._resync = True
         self._wake()
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     async def next_rows(self) -> Rows:
         """Everything pending now (waits without a task of its own)."""
         while not (self._rows or self._resync or self._closed):
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._sleep()
         rows = Rows(self._rows, self._resync, self._closed)
         self._rows, self._resync = {}, False
         self.delivered += len(rows.changed)

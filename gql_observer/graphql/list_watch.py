@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Final
 
 from strawberry import Info
 
+from gql_observer.fanout.delivery import Waiting
 from gql_observer.fanout.rowsets import RowsSubscription
 from gql_observer.graphql.listing import BadFilter, Change, decide, members, resynced, run
 from gql_observer.graphql.matching import filter_key, matching
@@ -40,17 +41,17 @@ CLOSED: Final = "closed"
 REFUSED: Final = "refused"
 
 
-class ListMember:
+class ListMember(Waiting):
     """One subscriber of a watch: the changes it has not taken yet, the latest
     per row (a row it never saw that entered and left is nothing to it)."""
 
-    __slots__ = ("_end", "_pending", "_waiter", "watch")
+    __slots__ = ("_end", "_pending", "watch")
 
     def __init__(self, watch: ListWatch) -> None:
+        super().__init__()
         self.watch = watch
         self._pending: dict[str, Change] = {}
         self._end: str | None = None
-        self._waiter: asyncio.Future[None] | None = None
 
     def push(self, changes: list[Change]) -> None:
         for change in changes:
@@ -75,19 +76,10 @@ class ListMember:
             self._end = how
         self._wake()
 
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
     async def next(self) -> list[Change] | str:
         """The changes pending now, or how the subscription ends."""
         while not self._pending and self._end is None:
-            self._waiter = asyncio.get_running_loop().create_future()
-            try:
-                await self._waiter
-            finally:
-                self._waiter = None
+            await self._sleep()
         if self._pending:
             changes, self._pending = list(self._pending.values()), {}
             return changes
