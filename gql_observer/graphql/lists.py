@@ -26,6 +26,7 @@ from strawberry_django.pagination import OffsetPaginationInput
 
 from gql_observer.core.conf import Settings
 from gql_observer.graphql import list_watch
+from gql_observer.graphql.completion import LISTED
 from gql_observer.graphql.envelope import (
     BAD_REQUEST,
     CREATED,
@@ -197,4 +198,5 @@ def list_subscription_field(definition: ObservedDefinition) -> StrawberryField:
             "leaves (delete) the rows you may see that match the filters."
         ),
     )
+    setattr(field, LISTED, definition)
     return field
