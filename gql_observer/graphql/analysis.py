@@ -7,11 +7,13 @@ it ran alone. :func:`analyze` decides that once per document text: the
 document parses and validates as strawberry would parse and validate it, the
 schema's extensions do nothing per operation or per result beyond what the
 watch reproduces (validation rules, token limits, error masking), and the
-operation subscribes to exactly one observed field. Anything else runs on its
+operation subscribes to exactly one observed field (an instance's, or a live
+list's: :mod:`gql_observer.graphql.list_member`). Anything else runs on its
 own, through strawberry, as any GraphQL server runs it.
 
 :meth:`Analysis.bind` then takes one subscriber's variables: coerced as
-graphql-core coerces them, giving the root field's ``pk`` and ``requestId``.
+graphql-core coerces them, giving the root field's ``pk`` (or ``filters``,
+converted as strawberry converts them for the resolver) and ``requestId``.
 """
 
 from __future__ import annotations
@@ -47,10 +49,11 @@ from strawberry.extensions import (
 )
 from strawberry.schema.schema import StrawberryGraphQLCoreExecutionContext
 from strawberry.schema.schema_converter import GraphQLCoreConverter
+from strawberry.types.arguments import convert_arguments
 
 from gql_observer.core.conf import get_settings
 from gql_observer.graphql import documents
-from gql_observer.graphql.completion import observed_definition
+from gql_observer.graphql.completion import listed_definition, observed_definition
 from gql_observer.graphql.execution import EventScopedExecutionContext
 from gql_observer.graphql.relations import NOT_PLANNED
 from gql_observer.graphql.shapes import Shape, compile_shape
@@ -87,10 +90,12 @@ _PLAIN_EXECUTION: Final = frozenset({StrawberryGraphQLCoreExecutionContext})
 
 @dataclass(frozen=True, slots=True)
 class Binding:
-    """One subscriber's values for an analysed operation."""
+    """One subscriber's values for an analysed operation: the instance's ``pk``,
+    or a live list's ``filters`` (strawberry's input, as its resolver gets it)."""
 
     pk: Any
     request_id: Any
+    filters: Any = None
 
 
 class Analysis:
@@ -108,6 +113,7 @@ class Analysis:
         "executor_class",
         "field_def",
         "holes",
+        "listing",
         "masks",
         "operation_name",
         "read_plan",
@@ -128,8 +134,12 @@ class Analysis:
         field_def: Any,
         masks: tuple[MaskErrors, ...],
         weight: int = 0,
+        *,
+        listing: bool = False,
     ) -> None:
         self.schema = schema
+        #: A live list's subscription (rows of a set), not an instance's.
+        self.listing = listing
         self.document = document
         #: The bytes its document holds, roughly (what a cache of analyses weighs).
         self.weight = weight
@@ -176,7 +186,20 @@ class Analysis:
             return None
         if self.shape_key is None:
             self.shape_key, self.shape = _shape(self, executor)
-        return Binding(pk=args.get("pk"), request_id=args.get("requestId"))
+        filters = None
+        if self.listing:
+            try:
+                converted = convert_arguments(
+                    args,
+                    self.field_def.extensions[_BACKREF].arguments,
+                    scalar_registry=self.schema.schema_converter.scalar_registry,
+                    config=self.schema.config,
+                )
+            except Exception:
+                logger.debug("Could not convert a list's filters", exc_info=True)
+                return None
+            filters = converted.get("filters")
+        return Binding(pk=args.get("pk"), request_id=args.get("requestId"), filters=filters)
 
     def errors_of(self, errors: list[GraphQLError]) -> list[GraphQLError]:
         """``errors`` as the client gets them: logged by the schema and masked by
@@ -285,13 +308,23 @@ def _analyze(schema: BaseSchema, query: str, operation_name: str | None) -> Anal
         raise _Unshared  # strawberry reports the errors
     graphql_schema = schema._schema  # type: ignore[attr-defined]
     field_def = graphql_schema.subscription_type.fields.get(root_node.name.value)
-    definition = observed_definition(
-        field_def.extensions.get(_BACKREF) if field_def is not None else None
-    )
+    strawberry_field = field_def.extensions.get(_BACKREF) if field_def is not None else None
+    definition = observed_definition(strawberry_field)
+    listing = definition is None
+    if listing:
+        definition = listed_definition(strawberry_field)
     if definition is None:
         raise _Unshared
     return Analysis(
-        schema, document, operation_name, definition, root_node, field_def, masks, prepared.weight
+        schema,
+        document,
+        operation_name,
+        definition,
+        root_node,
+        field_def,
+        masks,
+        prepared.weight,
+        listing=listing,
     )
 
 

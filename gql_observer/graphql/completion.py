@@ -44,6 +44,7 @@ from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = [
     "BACKREF",
+    "LISTED",
     "NO_INFO",
     "OBSERVED",
     "Complete",
@@ -54,6 +55,7 @@ __all__ = [
     "completer",
     "counts",
     "getter",
+    "listed_definition",
     "object_field",
     "observed_definition",
     "root",
@@ -61,6 +63,8 @@ __all__ = [
 
 #: The attribute of a Subscription field (a strawberry field) naming its observed type.
 OBSERVED: Final = "__gql_observer_definition__"
+#: The same, on the live list field of a type observed with ``filters=``.
+LISTED: Final = "__gql_observer_list_definition__"
 
 #: Completes one resolved value, or raises :class:`Miss`.
 Complete = Callable[[Any], Any]
@@ -91,7 +95,8 @@ class HoleSink(Protocol):
 
 
 def root(executor: Any) -> tuple[str, list[FieldNode], Any, dict[str, Any]]:
-    """The one observed field a subscription selects: its response key, its nodes,
+    """The one observed field (an instance's or a live list's) a subscription
+    selects: its response key, its nodes,
     its graphql-core field, and the document's fragments."""
     operation = executor.operation
     if (
@@ -114,7 +119,7 @@ def root(executor: Any) -> tuple[str, list[FieldNode], Any, dict[str, Any]]:
     definition = field.extensions.get(BACKREF) if field is not None else None
     if (
         field is None
-        or observed_definition(definition) is None
+        or (observed_definition(definition) is None and listed_definition(definition) is None)
         or any(node.name.value != name for node in nodes)
         or getattr(definition, "extensions", None)
     ):
@@ -125,6 +130,12 @@ def root(executor: Any) -> tuple[str, list[FieldNode], Any, dict[str, Any]]:
 def observed_definition(field: Any) -> ObservedDefinition | None:
     """The observed type behind a Subscription field (a strawberry field), if any."""
     definition = getattr(field, OBSERVED, None) if isinstance(field, StrawberryField) else None
+    return definition if isinstance(definition, ObservedDefinition) else None
+
+
+def listed_definition(field: Any) -> ObservedDefinition | None:
+    """The observed type behind a live list Subscription field, if any."""
+    definition = getattr(field, LISTED, None) if isinstance(field, StrawberryField) else None
     return definition if isinstance(definition, ObservedDefinition) else None
 
 

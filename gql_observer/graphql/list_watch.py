@@ -3,9 +3,12 @@ and (for a type that depends on the viewer) a viewer share one set.
 
 A :class:`ListWatch` follows the model's changes (one hub subscription), keeps
 the keys of the rows in its set and decides once per batch of changes which
-rows entered, changed in or left it; each :class:`ListMember` (a subscriber)
-gets those decisions through a buffer of one per row and is executed by
-strawberry with its own context. A member that joins a running watch takes
+rows entered, changed in or left it. A subscriber that runs through strawberry
+is a :class:`ListMember`: it gets those decisions through a buffer of one per
+row and is executed by strawberry with its own context. One the transport
+serves with the others (:mod:`gql_observer.graphql.list_member`) is a
+:class:`Subscriber`: the watch hands each batch's decisions to all of them at
+once, so that each frame is built once per shape. A member that joins a running watch takes
 its set as its own: the set is never sent, and every change after the join
 reaches the member, so what it receives converges like a set it read itself.
 """
@@ -14,9 +17,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Hashable
+from collections.abc import Awaitable, Callable, Hashable
 from functools import partial
-from typing import TYPE_CHECKING, Any, Final
+from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
 from strawberry import Info
 
@@ -31,7 +34,7 @@ from gql_observer.observe.definition import ObservedDefinition
 if TYPE_CHECKING:
     from gql_observer.graphql.runtime import Runtime
 
-__all__ = ["CLOSED", "REFUSED", "ListMember", "ListWatch", "join"]
+__all__ = ["CLOSED", "REFUSED", "ListMember", "ListWatch", "Subscriber", "join", "merge"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,9 +44,44 @@ CLOSED: Final = "closed"
 REFUSED: Final = "refused"
 
 
+def merge(pending: dict[str, Change], changes: list[Change]) -> None:
+    """Add ``changes`` to the changes a subscriber has not taken yet (``pending``,
+    the latest per row), merged so that what it takes says what every change one
+    by one would have said (a row it never saw that entered and left is nothing
+    to it)."""
+    for change in changes:
+        earlier = pending.pop(change.pk, None)
+        merged: Change | None = change
+        if earlier is not None:
+            if earlier.action == "create":
+                # Never seen: it entered, and is still in (create) or left (nothing).
+                merged = (
+                    None if change.action == "delete" else Change("create", change.pk, change.row)
+                )
+            elif earlier.action == "delete" and change.action == "create":
+                merged = Change("update", change.pk, change.row)  # seen, left, back
+        if merged is not None:
+            pending[change.pk] = merged
+
+
+class Subscriber(Protocol):
+    """A member the transport serves (:mod:`gql_observer.graphql.list_member`)."""
+
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be written."""
+
+    def fan_out(self, runtime: Runtime, group: list[Any], changes: list[Change]) -> Awaitable[None]:
+        """Hand ``changes`` to every subscriber of ``group`` (this one among them)."""
+        ...
+
+    def end(self, how: str) -> None:
+        """The watch ended (:data:`CLOSED`, :data:`REFUSED`)."""
+
+
 class ListMember(Waiting):
-    """One subscriber of a watch: the changes it has not taken yet, the latest
-    per row (a row it never saw that entered and left is nothing to it)."""
+    """One subscriber of a watch that runs through strawberry: the changes it
+    has not taken yet, the latest per row."""
 
     __slots__ = ("_end", "_pending", "watch")
 
@@ -53,22 +91,12 @@ class ListMember(Waiting):
         self._pending: dict[str, Change] = {}
         self._end: str | None = None
 
+    @property
+    def idle(self) -> bool:
+        return not self._pending
+
     def push(self, changes: list[Change]) -> None:
-        for change in changes:
-            earlier = self._pending.pop(change.pk, None)
-            merged: Change | None = change
-            if earlier is not None:
-                if earlier.action == "create":
-                    # Never seen: it entered, and is still in (create) or left (nothing).
-                    merged = (
-                        None
-                        if change.action == "delete"
-                        else Change("create", change.pk, change.row)
-                    )
-                elif earlier.action == "delete" and change.action == "create":
-                    merged = Change("update", change.pk, change.row)  # seen, left, back
-            if merged is not None:
-                self._pending[change.pk] = merged
+        merge(self._pending, changes)
         self._wake()
 
     def end(self, how: str) -> None:
@@ -104,7 +132,9 @@ class ListWatch:
     ) -> None:
         self.runtime, self.key, self.definition = runtime, key, definition
         self.info, self.viewer, self.filters = info, viewer, filters
-        self.members: set[ListMember] = set()
+        self.members: set[ListMember | Subscriber] = set()
+        #: Whether a batch of changes is being handled (read, decided, handed on).
+        self.delivering = False
         self.held: set[str] = set()
         self.subscription: RowsSubscription | None = None
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -137,6 +167,7 @@ class ListWatch:
                 rows = await self.subscription.next_rows()
                 if rows.closed:
                     break
+                self.delivering = True
                 user: Any = self.viewer.user
                 if definition.scoped:
                     user = await reads.check(self.viewer)
@@ -164,18 +195,31 @@ class ListWatch:
                     else:  # the hook may query (user.has_perm)
                         found, self.held = await run(reads, definition, verdict)
                 if found:
-                    for member in list(self.members):
-                        member.push(found)
+                    await self._hand(found)
+                self.delivering = False
         except Exception:
             logger.exception(
                 "A live list of %s failed; its subscriptions end", definition.model_label
             )
         finally:
+            self.delivering = False
             for member in list(self.members):
                 member.end(ending)
             self._close()
 
-    def leave(self, member: ListMember) -> None:
+    async def _hand(self, found: list[Change]) -> None:
+        """Hand a batch's decisions to every member; the transport's subscribers
+        all at once (their frames built once per shape)."""
+        group: list[Subscriber] = []
+        for member in list(self.members):
+            if isinstance(member, ListMember):
+                member.push(found)
+            else:
+                group.append(member)
+        if group:
+            await group[0].fan_out(self.runtime, group, found)
+
+    def leave(self, member: ListMember | Subscriber) -> None:
         self.members.discard(member)
         if not self.members:
             self._close()
@@ -185,9 +229,13 @@ class ListWatch:
     def _close(self) -> None:
         if self.runtime.list_watches.get(self.key) is self:
             del self.runtime.list_watches[self.key]
-        if self.subscription is not None:
-            self.runtime.hub.leave(self.subscription)
-            self.subscription = None
+        hub = self.runtime.started_hub  # (not started again once the runtime closed)
+        if self.subscription is not None and hub is not None:
+            hub.leave(self.subscription)
+        self.subscription = None
+
+
+M = TypeVar("M", ListMember, Subscriber)
 
 
 async def join(
@@ -197,22 +245,30 @@ async def join(
     viewer: Viewer,
     user: Any,
     filters: Any,
-) -> ListMember:
-    """A member of the watch of ``definition``'s list with ``filters`` as
-    ``viewer`` sees it, started if there is none; raises what its first read
-    raised (:class:`~gql_observer.graphql.listing.BadFilter`)."""
-    key = (definition.list_name, viewer if definition.scoped else None, filter_key(filters))
+    make: Callable[[ListWatch], M] = ListMember,  # type: ignore[assignment]
+) -> M:
+    """A member (``make(watch)``) of the watch of ``definition``'s list with
+    ``filters`` as ``viewer`` sees it, started if there is none; raises what
+    its first read raised (:class:`~gql_observer.graphql.listing.BadFilter`).
+    With ``COHORTS`` off every subscriber has a watch of its own."""
+    key: Hashable = (
+        definition.list_name,
+        viewer if definition.scoped else None,
+        filter_key(filters),
+    )
+    if not runtime.settings.cohorts:
+        key = (key, object())  # alone: nobody else's key
     while True:
         watch = runtime.list_watches.get(key)
         if watch is None:
             watch = runtime.list_watches[key] = ListWatch(
                 runtime, key, definition, info, viewer, filters
             )
-            member = ListMember(watch)
+            member = make(watch)
             watch.members.add(member)
             await watch.start(user)
             return member
-        member = ListMember(watch)
+        member = make(watch)
         watch.members.add(member)
         try:
             await asyncio.shield(watch.ready)

@@ -23,12 +23,24 @@ from strawberry import Info
 
 from gql_observer.core.db import retrying, unit_of_work
 from gql_observer.fanout.rowsets import Rows
+from gql_observer.graphql.envelope import CREATED, DELETED, OK
 from gql_observer.graphql.reads import Reads
 from gql_observer.graphql.rows import deleted_instance, queryset
-from gql_observer.graphql.visibility import deleted_verdict
+from gql_observer.graphql.viewers import Viewer
+from gql_observer.graphql.visibility import allowed, deleted_verdict
 from gql_observer.observe.definition import ObservedDefinition
 
-__all__ = ["BadFilter", "Change", "decide", "members", "page", "resynced", "run"]
+__all__ = [
+    "STATUS",
+    "BadFilter",
+    "Change",
+    "checked",
+    "decide",
+    "members",
+    "page",
+    "resynced",
+    "run",
+]
 
 R = TypeVar("R")
 
@@ -40,6 +52,10 @@ class BadFilter(Exception):
     """The database refused the filter (a value its field cannot hold)."""
 
 
+#: A list message's ``responseStatus``, by action.
+STATUS: Final = {"create": CREATED, "update": OK, "delete": DELETED}
+
+
 @dataclass(frozen=True, slots=True)
 class Change:
     """One message of a list subscription: ``pk`` entered (create), changed in
@@ -49,6 +65,16 @@ class Change:
     action: Literal["create", "update", "delete"]
     pk: str
     row: Model | None
+
+
+async def checked(reads: Reads, definition: ObservedDefinition, viewer: Viewer) -> tuple[bool, Any]:
+    """Whether the viewer may use the list fields (not when no longer who they
+    were, nor anonymous where login is required), and their user as the
+    database has it now (one coalesced check, as for instances)."""
+    if not definition.scoped:
+        return True, viewer.user
+    user = await reads.check(viewer)
+    return allowed(definition, user), user
 
 
 async def run(reads: Reads, definition: ObservedDefinition, work: Callable[[], R]) -> R:

@@ -26,10 +26,10 @@ from strawberry_django.pagination import OffsetPaginationInput
 
 from gql_observer.core.conf import Settings
 from gql_observer.graphql import list_watch
+from gql_observer.graphql.completion import LISTED
 from gql_observer.graphql.envelope import (
     BAD_REQUEST,
     CREATED,
-    DELETED,
     ERRORS,
     OK,
     UNAUTHORIZED,
@@ -37,30 +37,14 @@ from gql_observer.graphql.envelope import (
     list_envelope_type,
     row_envelope_type,
 )
-from gql_observer.graphql.listing import BadFilter, page, run
-from gql_observer.graphql.reads import Reads
+from gql_observer.graphql.listing import STATUS, BadFilter, checked, page, run
 from gql_observer.graphql.runtime import current
-from gql_observer.graphql.viewers import Viewer, viewer_of
-from gql_observer.graphql.visibility import allowed
+from gql_observer.graphql.viewers import viewer_of
 from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = ["list_query_field", "list_subscription_field", "page_bounds"]
 
 logger = logging.getLogger(__name__)
-
-_STATUS = {"create": CREATED, "update": OK, "delete": DELETED}
-
-
-async def _checked(
-    reads: Reads, definition: ObservedDefinition, viewer: Viewer
-) -> tuple[bool, Any]:
-    """Whether the viewer may use the fields (not when no longer who they were,
-    nor anonymous where login is required), and their user as the database has
-    it now (one coalesced check, as for instances)."""
-    if not definition.scoped:
-        return True, viewer.user
-    user = await reads.check(viewer)
-    return allowed(definition, user), user
 
 
 def page_bounds(settings: Settings, pagination: Any) -> tuple[int, int] | str:
@@ -103,7 +87,7 @@ def list_query_field(definition: ObservedDefinition) -> StrawberryField:
         bounds = page_bounds(runtime.settings, pagination)
         if isinstance(bounds, str):
             return answer(BAD_REQUEST, request_id, [], [bounds])
-        ok, user = await _checked(runtime.reads, definition, viewer_of(info, definition))
+        ok, user = await checked(runtime.reads, definition, viewer_of(info, definition))
         if not ok:
             return answer(UNAUTHORIZED, request_id, [], list(ERRORS[UNAUTHORIZED]))
         offset, limit = bounds
@@ -155,7 +139,7 @@ def list_subscription_field(definition: ObservedDefinition) -> StrawberryField:
         runtime = current()
         reads = runtime.reads
         viewer = viewer_of(info, definition)
-        ok, user = await _checked(reads, definition, viewer)
+        ok, user = await checked(reads, definition, viewer)
         if not ok:
             yield message(Action.SUBSCRIBE_LIST, UNAUTHORIZED, request_id)
             return
@@ -178,7 +162,7 @@ def list_subscription_field(definition: ObservedDefinition) -> StrawberryField:
                     return
                 for change in changes:
                     yield message(
-                        change.action, _STATUS[change.action], request_id, change.pk, change.row
+                        change.action, STATUS[change.action], request_id, change.pk, change.row
                     )
         finally:
             member.leave()
@@ -197,4 +181,5 @@ def list_subscription_field(definition: ObservedDefinition) -> StrawberryField:
             "leaves (delete) the rows you may see that match the filters."
         ),
     )
+    setattr(field, LISTED, definition)
     return field

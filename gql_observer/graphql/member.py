@@ -14,7 +14,15 @@ from graphql import GraphQLError
 from graphql.pyutils import Path
 
 from gql_observer.graphql.analysis import Analysis, Binding
-from gql_observer.graphql.envelope import CREATED, DELETED, ERRORS, OK, Action, envelope
+from gql_observer.graphql.envelope import (
+    CREATED,
+    DELETED,
+    ERRORS,
+    OK,
+    Action,
+    envelope,
+    row_envelope_type,
+)
 from gql_observer.graphql.frames import encode
 from gql_observer.graphql.viewers import Viewer
 from gql_observer.graphql.visibility import Verdict
@@ -22,7 +30,7 @@ from gql_observer.graphql.visibility import Verdict
 if TYPE_CHECKING:
     from gql_observer.graphql.watch import Watch
 
-__all__ = ["Member", "Socket", "Spec", "spec"]
+__all__ = ["Member", "Socket", "Spec", "envelope_of", "spec"]
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +67,8 @@ class Socket(Protocol):
 
 
 class Spec(NamedTuple):
-    """The envelope one member gets for one event (before its own ``requestId``)."""
+    """The envelope one member gets for one event (before its own ``requestId``);
+    ``pk``: the row of a live list's envelope."""
 
     action: Action
     status: int
@@ -67,10 +76,35 @@ class Spec(NamedTuple):
     errors: tuple[str, ...]
     resync: bool
     final: bool
+    pk: str | None = None
 
     @property
     def key(self) -> Hashable:
-        return (self.action, self.status, id(self.instance), self.resync)
+        return (self.action, self.status, id(self.instance), self.resync, self.pk, self.errors)
+
+
+def envelope_of(analysis: Analysis, item: Spec, request_id: Any) -> Any:
+    """The envelope value of ``item`` for a subscriber of ``analysis`` whose
+    ``requestId`` is ``request_id``: an instance's, or a live list's row envelope."""
+    definition = analysis.definition
+    if analysis.listing:
+        return row_envelope_type(definition)(
+            action=item.action,
+            errors=list(item.errors),
+            response_status=item.status,
+            request_id=request_id,
+            pk=item.pk,
+            data=item.instance,
+        )
+    return envelope(
+        definition,
+        item.action,
+        item.status,
+        request_id,
+        item.instance,
+        list(item.errors),
+        resync=item.resync,
+    )
 
 
 def spec(action: Action, verdict: Verdict, *, resync: bool = False) -> Spec:
@@ -163,15 +197,7 @@ class Member:
         return analysis.schema.config.info_class(_raw_info=raw, _field=strawberry_field)
 
     def envelope(self, item: Spec) -> Any:
-        return envelope(
-            self.analysis.definition,
-            item.action,
-            item.status,
-            self.request_id,
-            item.instance,
-            list(item.errors),
-            resync=item.resync,
-        )
+        return envelope_of(self.analysis, item, self.request_id)
 
     # ---- writing -----------------------------------------------------------------------
 
@@ -256,9 +282,7 @@ class Member:
                     awaited = coro.send(None)
                 except StopIteration:
                     break
-            while self._next is not None and self.alive:
-                frame, self._next = self._next, None
-                await self.socket.write_frame(frame)
+            await self._drain()
         except asyncio.CancelledError:
             coro.close()  # the connection was given up (send timeout) or is closing
         except Exception:
@@ -268,6 +292,12 @@ class Member:
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+
+    async def _drain(self) -> None:
+        """Write what came while the socket pushed back (in the writer's task)."""
+        while self._next is not None and self.alive:
+            frame, self._next = self._next, None
+            await self.socket.write_frame(frame)
 
     def _timed_out(self) -> None:
         self._timer = None

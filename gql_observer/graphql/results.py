@@ -19,9 +19,8 @@ from graphql.pyutils import Path
 
 from gql_observer.graphql.completion import Miss
 from gql_observer.graphql.context import event_context
-from gql_observer.graphql.envelope import envelope
 from gql_observer.graphql.frames import encode
-from gql_observer.graphql.member import Member, Spec
+from gql_observer.graphql.member import Member, Spec, envelope_of
 from gql_observer.graphql.shapes import REQUEST_ID, Shape, Template, placeholder
 
 __all__ = ["execute", "failure", "fill", "payloads"]
@@ -231,15 +230,7 @@ def payloads(
         data: dict[str, Any] | None = None
         template: Template | None = None
         if shape is not None:
-            shared = envelope(
-                first.analysis.definition,
-                item.action,
-                item.status,
-                _REQUEST_ID,
-                item.instance,
-                list(item.errors),
-                resync=item.resync,
-            )
+            shared = envelope_of(first.analysis, item, _REQUEST_ID)
             try:
                 data = shape.result(shared)
             except Miss:

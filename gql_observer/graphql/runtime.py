@@ -74,9 +74,9 @@ class Runtime:
     def settled(self) -> bool:
         """Every change handed to this loop is handled and its frames are written:
         the hub's in-process batch is empty, no subscription has a delivery
-        waiting, no watch is handling one, no member has a frame to write and no
-        subscription is finishing. (A change on its way through a cross-process
-        channel layer is not seen.)"""
+        waiting, no watch (nor list watch) is handling one, no member has a frame
+        (or a list change) to write and no subscription is finishing. (A change
+        on its way through a cross-process channel layer is not seen.)"""
         hub = self._hub
         if hub is not None:
             if hub.in_process is not None and hub.in_process.pending:
@@ -84,9 +84,12 @@ class Runtime:
             if any(s.pending for group in hub.groups.values() for s in group):
                 return False
         members = (m for watch in self.watches.values() for m in watch.members.values())
+        lists = self.list_watches.values()
         return (
             not any(watch.delivering for watch in self.watches.values())
             and not any(m.busy or m.waiting for m in members)
+            and not any(watch.delivering for watch in lists)
+            and all(m.idle for watch in lists for m in watch.members)
             and not self.finishing
         )
 

@@ -19,7 +19,7 @@ from strawberry.schema.exceptions import CannotGetOperationTypeError
 from strawberry.types.execution import ExecutionResult, PreExecutionError
 from strawberry.utils.aio import aclosing
 
-from gql_observer.graphql import analysis, documents, runtime, watch
+from gql_observer.graphql import analysis, documents, list_member, runtime, watch
 from gql_observer.graphql.context import Context, make_context
 from gql_observer.graphql.frames import result_payload
 from gql_observer.graphql.member import Member
@@ -176,7 +176,8 @@ async def _made(connection: Connection) -> Context:
 
 def _join_watch(connection: Connection, operation: Operation) -> bool:
     """A subscription of one observed field that the library can serve with the
-    others of its instance joins their watch. Anything else runs on its own."""
+    others of its instance (or of its live list's set) joins their watch.
+    Anything else runs on its own."""
     if not connection.settings.cohorts:
         return False
     found = analysis.analyze(connection.schema, operation.query, operation.operation_name)
@@ -191,10 +192,16 @@ def _join_watch(connection: Connection, operation: Operation) -> bool:
         operation if operation.context is not None and has_get_queryset(found.definition) else None
     )
     viewer = viewer_from_scope(connection.scope, own)
-    member = Member(connection, operation, found, binding, viewer)
-    operation.member = member
+    if found.listing:
+        subscriber = list_member.ListSubscriber(connection, operation, found, binding, viewer)
+        operation.member = subscriber
+        admitted = list_member.admit(runtime.current(), subscriber)
+    else:
+        member = Member(connection, operation, found, binding, viewer)
+        operation.member = member
+        admitted = watch.admit(runtime.current(), member, binding)
     operation.query = ""  # the analysis holds the document
-    operation.task = task = connection.spawn(watch.admit(runtime.current(), member, binding))
+    operation.task = task = connection.spawn(admitted)
     task.set_name(ADMIT_TASK)
     # Once started, the subscription holds no task (nor a finished one).
     task.add_done_callback(lambda _: setattr(operation, "task", None))

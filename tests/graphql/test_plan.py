@@ -179,3 +179,61 @@ def test_each_event_is_planned_or_handed_back_with_the_same_result(
     assert completion.counts["missed"] - missed_before == int(not expect_plan)
     if case == "null status":
         assert "Cannot return null for non-nullable field" in planned["errors"][0]["message"]
+
+
+# Live lists: their envelopes (create, update, delete, with pk) come from a plan too.
+
+LIST_HEAD = (
+    "subscription ($filters: UserFilter, $rid: JSON) { users(filters: $filters, requestId: $rid)"
+)
+LIST_PLANNED = {
+    "plain": f"{LIST_HEAD} {{ action errors responseStatus requestId pk "
+    "data { id username email } } }",
+    "typenames": f"{LIST_HEAD} {{ __typename kind: action pk status: responseStatus "
+    "...Row data { __typename id } } }"
+    " fragment Row on UserTypeRowEnvelope"
+    " { requestId data { username ... on UserType { email } } }",
+}
+
+
+async def _list_frames(
+    application: Any, observer_settings: Callable[..., Any], document: str, planned: bool
+) -> Any:
+    """A list subscriber (on its own: COHORTS off) sees a row enter, change, leave,
+    come back and be deleted; its frames as JSON, and how many a plan built."""
+    observer_settings(PLANNED_RESULTS=planned, COHORTS=False)
+    before = completion.counts["planned"]
+    filters = {"username": {"startsWith": "plan-"}}
+    async with GraphQLTransportWSCommunicator(application) as client:
+        op = await client.subscribe(document, {"filters": filters, "rid": 9})
+        results = [await client.next(op)]
+        user = await sync_to_async(User.objects.create)(username="plan-1", email="p@x.org")
+        results.append(await client.next(op))
+        await save_user(user.pk, email="q@x.org")
+        results.append(await client.next(op))
+        await save_user(user.pk, username="gone")
+        results.append(await client.next(op))
+        await save_user(user.pk, username="plan-again")
+        results.append(await client.next(op))
+        await sync_to_async(User.objects.filter(pk=user.pk).delete)()
+        results.append(await client.next(op))
+    text = json.dumps(results)
+    for key in ("pk", "id"):
+        text = text.replace(f'"{key}": "{user.pk}"', f'"{key}": "the pk"')
+    return text, completion.counts["planned"] - before
+
+
+@pytest.mark.parametrize("name", sorted(LIST_PLANNED))
+async def test_list_events_running_through_strawberry_are_planned_as_graphql_core_executes_them(
+    application: Any, users: list[User], observer_settings: Callable[..., Any], name: str
+) -> None:
+    planned, built = await _list_frames(
+        application, observer_settings, LIST_PLANNED[name], planned=True
+    )
+    executed, none = await _list_frames(
+        application, observer_settings, LIST_PLANNED[name], planned=False
+    )
+    assert (built, none) == (6, 0)
+    assert planned == executed
+    for action in ("subscribe_list", "create", "update", "delete"):
+        assert action in planned

@@ -1,7 +1,8 @@
 """Observed types whose fields may or may not be shared between viewers, for the
 sharing tests: plain columns, fields behind permission classes (strawberry's and
 strawberry-django's), resolvers that read the context, and a type whose
-``get_queryset`` depends on the viewer. ``application()`` serves them all; with
+``get_queryset`` depends on the viewer, and a live list (``members``) with
+gated fields. ``application()`` serves them all; with
 ``counting=True`` its schema also has an extension that counts operations."""
 
 from __future__ import annotations
@@ -109,6 +110,28 @@ class BookType:
     """A note as a book: its author, and the author's books (the optimizer's case)."""
 
     owner: AuthorType
+
+
+@strawberry_django.filter_type(User, lookups=True)
+class MemberFilter:
+    """``members(filters: {username: {startsWith: "s-"}})``."""
+
+    username: strawberry.auto
+
+
+@gql_observer.observe(User, name="member", list_name="members", filters=MemberFilter)
+@strawberry_django.type(User, name="MemberType")
+class MemberType:
+    """A user in a live list: a plain column, one behind a permission class and
+    one whose resolver reads the context."""
+
+    id: strawberry.auto
+    username: strawberry.auto
+    email: str = strawberry_django.field(permission_classes=[SignedIn])
+
+    @strawberry_django.field
+    def viewer(self, info: strawberry.Info) -> str:
+        return _username(info)
 
 
 #: Operations the counting extension saw, by the viewer's username.

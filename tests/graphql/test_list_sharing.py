@@ -1,0 +1,239 @@
+"""Live list subscribers of one set share their frames' work, never what could
+differ: each one gets, byte for byte, the frames strawberry sends it when it
+runs alone (``COHORTS`` off: its own list watch, strawberry's own execution),
+with its own ``requestId`` (a variable or a literal), its own selection, and
+only the fields its own viewer may see."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
+
+from gql_observer.graphql import completion
+from gql_observer.graphql.list_member import ListSubscriber
+from gql_observer.graphql.list_watch import ListMember
+from gql_observer.testing import GraphQLTransportWSCommunicator, settle
+from schema_examples.notes.models import Note
+from tests.support import runtime as live
+from tests.support import schema as support
+from tests.support.clients import connect
+from tests.support.lists import SUBSCRIBE_USERS, row, subscribe_notes
+from tests.support.users import save_user
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
+
+S = {"username": {"startsWith": "s-"}}
+MEMBERS = (
+    "subscription ($filters: MemberFilter, $rid: JSON) {"
+    " members(filters: $filters, requestId: $rid) {"
+    " action errors responseStatus requestId pk data { id username email viewer } } }"
+)
+#: The same list with a literal requestId, and another selection (aliases, a fragment).
+LITERAL = (
+    "subscription ($filters: MemberFilter) {"
+    ' members(filters: $filters, requestId: {at: [1, "two"]}) {'
+    " action requestId pk data { id username } } }"
+)
+OTHER = (
+    "subscription ($filters: MemberFilter, $rid: JSON) {"
+    " members(filters: $filters, requestId: $rid) { kind: action pk requestId ...Row } }"
+    " fragment Row on MemberTypeRowEnvelope { data { name: username id } }"
+)
+SHARED = {"COHORTS": True, "PLANNED_RESULTS": True}
+ALONE = {"COHORTS": False, "PLANNED_RESULTS": False}
+
+#: (who: an index into ``users`` or None for anonymous, document, variables)
+Subscriber = tuple[int | None, str, dict[str, Any]]
+
+
+@pytest.fixture
+def app() -> Any:
+    return support.application()
+
+
+async def _raw(client: GraphQLTransportWSCommunicator) -> str:
+    output = await client.communicator.receive_output(client.timeout)
+    assert output["type"] == "websocket.send", output
+    text: str = output["text"]
+    return text
+
+
+async def _serve(
+    app: Any,
+    users: list[User],
+    subscribers: list[Subscriber],
+    observer_settings: Callable[..., Any],
+    settings: dict[str, Any],
+) -> list[list[str]]:
+    """Each subscriber's frames, as sent, over a row's life in the set: it
+    enters (created), changes, leaves (renamed out), comes back and is deleted;
+    a barrier row that every set takes in ends each subscriber's frames. Row
+    keys are named, so that two runs compare."""
+    observer_settings(SUBSCRIBE_RATE=10_000, **settings)
+    clients = []
+    for who, document, variables in subscribers:
+        client = await connect(app, None if who is None else users[who])
+        await client.subscribe(document, variables)
+        clients.append(client)
+    frames = [[await _raw(client)] for client in clients]
+    if settings["COHORTS"]:
+        kinds = {type(m) for w in live.list_watches().values() for m in w.members}
+        assert kinds == {ListSubscriber}
+    else:
+        assert len(live.list_watches()) == len(subscribers)  # each alone
+    row = await database_sync_to_async(User.objects.create)(username="s-row", email="r@x.org")
+    await settle()
+    await save_user(row.pk, email="changed@x.org")
+    await settle()
+    await save_user(row.pk, username="out")
+    await settle()
+    await save_user(row.pk, username="s-back")
+    await settle()
+    await database_sync_to_async(User.objects.filter(pk=row.pk).delete)()
+    await settle()
+    barrier = await database_sync_to_async(User.objects.create)(username="s-zz", email="z@x.org")
+    for client, sent in zip(clients, frames, strict=True):
+        while f'"pk":"{barrier.pk}"' not in sent[-1]:
+            sent.append(await _raw(client))
+        await client.disconnect()
+    await wait_until(lambda: not live.list_watches(), 5, "every list watch closed")
+    await database_sync_to_async(User.objects.filter(pk=barrier.pk).delete)()
+    names = {str(row.pk): "row", str(barrier.pk): "barrier"}
+    key = re.compile(r'"(pk|id)":"(\d+)"')
+    return [
+        [key.sub(lambda m: f'"{m[1]}":"{names.get(m[2], m[2])}"', frame) for frame in sent]
+        for sent in frames
+    ]
+
+
+async def _differential(
+    app: Any,
+    users: list[User],
+    subscribers: list[Subscriber],
+    observer_settings: Callable[..., Any],
+) -> list[list[str]]:
+    shared = await _serve(app, users, subscribers, observer_settings, SHARED)
+    alone = await _serve(app, users, subscribers, observer_settings, ALONE)
+    assert shared == alone
+    return shared
+
+
+async def test_members_of_one_filter_get_their_own_request_ids_variable_or_literal(
+    app: Any, users: list[User], observer_settings: Callable[..., Any]
+) -> None:
+    subscribers: list[Subscriber] = [
+        (0, MEMBERS, {"filters": S, "rid": 1700000000001}),
+        (0, MEMBERS, {"filters": S, "rid": "second"}),
+        (0, LITERAL, {"filters": S}),
+        (0, MEMBERS, {"filters": S, "rid": None}),
+    ]
+    frames = await _differential(app, users, subscribers, observer_settings)
+    assert [len(f) for f in frames] == [
+        7
+    ] * 4  # 201, create, update, delete, create, delete, barrier
+    assert frames[0][1].startswith('{"id":"1","type":"next","payload":{"data":{"members":')
+    rids = ("1700000000001", '"second"', '{"at":[1,"two"]}', "null")
+    for sent, rid in zip(frames, rids, strict=True):
+        assert all(f'"requestId":{rid}' in frame for frame in sent), sent
+    assert '"action":"delete","errors":[],"responseStatus":204' in frames[0][3]
+    assert '"pk":"row","data":null' in frames[0][3]  # left the filter: nothing of it
+
+
+async def test_members_with_different_selections_each_get_their_own(
+    app: Any, users: list[User], observer_settings: Callable[..., Any]
+) -> None:
+    subscribers: list[Subscriber] = [
+        (1, OTHER, {"filters": S, "rid": "other"}),
+        (1, MEMBERS, {"filters": S, "rid": "members"}),
+        (1, LITERAL, {"filters": S}),
+    ]
+    frames = await _differential(app, users, subscribers, observer_settings)
+    assert '"kind":"create","pk":"row","requestId":"other"' in frames[0][1]
+    assert '"data":{"name":"s-row","id":"row"}' in frames[0][1]
+    assert (
+        '"data":{"id":"row","username":"s-row","email":"r@x.org","viewer":"test 2"}'
+        in (frames[1][1])
+    )
+
+
+@pytest.mark.parametrize("anonymous_first", [True, False], ids=["anonymous first", "signed first"])
+async def test_an_anonymous_and_a_signed_in_member_never_see_each_others_fields(
+    app: Any, users: list[User], observer_settings: Callable[..., Any], anonymous_first: bool
+) -> None:
+    anonymous: Subscriber = (None, MEMBERS, {"filters": S, "rid": 1})
+    signed: Subscriber = (0, MEMBERS, {"filters": S, "rid": 1})
+    subscribers = [anonymous, signed] if anonymous_first else [signed, anonymous]
+    frames = await _differential(app, users, subscribers, observer_settings)
+    theirs, mine = (frames[0], frames[1]) if anonymous_first else (frames[1], frames[0])
+    # The anonymous member gets the permission class's error and no data (email
+    # is non-null); nothing of the signed-in member's view.
+    assert '"errors":[{"message":"User is not authenticated"' in theirs[1]
+    assert '"data":null' in theirs[1]
+    for frame in theirs:
+        assert "r@x.org" not in frame and "changed@x.org" not in frame
+        assert "test 1" not in frame
+    assert '"email":"r@x.org","viewer":"test 1"' in mine[1]
+    # A delete carries the last values, and the same rules.
+    assert '"email":"changed@x.org","viewer":"test 1"' in mine[5]
+
+
+async def test_one_frame_is_built_for_every_member_of_a_shape(
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
+) -> None:
+    observer_settings(SUBSCRIBE_RATE=10_000)
+    clients = [await connect(application) for _ in range(5)]
+    ops = []
+    for n, client in enumerate(clients):
+        ops.append(await client.subscribe(SUBSCRIBE_USERS, {"filters": S, "rid": n}))
+        assert await client.next(ops[-1]) == row("users", "subscribe_list", 201, None, None, n)
+    (watch,) = live.list_watches().values()
+    assert {type(m) for m in watch.members} == {ListSubscriber}
+    before = completion.counts["planned"]
+    pk = (await database_sync_to_async(User.objects.create)(username="s-one")).pk
+    for n, (client, op) in enumerate(zip(clients, ops, strict=True)):
+        data = {"id": str(pk), "username": "s-one", "email": ""}
+        assert await client.next(op) == row("users", "create", 201, pk, data, n)
+    assert completion.counts["planned"] - before == 1  # one build, five requestIds
+    for client in clients:
+        await client.disconnect()
+
+
+async def test_with_cohorts_off_each_list_subscription_runs_alone_through_strawberry(
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
+) -> None:
+    observer_settings(COHORTS=False)
+    clients = [await connect(application) for _ in range(2)]
+    ops = [
+        await c.subscribe(SUBSCRIBE_USERS, {"filters": S, "rid": n}) for n, c in enumerate(clients)
+    ]
+    for n, (client, op) in enumerate(zip(clients, ops, strict=True)):
+        assert await client.next(op) == row("users", "subscribe_list", 201, None, None, n)
+    watches = list(live.list_watches().values())
+    assert len(watches) == 2
+    assert all(type(m) is ListMember for w in watches for m in w.members)
+    for client in clients:
+        await client.disconnect()
+
+
+@pytest.mark.parametrize("cohorts", [True, False], ids=["shared", "alone"])
+async def test_a_member_no_longer_who_they_were_gets_401_and_complete(
+    application: Any, users: list[User], observer_settings: Callable[..., Any], cohorts: bool
+) -> None:
+    observer_settings(COHORTS=cohorts)
+    note = await database_sync_to_async(Note.objects.create)(owner=users[0], title="n", body="")
+    client = await connect(application, users[0])
+    op = await subscribe_notes(client)
+    await database_sync_to_async(User.objects.filter(pk=users[0].pk).update)(is_active=False)
+    await database_sync_to_async(lambda: Note.objects.get(pk=note.pk).save())()
+    assert await client.next(op) == row(
+        "notes", "update", 401, None, None, errors=["Authentication required."]
+    )
+    await client.expect_complete(op)
+    await wait_until(lambda: not live.list_watches(), 5, "the list watch closed")
+    await client.disconnect()
