@@ -9,14 +9,22 @@ from functools import partial
 from typing import Any, Final, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
+from django.core.exceptions import ValidationError
 from django.db.models import Model
 from strawberry import Info
 
 from gql_observer.core.conf import Settings
 from gql_observer.core.db import retrying, unit_of_work
+from gql_observer.core.statements import read_both
 from gql_observer.graphql.relations import ReadPlan, merge
-from gql_observer.graphql.rows import has_get_queryset, rows
-from gql_observer.graphql.viewers import UserRows, Viewer, check_many
+from gql_observer.graphql.rows import by_lookup, has_get_queryset, rows, rows_queryset
+from gql_observer.graphql.viewers import (
+    UserRows,
+    Viewer,
+    check_many,
+    checks_with_users,
+    checks_without_users,
+)
 from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = ["READ_TASK", "Batch", "Reads"]
@@ -25,6 +33,10 @@ V = TypeVar("V")
 
 #: The name of a coalesced read's task (one per kind of read while reads go on).
 READ_TASK: Final = "gql_observer.read"
+
+#: What a value asked of a joint read (:meth:`Reads.row_and_checks`) names.
+_ROW: Final = 0
+_VIEWER: Final = 1
 
 
 class Batch(Generic[V]):
@@ -145,6 +157,8 @@ class Reads:
         self.retry_window = settings.read_retry_window
         self._batches: dict[Hashable, Batch[Any]] = {}
         self._users = UserRows()
+        #: The users of each kind of joint read (each remembers its own viewers).
+        self._joint_users: dict[Hashable, UserRows] = {}
 
     def __len__(self) -> int:
         """Kinds of reads going on."""
@@ -202,3 +216,73 @@ class Reads:
     def checks(self, viewers: Iterable[Viewer]) -> asyncio.Future[dict[Viewer, Any]]:
         """Each of ``viewers``' users as the database has them now (one future)."""
         return self._checks().ask_all(viewers)
+
+    async def row_and_checks(
+        self,
+        definition: ObservedDefinition,
+        info: Info | None,
+        lookup: str,
+        value: object,
+        plan: ReadPlan | None,
+        viewers: Iterable[Viewer],
+    ) -> tuple[Model | None, dict[Viewer, Any]]:
+        """The row whose ``lookup`` field is ``value`` and each of ``viewers``' users
+        as the database has them now, read by one statement (a type without
+        ``get_queryset``: the rows are everybody's). Asks of one type and lookup
+        in one window share the statement, as :meth:`rows` and :meth:`checks` do."""
+        key = ("rows and viewers", definition.field_name, lookup)
+        users = self._joint_users.get(key)
+        if users is None:
+            users = self._joint_users[key] = UserRows()
+        batch: Batch[Any] = self.batch(
+            key,
+            lambda: partial(_rows_and_users, definition, info, lookup, users),
+            definition.model._meta.label,
+        )
+        viewers = list(viewers)
+        row = batch.ask((_ROW, value), plan)
+        checked = batch.ask_all([(_VIEWER, viewer) for viewer in viewers])
+        await asyncio.gather(row, checked)
+        answers = checked.result()
+        return row.result(), {viewer: answers[_VIEWER, viewer] for viewer in viewers}
+
+
+def _rows_and_users(
+    definition: ObservedDefinition,
+    info: Info | None,
+    lookup: str,
+    users: UserRows,
+    values: list[tuple[int, Any]],
+    plan: ReadPlan | None,
+) -> dict[tuple[int, Any], Any]:
+    """The answers of a joint read: the rows ``values`` name (``_ROW``) and the
+    check of the viewers they name (``_VIEWER``), in one statement when both
+    need reading and :func:`~gql_observer.core.statements.read_both` can
+    combine them, else as :func:`rows` and :func:`check_many` read them."""
+    looked_up = [value for tag, value in values if tag == _ROW]
+    viewers = [value for tag, value in values if tag == _VIEWER]
+    checked, waiting = checks_without_users(viewers)
+    found: list[Model] | None = None
+    fresh: dict[Any, Any] | None = None
+    if looked_up and waiting:
+        try:
+            asked_rows = rows_queryset(definition, info, lookup, looked_up, plan)
+            asked_users = users.queryset(waiting)
+            both = read_both(asked_rows, asked_users)
+        except (ValidationError, ValueError, TypeError):
+            both = None  # a value the lookup field cannot hold: read apart
+        if both is not None:
+            found, user_rows = both
+            fresh = users.build(asked_users.db, user_rows)
+    answers: dict[tuple[int, Any], Any] = {}
+    if looked_up:
+        by_value = (
+            rows(definition, info, lookup, looked_up, plan)
+            if found is None
+            else by_lookup(lookup, looked_up, found)
+        )
+        answers.update(((_ROW, value), row) for value, row in by_value.items())
+    if waiting:
+        checked = checks_with_users(checked, waiting, users(waiting) if fresh is None else fresh)
+    answers.update(((_VIEWER, viewer), user) for viewer, user in checked.items())
+    return answers

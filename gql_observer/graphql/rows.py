@@ -13,7 +13,15 @@ from strawberry import Info
 from gql_observer.graphql.relations import ReadPlan
 from gql_observer.observe.definition import ObservedDefinition
 
-__all__ = ["deleted_instance", "has_get_queryset", "normalize_pk", "queryset", "rows"]
+__all__ = [
+    "by_lookup",
+    "deleted_instance",
+    "has_get_queryset",
+    "normalize_pk",
+    "queryset",
+    "rows",
+    "rows_queryset",
+]
 
 
 def queryset(definition: ObservedDefinition, info: Info | None) -> QuerySet[Any]:
@@ -51,14 +59,31 @@ def rows(
 ) -> dict[object, Model | None]:
     """The instances whose ``lookup`` field is one of ``values``, as the type's
     queryset holds them: one query (and one per list ``plan`` prefetches)."""
-    rows: dict[object, Model | None] = dict.fromkeys(values)
     try:
-        found_rows = queryset(definition, info).filter(**{f"{lookup}__in": values})
-        if plan is not None:
-            found_rows = plan.apply(found_rows)
-        found = list(found_rows)
+        found = list(rows_queryset(definition, info, lookup, values, plan))
     except (ValidationError, ValueError, TypeError):
         found = []
+    return by_lookup(lookup, values, found)
+
+
+def rows_queryset(
+    definition: ObservedDefinition,
+    info: Info | None,
+    lookup: str,
+    values: list[object],
+    plan: ReadPlan | None = None,
+) -> QuerySet[Any]:
+    """What :func:`rows` reads (a value the lookup field cannot hold raises
+    ``ValidationError``, ``ValueError`` or ``TypeError``, here or when read)."""
+    found_rows = queryset(definition, info).filter(**{f"{lookup}__in": values})
+    if plan is not None:
+        found_rows = plan.apply(found_rows)
+    return found_rows
+
+
+def by_lookup(lookup: str, values: list[object], found: list[Model]) -> dict[object, Model | None]:
+    """Each of ``values`` with the instance of ``found`` it names (``None``: none)."""
+    rows: dict[object, Model | None] = dict.fromkeys(values)
     for obj in found:
         rows[getattr(obj, lookup)] = obj
     return rows

@@ -15,7 +15,7 @@ from typing import Any, Final
 from django.conf import settings
 from django.contrib.auth import BACKEND_SESSION_KEY, HASH_SESSION_KEY, SESSION_KEY, get_user_model
 from django.contrib.sessions.backends.db import SessionStore as DatabaseSessionStore
-from django.db.models import Model
+from django.db.models import Model, QuerySet
 from django.db.models.base import ModelState
 from django.utils import timezone
 from strawberry import Info
@@ -32,6 +32,8 @@ __all__ = [
     "UserRows",
     "Viewer",
     "check_many",
+    "checks_with_users",
+    "checks_without_users",
     "set_credential",
     "viewer_from_scope",
     "viewer_of",
@@ -201,20 +203,31 @@ class UserRows:
         self._known: dict[Any, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
 
     def __call__(self, pks: Iterable[Any]) -> dict[Any, Any]:
+        queryset = self.queryset(pks)
+        return self.build(queryset.db, queryset)
+
+    @staticmethod
+    def queryset(pks: Iterable[Any]) -> QuerySet[Any]:
+        """The users ``pks`` name, as the rows :meth:`build` takes."""
+        model = get_user_model()
+        names = [f.attname for f in model._meta.concrete_fields]
+        return model._default_manager.filter(pk__in=list(pks)).values_list(*names)
+
+    def build(self, db: str | None, found: Iterable[tuple[Any, ...]]) -> dict[Any, Any]:
+        """The users of ``found`` (rows of :meth:`queryset`), by pk."""
         model = get_user_model()
         names = [f.attname for f in model._meta.concrete_fields]
         pk_index = names.index(model._meta.pk.attname)
-        queryset = model._default_manager.filter(pk__in=list(pks))
         known, self._known = self._known, {}
         users: dict[Any, Any] = {}
-        for row in queryset.values_list(*names):
+        for row in found:
             pk = row[pk_index]
             last = known.get(pk)
             if last is not None and last[0] == row and last[1] is not None:
-                user = _rebuilt(model, queryset.db, last[1])
+                user = _rebuilt(model, db, last[1])
                 self._known[pk] = last
             else:
-                user = model.from_db(queryset.db, names, row)
+                user = model.from_db(db, names, row)
                 plain = all(isinstance(v, _IMMUTABLE) for v in row)
                 values = {k: v for k, v in user.__dict__.items() if k != "_state"}
                 self._known[pk] = (row, values if plain else None)
@@ -233,13 +246,26 @@ def _rebuilt(model: type[Model], db: str | None, values: dict[str, Any]) -> Mode
     return user
 
 
+#: The viewers of one check whose users must be read: by user pk.
+Waiting = dict[Any, list[Viewer]]
+
+
 def check_many(viewers: list[Viewer], users: UserRows | None = None) -> dict[Viewer, Any]:
     """Each viewer's user as the database has it now; ``None`` for a viewer who is
     no longer who they were (deactivated, deleted, logged out, token expired or
     revoked). One query for all the users, one for all database sessions."""
+    checked, waiting = checks_without_users(viewers)
+    if not waiting:
+        return checked
+    return checks_with_users(checked, waiting, (users or UserRows())(waiting))
+
+
+def checks_without_users(viewers: Iterable[Viewer]) -> tuple[dict[Viewer, Any], Waiting]:
+    """What a check of ``viewers`` decides without reading: expired tokens and
+    anonymous viewers; and the viewers whose users it must read, by user pk."""
     now = time.time()
     checked: dict[Viewer, Any] = {}
-    waiting: dict[Any, list[Viewer]] = {}
+    waiting: Waiting = {}
     for viewer in viewers:
         if viewer.expires is not None and viewer.expires <= now:
             checked[viewer] = None
@@ -247,9 +273,14 @@ def check_many(viewers: list[Viewer], users: UserRows | None = None) -> dict[Vie
             checked[viewer] = viewer.user  # anonymous stays anonymous
         else:
             waiting.setdefault(viewer.user.pk, []).append(viewer)
-    if not waiting:
-        return checked
-    fresh = (users or UserRows())(waiting)
+    return checked, waiting
+
+
+def checks_with_users(
+    checked: dict[Viewer, Any], waiting: Waiting, fresh: Mapping[Any, Any]
+) -> dict[Viewer, Any]:
+    """The check of ``waiting``'s viewers, given their ``fresh`` users (by pk):
+    added to ``checked``. Reads the database sessions of session viewers."""
     sessions = _sessions({v.session_key for vs in waiting.values() for v in vs if v.session_key})
     for pk, group in waiting.items():
         user = fresh.get(pk)

@@ -103,10 +103,15 @@ async def read(
     """Read the instance whose lookup field (or pk, ``by_pk``) equals ``value``,
     as ``viewer`` may see it, with the relations ``plan`` reads."""
     lookup = "pk" if by_pk else definition.lookup
-    rows = reads.rows(definition, info, viewer, lookup, value, plan)
     if not definition.scoped:
-        return _public(await rows)
-    user, row = await asyncio.gather(reads.check(viewer), rows)
+        return _public(await reads.rows(definition, info, viewer, lookup, value, plan))
+    if has_get_queryset(definition):
+        user, row = await asyncio.gather(
+            reads.check(viewer), reads.rows(definition, info, viewer, lookup, value, plan)
+        )
+    else:
+        row, users = await reads.row_and_checks(definition, info, lookup, value, plan, [viewer])
+        user = users[viewer]
     (verdict,) = await _decided(definition, [(user, row)])
     return verdict
 
@@ -128,19 +133,20 @@ async def verdicts(
         viewer, info = next(iter(viewers.items()))
         verdict = _public(await reads.rows(definition, info, viewer, "pk", pk, plan))
         return dict.fromkeys(viewers, verdict)
-    checks = reads.checks(viewers)
-    if has_get_queryset(definition):
-        rows = {
-            viewer: reads.rows(definition, info, viewer, "pk", pk, plan)
-            for viewer, info in viewers.items()
-        }
-    else:
-        viewer, info = next(iter(viewers.items()))
-        shared = reads.rows(definition, info, viewer, "pk", pk, plan)
-        rows = dict.fromkeys(viewers, shared)
-    await asyncio.gather(checks, *set(rows.values()))
-    users = checks.result()
     order = list(viewers)
+    if not has_get_queryset(definition):
+        # One row for everybody: it and every viewer's user in one statement.
+        info = next(iter(viewers.values()))
+        row, users = await reads.row_and_checks(definition, info, "pk", pk, plan, order)
+        decided = await _decided(definition, [(users[v], row) for v in order])
+        return dict(zip(order, decided, strict=True))
+    checks = reads.checks(viewers)
+    rows = {
+        viewer: reads.rows(definition, info, viewer, "pk", pk, plan)
+        for viewer, info in viewers.items()
+    }
+    await asyncio.gather(checks, *rows.values())
+    users = checks.result()
     decided = await _decided(definition, [(users[v], rows[v].result()) for v in order])
     return dict(zip(order, decided, strict=True))
 

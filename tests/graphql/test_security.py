@@ -149,6 +149,7 @@ async def test_ownership_transferred_ends_the_old_owners_subscription_and_opens_
     await new.disconnect()
 
 
+@pytest.mark.db_matrix
 async def test_a_deactivated_user_gets_401_and_nothing_after(
     application: Any, users: list[User], note: Note
 ) -> None:
