@@ -7,6 +7,7 @@ gated fields. ``application()`` serves them all; with
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections import Counter
 from collections.abc import Iterator
@@ -119,11 +120,32 @@ class MemberFilter:
     username: strawberry.auto
 
 
+class Gate:
+    """Holds ``MemberType.gated``'s resolver while a test keeps it closed
+    (:meth:`close`): a frame stopped half-way through its execution."""
+
+    entered: asyncio.Event | None = None
+    opened: asyncio.Event | None = None
+
+    @classmethod
+    def close(cls) -> None:
+        """Hold every ``gated`` until :meth:`open` (events of the running loop)."""
+        cls.entered, cls.opened = asyncio.Event(), asyncio.Event()
+
+    @classmethod
+    def open(cls) -> None:
+        """Let every held ``gated`` go on, and hold none from now on."""
+        if cls.opened is not None:
+            cls.opened.set()
+        cls.entered = cls.opened = None
+
+
 @gql_observer.observe(User, name="member", list_name="members", filters=MemberFilter)
 @strawberry_django.type(User, name="MemberType")
 class MemberType:
-    """A user in a live list: a plain column, one behind a permission class and
-    one whose resolver reads the context."""
+    """A user in a live list: a plain column, one behind a permission class,
+    one whose resolver reads the context and one that a test can hold
+    (:class:`Gate`)."""
 
     id: strawberry.auto
     username: strawberry.auto
@@ -132,6 +154,14 @@ class MemberType:
     @strawberry_django.field
     def viewer(self, info: strawberry.Info) -> str:
         return _username(info)
+
+    @strawberry_django.field
+    async def gated(self) -> str:
+        entered, opened = Gate.entered, Gate.opened
+        if entered is not None and opened is not None:
+            entered.set()
+            await opened.wait()
+        return "open"
 
 
 #: Operations the counting extension saw, by the viewer's username.
