@@ -38,6 +38,12 @@ def _username(info: strawberry.Info) -> str:
     return str(user.username) if user.is_authenticated else "anonymous"
 
 
+def _locale(info: strawberry.Info) -> str | None:
+    params = info.context["connection_params"] or {}
+    value = params.get("locale")
+    return value if isinstance(value, str) else None
+
+
 @gql_observer.observe(User, name="profile")
 @strawberry_django.type(User, name="ProfileType")
 class ProfileType:
@@ -53,9 +59,7 @@ class ProfileType:
 
     @strawberry_django.field
     def locale(self, info: strawberry.Info) -> str | None:
-        params = info.context["connection_params"] or {}
-        value = params.get("locale")
-        return value if isinstance(value, str) else None
+        return _locale(info)
 
 
 @gql_observer.observe(Note, name="ownNote")
@@ -143,17 +147,23 @@ class Gate:
 @gql_observer.observe(User, name="member", list_name="members", filters=MemberFilter)
 @strawberry_django.type(User, name="MemberType")
 class MemberType:
-    """A user in a live list: a plain column, one behind a permission class,
-    one whose resolver reads the context and one that a test can hold
-    (:class:`Gate`)."""
+    """A user in a live list: plain columns, one behind a permission class,
+    one behind a staff-only permission extension, resolvers that read the
+    context (the viewer, its ``connection_params``) and one that a test can
+    hold (:class:`Gate`)."""
 
     id: strawberry.auto
     username: strawberry.auto
     email: str = strawberry_django.field(permission_classes=[SignedIn])
+    last_name: str = strawberry_django.field(extensions=[IsStaff(fail_silently=False)])
 
     @strawberry_django.field
     def viewer(self, info: strawberry.Info) -> str:
         return _username(info)
+
+    @strawberry_django.field
+    def locale(self, info: strawberry.Info) -> str | None:
+        return _locale(info)
 
     @strawberry_django.field
     async def gated(self) -> str:
