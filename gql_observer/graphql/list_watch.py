@@ -97,16 +97,21 @@ class ListMember(Waiting):
 
     def push(self, changes: list[Change]) -> None:
         merge(self._pending, changes)
+        self.watch.runtime.list_writing.add(self)
         self._wake()
 
     def end(self, how: str) -> None:
         if self._end is None:
             self._end = how
+        self.watch.runtime.list_writing.add(self)
         self._wake()
 
     async def next(self) -> list[Change] | str:
         """The changes pending now, or how the subscription ends."""
         while not self._pending and self._end is None:
+            # Strawberry asks again only once it wrote the frames of what it
+            # took before: until then this member is still writing (settled).
+            self.watch.runtime.list_writing.discard(self)
             await self._sleep()
         if self._pending:
             changes, self._pending = list(self._pending.values()), {}
@@ -115,6 +120,7 @@ class ListMember(Waiting):
         return self._end
 
     def leave(self) -> None:
+        self.watch.runtime.list_writing.discard(self)
         self.watch.leave(self)
 
 

@@ -22,7 +22,7 @@ from gql_observer.fanout.hub import Hub
 from gql_observer.graphql.reads import Reads
 
 if TYPE_CHECKING:
-    from gql_observer.graphql.list_watch import ListWatch
+    from gql_observer.graphql.list_watch import ListMember, ListWatch
     from gql_observer.graphql.watch import Watch
 
 __all__ = ["Runtime", "close_running", "current", "hub_stats", "running"]
@@ -42,6 +42,9 @@ class Runtime:
         #: The live list watches, by (list field, viewer or None, filter).
         self.list_watches: dict[Hashable, ListWatch] = {}
         self.reads = Reads(settings)
+        #: List members running through strawberry that were handed changes (or
+        #: their end) whose frames may not be written yet; the watch may be gone.
+        self.list_writing: set[ListMember] = set()
         #: Tasks that send a subscription's last frames (kept referenced).
         self.finishing: set[asyncio.Task[Any]] = set()
         self._hub: Hub | None = None
@@ -75,8 +78,10 @@ class Runtime:
         """Every change handed to this loop is handled and its frames are written:
         the hub's in-process batch is empty, no subscription has a delivery
         waiting, no watch (nor list watch) is handling one, no member has a frame
-        (or a list change) to write and no subscription is finishing. (A change
-        on its way through a cross-process channel layer is not seen.)"""
+        (or a list change) to write, no list subscription running through
+        strawberry has frames to write of the changes (or the end) it took, and
+        no subscription is finishing. (A change on its way through a
+        cross-process channel layer is not seen.)"""
         hub = self._hub
         if hub is not None:
             if hub.in_process is not None and hub.in_process.pending:
@@ -90,6 +95,7 @@ class Runtime:
             and not any(m.busy or m.waiting for m in members)
             and not any(watch.delivering for watch in lists)
             and all(m.idle for watch in lists for m in watch.members)
+            and not self.list_writing
             and not self.finishing
         )
 

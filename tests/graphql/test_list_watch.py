@@ -6,12 +6,16 @@ from __future__ import annotations
 
 from typing import Any
 
-from gql_observer.graphql.list_watch import CLOSED, ListMember
+from gql_observer.core.conf import get_settings
+from gql_observer.graphql.list_watch import CLOSED, ListMember, ListWatch
 from gql_observer.graphql.listing import Change
+from gql_observer.graphql.runtime import Runtime
 
 
 def member() -> ListMember:
-    return ListMember(watch=None)  # type: ignore[arg-type]  # leave() is not called
+    # A watch that is never started (nor left): the buffer is what is tested.
+    watch = ListWatch(Runtime(get_settings()), "test", None, None, None, None)  # type: ignore[arg-type]
+    return ListMember(watch)
 
 
 async def taken(changes: list[Change]) -> list[tuple[str, str, Any]]:

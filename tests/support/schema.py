@@ -7,6 +7,7 @@ gated fields. ``application()`` serves them all; with
 
 from __future__ import annotations
 
+import asyncio
 import functools
 from collections import Counter
 from collections.abc import Iterator
@@ -37,6 +38,12 @@ def _username(info: strawberry.Info) -> str:
     return str(user.username) if user.is_authenticated else "anonymous"
 
 
+def _locale(info: strawberry.Info) -> str | None:
+    params = info.context["connection_params"] or {}
+    value = params.get("locale")
+    return value if isinstance(value, str) else None
+
+
 @gql_observer.observe(User, name="profile")
 @strawberry_django.type(User, name="ProfileType")
 class ProfileType:
@@ -52,9 +59,7 @@ class ProfileType:
 
     @strawberry_django.field
     def locale(self, info: strawberry.Info) -> str | None:
-        params = info.context["connection_params"] or {}
-        value = params.get("locale")
-        return value if isinstance(value, str) else None
+        return _locale(info)
 
 
 @gql_observer.observe(Note, name="ownNote")
@@ -119,19 +124,54 @@ class MemberFilter:
     username: strawberry.auto
 
 
+class Gate:
+    """Holds ``MemberType.gated``'s resolver while a test keeps it closed
+    (:meth:`close`): a frame stopped half-way through its execution."""
+
+    entered: asyncio.Event | None = None
+    opened: asyncio.Event | None = None
+
+    @classmethod
+    def close(cls) -> None:
+        """Hold every ``gated`` until :meth:`open` (events of the running loop)."""
+        cls.entered, cls.opened = asyncio.Event(), asyncio.Event()
+
+    @classmethod
+    def open(cls) -> None:
+        """Let every held ``gated`` go on, and hold none from now on."""
+        if cls.opened is not None:
+            cls.opened.set()
+        cls.entered = cls.opened = None
+
+
 @gql_observer.observe(User, name="member", list_name="members", filters=MemberFilter)
 @strawberry_django.type(User, name="MemberType")
 class MemberType:
-    """A user in a live list: a plain column, one behind a permission class and
-    one whose resolver reads the context."""
+    """A user in a live list: plain columns, one behind a permission class,
+    one behind a staff-only permission extension, resolvers that read the
+    context (the viewer, its ``connection_params``) and one that a test can
+    hold (:class:`Gate`)."""
 
     id: strawberry.auto
     username: strawberry.auto
     email: str = strawberry_django.field(permission_classes=[SignedIn])
+    last_name: str = strawberry_django.field(extensions=[IsStaff(fail_silently=False)])
 
     @strawberry_django.field
     def viewer(self, info: strawberry.Info) -> str:
         return _username(info)
+
+    @strawberry_django.field
+    def locale(self, info: strawberry.Info) -> str | None:
+        return _locale(info)
+
+    @strawberry_django.field
+    async def gated(self) -> str:
+        entered, opened = Gate.entered, Gate.opened
+        if entered is not None and opened is not None:
+            entered.set()
+            await opened.wait()
+        return "open"
 
 
 #: Operations the counting extension saw, by the viewer's username.
