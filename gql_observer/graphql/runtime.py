@@ -19,6 +19,7 @@ from gql_observer.changes.layers import own_channel_layer
 from gql_observer.changes.outbox import Outbox, outbox
 from gql_observer.core.conf import Settings, get_settings
 from gql_observer.fanout.hub import Hub
+from gql_observer.graphql.conditions import Conditions
 from gql_observer.graphql.reads import Reads
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ class Runtime:
         #: The live list watches, by (list field, viewer or None, filter).
         self.list_watches: dict[Hashable, ListWatch] = {}
         self.reads = Reads(settings)
+        #: The compiled filters of live lists (and their matching queries).
+        self.conditions = Conditions()
         #: Tasks that send a subscription's last frames (kept referenced).
         self.finishing: set[asyncio.Task[Any]] = set()
         self._hub: Hub | None = None
