@@ -80,7 +80,7 @@ def reusable(filters: Any) -> bool:
     if not has_object_definition(filters):
         return True
     definition = filters.__strawberry_definition__
-    if not type(filters).__module__.startswith("strawberry_django."):
+    if not _library(type(filters)):
         if callable(getattr(filters, "filter", None)):
             return False
         for field in definition.fields:
@@ -91,6 +91,16 @@ def reusable(filters: Any) -> bool:
         if value is not UNSET and value is not None and not reusable(value):
             return False
     return True
+
+
+def _library(cls: type) -> bool:
+    """Whether ``cls`` is one of strawberry-django's lookup types (or strawberry's
+    specialisation of one, such as ``BaseFilterLookup[ID]``)."""
+    if cls.__module__.startswith("strawberry_django."):
+        return True
+    return cls.__module__.startswith("strawberry.") and any(
+        base.__module__.startswith("strawberry_django.") for base in cls.__bases__
+    )
 
 
 def compile_filter(

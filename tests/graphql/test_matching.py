@@ -14,11 +14,15 @@ import strawberry_django
 from django.contrib.auth.models import User
 from django.db import DatabaseError, connection, models
 from django.db.models import Q
+from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strawberry_django.fields.filter_types import StrFilterLookup
+from strawberry_django.filters import apply
 
 from gql_observer.graphql.conditions import Conditions, reusable
 from gql_observer.graphql.lookups import EVERYTHING, NOTHING, verdict
+from gql_observer.graphql.matching import _flags, filter_key
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.users.schema import UserFilter
 from tests.support.clients import connect, library_queries
@@ -345,3 +349,110 @@ async def test_a_not_of_nothing_matches_every_row_and_the_subscription_goes_on(
     assert await client.next(op) == row(
         "users", "update", 200, 2, member(2, "again", "2@example.com")
     )
+
+
+# -- strawberry-django's filters, as clients send them ----------------------------
+
+ID_LOOKUP = next(f for f in UserFilter.__strawberry_definition__.fields if f.name == "id").type
+STR_LOOKUPS = [
+    "exact",
+    "i_exact",
+    "contains",
+    "i_contains",
+    "starts_with",
+    "i_starts_with",
+    "ends_with",
+    "i_ends_with",
+    "in_list",
+    "is_null",
+]
+
+
+@st.composite
+def user_filter_leaves(draw: st.DrawFn) -> Any:
+    field = draw(st.sampled_from(["id", "username", "email"]))
+    if field == "id":
+        lookup = draw(st.sampled_from(["exact", "in_list", "is_null"]))
+        ids = st.integers(0, 8).map(str)
+        value: Any = {
+            "exact": ids,
+            "in_list": st.lists(ids, max_size=3),
+            "is_null": st.booleans(),
+        }[lookup]
+        return UserFilter(id=ID_LOOKUP.of_type(**{lookup: draw(value)}))  # type: ignore[call-arg]
+    lookup = draw(st.sampled_from(STR_LOOKUPS))
+    if lookup == "in_list":
+        value = draw(st.lists(texts, max_size=3))
+    elif lookup == "is_null":
+        value = draw(st.booleans())
+    else:
+        value = draw(texts)
+    lookups = {lookup: value}
+    return UserFilter(**{field: StrFilterLookup(**lookups)})  # type: ignore[arg-type]
+
+
+def _user_filters(children: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return st.one_of(
+        st.builds(lambda a, b: UserFilter(AND=a, OR=b), children, children),  # type: ignore[call-arg]
+        st.builds(lambda a, b: UserFilter(username=a.username, OR=b), children, children),  # type: ignore[call-arg]
+        children.map(lambda a: UserFilter(NOT=a)),  # type: ignore[call-arg]
+    )
+
+
+user_filters = st.recursive(
+    st.one_of(user_filter_leaves(), st.just(UserFilter())), _user_filters, max_leaves=5
+)
+user_rows = st.lists(st.tuples(texts, texts), min_size=1, max_size=5)
+
+
+def test_python_verdicts_of_strawberry_filters_equal_the_pages(transactional_db: None) -> None:
+    """The same differential on strawberry-django's filter inputs, against
+    ``apply(filters, queryset)``: what the list Query's page runs."""
+    conditions = Conditions()
+    decided: list[Any] = []
+
+    @settings(
+        max_examples=150,
+        deadline=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+    @given(user_rows, st.lists(user_filters, min_size=1, max_size=4))
+    def check(values: list[tuple[str, str]], inputs: list[Any]) -> None:
+        User.objects.all().delete()
+        User.objects.bulk_create(
+            [User(username=f"{n}{name}", email=email) for n, (name, email) in enumerate(values)]
+        )
+        base = User.objects.all()
+        read = list(base)
+        for filters in inputs:
+            expected = set(apply(filters, base, None).values_list("pk", flat=True))
+            condition = conditions.condition(User, filter_key(filters), filters, None, base)
+            if condition.alone or condition.verdict is None:
+                continue
+            decided.append(filters)
+            assert {r.pk for r in read if condition.verdict(r) is True} == expected, filters
+
+    check()
+    assert len(decided) > 150, len(decided)
+
+
+def test_rows_read_without_every_field_are_matched_in_sql_by_the_same_one_query(
+    users: list[User],
+) -> None:
+    """A type's queryset that defers fields: no verdict may load one (a query per
+    row); every filter is a column of the one query."""
+    filters = {
+        filter_key(f): f
+        for f in (
+            UserFilter(username=StrFilterLookup(starts_with="test")),  # type: ignore[call-arg]
+            UserFilter(email=StrFilterLookup(exact="2@example.com")),  # type: ignore[call-arg]
+        )
+    }
+    pks = [str(u.pk) for u in users]
+    with CaptureQueriesContext(connection) as queries:
+        rows, matched = _flags(Conditions(), User, User.objects.only("id"), filters, None, pks)
+    assert len(queries) == 1
+    assert queries[0]["sql"].count("CASE WHEN") == 2
+    starts, email = filters
+    assert matched == {starts: set(pks), email: {str(users[1].pk)}}
+    assert set(rows) == set(pks)
