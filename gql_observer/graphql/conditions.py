@@ -21,6 +21,7 @@ from typing import Any, Final
 
 from django.core.exceptions import EmptyResultSet
 from django.db.models import BooleanField, Case, Model, Q, QuerySet, Value, When
+from django.db.models.expressions import RawSQL
 from strawberry import UNSET, Info
 from strawberry.types import has_object_definition
 from strawberry_django.fields.filter_order import FilterOrderField
@@ -91,6 +92,21 @@ def reusable(filters: Any) -> bool:
         if value is not UNSET and value is not None and not reusable(value):
             return False
     return True
+
+
+def _compiled(base: QuerySet[Any], annotations: dict[str, Any]) -> dict[str, Any]:
+    """``annotations`` as the SQL they compile to on ``base``, so that a read
+    compiles none of them again; the same expressions where one needs a join
+    (its SQL names a table the plain read does not have)."""
+    query = base.annotate(**annotations).query
+    if len(query.alias_map) > 1 or base.model._meta.parents:
+        return annotations
+    compiler = query.get_compiler(using=base.db)
+    compiled: dict[str, Any] = {}
+    for name in annotations:
+        sql, params = compiler.compile(query.annotations[name])
+        compiled[name] = RawSQL(sql, params, output_field=BooleanField())
+    return compiled
 
 
 def _library(cls: type) -> bool:
@@ -188,7 +204,7 @@ class Conditions:
             return annotated
         found = self._queries.get(cache_key)
         if found is None:
-            found = self._queries[cache_key] = base.annotate(**annotations)
+            found = self._queries[cache_key] = base.annotate(**_compiled(base, annotations))
             if len(self._queries) > self._queries_size:
                 self._queries.popitem(last=False)
         else:

@@ -407,7 +407,8 @@ user_rows = st.lists(st.tuples(texts, texts), min_size=1, max_size=5)
 
 def test_python_verdicts_of_strawberry_filters_equal_the_pages(transactional_db: None) -> None:
     """The same differential on strawberry-django's filter inputs, against
-    ``apply(filters, queryset)``: what the list Query's page runs."""
+    ``apply(filters, queryset)``: what the list Query's page runs; and the
+    filters' columns (compiled once, then reused as SQL) against it too."""
     conditions = Conditions()
     decided: list[Any] = []
 
@@ -424,9 +425,16 @@ def test_python_verdicts_of_strawberry_filters_equal_the_pages(transactional_db:
         )
         base = User.objects.all()
         read = list(base)
+        pks = [str(r.pk) for r in read]
         for filters in inputs:
             expected = set(apply(filters, base, None).values_list("pk", flat=True))
-            condition = conditions.condition(User, filter_key(filters), filters, None, base)
+            key = filter_key(filters)
+            # Its CASE WHEN column (every filter is one on rows read without every field).
+            _, matched = _flags(
+                conditions, User, User.objects.only("id"), {key: filters}, None, pks
+            )
+            assert matched[key] == {str(pk) for pk in expected}, filters
+            condition = conditions.condition(User, key, filters, None, base)
             if condition.alone or condition.verdict is None:
                 continue
             decided.append(filters)
