@@ -49,12 +49,15 @@ class Condition:
 
     __slots__ = ("alone", "column", "kept", "q", "verdict")
 
+    #: Where it is kept (:class:`Conditions`: its model, database, filter type
+    #: and key), the same for every read; ``None``: compiled for one read.
+    kept: Hashable | None
+
     def __init__(self, q: Q | None, verdict: Verdict | None) -> None:
         self.alone = q is None
         self.q = q
         self.verdict = verdict
-        #: Compiled once and kept (the same for every read).
-        self.kept = False
+        self.kept = None
         self.column: Any = None
         if q is not None:
             # filter(Q()) and filter(~Q()) both match every row (Django compiles
@@ -70,6 +73,7 @@ class Condition:
 
 #: The condition of "no filter".
 UNFILTERED: Final = Condition(Q(), EVERYTHING)
+UNFILTERED.kept = "unfiltered"
 
 
 def reusable(filters: Any) -> bool:
@@ -157,7 +161,8 @@ class Conditions:
             return UNFILTERED
         if strawberry_django_settings()["USE_DEPRECATED_FILTERS"]:
             return compile_filter(model, filters, info, base, base.db)
-        cache_key = (model._meta.label, base.db, key)
+        # (The filter's type too: the key is its name and how its value prints.)
+        cache_key = (model._meta.label, base.db, type(filters), key)
         if cache_key in self._conditions:
             self._conditions.move_to_end(cache_key)
             found = self._conditions[cache_key]
@@ -167,7 +172,7 @@ class Conditions:
                 # It touches the queryset only for DISTINCT: any base will do.
                 empty: QuerySet[Any] = QuerySet(model=model, using=base.db)
                 found = compile_filter(model, filters, None, empty, base.db)
-                found.kept = True
+                found.kept = cache_key
             # (None: a filter with a method of its own; remembered as such.)
             self._conditions[cache_key] = found
             if len(self._conditions) > self._size:
@@ -186,7 +191,7 @@ class Conditions:
             return base
         annotations: dict[str, Any] = {f"gqlobs_f{i}": c.column for i, (_, c) in enumerate(columns)}
         annotated: QuerySet[Any]
-        if not all(c.kept for _, c in columns):
+        if not all(c.kept is not None for _, c in columns):
             annotated = base.annotate(**annotations)
             return annotated
         try:
@@ -196,7 +201,7 @@ class Conditions:
                 base.db,
                 sql,
                 tuple(params),
-                tuple(k for k, _ in columns),
+                tuple(c.kept for _, c in columns),
             )
             hash(cache_key)
         except (EmptyResultSet, TypeError):
