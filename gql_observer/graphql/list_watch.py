@@ -190,7 +190,13 @@ class ListWatch:
                     reread = [pk for pk, d in rows.changed.items() if d.action != "delete"]
                     current = (
                         await matching(
-                            reads, definition, self.info, self.viewer, self.filters, reread
+                            self.runtime.conditions,
+                            reads,
+                            definition,
+                            self.info,
+                            self.viewer,
+                            self.filters,
+                            reread,
                         )
                         if reread
                         else {}

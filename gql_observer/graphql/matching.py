@@ -1,8 +1,11 @@
 """Which changed rows match which filters, for every list subscriber of a loop
 at once: one query per type and row scope (everybody, or each viewer for a
-type with ``get_queryset``) for the changed rows, with one
-``CASE WHEN <filter> THEN true ELSE false END`` column per distinct filter,
-at most :data:`FILTERS_PER_QUERY` per query.
+type with ``get_queryset``) reads the changed rows; each distinct filter is
+decided in Python on the rows read where its lookups allow it exactly
+(:mod:`gql_observer.graphql.lookups`), else by a
+``CASE WHEN <filter> THEN true ELSE false END`` column of that query, at most
+:data:`FILTERS_PER_QUERY` per query. Filters are compiled once
+(:mod:`gql_observer.graphql.conditions`).
 
 The asks of a window are coalesced by :class:`~gql_observer.graphql.reads.Reads`
 (the query starts after every ask it answers, so a subscriber never adopts an
@@ -19,10 +22,12 @@ from collections.abc import Hashable
 from functools import partial
 from typing import Any, Final
 
-from django.db.models import BooleanField, Case, Model, Q, QuerySet, Value, When
+from django.db.models import Model, QuerySet
 from strawberry import UNSET, Info
-from strawberry_django.filters import apply, process_filters
+from strawberry_django.filters import apply
 
+from gql_observer.graphql.conditions import Condition, Conditions
+from gql_observer.graphql.lookups import Verdict
 from gql_observer.graphql.reads import Reads
 from gql_observer.graphql.rows import has_get_queryset, queryset
 from gql_observer.graphql.viewers import Viewer
@@ -58,45 +63,54 @@ class Wanted:
         return isinstance(other, Wanted) and (self.key, self.pks) == (other.key, other.pks)
 
 
+def _whole(base: QuerySet[Any]) -> bool:
+    """Whether ``base`` reads every column of its rows (no ``only``/``defer``):
+    a Python verdict must never load a field on its own."""
+    return base.query.deferred_loading == (frozenset(), True)
+
+
 def _flags(
-    base: QuerySet[Any], groups: dict[Hashable, Any], info: Info | None
+    conditions: Conditions,
+    model: type[Model],
+    base: QuerySet[Any],
+    groups: dict[Hashable, Any],
+    info: Info | None,
+    pks: list[str],
 ) -> tuple[dict[str, Model], dict[Hashable, set[str]]]:
-    """The rows of ``base`` and, per filter key, the keys of the rows it matches."""
-    columns: dict[str, Any] = {}
-    names: dict[str, Hashable] = {}
-    matched: dict[Hashable, set[str]] = {key: set() for key in groups}
+    """The rows of ``base`` among ``pks`` and, per filter key, the keys of the
+    rows it matches: one query for every filter but those that change the
+    queryset (up to :data:`FILTERS_PER_QUERY` decided in SQL per query)."""
+    whole = _whole(base)
+    decided: list[tuple[Hashable, Verdict]] = []
+    columns: list[tuple[Hashable, Condition]] = []
     alone: list[Hashable] = []
+    matched: dict[Hashable, set[str]] = {key: set() for key in groups}
     for key, filters in groups.items():
-        if filters is None:
-            condition: Any = Value(True)
+        condition = conditions.condition(model, key, filters, info, base)
+        if condition.alone:
+            alone.append(key)
+        elif condition.verdict is not None and whole:
+            decided.append((key, condition.verdict))
         else:
-            changed, q = process_filters(filters, base, info)
-            if changed is not base:
-                alone.append(key)
-                continue
-            condition = (
-                Value(True)
-                if q == Q()
-                else Case(
-                    When(q, then=Value(True)), default=Value(False), output_field=BooleanField()
-                )
-            )
-        name = f"gqlobs_f{len(columns)}"
-        columns[name] = condition
-        names[name] = key
+            columns.append((key, condition))
     rows: dict[str, Model] = {}
-    todo = list(columns.items())
-    for start in range(0, max(len(todo), 1), FILTERS_PER_QUERY):
-        chunk = dict(todo[start : start + FILTERS_PER_QUERY])
-        annotated = base.annotate(**chunk) if chunk else base
-        for row in annotated:
-            pk = str(row.pk)
-            rows.setdefault(pk, row)
-            for name in chunk:
-                if getattr(row, name):
-                    matched[names[name]].add(pk)
+    if decided or columns:
+        for start in range(0, max(len(columns), 1), FILTERS_PER_QUERY):
+            chunk = columns[start : start + FILTERS_PER_QUERY]
+            names = [(f"gqlobs_f{i}", key) for i, (key, _) in enumerate(chunk)]
+            for row in conditions.columns(base, chunk).filter(pk__in=pks):
+                pk = str(row.pk)
+                if pk not in rows:
+                    rows[pk] = row
+                    # Decided on the row as read (a join's repeats are the same row).
+                    for key, verdict in decided:
+                        if verdict(row) is True:
+                            matched[key].add(pk)
+                for name, key in names:
+                    if getattr(row, name):
+                        matched[key].add(pk)
     for key in alone:
-        for row in apply(groups[key], base, info):
+        for row in apply(groups[key], base.filter(pk__in=pks), info):
             pk = str(row.pk)
             rows.setdefault(pk, row)
             matched[key].add(pk)
@@ -104,6 +118,7 @@ def _flags(
 
 
 def _fetch(
+    conditions: Conditions,
     definition: ObservedDefinition,
     info: Info | None,
     wanted: list[Wanted],
@@ -111,12 +126,13 @@ def _fetch(
 ) -> dict[Wanted, dict[str, Model | None]]:
     groups = {w.key: w.filters for w in wanted}
     pks = sorted({pk for w in wanted for pk in w.pks})
-    base = queryset(definition, info).filter(pk__in=pks)
-    rows, matched = _flags(base, groups, info)
+    base = queryset(definition, info)
+    rows, matched = _flags(conditions, definition.model, base, groups, info, pks)
     return {w: {pk: rows[pk] if pk in matched[w.key] else None for pk in w.pks} for w in wanted}
 
 
 def matching(
+    conditions: Conditions,
     reads: Reads,
     definition: ObservedDefinition,
     info: Info | None,
@@ -129,7 +145,7 @@ def matching(
     scope = viewer.identity if has_get_queryset(definition) else None
     batch = reads.batch(
         ("list rows", definition.field_name, scope),
-        lambda: partial(_fetch, definition, info),
+        lambda: partial(_fetch, conditions, definition, info),
         definition.model._meta.label,
     )
     return batch.ask(Wanted(filter_key(filters), filters, tuple(pks)))

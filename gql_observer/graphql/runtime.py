@@ -19,6 +19,7 @@ from gql_observer.changes.layers import own_channel_layer
 from gql_observer.changes.outbox import Outbox, outbox
 from gql_observer.core.conf import Settings, get_settings
 from gql_observer.fanout.hub import Hub
+from gql_observer.graphql.conditions import Conditions
 from gql_observer.graphql.reads import Reads
 
 if TYPE_CHECKING:
@@ -45,6 +46,8 @@ class Runtime:
         #: List members running through strawberry that were handed changes (or
         #: their end) whose frames may not be written yet; the watch may be gone.
         self.list_writing: set[ListMember] = set()
+        #: The compiled filters of live lists (and their matching queries).
+        self.conditions = Conditions()
         #: Tasks that send a subscription's last frames (kept referenced).
         self.finishing: set[asyncio.Task[Any]] = set()
         self._hub: Hub | None = None

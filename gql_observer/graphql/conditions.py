@@ -1,0 +1,217 @@
+"""The filters of live lists, compiled once: each distinct filter's ``Q`` and
+its Python verdict (:mod:`gql_observer.graphql.lookups`) in an LRU, and the
+matching query of a set of filters that only SQL can decide, built once per
+set.
+
+strawberry-django turns a filter input into a ``Q`` (``process_filters``);
+resolving it against the model and compiling it to SQL cost more than reading
+the rows it is asked about. A filter whose input uses no filter method of its
+own (only strawberry-django's lookups, ``AND``/``OR``/``NOT``, ``DISTINCT``)
+gives the same ``Q`` for every viewer, request and read: it is compiled once,
+by its key, and kept while it is among the :data:`FILTERS` most recently used.
+A filter with a method of its own (which may read ``info`` or the queryset) is
+compiled again for every read, as strawberry-django applies it to a page.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+from collections.abc import Hashable
+from typing import Any, Final
+
+from django.core.exceptions import EmptyResultSet
+from django.db.models import BooleanField, Case, Model, Q, QuerySet, Value, When
+from django.db.models.expressions import RawSQL
+from strawberry import UNSET, Info
+from strawberry.types import has_object_definition
+from strawberry_django.fields.filter_order import FilterOrderField
+from strawberry_django.filters import process_filters
+from strawberry_django.settings import strawberry_django_settings
+
+from gql_observer.graphql.lookups import EVERYTHING, Verdict, verdict
+
+__all__ = ["FILTERS", "QUERIES", "Condition", "Conditions"]
+
+#: Compiled filters kept (least recently used first out).
+FILTERS: Final = 4_096
+#: Matching queries kept, one per set of filters SQL decides.
+QUERIES: Final = 256
+
+
+class Condition:
+    """One filter, compiled for one database.
+
+    ``alone``: the filter changes the queryset itself (``DISTINCT``, a method
+    that returns a queryset): it is applied on its own query. Otherwise ``q``
+    is its condition, ``column`` the same as a boolean SQL expression, and
+    ``verdict`` decides it in Python on a row read whole (``None``: only SQL
+    can)."""
+
+    __slots__ = ("alone", "column", "kept", "q", "verdict")
+
+    #: Where it is kept (:class:`Conditions`: its model, database, filter type
+    #: and key), the same for every read; ``None``: compiled for one read.
+    kept: Hashable | None
+
+    def __init__(self, q: Q | None, verdict: Verdict | None) -> None:
+        self.alone = q is None
+        self.q = q
+        self.verdict = verdict
+        self.kept = None
+        self.column: Any = None
+        if q is not None:
+            # filter(Q()) and filter(~Q()) both match every row (Django compiles
+            # no condition); When() refuses an empty Q.
+            self.column = (
+                Value(True)
+                if not q
+                else Case(
+                    When(q, then=Value(True)), default=Value(False), output_field=BooleanField()
+                )
+            )
+
+
+#: The condition of "no filter".
+UNFILTERED: Final = Condition(Q(), EVERYTHING)
+UNFILTERED.kept = "unfiltered"
+
+
+def reusable(filters: Any) -> bool:
+    """Whether ``filters`` gives the same ``Q`` whatever the request: no filter
+    method of the application's own anywhere in it (strawberry-django's own
+    lookups, such as ``range``, only read their values)."""
+    if isinstance(filters, list):
+        return all(reusable(value) for value in filters)
+    if not has_object_definition(filters):
+        return True
+    definition = filters.__strawberry_definition__
+    if not _library(type(filters)):
+        if callable(getattr(filters, "filter", None)):
+            return False
+        for field in definition.fields:
+            if isinstance(field, FilterOrderField) and field.filter_order_resolver is not None:
+                return False
+    for field in definition.fields:
+        value = getattr(filters, field.name, UNSET)
+        if value is not UNSET and value is not None and not reusable(value):
+            return False
+    return True
+
+
+def _compiled(base: QuerySet[Any], annotations: dict[str, Any]) -> dict[str, Any]:
+    """``annotations`` as the SQL they compile to on ``base``, so that a read
+    compiles none of them again; the same expressions where one needs a join
+    (its SQL names a table the plain read does not have)."""
+    query = base.annotate(**annotations).query
+    if len(query.alias_map) > 1 or base.model._meta.parents:
+        return annotations
+    compiler = query.get_compiler(using=base.db)
+    compiled: dict[str, Any] = {}
+    for name in annotations:
+        sql, params = compiler.compile(query.annotations[name])
+        compiled[name] = RawSQL(sql, params, output_field=BooleanField())
+    return compiled
+
+
+def _library(cls: type) -> bool:
+    """Whether ``cls`` is one of strawberry-django's lookup types (or strawberry's
+    specialisation of one, such as ``BaseFilterLookup[ID]``)."""
+    if cls.__module__.startswith("strawberry_django."):
+        return True
+    return cls.__module__.startswith("strawberry.") and any(
+        base.__module__.startswith("strawberry_django.") for base in cls.__bases__
+    )
+
+
+def compile_filter(
+    model: type[Model], filters: Any, info: Info | None, base: QuerySet[Any], using: str
+) -> Condition:
+    """``filters`` compiled against ``base`` (the queryset the rows are read from)."""
+    if filters is None or filters is UNSET:
+        return UNFILTERED
+    changed, q = process_filters(filters, base, info)
+    if changed is not base:
+        return Condition(None, None)
+    return Condition(q, verdict(model, q, using))
+
+
+class Conditions:
+    """The compiled filters and matching queries of one runtime (used from
+    Django's sync thread only)."""
+
+    def __init__(self, filters: int = FILTERS, queries: int = QUERIES) -> None:
+        self._size, self._queries_size = filters, queries
+        self._conditions: OrderedDict[Hashable, Condition | None] = OrderedDict()
+        self._queries: OrderedDict[Hashable, QuerySet[Any]] = OrderedDict()
+
+    def __len__(self) -> int:
+        """Filters compiled and kept."""
+        return len(self._conditions)
+
+    def condition(
+        self,
+        model: type[Model],
+        key: Hashable,
+        filters: Any,
+        info: Info | None,
+        base: QuerySet[Any],
+    ) -> Condition:
+        """The compiled ``filters`` (known by ``key``) of rows read from ``base``."""
+        if filters is None or filters is UNSET:
+            return UNFILTERED
+        if strawberry_django_settings()["USE_DEPRECATED_FILTERS"]:
+            return compile_filter(model, filters, info, base, base.db)
+        # (The filter's type too: the key is its name and how its value prints.)
+        cache_key = (model._meta.label, base.db, type(filters), key)
+        if cache_key in self._conditions:
+            self._conditions.move_to_end(cache_key)
+            found = self._conditions[cache_key]
+        else:
+            found = None
+            if reusable(filters):
+                # It touches the queryset only for DISTINCT: any base will do.
+                empty: QuerySet[Any] = QuerySet(model=model, using=base.db)
+                found = compile_filter(model, filters, None, empty, base.db)
+                found.kept = cache_key
+            # (None: a filter with a method of its own; remembered as such.)
+            self._conditions[cache_key] = found
+            if len(self._conditions) > self._size:
+                self._conditions.popitem(last=False)
+        if found is None:
+            return compile_filter(model, filters, info, base, base.db)
+        return found
+
+    def columns(
+        self, base: QuerySet[Any], columns: list[tuple[Hashable, Condition]]
+    ) -> QuerySet[Any]:
+        """``base`` with one boolean column ``gqlobs_f<i>`` per condition of
+        ``columns``; built once per set of filters when every condition is kept
+        and ``base`` compiles to the same SQL as the base it was built on."""
+        if not columns:
+            return base
+        annotations: dict[str, Any] = {f"gqlobs_f{i}": c.column for i, (_, c) in enumerate(columns)}
+        annotated: QuerySet[Any]
+        if not all(c.kept is not None for _, c in columns):
+            annotated = base.annotate(**annotations)
+            return annotated
+        try:
+            sql, params = base.query.sql_with_params()
+            cache_key: Hashable = (
+                base.model,
+                base.db,
+                sql,
+                tuple(params),
+                tuple(c.kept for _, c in columns),
+            )
+            hash(cache_key)
+        except (EmptyResultSet, TypeError):
+            annotated = base.annotate(**annotations)
+            return annotated
+        found = self._queries.get(cache_key)
+        if found is None:
+            found = self._queries[cache_key] = base.annotate(**_compiled(base, annotations))
+            if len(self._queries) > self._queries_size:
+                self._queries.popitem(last=False)
+        else:
+            self._queries.move_to_end(cache_key)
+        return found
