@@ -138,6 +138,8 @@ class ListWatch:
     ) -> None:
         self.runtime, self.key, self.definition = runtime, key, definition
         self.info, self.viewer, self.filters = info, viewer, filters
+        #: ``filter_key(filters)``, kept: every batch of changes asks with it.
+        self.filter_key = filter_key(filters)
         self.members: set[ListMember | Subscriber] = set()
         #: Whether a batch of changes is being handled (read, decided, handed on).
         self.delivering = False
@@ -197,6 +199,7 @@ class ListWatch:
                             self.viewer,
                             self.filters,
                             reread,
+                            self.filter_key,
                         )
                         if reread
                         else {}
