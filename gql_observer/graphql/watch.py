@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Hashable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from graphql import GraphQLError
 
 from gql_observer.changes.groups import instance_group, model_group
+from gql_observer.core.collector import collector
 from gql_observer.fanout.delivery import CLOSED, Delivery, Subscription, tick
 from gql_observer.graphql.analysis import Binding
 from gql_observer.graphql.envelope import NOT_FOUND, OK, Action
@@ -117,7 +119,8 @@ class Watch:
                 if members:
                     self.delivering = True
                     try:
-                        await self._deliver(delivery, members)
+                        with self._pause():
+                            await self._deliver(delivery, members)
                     finally:
                         self.delivering = False
         except asyncio.CancelledError:
@@ -130,6 +133,12 @@ class Watch:
         finally:
             self._forget()
             hub.leave(self.subscription)
+
+    def _pause(self) -> AbstractContextManager[None]:
+        """The garbage collector paused while one event is delivered (``GC_PAUSE``):
+        what the delivery allocates for its viewers would otherwise bring a full
+        collection inside a later delivery, before its frames."""
+        return collector.paused() if self.runtime.settings.gc_pause else nullcontext()
 
     def _end_all(self) -> None:
         for member in list(self.members.values()):

@@ -6,6 +6,7 @@ channel-layer message per process."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -14,14 +15,21 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
 import gql_observer
-from gql_observer.graphql import completion, reads, results
+from gql_observer.core.collector import collector
+from gql_observer.graphql import completion, reads, results, watch
 from gql_observer.graphql.member import Member
 from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 from schema_examples.notes.models import Note
 from tests.support import runtime as live
 from tests.support import schema as support
 from tests.support.clients import barrier_value, connect, library_queries, next_is_update
-from tests.support.users import SUBSCRIBE_USER, barrier, save_user, subscribe_user
+from tests.support.users import (
+    SUBSCRIBE_USER,
+    barrier,
+    save_user,
+    subscribe_user,
+    username_seen,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -309,6 +317,40 @@ async def test_the_last_member_leaving_ends_the_watch_and_its_group(
     again = await subscribe_user(client, 1, rid="again")
     await barrier(client, again, 1)
     await client.disconnect()
+
+
+@pytest.mark.parametrize("pause", [True, False])
+async def test_the_garbage_collector_is_paused_while_a_change_is_delivered_then_runs(
+    application: Any,
+    users: list[User],
+    monkeypatch: pytest.MonkeyPatch,
+    observer_settings: Callable[..., Any],
+    pause: bool,
+) -> None:
+    observer_settings(GC_PAUSE=pause)
+    assert gc.isenabled()
+    enabled: list[bool] = []
+    real = watch.fan_out
+
+    async def fan_out(targets: list[Any]) -> None:
+        enabled.append(gc.isenabled())
+        await real(targets)
+
+    monkeypatch.setattr(watch, "fan_out", fan_out)
+    pauses = collector.pauses
+    subscribers = await clients(application, 2)
+    ops = [await subscribe_user(client, 1, rid=n) for n, client in enumerate(subscribers)]
+    await save_user(1, username="collected")
+    for client, op in zip(subscribers, ops, strict=True):
+        assert await username_seen(client, op) == "collected"
+    await settle()
+    # One delivery, both members in it; GC_PAUSE off: never paused.
+    assert enabled == [not pause]
+    assert collector.pauses - pauses == (1 if pause else 0)
+    assert gc.isenabled()
+    assert not collector.pausing
+    for client in subscribers:
+        await client.disconnect()
 
 
 async def test_a_delete_completes_every_member(application: Any, users: list[User]) -> None:
