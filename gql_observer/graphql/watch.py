@@ -149,19 +149,31 @@ class Watch:
         definition, reads = self.definition, self.runtime.reads
         viewers: dict[Viewer, Any] = {}
         for member in members:
-            viewers.setdefault(member.viewer, member.info)
+            if member.viewer not in viewers:
+                viewers[member.viewer] = member.info
         if delivery.action == "delete":
             assert delivery.last is not None
             last = deleted_instance(definition, delivery.last)
             seen = await deleted_verdicts(reads, definition, viewers, last)
-            items = {v: spec(Action.DELETE, seen[v]) for v in viewers}
+            action, resync = Action.DELETE, False
         else:
             plan = self.plan
-            found = await delivery.read(
+            seen = await delivery.read(
                 self, lambda: verdicts(reads, definition, viewers, self.pk, plan)
             )
-            items = {v: spec(Action.UPDATE, found[v], resync=delivery.resync) for v in viewers}
-        await fan_out([(m, items[m.viewer]) for m in members if m.watch is self])
+            action, resync = Action.UPDATE, delivery.resync
+        # One envelope per distinct verdict (viewers with the same outcome share one).
+        specs: dict[int, Spec] = {}
+        targets: list[tuple[Member, Spec]] = []
+        for member in members:
+            if member.watch is not self:
+                continue
+            verdict = seen[member.viewer]
+            item = specs.get(id(verdict))
+            if item is None:
+                item = specs[id(verdict)] = spec(action, verdict, resync=resync)
+            targets.append((member, item))
+        await fan_out(targets)
         for member in members:
             if member.closing and member.watch is self:
                 self.detach(member)

@@ -197,6 +197,44 @@ async def test_a_permission_hook_costs_one_read_and_one_check_of_every_viewer(
         await client.disconnect()
 
 
+async def test_viewers_with_the_same_outcome_share_one_envelope(
+    many_users: list[User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handed: list[list[tuple[Member, Any]]] = []
+    real = watch.fan_out
+
+    async def fan_out(targets: list[tuple[Member, Any]]) -> None:
+        handed.append(list(targets))
+        await real(targets)
+
+    monkeypatch.setattr(watch, "fan_out", fan_out)
+    application = support.application()
+    note = await Note.objects.acreate(owner=many_users[0], title="t")
+    subscribers = [await connect(application, user) for user in many_users]
+    query = NOTE.format(field="openNote", selection="responseStatus requestId data { title }")
+    for number, client in enumerate(subscribers):
+        await client.subscribe(query, {"pk": note.pk, "rid": number})
+        assert (await client.next("1"))["openNote"]["responseStatus"] == 201
+    await retitle(note.pk, "seen by all")
+    for client in subscribers:
+        assert (await client.next("1"))["openNote"]["data"] == {"title": "seen by all"}
+    gone = [user.pk for user in many_users[::2]]
+    await User.objects.filter(pk__in=gone).aupdate(is_active=False)
+    await retitle(note.pk, "seen by half")
+    for user, client in zip(many_users, subscribers, strict=True):
+        frame = (await client.next("1"))["openNote"]
+        assert frame["responseStatus"] == (401 if user.pk in gone else 200)
+    await settle()
+    first, second = handed
+    # 20 viewers, one envelope for all; then one for the 401s and one for the rest.
+    assert len({member.viewer for member, _ in first}) == len(many_users)
+    assert len({id(item) for _, item in first}) == 1
+    by_status = {item.status: id(item) for _, item in second}
+    assert len({id(item) for _, item in second}) == len(by_status) == 2
+    for client in subscribers:
+        await client.disconnect()
+
+
 async def test_a_viewer_dependent_queryset_is_read_once_per_viewer(
     many_users: list[User], work: Work
 ) -> None:
