@@ -91,6 +91,8 @@ class Settings:
     planned_results: bool = True
     #: Hand a change committed in a server process to its own subscribers at once.
     deliver_in_process: bool = True
+    #: Pause Python's cyclic garbage collector while a watch delivers an event.
+    gc_pause: bool = True
     #: Rows of a list Query page when the client gives no ``limit``.
     list_page_size: int = 100
     #: Most rows of a list Query page (a larger ``limit`` is cut to it).

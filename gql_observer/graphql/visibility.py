@@ -55,22 +55,34 @@ def _allowed(definition: ObservedDefinition, user: Any) -> bool:
     return not definition.login_required or bool(getattr(user, "is_authenticated", False))
 
 
-def _decide(definition: ObservedDefinition, user: Any, row: Model | None) -> Verdict:
-    """The verdict on ``row`` for a viewer whose check gave ``user`` (scoped types)."""
-    if user is None or not _allowed(definition, user):
-        return Verdict(UNAUTHORIZED)
-    if row is None:
-        return Verdict(NOT_FOUND)
-    # Existence is secret: not allowed answers as not found does.
-    if definition.permission is not None and not definition.permission(user, row):
-        return Verdict(NOT_FOUND)
-    return Verdict(OK, row)
+#: The refusals, one object each: the verdicts of one event share them.
+_UNAUTHORIZED = Verdict(UNAUTHORIZED)
+_NOT_FOUND = Verdict(NOT_FOUND)
+#: What a deleted instance's viewer sees when its type has a ``get_queryset``.
+_GONE = Verdict(OK, None)
 
 
 def _decide_each(
     definition: ObservedDefinition, cases: list[tuple[Any, Model | None]]
 ) -> list[Verdict]:
-    return [_decide(definition, user, row) for user, row in cases]
+    """The verdict on each row for a viewer whose check gave its user (scoped
+    types), in one pass: viewers with the same outcome share one verdict (and so
+    one envelope, encoded once)."""
+    permission = definition.permission
+    shown: dict[int, Verdict] = {}
+    decided: list[Verdict] = []
+    for user, row in cases:
+        if user is None or not _allowed(definition, user):
+            decided.append(_UNAUTHORIZED)
+        # Existence is secret: not allowed answers as not found does.
+        elif row is None or (permission is not None and not permission(user, row)):
+            decided.append(_NOT_FOUND)
+        else:
+            verdict = shown.get(id(row))
+            if verdict is None:
+                verdict = shown[id(row)] = Verdict(OK, row)
+            decided.append(verdict)
+    return decided
 
 
 _decide_each_async = sync_to_async(unit_of_work(_decide_each), thread_sensitive=True)
@@ -154,7 +166,8 @@ async def verdicts(
 def _decide_deleted_each(
     definition: ObservedDefinition, users: list[Any], instance: Model
 ) -> list[Verdict]:
-    return [_decide_deleted(definition, user, instance) for user in users]
+    shown = Verdict(OK, instance)
+    return [_decide_deleted(definition, user, instance, shown) for user in users]
 
 
 _decide_deleted_each_async = sync_to_async(
@@ -165,7 +178,7 @@ _decide_deleted_each_async = sync_to_async(
 def deleted_verdict(definition: ObservedDefinition, user: Any, instance: Model) -> Verdict:
     """Whether the checked ``user`` may see a deleted instance's last values
     (``Verdict(OK, None)``: that it is gone, nothing of it)."""
-    return _decide_deleted(definition, user, instance)
+    return _decide_deleted(definition, user, instance, Verdict(OK, instance))
 
 
 def allowed(definition: ObservedDefinition, user: Any) -> bool:
@@ -174,18 +187,19 @@ def allowed(definition: ObservedDefinition, user: Any) -> bool:
     return user is not None and _allowed(definition, user)
 
 
-def _decide_deleted(definition: ObservedDefinition, user: Any, instance: Model) -> Verdict:
+def _decide_deleted(
+    definition: ObservedDefinition, user: Any, instance: Model, shown: Verdict
+) -> Verdict:
+    """``shown``: ``Verdict(OK, instance)``, one for every viewer who may see it."""
     if user is None or not _allowed(definition, user):
-        return Verdict(UNAUTHORIZED)
+        return _UNAUTHORIZED
     if definition.permission is not None:
-        return (
-            Verdict(OK, instance) if definition.permission(user, instance) else Verdict(NOT_FOUND)
-        )
+        return shown if definition.permission(user, instance) else _NOT_FOUND
     if has_get_queryset(definition):
         # A queryset cannot be asked about a row that is gone: say that it is
         # gone, show nothing of it.
-        return Verdict(OK, None)
-    return Verdict(OK, instance)
+        return _GONE
+    return shown
 
 
 async def may_see_deleted(

@@ -14,11 +14,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Hashable
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from graphql import GraphQLError
 
 from gql_observer.changes.groups import instance_group, model_group
+from gql_observer.core.collector import collector
 from gql_observer.fanout.delivery import CLOSED, Delivery, Subscription, tick
 from gql_observer.graphql.analysis import Binding
 from gql_observer.graphql.envelope import NOT_FOUND, OK, Action
@@ -117,7 +119,8 @@ class Watch:
                 if members:
                     self.delivering = True
                     try:
-                        await self._deliver(delivery, members)
+                        with self._pause():
+                            await self._deliver(delivery, members)
                     finally:
                         self.delivering = False
         except asyncio.CancelledError:
@@ -131,6 +134,12 @@ class Watch:
             self._forget()
             hub.leave(self.subscription)
 
+    def _pause(self) -> AbstractContextManager[None]:
+        """The garbage collector paused while one event is delivered (``GC_PAUSE``):
+        what the delivery allocates for its viewers would otherwise bring a full
+        collection inside a later delivery, before its frames."""
+        return collector.paused() if self.runtime.settings.gc_pause else nullcontext()
+
     def _end_all(self) -> None:
         for member in list(self.members.values()):
             self.detach(member)
@@ -140,19 +149,31 @@ class Watch:
         definition, reads = self.definition, self.runtime.reads
         viewers: dict[Viewer, Any] = {}
         for member in members:
-            viewers.setdefault(member.viewer, member.info)
+            if member.viewer not in viewers:
+                viewers[member.viewer] = member.info
         if delivery.action == "delete":
             assert delivery.last is not None
             last = deleted_instance(definition, delivery.last)
             seen = await deleted_verdicts(reads, definition, viewers, last)
-            items = {v: spec(Action.DELETE, seen[v]) for v in viewers}
+            action, resync = Action.DELETE, False
         else:
             plan = self.plan
-            found = await delivery.read(
+            seen = await delivery.read(
                 self, lambda: verdicts(reads, definition, viewers, self.pk, plan)
             )
-            items = {v: spec(Action.UPDATE, found[v], resync=delivery.resync) for v in viewers}
-        await fan_out([(m, items[m.viewer]) for m in members if m.watch is self])
+            action, resync = Action.UPDATE, delivery.resync
+        # One envelope per distinct verdict (viewers with the same outcome share one).
+        specs: dict[int, Spec] = {}
+        targets: list[tuple[Member, Spec]] = []
+        for member in members:
+            if member.watch is not self:
+                continue
+            verdict = seen[member.viewer]
+            item = specs.get(id(verdict))
+            if item is None:
+                item = specs[id(verdict)] = spec(action, verdict, resync=resync)
+            targets.append((member, item))
+        await fan_out(targets)
         for member in members:
             if member.closing and member.watch is self:
                 self.detach(member)

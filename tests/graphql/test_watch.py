@@ -6,6 +6,7 @@ channel-layer message per process."""
 from __future__ import annotations
 
 import asyncio
+import gc
 from collections.abc import Callable
 from typing import Any
 
@@ -14,14 +15,21 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 
 import gql_observer
-from gql_observer.graphql import completion, reads, results
+from gql_observer.core.collector import collector
+from gql_observer.graphql import completion, reads, results, watch
 from gql_observer.graphql.member import Member
 from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 from schema_examples.notes.models import Note
 from tests.support import runtime as live
 from tests.support import schema as support
 from tests.support.clients import barrier_value, connect, library_queries, next_is_update
-from tests.support.users import SUBSCRIBE_USER, barrier, save_user, subscribe_user
+from tests.support.users import (
+    SUBSCRIBE_USER,
+    barrier,
+    save_user,
+    subscribe_user,
+    username_seen,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -192,6 +200,44 @@ async def test_a_permission_hook_costs_one_statement_for_the_row_and_every_viewe
         await client.disconnect()
 
 
+async def test_viewers_with_the_same_outcome_share_one_envelope(
+    many_users: list[User], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    handed: list[list[tuple[Member, Any]]] = []
+    real = watch.fan_out
+
+    async def fan_out(targets: list[tuple[Member, Any]]) -> None:
+        handed.append(list(targets))
+        await real(targets)
+
+    monkeypatch.setattr(watch, "fan_out", fan_out)
+    application = support.application()
+    note = await Note.objects.acreate(owner=many_users[0], title="t")
+    subscribers = [await connect(application, user) for user in many_users]
+    query = NOTE.format(field="openNote", selection="responseStatus requestId data { title }")
+    for number, client in enumerate(subscribers):
+        await client.subscribe(query, {"pk": note.pk, "rid": number})
+        assert (await client.next("1"))["openNote"]["responseStatus"] == 201
+    await retitle(note.pk, "seen by all")
+    for client in subscribers:
+        assert (await client.next("1"))["openNote"]["data"] == {"title": "seen by all"}
+    gone = [user.pk for user in many_users[::2]]
+    await User.objects.filter(pk__in=gone).aupdate(is_active=False)
+    await retitle(note.pk, "seen by half")
+    for user, client in zip(many_users, subscribers, strict=True):
+        frame = (await client.next("1"))["openNote"]
+        assert frame["responseStatus"] == (401 if user.pk in gone else 200)
+    await settle()
+    first, second = handed
+    # 20 viewers, one envelope for all; then one for the 401s and one for the rest.
+    assert len({member.viewer for member, _ in first}) == len(many_users)
+    assert len({id(item) for _, item in first}) == 1
+    by_status = {item.status: id(item) for _, item in second}
+    assert len({id(item) for _, item in second}) == len(by_status) == 2
+    for client in subscribers:
+        await client.disconnect()
+
+
 async def test_a_viewer_dependent_queryset_is_read_once_per_viewer(
     many_users: list[User], work: Work
 ) -> None:
@@ -312,6 +358,40 @@ async def test_the_last_member_leaving_ends_the_watch_and_its_group(
     again = await subscribe_user(client, 1, rid="again")
     await barrier(client, again, 1)
     await client.disconnect()
+
+
+@pytest.mark.parametrize("pause", [True, False])
+async def test_the_garbage_collector_is_paused_while_a_change_is_delivered_then_runs(
+    application: Any,
+    users: list[User],
+    monkeypatch: pytest.MonkeyPatch,
+    observer_settings: Callable[..., Any],
+    pause: bool,
+) -> None:
+    observer_settings(GC_PAUSE=pause)
+    assert gc.isenabled()
+    enabled: list[bool] = []
+    real = watch.fan_out
+
+    async def fan_out(targets: list[Any]) -> None:
+        enabled.append(gc.isenabled())
+        await real(targets)
+
+    monkeypatch.setattr(watch, "fan_out", fan_out)
+    pauses = collector.pauses
+    subscribers = await clients(application, 2)
+    ops = [await subscribe_user(client, 1, rid=n) for n, client in enumerate(subscribers)]
+    await save_user(1, username="collected")
+    for client, op in zip(subscribers, ops, strict=True):
+        assert await username_seen(client, op) == "collected"
+    await settle()
+    # One delivery, both members in it; GC_PAUSE off: never paused.
+    assert enabled == [not pause]
+    assert collector.pauses - pauses == (1 if pause else 0)
+    assert gc.isenabled()
+    assert not collector.pausing
+    for client in subscribers:
+        await client.disconnect()
 
 
 async def test_a_delete_completes_every_member(application: Any, users: list[User]) -> None:

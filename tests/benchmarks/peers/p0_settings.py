@@ -24,4 +24,7 @@ GQL_OBSERVER = {
     # P0l: "0", so a save in the server reaches its subscribers through the channel layer, as
     # a save in another process would.
     "DELIVER_IN_PROCESS": os.environ.get("BENCH_DELIVER_IN_PROCESS", "1") != "0",
+    # P0_GC_PAUSE=0: the garbage collector runs during deliveries too (as before GC_PAUSE);
+    # not a BENCH_ variable, which the harness keeps from the servers.
+    "GC_PAUSE": os.environ.get("P0_GC_PAUSE", "1") != "0",
 }
