@@ -136,9 +136,10 @@ async def verdicts(
     plan: ReadPlan | None = None,
 ) -> dict[Viewer, Verdict]:
     """The verdict of each of ``viewers`` (with an ``Info`` of one of its operations,
-    for ``get_queryset``) on the instance ``pk``: one read for every viewer (one
-    per distinct viewer for a type with ``get_queryset``), one check of them all;
-    each read with the relations ``plan`` reads."""
+    for ``get_queryset``) on the instance ``pk``: one statement for the row and
+    every viewer's user (one read per distinct viewer and one check of them all
+    for a type with ``get_queryset``); each read with the relations ``plan``
+    reads."""
     if not viewers:
         return {}
     if not definition.scoped:
