@@ -98,3 +98,20 @@ def test_what_is_built_from_more_than_its_own_columns_is_not_combined(rows: list
     assert read_both(User.objects.values_list("pk", flat=True), plain) is None
     assert read_both(User.objects.values("pk"), plain) is None
     assert read_both(User.objects.filter(pk=1).union(User.objects.filter(pk=2)), plain) is None
+
+
+def test_timestamps_read_again_are_the_same_and_a_changed_one_is_new(rows: list[User]) -> None:
+    """On PostgreSQL a read remembers the timestamps it parsed (keyed by their
+    text): the same rows give equal values, aware in the connection's time
+    zone, and a timestamp that changed is parsed anew."""
+    users = User.objects.filter(pk__in=[u.pk for u in rows]).values_list("pk", "last_login")
+    plain = dict(users)
+    notes = Note.objects.filter(pk=-1)
+    for _ in range(2):
+        _, found = _both(notes, users)
+        assert dict(found) == plain
+    later = timezone.now() + datetime.timedelta(days=3, microseconds=7)
+    User.objects.filter(pk=rows[0].pk).update(last_login=later)
+    _, found = _both(notes, users)
+    assert dict(found)[rows[0].pk] == later
+    assert dict(found)[rows[0].pk].utcoffset() == datetime.timedelta(0)
