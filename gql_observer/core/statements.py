@@ -21,6 +21,7 @@ column, and SQLite's columns have no type to agree on.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from typing import Any, Final
 
@@ -86,10 +87,20 @@ def _remembered_timestamps(cursor: Any) -> None:
         adapters.register_loader(_TIMESTAMPTZ_OID, _remembering(loader))
 
 
+#: What :func:`_compiled` gave for a queryset still in use (a query asked for
+#: again, such as the same viewers' users, is compiled once).
+_COMPILED: weakref.WeakKeyDictionary[QuerySet[Any], tuple[SQLCompiler, str, tuple[Any, ...]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
 def _compiled(queryset: QuerySet[Any]) -> tuple[SQLCompiler, str, tuple[Any, ...]] | None:
     """Django's SQL for ``queryset``; ``None`` unless its rows are built from
     its own columns alone (model instances without ``select_related`` objects or
     annotations, or ``values_list`` tuples)."""
+    found = _COMPILED.get(queryset)
+    if found is not None:
+        return found
     iterable = queryset._iterable_class
     if iterable not in (ModelIterable, ValuesListIterable) or queryset.query.combinator:
         return None
@@ -105,7 +116,9 @@ def _compiled(queryset: QuerySet[Any]) -> tuple[SQLCompiler, str, tuple[Any, ...
             return None
         if compiler.annotation_col_map:
             return None
-    return compiler, sql, tuple(params)
+    compiled = compiler, sql, tuple(params)
+    _COMPILED[queryset] = compiled
+    return compiled
 
 
 def _built(queryset: QuerySet[Any], compiler: SQLCompiler, rows: list[Sequence[Any]]) -> list[Any]:

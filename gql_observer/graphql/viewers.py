@@ -195,23 +195,33 @@ class UserRows:
     whose row is what it was last time is rebuilt from the values of the last
     build (a new object, so nothing a hook cached on last event's user, such as
     ``has_perm``'s caches, survives). Only the users asked about in the last
-    call are remembered."""
+    call are remembered, and the query of the last call's users: the viewers of
+    one watch are the same from one event to the next, and so is their query
+    (Django prepares a thousand parameters for each new one)."""
 
-    __slots__ = ("_known",)
+    __slots__ = ("_asked", "_known", "_queryset")
 
     def __init__(self) -> None:
         self._known: dict[Any, tuple[tuple[Any, ...], dict[str, Any] | None]] = {}
+        self._asked: tuple[Any, ...] | None = None
+        self._queryset: QuerySet[Any] | None = None
 
     def __call__(self, pks: Iterable[Any]) -> dict[Any, Any]:
         queryset = self.queryset(pks)
-        return self.build(queryset.db, queryset)
+        # A copy: the kept query must never answer from rows it read before.
+        return self.build(queryset.db, queryset.all())
 
-    @staticmethod
-    def queryset(pks: Iterable[Any]) -> QuerySet[Any]:
-        """The users ``pks`` name, as the rows :meth:`build` takes."""
+    def queryset(self, pks: Iterable[Any]) -> QuerySet[Any]:
+        """The users ``pks`` name, as the rows :meth:`build` takes (the last
+        call's query again when it asked for the same users)."""
+        asked = tuple(pks)
+        if asked == self._asked and self._queryset is not None:
+            return self._queryset
         model = get_user_model()
         names = [f.attname for f in model._meta.concrete_fields]
-        return model._default_manager.filter(pk__in=list(pks)).values_list(*names)
+        queryset = model._default_manager.filter(pk__in=asked).values_list(*names)
+        self._asked, self._queryset = asked, queryset
+        return queryset
 
     def build(self, db: str | None, found: Iterable[tuple[Any, ...]]) -> dict[Any, Any]:
         """The users of ``found`` (rows of :meth:`queryset`), by pk."""

@@ -15,6 +15,7 @@ from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from gql_observer.core.statements import read_both
+from gql_observer.graphql.viewers import UserRows
 from schema_examples.notes.models import Note
 
 pytestmark = [pytest.mark.django_db, pytest.mark.db_matrix]
@@ -115,3 +116,20 @@ def test_timestamps_read_again_are_the_same_and_a_changed_one_is_new(rows: list[
     _, found = _both(notes, users)
     assert dict(found)[rows[0].pk] == later
     assert dict(found)[rows[0].pk].utcoffset() == datetime.timedelta(0)
+
+
+def test_the_same_viewers_users_are_read_anew_each_time(rows: list[User]) -> None:
+    """UserRows keeps the query of the last users it was asked for; every call
+    still reads them (a kept queryset must never answer from its cache), alone
+    or in one statement with another read."""
+    users = UserRows()
+    pks = [u.pk for u in rows]
+    assert users(pks)[rows[0].pk].is_active is True
+    User.objects.filter(pk=rows[0].pk).update(is_active=False, first_name="changed")
+    fresh = users(pks)[rows[0].pk]
+    assert (fresh.is_active, fresh.first_name) == (False, "changed")
+    User.objects.filter(pk=rows[0].pk).update(is_active=True)
+    asked = users.queryset(pks)
+    assert users.queryset(list(pks)) is asked
+    _, found = _both(Note.objects.filter(pk=-1), asked)
+    assert users.build(asked.db, found)[rows[0].pk].is_active is True
