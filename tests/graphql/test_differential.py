@@ -20,27 +20,22 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from django.conf import settings as django_settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from gql_observer import issue_token
 from gql_observer.core.conf import get_settings
 from gql_observer.graphql import viewers
-from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
 from tests.support import schema as support
-from tests.support.users import login_session
+from tests.support.differential import REQUEST_IDS, Clock, Subscriber, connect, frame, literal
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -75,24 +70,6 @@ CHANGES = [
 ]
 
 
-class Clock:
-    """``time`` as the library's viewer checks read it, moved on by "tokens expire"."""
-
-    offset = 0.0
-
-    @classmethod
-    def time(cls) -> float:
-        return time.time() + cls.offset
-
-
-@dataclass(frozen=True)
-class Subscriber:
-    viewer: str
-    locale: str | None
-    document: str
-    variables: dict[str, Any]
-
-
 def _document(draw: Any, field: str, request_id: Any) -> tuple[str, dict[str, Any]]:
     """A subscription to ``field`` that always selects ``action`` and ``responseStatus``
     as ``act`` and ``st`` (the test tells a final frame by them), besides what it draws."""
@@ -117,47 +94,22 @@ def _document(draw: Any, field: str, request_id: Any) -> tuple[str, dict[str, An
         head = f"subscription Watch($pk: ID!, $rid: JSON) {{ {field}(pk: $pk, requestId: $rid)"
         variables["rid"] = request_id
     elif style == "literal":
-        literal = _literal(request_id)
-        head = f"subscription Watch($pk: ID!) {{ {field}(pk: $pk, requestId: {literal})"
+        written = literal(request_id)
+        head = f"subscription Watch($pk: ID!) {{ {field}(pk: $pk, requestId: {written})"
     else:
         head = f"subscription Watch($pk: ID!) {{ {field}(pk: $pk)"
     return f"{head} {{ {' '.join(envelope)} }} }}{fragments}", variables
 
 
-def _literal(value: Any) -> str:
-    """``value`` as a GraphQL literal (a JSON scalar's)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_literal(v)}" for k, v in value.items()) + "}"
-    return repr(value)
-
-
-request_ids = st.one_of(
-    st.integers(min_value=0, max_value=2**53),
-    st.text(alphabet="abcxyz019 é", max_size=8),
-    st.none(),
-    st.dictionaries(
-        st.sampled_from(["a", "b", "t"]), st.integers(-5, 5) | st.booleans(), max_size=2
-    ),
-)
-
-
 @st.composite
 def scenarios(draw: Any) -> tuple[str, list[Subscriber], list[str]]:
     field = draw(st.sampled_from(sorted(TARGET)))
-    documents = [_document(draw, field, draw(request_ids)) for _ in range(draw(st.integers(1, 2)))]
+    documents = [_document(draw, field, draw(REQUEST_IDS)) for _ in range(draw(st.integers(1, 2)))]
     subscribers = []
     for _ in range(draw(st.integers(1, 4))):
         document, variables = draw(st.sampled_from(documents))
         if "rid" in variables and draw(st.booleans()):
-            variables = {**variables, "rid": draw(request_ids)}  # its own requestId
+            variables = {**variables, "rid": draw(REQUEST_IDS)}  # its own requestId
         subscribers.append(
             Subscriber(
                 draw(st.sampled_from(VIEWERS)),
@@ -231,30 +183,6 @@ def _change(change: str, field: str, step: int) -> None:
     instance.save()
 
 
-async def _connect(application: Any, subscriber: Subscriber) -> GraphQLTransportWSCommunicator:
-    headers = []
-    params: dict[str, Any] = {}
-    if subscriber.locale:
-        params["locale"] = subscriber.locale
-    if subscriber.viewer == "session u1":
-        key = await login_session(await User.objects.aget(pk=1))
-        headers.append((b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={key}".encode()))
-    elif subscriber.viewer != "anonymous":
-        user = await User.objects.aget(pk=int(subscriber.viewer[1:]))
-        params["token"] = await database_sync_to_async(issue_token)(user)
-    client = GraphQLTransportWSCommunicator(application, headers=headers)
-    await client.connect()
-    await client.init(params or None)
-    return client
-
-
-async def _frame(client: GraphQLTransportWSCommunicator) -> str:
-    output = await client.communicator.receive_output(5)
-    assert output["type"] == "websocket.send", output
-    text: str = output["text"]
-    return text
-
-
 def _final(text: str) -> bool:
     """Whether a ``next`` frame ends its subscription (a delete, or a refusal)."""
     message = json.loads(text)
@@ -270,14 +198,14 @@ async def _run(
     """Every frame each subscriber received, in order, subscribing them all, then
     applying ``steps``."""
     await database_sync_to_async(_reset)()
-    clients = [await _connect(application, s) for s in subscribers]
+    clients = [await connect(application, s) for s in subscribers]
     frames: list[list[str]] = [[] for _ in clients]
     live = []
     for client, subscriber, got in zip(clients, subscribers, frames, strict=True):
         await client.subscribe(subscriber.document, subscriber.variables, operation_name="Watch")
-        got.append(await _frame(client))
+        got.append(await frame(client))
         if _final(got[-1]):
-            got.append(await _frame(client))  # its complete
+            got.append(await frame(client))  # its complete
         else:
             live.append((client, got))
     for number, change in enumerate(steps):
@@ -286,9 +214,9 @@ async def _run(
         await database_sync_to_async(_change)(change, field, number)
         still = []
         for client, got in live:
-            got.append(await _frame(client))
+            got.append(await frame(client))
             if _final(got[-1]):
-                got.append(await _frame(client))
+                got.append(await frame(client))
             else:
                 still.append((client, got))
         live = still

@@ -44,21 +44,17 @@ from __future__ import annotations
 
 import json
 import os
-import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
-from django.conf import settings as django_settings
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
 from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from gql_observer import issue_token
 from gql_observer.core.conf import get_settings
 from gql_observer.graphql import viewers
 from gql_observer.graphql.list_member import ListSubscriber
@@ -67,7 +63,7 @@ from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 from schema_examples.notes.models import Note
 from tests.support import runtime as live
 from tests.support import schema as support
-from tests.support.users import login_session
+from tests.support.differential import REQUEST_IDS, Clock, Subscriber, connect, frame, literal
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
@@ -128,39 +124,6 @@ NOTE_WRITES = [
 WRITES = {"users": USER_WRITES, "notes": NOTE_WRITES, "members": USER_WRITES}
 
 
-class Clock:
-    """``time`` as the library's viewer checks read it, moved on by "tokens expire"."""
-
-    offset = 0.0
-
-    @classmethod
-    def time(cls) -> float:
-        return time.time() + cls.offset
-
-
-@dataclass(frozen=True)
-class Subscriber:
-    viewer: str
-    locale: str | None
-    document: str
-    variables: dict[str, Any]
-
-
-def _literal(value: Any) -> str:
-    """``value`` as a GraphQL literal (a JSON scalar's, or an input object's)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, list):
-        return "[" + ", ".join(_literal(v) for v in value) + "]"
-    if isinstance(value, dict):
-        return "{" + ", ".join(f"{k}: {_literal(v)}" for k, v in value.items()) + "}"
-    return repr(value)
-
-
 def _document(draw: Any, field: str, request_id: Any, filters: Any) -> tuple[str, dict[str, Any]]:
     """A subscription to the list ``field`` that always selects ``responseStatus``
     as ``st`` (the test tells a final frame by it), besides what it draws."""
@@ -192,27 +155,17 @@ def _document(draw: Any, field: str, request_id: Any, filters: Any) -> tuple[str
         arguments.append("filters: $filters")
         variables["filters"] = filters
     elif filters is not None or draw(st.booleans()):
-        arguments.append(f"filters: {_literal(filters)}")
+        arguments.append(f"filters: {literal(filters)}")
     rid_style = draw(st.sampled_from(["variable", "literal", "absent"]))
     if rid_style == "variable":
         declared.append("$rid: JSON")
         arguments.append("requestId: $rid")
         variables["rid"] = request_id
     elif rid_style == "literal":
-        arguments.append(f"requestId: {_literal(request_id)}")
+        arguments.append(f"requestId: {literal(request_id)}")
     head = "subscription Rows" + (f"({', '.join(declared)})" if declared else "")
     call = field + (f"({', '.join(arguments)})" if arguments else "")
     return f"{head} {{ {call} {{ {' '.join(envelope)} }} }}{fragments}", variables
-
-
-request_ids = st.one_of(
-    st.integers(min_value=0, max_value=2**53),
-    st.text(alphabet="abcxyz019 é", max_size=8),
-    st.none(),
-    st.dictionaries(
-        st.sampled_from(["a", "b", "t"]), st.integers(-5, 5) | st.booleans(), max_size=2
-    ),
-)
 
 
 @st.composite
@@ -220,14 +173,14 @@ def scenarios(draw: Any) -> tuple[list[Subscriber], list[str]]:
     field = draw(st.sampled_from(sorted(ROW_TYPE)))
     filters = st.sampled_from(FILTERS[field])
     documents = [
-        _document(draw, field, draw(request_ids), draw(filters))
+        _document(draw, field, draw(REQUEST_IDS), draw(filters))
         for _ in range(draw(st.integers(1, 2)))
     ]
     subscribers = []
     for _ in range(draw(st.integers(2, 4))):
         document, variables = draw(st.sampled_from(documents))
         if "rid" in variables and draw(st.booleans()):
-            variables = {**variables, "rid": draw(request_ids)}  # its own requestId
+            variables = {**variables, "rid": draw(REQUEST_IDS)}  # its own requestId
         if "filters" in variables and draw(st.booleans()):
             variables = {**variables, "filters": draw(filters)}  # its own filter
         subscribers.append(
@@ -330,30 +283,6 @@ def _write(write: str, step: int) -> None:
         raise AssertionError(f"unknown write {write!r}")
 
 
-async def _connect(application: Any, subscriber: Subscriber) -> GraphQLTransportWSCommunicator:
-    headers = []
-    params: dict[str, Any] = {}
-    if subscriber.locale:
-        params["locale"] = subscriber.locale
-    if subscriber.viewer == "session u1":
-        key = await login_session(await User.objects.aget(pk=1))
-        headers.append((b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={key}".encode()))
-    elif subscriber.viewer != "anonymous":
-        user = await User.objects.aget(pk=int(subscriber.viewer[1:]))
-        params["token"] = await database_sync_to_async(issue_token)(user)
-    client = GraphQLTransportWSCommunicator(application, headers=headers)
-    await client.connect()
-    await client.init(params or None)
-    return client
-
-
-async def _frame(client: GraphQLTransportWSCommunicator) -> str:
-    output = await client.communicator.receive_output(5)
-    assert output["type"] == "websocket.send", output
-    text: str = output["text"]
-    return text
-
-
 def _final(text: str) -> bool:
     """Whether a frame ends its subscription (a refusal, a failure, ``complete``)."""
     message = json.loads(text)
@@ -368,10 +297,10 @@ async def _rest(client: GraphQLTransportWSCommunicator, got: list[str]) -> None:
     before the ``pong`` of a ping, then the ``complete`` of a subscription whose
     final frame came (written once its generator returned)."""
     await client.send({"type": "ping"})
-    while (frame := await _frame(client)) != '{"type":"pong"}':
-        got.append(frame)
+    while (text := await frame(client)) != '{"type":"pong"}':
+        got.append(text)
     if _final(got[-1]) and json.loads(got[-1])["type"] == "next":
-        got.append(await _frame(client))
+        got.append(await frame(client))
     if _final(got[-1]):
         assert json.loads(got[-1])["type"] == "complete", got
 
@@ -382,11 +311,11 @@ async def _run(
     """Every frame each subscriber received, in order, subscribing them all
     (each list watch's members must be of ``kind``), then applying ``writes``."""
     await database_sync_to_async(_reset)()
-    clients = [await _connect(application, s) for s in subscribers]
+    clients = [await connect(application, s) for s in subscribers]
     frames: list[list[str]] = [[] for _ in clients]
     for client, subscriber, got in zip(clients, subscribers, frames, strict=True):
         await client.subscribe(subscriber.document, subscriber.variables, operation_name="Rows")
-        got.append(await _frame(client))  # its 201 (or 400, 401): the set is read
+        got.append(await frame(client))  # its 201 (or 400, 401): the set is read
     assert {type(m) for w in live.list_watches().values() for m in w.members} <= {kind}
     for step, write in enumerate(writes):
         await database_sync_to_async(_write)(write, step)
