@@ -174,17 +174,26 @@ NOTE = (
 )
 
 
-@pytest.mark.db_matrix
-async def test_a_permission_hook_costs_one_statement_for_the_row_and_every_viewer(
-    many_users: list[User], work: Work
-) -> None:
+async def _open_note_subscribers(
+    users: list[User],
+) -> tuple[Note, list[GraphQLTransportWSCommunicator]]:
+    """A note of the ``openNote`` type (a ``permission`` hook that allows
+    everybody), and one subscriber of it per user, each its own requestId."""
     application = support.application()
-    note = await Note.objects.acreate(owner=many_users[0], title="t")
-    subscribers = [await connect(application, user) for user in many_users]
+    note = await Note.objects.acreate(owner=users[0], title="t")
+    subscribers = [await connect(application, user) for user in users]
     query = NOTE.format(field="openNote", selection="responseStatus requestId data { title }")
     for number, client in enumerate(subscribers):
         await client.subscribe(query, {"pk": note.pk, "rid": number})
         assert (await client.next("1"))["openNote"]["responseStatus"] == 201
+    return note, subscribers
+
+
+@pytest.mark.db_matrix
+async def test_a_permission_hook_costs_one_statement_for_the_row_and_every_viewer(
+    many_users: list[User], work: Work
+) -> None:
+    note, subscribers = await _open_note_subscribers(many_users)
     with library_queries() as queries:
         await retitle(note.pk, "new")
         for client in subscribers:
@@ -211,13 +220,7 @@ async def test_viewers_with_the_same_outcome_share_one_envelope(
         await real(targets)
 
     monkeypatch.setattr(watch, "fan_out", fan_out)
-    application = support.application()
-    note = await Note.objects.acreate(owner=many_users[0], title="t")
-    subscribers = [await connect(application, user) for user in many_users]
-    query = NOTE.format(field="openNote", selection="responseStatus requestId data { title }")
-    for number, client in enumerate(subscribers):
-        await client.subscribe(query, {"pk": note.pk, "rid": number})
-        assert (await client.next("1"))["openNote"]["responseStatus"] == 201
+    note, subscribers = await _open_note_subscribers(many_users)
     await retitle(note.pk, "seen by all")
     for client in subscribers:
         assert (await client.next("1"))["openNote"]["data"] == {"title": "seen by all"}
