@@ -15,7 +15,6 @@ compiled again for every read, as strawberry-django applies it to a page.
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from collections.abc import Hashable
 from typing import Any, Final
 
@@ -28,6 +27,7 @@ from strawberry_django.fields.filter_order import FilterOrderField
 from strawberry_django.filters import process_filters
 from strawberry_django.settings import strawberry_django_settings
 
+from gql_observer.graphql.documents import BoundedCache
 from gql_observer.graphql.lookups import EVERYTHING, Verdict, verdict
 
 __all__ = ["FILTERS", "QUERIES", "Condition", "Conditions"]
@@ -135,14 +135,18 @@ def compile_filter(
     return Condition(q, verdict(model, q, using))
 
 
+#: What is kept for a filter with a method of its own: it is compiled per read.
+_PER_READ: Final = "per read"
+
+
 class Conditions:
-    """The compiled filters and matching queries of one runtime (used from
-    Django's sync thread only)."""
+    """The compiled filters and matching queries of one runtime, each in a
+    least-recently-used cache (:class:`~gql_observer.graphql.documents.BoundedCache`,
+    bounded in entries)."""
 
     def __init__(self, filters: int = FILTERS, queries: int = QUERIES) -> None:
-        self._size, self._queries_size = filters, queries
-        self._conditions: OrderedDict[Hashable, Condition | None] = OrderedDict()
-        self._queries: OrderedDict[Hashable, QuerySet[Any]] = OrderedDict()
+        self._conditions: BoundedCache[Hashable, Condition | str] = BoundedCache(filters, filters)
+        self._queries: BoundedCache[Hashable, QuerySet[Any]] = BoundedCache(queries, queries)
 
     def __len__(self) -> int:
         """Filters compiled and kept."""
@@ -163,23 +167,18 @@ class Conditions:
             return compile_filter(model, filters, info, base, base.db)
         # (The filter's type too: the key is its name and how its value prints.)
         cache_key = (model._meta.label, base.db, type(filters), key)
-        if cache_key in self._conditions:
-            self._conditions.move_to_end(cache_key)
-            found = self._conditions[cache_key]
-        else:
-            found = None
+        found = self._conditions.get(cache_key)
+        if found is None:
+            found = _PER_READ  # a filter with a method of its own, remembered as such
             if reusable(filters):
                 # It touches the queryset only for DISTINCT: any base will do.
                 empty: QuerySet[Any] = QuerySet(model=model, using=base.db)
                 found = compile_filter(model, filters, None, empty, base.db)
                 found.kept = cache_key
-            # (None: a filter with a method of its own; remembered as such.)
-            self._conditions[cache_key] = found
-            if len(self._conditions) > self._size:
-                self._conditions.popitem(last=False)
-        if found is None:
-            return compile_filter(model, filters, info, base, base.db)
-        return found
+            self._conditions.put(cache_key, found, 1)
+        if isinstance(found, Condition):
+            return found
+        return compile_filter(model, filters, info, base, base.db)
 
     def columns(
         self, base: QuerySet[Any], columns: list[tuple[Hashable, Condition]]
@@ -209,9 +208,6 @@ class Conditions:
             return annotated
         found = self._queries.get(cache_key)
         if found is None:
-            found = self._queries[cache_key] = base.annotate(**_compiled(base, annotations))
-            if len(self._queries) > self._queries_size:
-                self._queries.popitem(last=False)
-        else:
-            self._queries.move_to_end(cache_key)
+            found = base.annotate(**_compiled(base, annotations))
+            self._queries.put(cache_key, found, 1)
         return found
