@@ -198,8 +198,8 @@ class ListWatch:
                             self.info,
                             self.viewer,
                             self.filters,
-                            reread,
                             self.filter_key,
+                            reread,
                         )
                         if reread
                         else {}

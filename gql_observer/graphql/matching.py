@@ -138,19 +138,17 @@ def matching(
     info: Info | None,
     viewer: Viewer,
     filters: Any,
+    key: Hashable,
     pks: list[str],
-    key: Hashable = None,
 ) -> asyncio.Future[dict[str, Model | None]]:
     """The rows among ``pks`` that exist, are in the type's queryset (as
     ``viewer`` sees it) and match ``filters``, by pk: ``None`` for the others.
-    ``key``: ``filter_key(filters)``, when the caller keeps it (printing a
-    filter input to key it costs more than the rest of an ask)."""
+    ``key``: ``filter_key(filters)``, which the caller keeps (printing a filter
+    input costs more than the rest of an ask)."""
     scope = viewer.identity if has_get_queryset(definition) else None
     batch = reads.batch(
         ("list rows", definition.field_name, scope),
         lambda: partial(_fetch, conditions, definition, info),
         definition.model._meta.label,
     )
-    if key is None:
-        key = filter_key(filters)
     return batch.ask(Wanted(key, filters, tuple(pks)))
