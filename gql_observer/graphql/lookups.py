@@ -178,42 +178,28 @@ def _node(node: Any, compiler: SQLCompiler, alias: str) -> Verdict:
             raise _Empty if node.negated else _Full
     if not parts:
         raise _Full  # as Django: no condition at all, negated or not
-    combined = _all(parts) if node.connector == AND else _any(parts)
+    combined = _connected(parts, deciding=node.connector == OR)
     return _not(combined) if node.negated else combined
 
 
-def _all(parts: list[Verdict]) -> Verdict:
+def _connected(parts: list[Verdict], deciding: bool) -> Verdict:
+    """SQL's three-valued AND (``deciding`` False) or OR (True) of ``parts``:
+    the first part that gives ``deciding`` decides; else NULL if any part is
+    NULL; else the other truth value."""
     if len(parts) == 1:
         return parts[0]
 
-    def all_(row: Model) -> bool | None:
-        result: bool | None = True
+    def connected(row: Model) -> bool | None:
+        result: bool | None = not deciding
         for part in parts:
             value = part(row)
-            if value is False:
-                return False
+            if value is deciding:
+                return deciding
             if value is None:
                 result = None
         return result
 
-    return all_
-
-
-def _any(parts: list[Verdict]) -> Verdict:
-    if len(parts) == 1:
-        return parts[0]
-
-    def any_(row: Model) -> bool | None:
-        result: bool | None = False
-        for part in parts:
-            value = part(row)
-            if value is True:
-                return True
-            if value is None:
-                result = None
-        return result
-
-    return any_
+    return connected
 
 
 def _not(part: Verdict) -> Verdict:
