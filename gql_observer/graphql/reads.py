@@ -34,10 +34,6 @@ V = TypeVar("V")
 #: The name of a coalesced read's task (one per kind of read while reads go on).
 READ_TASK: Final = "gql_observer.read"
 
-#: What a value asked of a joint read (:meth:`Reads.row_and_checks`) names.
-_ROW: Final = 0
-_VIEWER: Final = 1
-
 
 class Batch(Generic[V]):
     """Asks of one kind, coalesced.
@@ -239,12 +235,10 @@ class Reads:
             lambda: partial(_rows_and_users, definition, info, lookup, users),
             definition.model._meta.label,
         )
-        viewers = list(viewers)
-        row = batch.ask((_ROW, value), plan)
-        checked = batch.ask_all([(_VIEWER, viewer) for viewer in viewers])
+        row = batch.ask(value, plan)
+        checked = batch.ask_all(viewers)
         await asyncio.gather(row, checked)
-        answers = checked.result()
-        return row.result(), {viewer: answers[_VIEWER, viewer] for viewer in viewers}
+        return row.result(), checked.result()
 
 
 def _rows_and_users(
@@ -252,15 +246,15 @@ def _rows_and_users(
     info: Info | None,
     lookup: str,
     users: UserRows,
-    values: list[tuple[int, Any]],
+    values: list[Any],
     plan: ReadPlan | None,
-) -> dict[tuple[int, Any], Any]:
-    """The answers of a joint read: the rows ``values`` name (``_ROW``) and the
-    check of the viewers they name (``_VIEWER``), in one statement when both
-    need reading and :func:`~gql_observer.core.statements.read_both` can
-    combine them, else as :func:`rows` and :func:`check_many` read them."""
-    looked_up = [value for tag, value in values if tag == _ROW]
-    viewers = [value for tag, value in values if tag == _VIEWER]
+) -> dict[Any, Any]:
+    """The answers of a joint read: for each lookup value of ``values`` its row,
+    for each :class:`Viewer` its check, in one statement when both need reading
+    and :func:`~gql_observer.core.statements.read_both` can combine them, else
+    as :func:`rows` and :func:`check_many` read them."""
+    viewers = [value for value in values if isinstance(value, Viewer)]
+    looked_up = [value for value in values if not isinstance(value, Viewer)]
     checked, waiting = checks_without_users(viewers)
     found: list[Model] | None = None
     fresh: dict[Any, Any] | None = None
@@ -274,15 +268,14 @@ def _rows_and_users(
         if both is not None:
             found, user_rows = both
             fresh = users.build(asked_users.db, user_rows)
-    answers: dict[tuple[int, Any], Any] = {}
+    answers: dict[Any, Any] = {}
     if looked_up:
-        by_value = (
+        answers.update(
             rows(definition, info, lookup, looked_up, plan)
             if found is None
             else by_lookup(lookup, looked_up, found)
         )
-        answers.update(((_ROW, value), row) for value, row in by_value.items())
     if waiting:
         checked = checks_with_users(checked, waiting, users(waiting) if fresh is None else fresh)
-    answers.update(((_VIEWER, viewer), user) for viewer, user in checked.items())
+    answers.update(checked)
     return answers
