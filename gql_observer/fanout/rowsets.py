@@ -16,7 +16,7 @@ from typing import Final
 
 from gql_observer.fanout.delivery import CLOSED, Delivery, Subscription
 
-__all__ = ["ROWS_LIMIT", "Rows", "RowsSubscription"]
+__all__ = ["ROWS_LIMIT", "Rows", "RowsSubscription", "combined"]
 
 #: Rows whose changes may wait for a slow list subscriber; beyond, the updates
 #: waiting are dropped and the subscriber re-reads its whole set instead.
@@ -33,6 +33,34 @@ class Rows:
     changed: dict[str, Delivery] = field(default_factory=dict)
     resync: bool = False
     closed: bool = False
+
+
+def _put(rows: dict[str, Delivery], pk: str, delivery: Delivery) -> tuple[bool, bool]:
+    """Put the latest change of the row ``pk`` in ``rows`` (at the end): whether
+    it superseded an earlier one, and whether the row must be found by a resync."""
+    earlier = rows.pop(pk, None)
+    came_back = False
+    if earlier is not None and earlier.action == "delete" and delivery.action != "delete":
+        # The pk came back (a new row under an old key): the delete's last
+        # values still matter to who held the old row; the new row is found
+        # by the resync.
+        came_back, delivery = True, earlier
+    rows[pk] = delivery
+    return earlier is not None, came_back
+
+
+def combined(batches: list[Rows]) -> Rows:
+    """One :class:`Rows` saying what ``batches``, taken one after the other,
+    say together (the latest change per row, as a subscription keeps them)."""
+    if len(batches) == 1:
+        return batches[0]
+    out = Rows()
+    for rows in batches:
+        out.resync = out.resync or rows.resync
+        out.closed = out.closed or rows.closed
+        for pk, delivery in rows.changed.items():
+            out.resync = _put(out.changed, pk, delivery)[1] or out.resync
+    return out
 
 
 class RowsSubscription(Subscription):
@@ -61,16 +89,9 @@ class RowsSubscription(Subscription):
 
     def push_row(self, pk: str, delivery: Delivery) -> None:
         """A change of the row ``pk``."""
-        earlier = self._rows.pop(pk, None)
-        if earlier is not None:
-            self.dropped += 1
-            if earlier.action == "delete" and delivery.action != "delete":
-                # The pk came back (a new row under an old key): the delete's
-                # last values still matter to who held the old row; the new
-                # row is found by the resync.
-                self._resync = True
-                delivery = earlier
-        self._rows[pk] = delivery
+        superseded, came_back = _put(self._rows, pk, delivery)
+        self.dropped += superseded
+        self._resync = self._resync or came_back
         if len(self._rows) > ROWS_LIMIT:
             # A subscriber this far behind re-reads its whole set; the deletes
             # are kept (their last values exist nowhere else).

@@ -1,16 +1,27 @@
 """List watches: the list subscribers of one loop that share a type, a filter
-and (for a type that depends on the viewer) a viewer share one set.
+and (for a type that depends on the viewer) a viewer share one set; the list
+watches that share a type and that viewer share one group.
 
-A :class:`ListWatch` follows the model's changes (one hub subscription), keeps
-the keys of the rows in its set and decides once per batch of changes which
-rows entered, changed in or left it. A subscriber that runs through strawberry
-is a :class:`ListMember`: it gets those decisions through a buffer of one per
-row and is executed by strawberry with its own context. One the transport
-serves with the others (:mod:`gql_observer.graphql.list_member`) is a
-:class:`Subscriber`: the watch hands each batch's decisions to all of them at
-once, so that each frame is built once per shape. A member that joins a running watch takes
-its set as its own: the set is never sent, and every change after the join
-reaches the member, so what it receives converges like a set it read itself.
+A :class:`ListGroup` follows the model's changes (one hub subscription, one
+task) for all its watches: per batch of changes it checks the viewer once,
+reads the changed rows once for every filter
+(:func:`~gql_observer.graphql.matching.matching`) and decides every watch's
+set at once (:func:`~gql_observer.graphql.listing.decide`), so a change costs
+one wake-up and one read per group, not per filter. A :class:`ListWatch`
+keeps the keys of the rows in its set and hands its decisions to its members.
+
+A subscriber that runs through strawberry is a :class:`ListMember`: it gets
+those decisions through a buffer of one per row and is executed by strawberry
+with its own context. One the transport serves with the others
+(:mod:`gql_observer.graphql.list_member`) is a :class:`Subscriber`: the watch
+hands each batch's decisions to all of them at once, so that each frame is
+built once per shape. A member that joins a running watch takes its set as its
+own: the set is never sent, and every change after the join reaches the
+member, so what it receives converges like a set it read itself.
+
+A watch that starts joins its group before it reads its set: the batches the
+group takes meanwhile wait for it (its backlog) and are decided for it alone
+once its set is read, so nothing committed after the read is missed.
 """
 
 from __future__ import annotations
@@ -21,10 +32,11 @@ from collections.abc import Awaitable, Callable, Hashable
 from functools import partial
 from typing import TYPE_CHECKING, Any, Final, Protocol, TypeVar
 
+from django.db.models import Model
 from strawberry import Info
 
 from gql_observer.fanout.delivery import Waiting
-from gql_observer.fanout.rowsets import RowsSubscription
+from gql_observer.fanout.rowsets import Rows, RowsSubscription, combined
 from gql_observer.graphql.listing import BadFilter, Change, decide, members, resynced, run
 from gql_observer.graphql.matching import filter_key, matching
 from gql_observer.graphql.viewers import Viewer
@@ -34,7 +46,16 @@ from gql_observer.observe.definition import ObservedDefinition
 if TYPE_CHECKING:
     from gql_observer.graphql.runtime import Runtime
 
-__all__ = ["CLOSED", "REFUSED", "ListMember", "ListWatch", "Subscriber", "join", "merge"]
+__all__ = [
+    "CLOSED",
+    "REFUSED",
+    "ListGroup",
+    "ListMember",
+    "ListWatch",
+    "Subscriber",
+    "join",
+    "merge",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -131,30 +152,41 @@ class ListWatch:
         self,
         runtime: Runtime,
         key: Hashable,
+        group_key: Hashable,
         definition: ObservedDefinition,
         info: Info,
         viewer: Viewer,
         filters: Any,
     ) -> None:
-        self.runtime, self.key, self.definition = runtime, key, definition
-        self.info, self.viewer, self.filters = info, viewer, filters
+        self.runtime, self.key, self.group_key = runtime, key, group_key
+        self.definition, self.info, self.viewer, self.filters = definition, info, viewer, filters
         #: ``filter_key(filters)``, kept: every batch of changes asks with it.
         self.filter_key = filter_key(filters)
         self.members: set[ListMember | Subscriber] = set()
-        #: Whether a batch of changes is being handled (read, decided, handed on).
-        self.delivering = False
         self.held: set[str] = set()
-        self.subscription: RowsSubscription | None = None
+        self.group: ListGroup | None = None
+        #: Batches its group took while it read its set (decided for it alone after).
+        self.backlog: list[Rows] = []
+        #: Its set is read and its backlog decided: the group decides for it.
+        self.following = False
+        #: Whether its backlog is being decided.
+        self.catching_up = False
+        self.closed = False
         self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.task: asyncio.Task[None] | None = None
 
     async def start(self, user: Any) -> None:
-        """Join the model's group, then read the set (a commit in between is seen)."""
-        hub = self.runtime.hub
+        """Join the group, read the set (a commit in between is seen), then
+        decide what the group took meanwhile."""
         try:
-            self.subscription = await hub.join_rows(self.definition.model_label)
+            self.group = await ListGroup.enter(self)
             work = partial(members, self.definition, self.info, user, self.filters)
             self.held = set(await run(self.runtime.reads, self.definition, work))
+            while self.backlog and not self.closed:
+                self.catching_up = True
+                rows, self.backlog = combined(self.backlog), []
+                if not await self.group.handle([self], rows):
+                    self.end(REFUSED)
+            self.following = True
         except BaseException as error:
             self._close()
             if not self.ready.done():
@@ -163,66 +195,11 @@ class ListWatch:
                 self.ready.set_exception(error)
                 self.ready.exception()  # retrieved: the joiners re-raise it
             raise
-        self.ready.set_result(None)
-        self.task = hub.spawn(self._follow(), "gql_observer.list_watch")
-
-    async def _follow(self) -> None:
-        assert self.subscription is not None
-        definition, reads = self.definition, self.runtime.reads
-        ending = CLOSED
-        try:
-            while self.members:
-                rows = await self.subscription.next_rows()
-                if rows.closed:
-                    break
-                self.delivering = True
-                user: Any = self.viewer.user
-                if definition.scoped:
-                    user = await reads.check(self.viewer)
-                    if not allowed(definition, user):
-                        ending = REFUSED
-                        break
-                found: list[Change]
-                if rows.resync:
-                    work = partial(
-                        resynced, definition, self.info, user, self.filters, self.held, rows
-                    )
-                    found, self.held = await run(reads, definition, work)
-                else:
-                    reread = [pk for pk, d in rows.changed.items() if d.action != "delete"]
-                    current = (
-                        await matching(
-                            self.runtime.conditions,
-                            reads,
-                            definition,
-                            self.info,
-                            self.viewer,
-                            self.filters,
-                            self.filter_key,
-                            reread,
-                        )
-                        if reread
-                        else {}
-                    )
-                    verdict = partial(decide, definition, user, self.held, rows, current)
-                    if definition.permission is None:
-                        found, self.held = verdict()
-                    else:  # the hook may query (user.has_perm)
-                        found, self.held = await run(reads, definition, verdict)
-                if found:
-                    await self._hand(found)
-                self.delivering = False
-        except Exception:
-            logger.exception(
-                "A live list of %s failed; its subscriptions end", definition.model_label
-            )
         finally:
-            self.delivering = False
-            for member in list(self.members):
-                member.end(ending)
-            self._close()
+            self.catching_up = False
+        self.ready.set_result(None)
 
-    async def _hand(self, found: list[Change]) -> None:
+    async def hand(self, found: list[Change]) -> None:
         """Hand a batch's decisions to every member; the transport's subscribers
         all at once (their frames built once per shape)."""
         group: list[Subscriber] = []
@@ -234,20 +211,171 @@ class ListWatch:
         if group:
             await group[0].fan_out(self.runtime, group, found)
 
+    def end(self, how: str) -> None:
+        """The watch ends: every member is told how (:data:`CLOSED`, :data:`REFUSED`)."""
+        for member in list(self.members):
+            member.end(how)
+        self._close()
+
     def leave(self, member: ListMember | Subscriber) -> None:
         self.members.discard(member)
         if not self.members:
             self._close()
-            if self.task is not None and self.task is not asyncio.current_task():
-                self.task.cancel()
 
     def _close(self) -> None:
+        self.closed = True
         if self.runtime.list_watches.get(self.key) is self:
             del self.runtime.list_watches[self.key]
+        if self.group is not None:
+            self.group.remove(self)
+
+
+class ListGroup:
+    """The list watches of one loop that share a type and (for a type that
+    depends on the viewer) a viewer: one hub subscription, one task, and per
+    batch of changes one check of the viewer, one read for every filter and
+    one decision for every set."""
+
+    def __init__(self, runtime: Runtime, key: Hashable, first: ListWatch) -> None:
+        self.runtime, self.key, self.definition = runtime, key, first.definition
+        # The first watch's: a group's watches share the viewer where it matters
+        # (a scoped type), and the rows' queryset is everybody's where it does not.
+        self.info, self.viewer = first.info, first.viewer
+        self.watches: dict[Hashable, ListWatch] = {}
+        self.subscription: RowsSubscription | None = None
+        self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.task: asyncio.Task[None] | None = None
+        #: Whether a batch of changes is being handled (read, decided, handed on).
+        self.delivering = False
+        self.closed = False
+
+    @classmethod
+    async def enter(cls, watch: ListWatch) -> ListGroup:
+        """The open group ``watch`` belongs to, opened if there is none; from
+        now on the group takes every change for it."""
+        runtime = watch.runtime
+        while True:
+            group = runtime.list_groups.get(watch.group_key)
+            if group is None:
+                group = runtime.list_groups[watch.group_key] = cls(runtime, watch.group_key, watch)
+                group.watches[watch.key] = watch
+                await group._open()
+                return group
+            group.watches[watch.key] = watch
+            try:
+                await asyncio.shield(group.opened)
+            except BaseException:
+                if group.watches.get(watch.key) is watch:
+                    del group.watches[watch.key]
+                task = asyncio.current_task()
+                if task is None or task.cancelling():
+                    raise
+                continue  # whoever opened it went away first: again
+            return group
+
+    async def _open(self) -> None:
+        hub = self.runtime.hub
+        try:
+            self.subscription = await hub.join_rows(self.definition.model_label)
+        except BaseException as error:
+            self._close()
+            if isinstance(error, asyncio.CancelledError):
+                error = RuntimeError("the list group's first watch went away")
+            self.opened.set_exception(error)
+            self.opened.exception()  # retrieved: the joiners try again
+            raise
+        self.opened.set_result(None)
+        self.task = hub.spawn(self._follow(), "gql_observer.list_group")
+
+    async def _follow(self) -> None:
+        assert self.subscription is not None
+        ending = CLOSED
+        try:
+            while self.watches:
+                rows = await self.subscription.next_rows()
+                if rows.closed:
+                    break
+                self.delivering = True
+                following: list[ListWatch] = []
+                for watch in list(self.watches.values()):
+                    if watch.following:
+                        following.append(watch)
+                    else:
+                        watch.backlog.append(rows)
+                if following and not await self.handle(following, rows):
+                    ending = REFUSED
+                    break
+                self.delivering = False
+        except Exception:
+            logger.exception(
+                "A live list of %s failed; its subscriptions end", self.definition.model_label
+            )
+        finally:
+            self.delivering = False
+            for watch in list(self.watches.values()):
+                watch.end(ending)
+            self._close()
+
+    async def handle(self, watches: list[ListWatch], rows: Rows) -> bool:
+        """Decide what ``rows`` does to each of ``watches``' sets and hand the
+        decisions on; ``False`` when the viewer may no longer see the list."""
+        definition, reads = self.definition, self.runtime.reads
+        user: Any = self.viewer.user
+        if definition.scoped:
+            user = await reads.check(self.viewer)
+            if not allowed(definition, user):
+                return False
+        if rows.resync:
+            for watch in watches:
+                work = partial(
+                    resynced, definition, watch.info, user, watch.filters, watch.held, rows
+                )
+                found, watch.held = await run(reads, definition, work)
+                if found and not watch.closed:
+                    await watch.hand(found)
+            return True
+        reread = [pk for pk, d in rows.changed.items() if d.action != "delete"]
+        read: dict[str, Model] = {}
+        matched: dict[Hashable, set[str]] = {}
+        if reread:
+            filters = {watch.filter_key: watch.filters for watch in watches}
+            read, matched = await matching(
+                self.runtime.conditions, reads, definition, self.info, self.viewer, filters, reread
+            )
+        sets = [(watch.held, matched.get(watch.filter_key, _NONE)) for watch in watches]
+        verdicts = partial(decide, definition, user, rows, read, sets)
+        if definition.permission is None:
+            decided = verdicts()
+        else:  # the hook may query (user.has_perm)
+            decided = await run(reads, definition, verdicts)
+        for watch, found in zip(watches, decided, strict=True):
+            if found and not watch.closed:
+                await watch.hand(found)
+        return True
+
+    def remove(self, watch: ListWatch) -> None:
+        """``watch`` ended; the group closes with its last watch."""
+        if self.watches.get(watch.key) is watch:
+            del self.watches[watch.key]
+            if not self.watches and self.opened.done():
+                self._close()
+
+    def _close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        if self.runtime.list_groups.get(self.key) is self:
+            del self.runtime.list_groups[self.key]
         hub = self.runtime.started_hub  # (not started again once the runtime closed)
         if self.subscription is not None and hub is not None:
             hub.leave(self.subscription)
         self.subscription = None
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
+
+
+#: No key matched.
+_NONE: Final[frozenset[str]] = frozenset()
 
 
 M = TypeVar("M", ListMember, Subscriber)
@@ -265,19 +393,18 @@ async def join(
     """A member (``make(watch)``) of the watch of ``definition``'s list with
     ``filters`` as ``viewer`` sees it, started if there is none; raises what
     its first read raised (:class:`~gql_observer.graphql.listing.BadFilter`).
-    With ``COHORTS`` off every subscriber has a watch of its own."""
-    key: Hashable = (
-        definition.list_name,
-        viewer if definition.scoped else None,
-        filter_key(filters),
-    )
+    With ``COHORTS`` off every subscriber has a watch (and a group) of its own."""
+    scope = viewer if definition.scoped else None
+    key: Hashable = (definition.list_name, scope, filter_key(filters))
+    group_key: Hashable = (definition.list_name, scope)
     if not runtime.settings.cohorts:
-        key = (key, object())  # alone: nobody else's key
+        alone = object()  # nobody else's keys
+        key, group_key = (key, alone), (group_key, alone)
     while True:
         watch = runtime.list_watches.get(key)
         if watch is None:
             watch = runtime.list_watches[key] = ListWatch(
-                runtime, key, definition, info, viewer, filters
+                runtime, key, group_key, definition, info, viewer, filters
             )
             member = make(watch)
             watch.members.add(member)

@@ -11,7 +11,7 @@ rows of a batch are read for every subscriber of the loop at once
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
 
@@ -144,6 +144,14 @@ def members(
         raise BadFilter(str(error)) from error
 
 
+def _last(definition: ObservedDefinition, user: Any, rows: Rows, pk: str) -> Model | None:
+    """What a delete of ``pk`` in ``rows`` shows: the row's last values, as far
+    as the viewer may see them."""
+    values = rows.changed[pk].last
+    assert values is not None
+    return deleted_verdict(definition, user, deleted_instance(definition, values)).instance
+
+
 def _left(definition: ObservedDefinition, user: Any, held: set[str], rows: Rows) -> list[Change]:
     """The deletes of ``rows`` that take a row out of ``held`` (updated in place),
     with the last values the viewer may see."""
@@ -151,39 +159,55 @@ def _left(definition: ObservedDefinition, user: Any, held: set[str], rows: Rows)
     for pk, delivery in rows.changed.items():
         if delivery.action == "delete" and pk in held:
             held.discard(pk)
-            assert delivery.last is not None
-            last = deleted_instance(definition, delivery.last)
-            out.append(Change("delete", pk, deleted_verdict(definition, user, last).instance))
+            out.append(Change("delete", pk, _last(definition, user, rows, pk)))
     return out
 
 
 def decide(
     definition: ObservedDefinition,
     user: Any,
-    before: set[str],
     rows: Rows,
-    found: dict[str, Model | None],
-) -> tuple[list[Change], set[str]]:
-    """What a batch of changes (``rows``) does to the set ``before``, and the
-    set after it. ``found`` holds, for each changed row that was re-read, the
-    row if it exists, is in the type's queryset and matches the filter; the
-    ``permission`` hook is asked here. A row that was not and is not in the set
-    yields nothing."""
-    held = set(before)
-    out = _left(definition, user, held, rows)
-    for pk, delivery in rows.changed.items():
-        if delivery.action == "delete":
-            continue
-        row = found.get(pk)
-        if row is not None and definition.permission is not None:
-            row = row if definition.permission(user, row) else None
-        if row is not None:
-            out.append(Change("update" if pk in held else "create", pk, row))
-            held.add(pk)
-        elif pk in held:
+    read: dict[str, Model],
+    sets: Sequence[tuple[set[str], Collection[str]]],
+) -> list[list[Change]]:
+    """What a batch of changes (``rows``) does to each of ``sets``: pairs of the
+    keys a list holds (updated in place) and the keys of the changed rows its
+    filter matched among those read (``read``: each re-read row that exists
+    and is in the type's queryset). The ``permission`` hook is asked here, once
+    per row for all the sets (they have one viewer). A row that was not and is
+    not in a set yields nothing for it; deletes come first, then the rest, each
+    in the order the rows changed. The work is the size of what each list
+    holds of the changed rows and what its filter matched, not of the batch
+    times the lists."""
+    order = {pk: n for n, pk in enumerate(rows.changed)}
+    deleted = {pk for pk, delivery in rows.changed.items() if delivery.action == "delete"}
+    kept = order.keys() - deleted
+    rank = order.__getitem__
+    last: dict[str, Model | None] = {}
+    allowed: dict[str, bool] = {}
+    out: list[list[Change]] = []
+    for held, matched in sets:
+        changes: list[Change] = []
+        for pk in sorted(held & deleted, key=rank) if deleted else ():
             held.discard(pk)
-            out.append(Change("delete", pk, None))
-    return out, held
+            if pk not in last:
+                last[pk] = _last(definition, user, rows, pk)
+            changes.append(Change("delete", pk, last[pk]))
+        entered = kept.intersection(matched)
+        for pk in sorted(entered.union(held.intersection(kept)), key=rank):
+            row = read.get(pk) if pk in entered else None
+            if row is not None and definition.permission is not None:
+                if pk not in allowed:
+                    allowed[pk] = bool(definition.permission(user, row))
+                row = row if allowed[pk] else None
+            if row is not None:
+                changes.append(Change("update" if pk in held else "create", pk, row))
+                held.add(pk)
+            elif pk in held:
+                held.discard(pk)
+                changes.append(Change("delete", pk, None))
+        out.append(changes)
+    return out
 
 
 def resynced(

@@ -33,7 +33,7 @@ from gql_observer.graphql.rows import has_get_queryset, queryset
 from gql_observer.graphql.viewers import Viewer
 from gql_observer.observe.definition import ObservedDefinition
 
-__all__ = ["FILTERS_PER_QUERY", "Wanted", "filter_key", "matching"]
+__all__ = ["FILTERS_PER_QUERY", "Asked", "Matches", "filter_key", "matching"]
 
 #: Filters evaluated as columns of one query.
 FILTERS_PER_QUERY: Final = 500
@@ -46,21 +46,21 @@ def filter_key(filters: Any) -> Hashable:
     return (type(filters).__qualname__, repr(filters))
 
 
-class Wanted:
-    """One ask: which of the rows ``pks`` match ``filters`` (known by ``key``)?
-    Subscribers of one filter that handle the same changes ask the same."""
+class Asked:
+    """One ask: which of the rows ``pks`` match each of ``filters`` (by filter
+    key)? One per list group and batch of changes; asks are told apart by
+    identity (two groups that ask alike still get an answer each)."""
 
-    __slots__ = ("_hash", "filters", "key", "pks")
+    __slots__ = ("filters", "pks")
 
-    def __init__(self, key: Hashable, filters: Any, pks: tuple[str, ...]) -> None:
-        self.key, self.filters, self.pks = key, filters, pks
-        self._hash = hash((key, pks))
+    def __init__(self, filters: dict[Hashable, Any], pks: list[str]) -> None:
+        self.filters, self.pks = filters, pks
 
-    def __hash__(self) -> int:
-        return self._hash
 
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, Wanted) and (self.key, self.pks) == (other.key, other.pks)
+#: What an ask is answered: the rows read (those that exist and are in the
+#: type's queryset), and per filter key the keys of those its filter matches.
+#: Both may hold rows another ask of the same read asked for.
+Matches = tuple[dict[str, Model], dict[Hashable, set[str]]]
 
 
 def _whole(base: QuerySet[Any]) -> bool:
@@ -121,14 +121,14 @@ def _fetch(
     conditions: Conditions,
     definition: ObservedDefinition,
     info: Info | None,
-    wanted: list[Wanted],
+    asked: list[Asked],
     plan: object = None,  # a batch's relation plan: list rows read none
-) -> dict[Wanted, dict[str, Model | None]]:
-    groups = {w.key: w.filters for w in wanted}
-    pks = sorted({pk for w in wanted for pk in w.pks})
+) -> dict[Asked, Matches]:
+    groups = {key: filters for a in asked for key, filters in a.filters.items()}
+    pks = sorted({pk for a in asked for pk in a.pks})
     base = queryset(definition, info)
-    rows, matched = _flags(conditions, definition.model, base, groups, info, pks)
-    return {w: {pk: rows[pk] if pk in matched[w.key] else None for pk in w.pks} for w in wanted}
+    found = _flags(conditions, definition.model, base, groups, info, pks)
+    return dict.fromkeys(asked, found)
 
 
 def matching(
@@ -137,18 +137,17 @@ def matching(
     definition: ObservedDefinition,
     info: Info | None,
     viewer: Viewer,
-    filters: Any,
-    key: Hashable,
+    filters: dict[Hashable, Any],
     pks: list[str],
-) -> asyncio.Future[dict[str, Model | None]]:
-    """The rows among ``pks`` that exist, are in the type's queryset (as
-    ``viewer`` sees it) and match ``filters``, by pk: ``None`` for the others.
-    ``key``: ``filter_key(filters)``, which the caller keeps (printing a filter
-    input costs more than the rest of an ask)."""
+) -> asyncio.Future[Matches]:
+    """The rows among ``pks`` that exist and are in the type's queryset (as
+    ``viewer`` sees it), and per key of ``filters`` (``filter_key`` of each
+    filter input, which the caller keeps: printing a filter input costs more
+    than the rest of an ask) the keys of those the filter matches."""
     scope = viewer.identity if has_get_queryset(definition) else None
     batch = reads.batch(
         ("list rows", definition.field_name, scope),
         lambda: partial(_fetch, conditions, definition, info),
         definition.model._meta.label,
     )
-    return batch.ask(Wanted(key, filters, tuple(pks)))
+    return batch.ask(Asked(filters, pks))

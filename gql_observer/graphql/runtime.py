@@ -23,7 +23,7 @@ from gql_observer.graphql.conditions import Conditions
 from gql_observer.graphql.reads import Reads
 
 if TYPE_CHECKING:
-    from gql_observer.graphql.list_watch import ListMember, ListWatch
+    from gql_observer.graphql.list_watch import ListGroup, ListMember, ListWatch
     from gql_observer.graphql.watch import Watch
 
 __all__ = ["Runtime", "close_running", "current", "hub_stats", "running"]
@@ -42,6 +42,8 @@ class Runtime:
         self.watches: dict[Hashable, Watch] = {}
         #: The live list watches, by (list field, viewer or None, filter).
         self.list_watches: dict[Hashable, ListWatch] = {}
+        #: Their groups, by (list field, viewer or None).
+        self.list_groups: dict[Hashable, ListGroup] = {}
         self.reads = Reads(settings)
         #: List members running through strawberry that were handed changes (or
         #: their end) whose frames may not be written yet; the watch may be gone.
@@ -73,6 +75,7 @@ class Runtime:
         return (
             not self.watches
             and not self.list_watches
+            and not self.list_groups
             and (self._hub is None or not self._hub.groups)
         )
 
@@ -80,11 +83,11 @@ class Runtime:
     def settled(self) -> bool:
         """Every change handed to this loop is handled and its frames are written:
         the hub's in-process batch is empty, no subscription has a delivery
-        waiting, no watch (nor list watch) is handling one, no member has a frame
-        (or a list change) to write, no list subscription running through
-        strawberry has frames to write of the changes (or the end) it took, and
-        no subscription is finishing. (A change on its way through a
-        cross-process channel layer is not seen.)"""
+        waiting, no watch (nor list group, nor list watch catching up) is handling
+        one, no member has a frame (or a list change) to write, no list
+        subscription running through strawberry has frames to write of the
+        changes (or the end) it took, and no subscription is finishing. (A
+        change on its way through a cross-process channel layer is not seen.)"""
         hub = self._hub
         if hub is not None:
             if hub.in_process is not None and hub.in_process.pending:
@@ -96,7 +99,8 @@ class Runtime:
         return (
             not any(watch.delivering for watch in self.watches.values())
             and not any(m.busy or m.waiting for m in members)
-            and not any(watch.delivering for watch in lists)
+            and not any(group.delivering for group in self.list_groups.values())
+            and not any(watch.catching_up or watch.backlog for watch in lists)
             and all(m.idle for watch in lists for m in watch.members)
             and not self.list_writing
             and not self.finishing

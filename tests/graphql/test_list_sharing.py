@@ -6,14 +6,19 @@ only the fields its own viewer may see."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
+from asgiref.sync import sync_to_async
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
+from django.db import connection, transaction
 
+from gql_observer.changes.groups import model_group
 from gql_observer.graphql import completion
 from gql_observer.graphql.list_member import ListSubscriber
 from gql_observer.graphql.list_watch import ListMember
@@ -21,8 +26,8 @@ from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 from schema_examples.notes.models import Note
 from tests.support import runtime as live
 from tests.support import schema as support
-from tests.support.clients import connect
-from tests.support.lists import SUBSCRIBE_USERS, row, subscribe_notes
+from tests.support.clients import PONG, connect, next_after_ping
+from tests.support.lists import SUBSCRIBE_USERS, row, subscribe_notes, subscribe_users
 from tests.support.users import save_user
 from tests.support.waiting import wait_until
 
@@ -237,3 +242,99 @@ async def test_a_member_no_longer_who_they_were_gets_401_and_complete(
     await client.expect_complete(op)
     await wait_until(lambda: not live.list_watches(), 5, "the list watch closed")
     await client.disconnect()
+
+
+async def test_the_filters_of_one_list_share_one_group_one_viewers_notes_another(
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
+) -> None:
+    # One group per type and (for a type that depends on the viewer) viewer:
+    # it takes each change once for all its filters.
+    observer_settings(SUBSCRIBE_RATE=10_000)
+    clients = [await connect(application) for _ in range(6)]
+    for n, client in enumerate(clients):
+        await subscribe_users(client, {"username": {"startsWith": f"g{n % 3}-"}}, rid=n)
+    owners = [await connect(application, users[n]) for n in (0, 1)]
+    for client in owners:
+        await subscribe_notes(client)
+        await subscribe_notes(client, {"title": {"exact": "t"}})
+    groups = live.list_groups()
+    assert sorted(len(g.watches) for g in groups.values()) == [2, 2, 3]
+    (everybody,) = [g for g in groups.values() if g.definition.list_name == "users"]
+    assert everybody.key == ("users", None)
+    hub = live.hub()
+    family = model_group("gqlobs", "auth.user")
+    assert len(hub.groups[family]) == 1  # one hub subscription for three filters
+    for client in [*clients, *owners]:
+        await client.disconnect()
+    await wait_until(lambda: not live.list_groups(), 5, "every list group closed")
+
+
+async def test_with_cohorts_off_each_list_subscription_has_a_group_of_its_own(
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
+) -> None:
+    observer_settings(COHORTS=False)
+    clients = [await connect(application) for _ in range(2)]
+    for n, client in enumerate(clients):
+        await subscribe_users(client, S, rid=n)
+    assert len(live.list_groups()) == 2
+    assert all(len(g.watches) == 1 for g in live.list_groups().values())
+    for client in clients:
+        await client.disconnect()
+    await wait_until(lambda: not live.list_groups(), 5, "every list group closed")
+
+
+async def test_a_watch_that_starts_while_its_group_takes_changes_decides_them_after_its_read(
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
+) -> None:
+    # The group takes a change while a new watch of it still waits to read its
+    # set: the change waits in the watch's backlog and is decided for it once
+    # the set is read. Django's sync thread is held so that the order is sure.
+    observer_settings(SUBSCRIBE_RATE=10_000)
+    early, late = await connect(application), await connect(application)
+    first = await subscribe_users(early, S, rid="early")
+    (early_watch,) = live.list_watches().values()
+    gate = threading.Event()
+    held = asyncio.ensure_future(sync_to_async(gate.wait, thread_sensitive=True)())
+    try:
+        second = await late.subscribe(SUBSCRIBE_USERS, {"filters": T, "rid": "late"})
+        await wait_until(lambda: len(live.list_watches()) == 2, 5, "the late watch joined")
+        (watch,) = [w for w in live.list_watches().values() if w is not early_watch]
+        assert not watch.following
+        writer = threading.Thread(target=_create, args=("t-during", "s-during"))
+        writer.start()
+        await asyncio.get_running_loop().run_in_executor(None, writer.join)
+        await wait_until(lambda: bool(watch.backlog), 5, "the change waits for the late watch")
+    finally:
+        gate.set()
+        await held
+    pks = await database_sync_to_async(
+        lambda: dict(
+            User.objects.filter(username__contains="-during").values_list("username", "pk")
+        )
+    )()
+    # Its set was read after the commit: the row is in it, so the change is an update.
+    assert await late.next(second) == row("users", "subscribe_list", 201, None, None, "late")
+    t_row = {"id": str(pks["t-during"]), "username": "t-during", "email": ""}
+    assert await late.next(second) == row("users", "update", 200, pks["t-during"], t_row, "late")
+    s_row = {"id": str(pks["s-during"]), "username": "s-during", "email": ""}
+    assert await early.next(first) == row("users", "create", 201, pks["s-during"], s_row, "early")
+    assert watch.following and not watch.backlog
+    # From now on the group decides for it with the others.
+    await save_user(pks["t-during"], email="after@x.org")
+    assert await late.next(second) == row(
+        "users", "update", 200, pks["t-during"], {**t_row, "email": "after@x.org"}, "late"
+    )
+    assert await next_after_ping(late) == PONG and await next_after_ping(early) == PONG
+    for client in (early, late):
+        await client.disconnect()
+
+
+T = {"username": {"startsWith": "t-"}}
+
+
+def _create(*usernames: str) -> None:
+    # A writer thread of its own: Django's sync thread is held.
+    with transaction.atomic():
+        for username in usernames:
+            User.objects.create(username=username)
+    connection.close()

@@ -14,7 +14,7 @@ from gql_observer.graphql.runtime import Runtime
 
 def member() -> ListMember:
     # A watch that is never started (nor left): the buffer is what is tested.
-    watch = ListWatch(Runtime(get_settings()), "test", None, None, None, None)  # type: ignore[arg-type]
+    watch = ListWatch(Runtime(get_settings()), "test", "test", None, None, None, None)  # type: ignore[arg-type]
     return ListMember(watch)
 
 

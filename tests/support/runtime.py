@@ -10,7 +10,15 @@ from gql_observer.changes.outbox import outbox
 from gql_observer.fanout.hub import Hub
 from gql_observer.graphql import runtime
 
-__all__ = ["hub", "list_watches", "published", "reading", "started_hub", "watches"]
+__all__ = [
+    "hub",
+    "list_groups",
+    "list_watches",
+    "published",
+    "reading",
+    "started_hub",
+    "watches",
+]
 
 
 def hub() -> Hub:
@@ -46,3 +54,9 @@ def list_watches() -> dict[Hashable, Any]:
     """The running loop's live list watches."""
     current = runtime.running()
     return {} if current is None else current.list_watches
+
+
+def list_groups() -> dict[Hashable, Any]:
+    """The running loop's list groups (the list watches of one type and viewer)."""
+    current = runtime.running()
+    return {} if current is None else current.list_groups
