@@ -161,24 +161,46 @@ class Conditions:
         base: QuerySet[Any],
     ) -> Condition:
         """The compiled ``filters`` (known by ``key``) of rows read from ``base``."""
-        if filters is None or filters is UNSET:
-            return UNFILTERED
-        if strawberry_django_settings()["USE_DEPRECATED_FILTERS"]:
-            return compile_filter(model, filters, info, base, base.db)
-        # (The filter's type too: the key is its name and how its value prints.)
-        cache_key = (model._meta.label, base.db, type(filters), key)
-        found = self._conditions.get(cache_key)
-        if found is None:
-            found = _PER_READ  # a filter with a method of its own, remembered as such
-            if reusable(filters):
-                # It touches the queryset only for DISTINCT: any base will do.
-                empty: QuerySet[Any] = QuerySet(model=model, using=base.db)
-                found = compile_filter(model, filters, None, empty, base.db)
-                found.kept = cache_key
-            self._conditions.put(cache_key, found, 1)
-        if isinstance(found, Condition):
-            return found
-        return compile_filter(model, filters, info, base, base.db)
+        return self.conditions(model, {key: filters}, info, base)[key]
+
+    def conditions(
+        self,
+        model: type[Model],
+        groups: dict[Hashable, Any],
+        info: Info | None,
+        base: QuerySet[Any],
+    ) -> dict[Hashable, Condition]:
+        """Each of ``groups``' filters (by key) compiled, for rows read from
+        ``base``: what every filter shares (the database, the setting) looked
+        up once, each filter's condition by one look in the cache."""
+        using = base.db
+        deprecated = strawberry_django_settings()["USE_DEPRECATED_FILTERS"]
+        label = model._meta.label
+        out: dict[Hashable, Condition] = {}
+        for key, filters in groups.items():
+            if filters is None or filters is UNSET:
+                out[key] = UNFILTERED
+                continue
+            if deprecated:
+                out[key] = compile_filter(model, filters, info, base, using)
+                continue
+            # (The filter's type too: the key is its name and how its value prints.)
+            cache_key = (label, using, type(filters), key)
+            found = self._conditions.get(cache_key)
+            if found is None:
+                found = _PER_READ  # a filter with a method of its own, remembered as such
+                if reusable(filters):
+                    # It touches the queryset only for DISTINCT: any base will do.
+                    empty: QuerySet[Any] = QuerySet(model=model, using=using)
+                    found = compile_filter(model, filters, None, empty, using)
+                    found.kept = cache_key
+                self._conditions.put(cache_key, found, 1)
+            out[key] = (
+                found
+                if isinstance(found, Condition)
+                else compile_filter(model, filters, info, base, using)
+            )
+        return out
 
     def columns(
         self, base: QuerySet[Any], columns: list[tuple[Hashable, Condition]]

@@ -79,22 +79,31 @@ class ListSubscriber(Member):
 
     # ---- what the watch hands on ----------------------------------------------------------
 
-    async def fan_out(self, runtime: Runtime, group: list[Any], changes: list[Change]) -> None:
-        """Every subscriber of ``group`` gets ``changes``: each change's frame
-        built once per shape, in order for each subscriber; one whose socket
-        pushes back (or that has not sent its 201 yet) keeps the changes."""
-        now: list[ListSubscriber] = []
-        for subscriber in group:
-            if subscriber.closing:
+    async def fan_out(self, runtime: Runtime, sets: list[tuple[list[Any], list[Change]]]) -> None:
+        """Every subscriber of each of ``sets`` (subscribers, and the changes of
+        their watch's set) gets its changes: each change's frame built once per
+        shape for all of them, in order for each subscriber (a row's change that
+        several watches of one group decided alike is built once); one whose
+        socket pushes back (or that has not sent its 201 yet) keeps the changes."""
+        plan: list[tuple[list[ListSubscriber], list[Change], list[Spec]]] = []
+        targets: list[tuple[Member, Spec]] = []
+        for group, changes in sets:
+            now: list[ListSubscriber] = []
+            for subscriber in group:
+                if subscriber.closing:
+                    continue
+                if subscriber.pending or subscriber.busy:
+                    list_watch.merge(subscriber._changes, changes)
+                else:
+                    now.append(subscriber)
+            if not now:
                 continue
-            if subscriber.pending or subscriber.busy:
-                list_watch.merge(subscriber._changes, changes)
-            else:
-                now.append(subscriber)
-        if not now:
+            items = [_spec(change) for change in changes]
+            plan.append((now, changes, items))
+            targets += [(s, item) for s in now for item in items]
+        if not targets:
             return
-        items = [_spec(change) for change in changes]
-        built = payloads([(s, item) for s in now for item in items])
+        built = payloads(targets)
         waiting = [p for _, _, p in built if not isinstance(p, str)]
         done: list[Any] = []
         if waiting:
@@ -105,19 +114,20 @@ class ListSubscriber(Member):
             frames[id(subscriber), id(item)] = (
                 payload if isinstance(payload, str) else next(outcomes)
             )
-        for subscriber in now:
-            for change, item in zip(changes, items, strict=True):
-                outcome = frames[id(subscriber), id(item)]
-                if isinstance(outcome, BaseException):
-                    if not isinstance(outcome, Exception):
-                        raise outcome
-                    logger.error("An execution failed", exc_info=outcome)
-                    subscriber.push(failure(subscriber, outcome), final=True)
-                    break
-                subscriber._deliver(change, outcome)
-            if subscriber.closing and subscriber.list_watch is not None:
-                subscriber.leave()
-                runtime.finish_soon(asyncio.ensure_future(subscriber.finish()))
+        for now, changes, items in plan:
+            for subscriber in now:
+                for change, item in zip(changes, items, strict=True):
+                    outcome = frames[id(subscriber), id(item)]
+                    if isinstance(outcome, BaseException):
+                        if not isinstance(outcome, Exception):
+                            raise outcome
+                        logger.error("An execution failed", exc_info=outcome)
+                        subscriber.push(failure(subscriber, outcome), final=True)
+                        break
+                    subscriber._deliver(change, outcome)
+                if subscriber.closing and subscriber.list_watch is not None:
+                    subscriber.leave()
+                    runtime.finish_soon(asyncio.ensure_future(subscriber.finish()))
 
     def _deliver(self, change: Change, payload: str) -> None:
         """Write one change's frame now; or keep the change while the socket pushes back."""

@@ -92,8 +92,11 @@ class Subscriber(Protocol):
     def idle(self) -> bool:
         """Nothing waits to be written."""
 
-    def fan_out(self, runtime: Runtime, group: list[Any], changes: list[Change]) -> Awaitable[None]:
-        """Hand ``changes`` to every subscriber of ``group`` (this one among them)."""
+    def fan_out(
+        self, runtime: Runtime, sets: list[tuple[list[Any], list[Change]]]
+    ) -> Awaitable[None]:
+        """Hand each of ``sets`` (subscribers, and the changes of their watch's
+        set) on; this one is among the subscribers."""
         ...
 
     def end(self, how: str) -> None:
@@ -199,17 +202,17 @@ class ListWatch:
             self.catching_up = False
         self.ready.set_result(None)
 
-    async def hand(self, found: list[Change]) -> None:
-        """Hand a batch's decisions to every member; the transport's subscribers
-        all at once (their frames built once per shape)."""
-        group: list[Subscriber] = []
+    def hand(self, found: list[Change]) -> list[Subscriber]:
+        """Hand a batch's decisions to the members that run through strawberry;
+        the transport's subscribers, returned, get them from the group all at
+        once (their frames built once per shape)."""
+        served: list[Subscriber] = []
         for member in list(self.members):
             if isinstance(member, ListMember):
                 member.push(found)
             else:
-                group.append(member)
-        if group:
-            await group[0].fan_out(self.runtime, group, found)
+                served.append(member)
+        return served
 
     def end(self, how: str) -> None:
         """The watch ends: every member is told how (:data:`CLOSED`, :data:`REFUSED`)."""
@@ -331,8 +334,7 @@ class ListGroup:
                     resynced, definition, watch.info, user, watch.filters, watch.held, rows
                 )
                 found, watch.held = await run(reads, definition, work)
-                if found and not watch.closed:
-                    await watch.hand(found)
+                await self._hand([(watch, found)])
             return True
         reread = [pk for pk, d in rows.changed.items() if d.action != "delete"]
         read: dict[str, Model] = {}
@@ -348,10 +350,20 @@ class ListGroup:
             decided = verdicts()
         else:  # the hook may query (user.has_perm)
             decided = await run(reads, definition, verdicts)
-        for watch, found in zip(watches, decided, strict=True):
-            if found and not watch.closed:
-                await watch.hand(found)
+        await self._hand(list(zip(watches, decided, strict=True)))
         return True
+
+    async def _hand(self, decided: list[tuple[ListWatch, list[Change]]]) -> None:
+        """Hand each watch's decisions to its members; the transport's
+        subscribers of every watch at once."""
+        sets: list[tuple[list[Subscriber], list[Change]]] = []
+        for watch, found in decided:
+            if found and not watch.closed:
+                served = watch.hand(found)
+                if served:
+                    sets.append((served, found))
+        if sets:
+            await sets[0][0][0].fan_out(self.runtime, sets)
 
     def remove(self, watch: ListWatch) -> None:
         """``watch`` ended; the group closes with its last watch."""

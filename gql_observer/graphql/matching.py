@@ -85,8 +85,7 @@ def _flags(
     columns: list[tuple[Hashable, Condition]] = []
     alone: list[Hashable] = []
     matched: dict[Hashable, set[str]] = {key: set() for key in groups}
-    for key, filters in groups.items():
-        condition = conditions.condition(model, key, filters, info, base)
+    for key, condition in conditions.conditions(model, groups, info, base).items():
         if condition.alone:
             alone.append(key)
         elif condition.verdict is not None and whole:

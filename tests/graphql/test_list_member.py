@@ -86,18 +86,18 @@ async def test_changes_wait_merged_per_row_and_the_final_frame_comes_last() -> N
     )
     socket.gate = asyncio.get_running_loop().create_future()
     one = [subscriber]
-    await subscriber.fan_out(here, one, [Change("create", "1", _user(1, "s-a"))])
+    await subscriber.fan_out(here, [(one, [Change("create", "1", _user(1, "s-a"))])])
     assert subscriber.busy  # the socket pushes back on that frame
-    await subscriber.fan_out(here, one, [Change("update", "1", _user(1, "s-b"))])
-    await subscriber.fan_out(here, one, [Change("update", "1", _user(1, "s-c"))])
-    await subscriber.fan_out(here, one, [Change("create", "2", _user(2, "s-x"))])
-    await subscriber.fan_out(here, one, [Change("delete", "2", None)])  # never seen: nothing
-    await subscriber.fan_out(here, one, [Change("delete", "3", None)])
-    await subscriber.fan_out(here, one, [Change("create", "3", _user(3, "s-back"))])
+    await subscriber.fan_out(here, [(one, [Change("update", "1", _user(1, "s-b"))])])
+    await subscriber.fan_out(here, [(one, [Change("update", "1", _user(1, "s-c"))])])
+    await subscriber.fan_out(here, [(one, [Change("create", "2", _user(2, "s-x"))])])
+    await subscriber.fan_out(here, [(one, [Change("delete", "2", None)])])  # never seen: nothing
+    await subscriber.fan_out(here, [(one, [Change("delete", "3", None)])])
+    await subscriber.fan_out(here, [(one, [Change("create", "3", _user(3, "s-back"))])])
     subscriber.end(REFUSED)
     await wait_until(lambda: subscriber.closing, 5, "the 401 waits behind the changes")
     # Nothing newer replaces the final frame, nothing comes after it.
-    await subscriber.fan_out(here, one, [Change("update", "4", _user(4, "s-late"))])
+    await subscriber.fan_out(here, [(one, [Change("update", "4", _user(4, "s-late"))])])
     socket.gate.set_result(None)
     await wait_until(lambda: bool(socket.finished), 5, "the subscription completed")
     assert _seen(socket.frames) == [

@@ -209,6 +209,24 @@ async def test_one_frame_is_built_for_every_member_of_a_shape(
         await client.disconnect()
 
 
+async def test_a_row_that_enters_several_sets_of_one_group_is_built_once_for_all(
+    application: Any, users: list[User], observer_settings: Callable[..., Any]
+) -> None:
+    observer_settings(SUBSCRIBE_RATE=10_000)
+    filters = [S, {"username": {"contains": "-both"}}, {"email": {"exact": ""}}]
+    clients = [await connect(application) for _ in filters]
+    ops = [await subscribe_users(clients[n], f, rid=n) for n, f in enumerate(filters)]
+    assert len(live.list_watches()) == 3 and len(live.list_groups()) == 1
+    before = completion.counts["planned"]
+    pk = (await database_sync_to_async(User.objects.create)(username="s-both")).pk
+    for n, (client, op) in enumerate(zip(clients, ops, strict=True)):
+        data = {"id": str(pk), "username": "s-both", "email": ""}
+        assert await client.next(op) == row("users", "create", 201, pk, data, n)
+    assert completion.counts["planned"] - before == 1  # three sets, one build
+    for client in clients:
+        await client.disconnect()
+
+
 async def test_with_cohorts_off_each_list_subscription_runs_alone_through_strawberry(
     application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
