@@ -165,3 +165,47 @@ async def test_events_applied_to_the_query_converge_on_the_final_query(
     finally:
         await subscriber.disconnect()
         await reader.disconnect()
+
+
+#: The same set as LIVE under another filter: a watch of its own in LIVE's group.
+ALSO_LIVE = {"username": {"startsWith": "live"}, "NOT": {"username": {"startsWith": "dead-"}}}
+
+
+@hypothesis_settings(
+    max_examples=int(os.environ.get("GQLOBS_LISTS_EXAMPLES", "10")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(script=steps)
+async def test_a_filter_that_joins_its_group_while_writers_write_converges_too(
+    application: Any,
+    users: list[User],
+    observer_settings: Callable[..., Any],
+    script: list[Step],
+) -> None:
+    # The late watch joins the group while the writer holds Django's thread:
+    # the group takes the writer's changes meanwhile and the watch decides them
+    # after its set is read (its backlog).
+    observer_settings(SUBSCRIBE_RATE=10_000)
+    made_users, made_notes = await database_sync_to_async(_reset)()
+    early, late, reader = [await connect(application, users[0]) for _ in range(3)]
+    try:
+        first = await subscribe_users(early, LIVE)
+        before = await _read(reader)
+        writer = asyncio.ensure_future(
+            database_sync_to_async(_write)(script, made_users, made_notes)
+        )
+        second = await subscribe_users(late, ALSO_LIVE)
+        read = await list_users(reader, ALSO_LIVE, ALL)
+        joined = {u["id"]: u for u in read["data"]}
+        await writer
+        await _follow(early, {first: "users"}, [before])
+        view = {"users": joined}
+        await _follow(late, {second: "users"}, [view])
+        final = await _read(reader)
+        assert before["users"] == final["users"]
+        assert view["users"] == final["users"]
+    finally:
+        for client in (early, late, reader):
+            await client.disconnect()
