@@ -127,13 +127,18 @@ async def _read(reader: Any) -> dict[str, Any]:
     }
 
 
-@hypothesis_settings(
-    # More for a longer hunt: GQLOBS_LISTS_EXAMPLES=300.
-    max_examples=int(os.environ.get("GQLOBS_LISTS_EXAMPLES", "25")),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+def _hunt(examples: int) -> Any:
+    """Hypothesis' settings for ``examples`` scripts (more for a longer hunt:
+    GQLOBS_LISTS_EXAMPLES=300)."""
+    return hypothesis_settings(
+        max_examples=int(os.environ.get("GQLOBS_LISTS_EXAMPLES", str(examples))),
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
+@_hunt(25)
 @given(script=steps)
 async def test_events_applied_to_the_query_converge_on_the_final_query(
     application: Any,
@@ -171,12 +176,7 @@ async def test_events_applied_to_the_query_converge_on_the_final_query(
 ALSO_LIVE = {"username": {"startsWith": "live"}, "NOT": {"username": {"startsWith": "dead-"}}}
 
 
-@hypothesis_settings(
-    max_examples=int(os.environ.get("GQLOBS_LISTS_EXAMPLES", "10")),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@_hunt(10)
 @given(script=steps)
 async def test_a_filter_that_joins_its_group_while_writers_write_converges_too(
     application: Any,
