@@ -222,8 +222,10 @@ class ListWatch:
         self.closed = True
         if self.runtime.list_watches.get(self.key) is self:
             del self.runtime.list_watches[self.key]
-        if self.group is not None:
-            self.group.remove(self)
+        # (Its group may still be opening: it is registered there already.)
+        group = self.group or self.runtime.list_groups.get(self.group_key)
+        if group is not None:
+            group.remove(self)
 
 
 M = TypeVar("M", ListMember, Subscriber)
