@@ -35,12 +35,15 @@ class Clock:
 @dataclass(frozen=True)
 class Subscriber:
     """One subscriber of an example: who (``anonymous``, ``u<pk>`` by token,
-    ``session u1``), its ``connection_params`` locale, its document and variables."""
+    ``session u1``), its ``connection_params`` locale, its document and
+    variables, and the ``word`` of its ``connection_params`` (read by the
+    context hook of ``tests.support.context``)."""
 
     viewer: str
     locale: str | None
     document: str
     variables: dict[str, Any]
+    word: str | None = None
 
 
 def literal(value: Any) -> str:
@@ -75,6 +78,8 @@ async def connect(application: Any, subscriber: Subscriber) -> GraphQLTransportW
     params: dict[str, Any] = {}
     if subscriber.locale:
         params["locale"] = subscriber.locale
+    if subscriber.word is not None:
+        params["word"] = subscriber.word
     if subscriber.viewer == "session u1":
         key = await login_session(await User.objects.aget(pk=1))
         headers.append((b"cookie", f"{django_settings.SESSION_COOKIE_NAME}={key}".encode()))

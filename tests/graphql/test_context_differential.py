@@ -1,0 +1,179 @@
+"""The differential proof of sharing, for contexts a context hook makes
+(``CONTEXT_GETTER``, sync or async): every subscriber served together with the
+others of its instance receives byte for byte the frames it receives alone
+(``COHORTS`` and ``PLANNED_RESULTS`` off: strawberry's own execution with its
+own context), when its fields read the hook's DataLoaders and its type's
+``get_queryset`` reads the hook's ``word`` (from the subscriber's own
+``connection_params``). Sharing may never serve one subscriber's context to
+another: a loader's answer, a row another word lets through."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from channels.db import database_sync_to_async
+from django.contrib.auth.models import User
+from hypothesis import HealthCheck, example, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from schema_examples.notes.models import Note
+from tests.support import context as support
+from tests.support.differential import REQUEST_IDS, Subscriber, connect, frame, literal
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
+
+HOOKS = ["tests.support.context.get_context", "tests.support.context.async_get_context"]
+DATA_FIELDS = {"loadedNote": ["id", "title", "ownerName"], "wordNote": ["id", "title"]}
+VIEWERS = ["anonymous", "u1", "u2"]
+#: Words a subscriber's connection sends (``None``: none); ``wordNote`` holds the
+#: note while its title contains the word.
+WORDS = [None, "plan", "x", "pl"]
+#: What a step does to note 1 before it is saved (or deleted).
+CHANGES = ["title plan", "title x", "title other", "give to u2"]
+
+
+@st.composite
+def _subscriber(draw: Any, field: str) -> Subscriber:
+    """A subscription to note 1 that always selects ``action`` and
+    ``responseStatus`` as ``act`` and ``st`` (a final frame is told by them)."""
+    envelope = ["act: action", "st: responseStatus"]
+    data = draw(st.lists(st.sampled_from(DATA_FIELDS[field]), max_size=3, unique=True))
+    if data:
+        envelope.append(f"data {{ {' '.join(data)} }}")
+    if draw(st.booleans()):
+        envelope.append("requestId")
+    request_id = draw(REQUEST_IDS)
+    variables: dict[str, Any] = {"pk": "1"}
+    if draw(st.booleans()):
+        head = f"subscription Watch($pk: ID!, $rid: JSON) {{ {field}(pk: $pk, requestId: $rid)"
+        variables["rid"] = request_id
+    else:
+        head = f"subscription Watch($pk: ID!) {{ {field}(pk: $pk, requestId: {literal(request_id)})"
+    return Subscriber(
+        draw(st.sampled_from(VIEWERS)),
+        None,
+        f"{head} {{ {' '.join(envelope)} }} }}",
+        variables,
+        draw(st.sampled_from(WORDS)),
+    )
+
+
+@st.composite
+def scenarios(draw: Any) -> tuple[str, str, list[Subscriber], list[str]]:
+    field = draw(st.sampled_from(sorted(DATA_FIELDS)))
+    subscribers = draw(st.lists(_subscriber(field), min_size=1, max_size=4))
+    steps = draw(st.lists(st.sampled_from(CHANGES), min_size=1, max_size=3))
+    if draw(st.booleans()):
+        steps.append("delete")
+    return draw(st.sampled_from(HOOKS)), field, subscribers, steps
+
+
+def _reset() -> None:
+    """Note 1 of user 1, titled "plan x 0": every word lets it through (made
+    through the base manager: no event)."""
+    Note.objects.all()._raw_delete(Note.objects.db)
+    Note._base_manager.bulk_create([Note(pk=1, owner_id=1, title="plan x 0", body="")])
+
+
+def _change(change: str, step: int) -> None:
+    note = Note.objects.get(pk=1)
+    if change == "delete":
+        note.delete()
+        return
+    if change == "give to u2":
+        note.owner_id = 2
+    else:
+        note.title = f"{change.split()[1]} {step}"
+    note.save()
+
+
+def _final(text: str) -> bool:
+    """Whether a frame ends its subscription (a delete, a refusal, a complete)."""
+    message = json.loads(text)
+    if message["type"] != "next":
+        return True
+    (envelope,) = message["payload"]["data"].values()
+    return envelope["act"] == "delete" or envelope["st"] not in (200, 201)
+
+
+async def _run(subscribers: list[Subscriber], steps: list[str]) -> list[list[str]]:
+    """Every frame each subscriber received, in order: all subscribe, then ``steps``."""
+    await database_sync_to_async(_reset)()
+    application = support.application()
+    clients = [await connect(application, s) for s in subscribers]
+    frames: list[list[str]] = [[] for _ in clients]
+    live = []
+    for client, subscriber, got in zip(clients, subscribers, frames, strict=True):
+        await client.subscribe(subscriber.document, subscriber.variables, operation_name="Watch")
+        got.append(await frame(client))
+        if _final(got[-1]):
+            got.append(await frame(client))  # its complete
+        else:
+            live.append((client, got))
+    for number, change in enumerate(steps, start=1):
+        if not live:
+            break
+        await database_sync_to_async(_change)(change, number)
+        still = []
+        for client, got in live:
+            got.append(await frame(client))
+            if _final(got[-1]):
+                got.append(await frame(client))
+            else:
+                still.append((client, got))
+        live = still
+    for client in clients:
+        await client.disconnect()
+    return frames
+
+
+#: One viewer with two words (two contexts the hook made for the same user) and
+#: another word: each sees the note while its own word lets it through.
+TWO_WORDS = (
+    HOOKS[1],
+    "wordNote",
+    [
+        Subscriber(
+            viewer,
+            None,
+            "subscription Watch($pk: ID!, $rid: JSON) { wordNote(pk: $pk, requestId: $rid)"
+            " { act: action st: responseStatus requestId data { title } } }",
+            {"pk": "1", "rid": rid},
+            word,
+        )
+        for viewer, word, rid in (("u1", "plan", 1), ("u1", "x", 2), ("anonymous", "pl", 3))
+    ],
+    ["title x", "title plan"],
+)
+
+
+@hypothesis_settings(
+    # More for a longer hunt: GQLOBS_DIFFERENTIAL_EXAMPLES=500.
+    max_examples=int(os.environ.get("GQLOBS_DIFFERENTIAL_EXAMPLES", "25")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@example(scenario=TWO_WORDS)
+@given(scenario=scenarios())
+async def test_every_subscriber_gets_the_frames_it_gets_alone_whatever_its_hooks_context(
+    users: list[User],
+    observer_settings: Callable[..., Any],
+    scenario: tuple[str, str, list[Subscriber], list[str]],
+) -> None:
+    hook, _field, subscribers, steps = scenario
+    observer_settings(
+        CONTEXT_GETTER=hook, COHORTS=True, PLANNED_RESULTS=True, SUBSCRIBE_RATE=10_000
+    )
+    together = await _run(subscribers, steps)
+    observer_settings(
+        CONTEXT_GETTER=hook, COHORTS=False, PLANNED_RESULTS=False, SUBSCRIBE_RATE=10_000
+    )
+    alone = [(await _run([subscriber], steps))[0] for subscriber in subscribers]
+    for subscriber, shared, own in zip(subscribers, together, alone, strict=True):
+        assert shared == own, subscriber
