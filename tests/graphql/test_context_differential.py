@@ -21,8 +21,10 @@ from hypothesis import HealthCheck, example, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
+from gql_observer.testing import settle
 from schema_examples.notes.models import Note
 from tests.support import context as support
+from tests.support.clients import PONG
 from tests.support.differential import REQUEST_IDS, Subscriber, connect, frame, literal
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
@@ -175,5 +177,140 @@ async def test_every_subscriber_gets_the_frames_it_gets_alone_whatever_its_hooks
         CONTEXT_GETTER=hook, COHORTS=False, PLANNED_RESULTS=False, SUBSCRIBE_RATE=10_000
     )
     alone = [(await _run([subscriber], steps))[0] for subscriber in subscribers]
+    for subscriber, shared, own in zip(subscribers, together, alone, strict=True):
+        assert shared == own, subscriber
+
+
+# -- live lists ---------------------------------------------------------------------------
+
+#: Filters of ``wordNotes`` a subscriber may send (``None``: none).
+LIST_FILTERS: list[dict[str, Any] | None] = [
+    None,
+    {"title": {"contains": "a"}},
+    {"title": {"startsWith": "plan"}},
+]
+#: Steps on the notes: a new one (its title), a retitle of note 1, 2 or 3, a delete.
+LIST_STEPS = st.lists(
+    st.one_of(
+        st.tuples(st.just("create"), st.sampled_from(["plan a", "x a", "plan x", "other"])),
+        st.tuples(st.just("retitle"), st.integers(1, 3), st.sampled_from(["plan", "x", "pl a"])),
+        st.tuples(st.just("delete"), st.integers(1, 3)),
+    ),
+    min_size=1,
+    max_size=5,
+)
+
+
+@st.composite
+def _list_subscriber(draw: Any) -> Subscriber:
+    envelope = ["act: action", "st: responseStatus", "pk"]
+    if draw(st.booleans()):
+        envelope.append("data { title }")
+    if draw(st.booleans()):
+        envelope.append("requestId")
+    variables: dict[str, Any] = {"f": draw(st.sampled_from(LIST_FILTERS)), "rid": draw(REQUEST_IDS)}
+    document = (
+        "subscription Watch($f: WordNoteFilter, $rid: JSON) {"
+        f" wordNotes(filters: $f, requestId: $rid) {{ {' '.join(envelope)} }} }}"
+    )
+    return Subscriber(
+        draw(st.sampled_from(VIEWERS)), None, document, variables, draw(st.sampled_from(WORDS))
+    )
+
+
+@st.composite
+def list_scenarios(draw: Any) -> tuple[str, list[Subscriber], list[tuple[Any, ...]]]:
+    subscribers = draw(st.lists(_list_subscriber(), min_size=1, max_size=4))
+    return draw(st.sampled_from(HOOKS)), subscribers, draw(LIST_STEPS)
+
+
+def _list_reset() -> None:
+    """Notes 1-3 (made through the base manager: no event)."""
+    Note.objects.all()._raw_delete(Note.objects.db)
+    Note._base_manager.bulk_create(
+        [
+            Note(pk=pk, owner_id=1, title=title, body="")
+            for pk, title in ((1, "plan a 0"), (2, "x 0"), (3, "plan x 0"))
+        ]
+    )
+
+
+def _list_step(step: tuple[Any, ...], number: int) -> None:
+    if step[0] == "create":
+        Note.objects.create(pk=100 + number, owner_id=1, title=f"{step[1]} {number}")
+        return
+    note = Note.objects.filter(pk=step[1]).first()
+    if note is None:
+        return
+    if step[0] == "delete":
+        note.delete()
+    else:
+        note.title = f"{step[2]} {number}"
+        note.save()
+
+
+async def _list_run(subscribers: list[Subscriber], steps: list[tuple[Any, ...]]) -> list[list[str]]:
+    """Every frame each list subscriber received, in order: all subscribe (each
+    one's first frame read), each step is handled in turn (the runtime settles
+    after each), then every frame written before a ping's pong."""
+    await database_sync_to_async(_list_reset)()
+    application = support.application()
+    clients = [await connect(application, s) for s in subscribers]
+    frames: list[list[str]] = []
+    for client, subscriber in zip(clients, subscribers, strict=True):
+        await client.subscribe(subscriber.document, subscriber.variables, operation_name="Watch")
+        frames.append([await frame(client)])  # its first frame (201, 401 or 400)
+    for number, step in enumerate(steps, start=1):
+        await database_sync_to_async(_list_step)(step, number)
+        await settle()
+    for client, got in zip(clients, frames, strict=True):
+        await client.send({"type": "ping"})
+        while (text := await frame(client)) != json.dumps(PONG, separators=(",", ":")):
+            got.append(text)
+        await client.disconnect()
+    return frames
+
+
+#: One viewer with two words, one filter: two sets, since each word is its own.
+LIST_TWO_WORDS = (
+    HOOKS[0],
+    [
+        Subscriber(
+            "u1",
+            None,
+            "subscription Watch($f: WordNoteFilter, $rid: JSON) {"
+            " wordNotes(filters: $f, requestId: $rid) { act: action st: responseStatus pk"
+            " requestId data { title } } }",
+            {"f": {"title": {"contains": "a"}}, "rid": rid},
+            word,
+        )
+        for word, rid in (("plan", 1), ("x", 2))
+    ],
+    [("create", "x a"), ("retitle", 1, "pl a"), ("create", "plan a")],
+)
+
+
+@hypothesis_settings(
+    max_examples=int(os.environ.get("GQLOBS_DIFFERENTIAL_EXAMPLES", "25")),
+    deadline=None,
+    database=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@example(scenario=LIST_TWO_WORDS)
+@given(scenario=list_scenarios())
+async def test_every_list_subscriber_gets_the_frames_it_gets_alone_whatever_its_hooks_context(
+    users: list[User],
+    observer_settings: Callable[..., Any],
+    scenario: tuple[str, list[Subscriber], list[tuple[Any, ...]]],
+) -> None:
+    hook, subscribers, steps = scenario
+    observer_settings(
+        CONTEXT_GETTER=hook, COHORTS=True, PLANNED_RESULTS=True, SUBSCRIBE_RATE=10_000
+    )
+    together = await _list_run(subscribers, steps)
+    observer_settings(
+        CONTEXT_GETTER=hook, COHORTS=False, PLANNED_RESULTS=False, SUBSCRIBE_RATE=10_000
+    )
+    alone = [(await _list_run([subscriber], steps))[0] for subscriber in subscribers]
     for subscriber, shared, own in zip(subscribers, together, alone, strict=True):
         assert shared == own, subscriber

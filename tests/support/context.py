@@ -88,10 +88,17 @@ class LoadedNoteType:
         return await loaders.usernames.load(self.owner_id)  # type: ignore[attr-defined]
 
 
-@gql_observer.observe(Note, name="wordNote")
+@strawberry_django.filter_type(Note, lookups=True)
+class WordNoteFilter:
+    id: strawberry.auto
+    title: strawberry.auto
+
+
+@gql_observer.observe(Note, name="wordNote", list_name="wordNotes", filters=WordNoteFilter)
 @strawberry_django.type(Note, name="WordNoteType", fields=["id", "title"])
 class WordNoteType:
-    """A note whose rows are those whose title holds the context's word."""
+    """A note whose rows are those whose title holds the context's word (its
+    live list too: ``wordNotes``)."""
 
     @classmethod
     def get_queryset(cls, queryset: Any, info: strawberry.Info, **kwargs: Any) -> Any:
