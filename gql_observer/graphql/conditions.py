@@ -152,17 +152,6 @@ class Conditions:
         """Filters compiled and kept."""
         return len(self._conditions)
 
-    def condition(
-        self,
-        model: type[Model],
-        key: Hashable,
-        filters: Any,
-        info: Info | None,
-        base: QuerySet[Any],
-    ) -> Condition:
-        """The compiled ``filters`` (known by ``key``) of rows read from ``base``."""
-        return self.conditions(model, {key: filters}, info, base)[key]
-
     def conditions(
         self,
         model: type[Model],

@@ -47,7 +47,6 @@ if TYPE_CHECKING:
 __all__ = [
     "CLOSED",
     "REFUSED",
-    "ListGroup",
     "ListMember",
     "ListWatch",
     "Subscriber",

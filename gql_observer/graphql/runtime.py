@@ -23,7 +23,8 @@ from gql_observer.graphql.conditions import Conditions
 from gql_observer.graphql.reads import Reads
 
 if TYPE_CHECKING:
-    from gql_observer.graphql.list_watch import ListGroup, ListMember, ListWatch
+    from gql_observer.graphql.list_group import ListGroup
+    from gql_observer.graphql.list_watch import ListMember, ListWatch
     from gql_observer.graphql.watch import Watch
 
 __all__ = ["Runtime", "close_running", "current", "hub_stats", "running"]

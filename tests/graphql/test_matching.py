@@ -199,15 +199,15 @@ def test_a_filter_is_compiled_once_and_the_least_recently_used_goes_first(
     conditions = Conditions(filters=2)
     base = User.objects.all()
     a, b, c = (UserFilter(username={"exact": name}) for name in "abc")  # type: ignore[call-arg]
-    first = conditions.condition(User, "a", a, None, base)
+    first = conditions.conditions(User, {"a": a}, None, base)["a"]
     assert first.verdict is not None and first.kept
-    assert conditions.condition(User, "a", a, None, base) is first
-    conditions.condition(User, "b", b, None, base)
-    conditions.condition(User, "a", a, None, base)  # a is now the most recent
-    conditions.condition(User, "c", c, None, base)  # b goes
+    assert conditions.conditions(User, {"a": a}, None, base)["a"] is first
+    conditions.conditions(User, {"b": b}, None, base)
+    conditions.conditions(User, {"a": a}, None, base)  # a is now the most recent
+    conditions.conditions(User, {"c": c}, None, base)  # b goes
     assert len(conditions) == 2
-    assert conditions.condition(User, "a", a, None, base) is first
-    assert conditions.condition(User, "b", b, None, base) is not first
+    assert conditions.conditions(User, {"a": a}, None, base)["a"] is first
+    assert conditions.conditions(User, {"b": b}, None, base)["b"] is not first
 
 
 @strawberry_django.filter_type(User, lookups=True)
@@ -227,9 +227,9 @@ def test_a_filter_with_a_method_of_its_own_is_compiled_for_every_read(
     assert reusable(UserFilter(username={"startsWith": "t"}))  # type: ignore[call-arg]
     conditions = Conditions()
     base = User.objects.all()
-    first = conditions.condition(User, "own", own, None, base)
+    first = conditions.conditions(User, {"own": own}, None, base)["own"]
     assert not first.kept
-    assert conditions.condition(User, "own", own, None, base) is not first
+    assert conditions.conditions(User, {"own": own}, None, base)["own"] is not first
 
 
 # -- through the protocol ----------------------------------------------------------
@@ -434,7 +434,7 @@ def test_python_verdicts_of_strawberry_filters_equal_the_pages(transactional_db:
                 conditions, User, User.objects.only("id"), {key: filters}, None, pks
             )
             assert matched[key] == {str(pk) for pk in expected}, filters
-            condition = conditions.condition(User, key, filters, None, base)
+            condition = conditions.conditions(User, {key: filters}, None, base)[key]
             if condition.alone or condition.verdict is None:
                 continue
             decided.append(filters)
