@@ -6,15 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 from typing import Any
 
 import pytest
 import websockets
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.support.differential import hunt
 from tests.support.lists import SUBSCRIBE_USERS, apply
 from tests.support.servers import DemoServer, Servers, run_shell
 
@@ -136,13 +135,7 @@ def redis_demo(redis_env: dict[str, str], servers: Servers) -> tuple[dict[str, s
 examples = iter(range(10_000))
 
 
-@hypothesis_settings(
-    # More for a longer hunt: GQLOBS_E2E_LISTS_EXAMPLES=50.
-    max_examples=int(os.environ.get("GQLOBS_E2E_LISTS_EXAMPLES", "3")),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@hunt(3, "GQLOBS_E2E_LISTS_EXAMPLES")
 @given(steps=scripts)
 async def test_random_changes_from_another_process_converge_on_the_final_query(
     redis_demo: tuple[dict[str, str], DemoServer], steps: list[Step]

@@ -10,22 +10,28 @@ another: a loader's answer, a row another word lets through."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
-from hypothesis import HealthCheck, example, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gql_observer.testing import settle
 from schema_examples.notes.models import Note
 from tests.support import context as support
 from tests.support.clients import PONG
-from tests.support.differential import REQUEST_IDS, Subscriber, connect, frame, literal
+from tests.support.differential import (
+    REQUEST_IDS,
+    Subscriber,
+    connect,
+    frame,
+    hunt,
+    literal,
+    serve,
+)
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -94,44 +100,14 @@ def _change(change: str, step: int) -> None:
     note.save()
 
 
-def _final(text: str) -> bool:
-    """Whether a frame ends its subscription (a delete, a refusal, a complete)."""
-    message = json.loads(text)
-    if message["type"] != "next":
-        return True
-    (envelope,) = message["payload"]["data"].values()
-    return envelope["act"] == "delete" or envelope["st"] not in (200, 201)
-
-
 async def _run(subscribers: list[Subscriber], steps: list[str]) -> list[list[str]]:
     """Every frame each subscriber received, in order: all subscribe, then ``steps``."""
     await database_sync_to_async(_reset)()
-    application = support.application()
-    clients = [await connect(application, s) for s in subscribers]
-    frames: list[list[str]] = [[] for _ in clients]
-    live = []
-    for client, subscriber, got in zip(clients, subscribers, frames, strict=True):
-        await client.subscribe(subscriber.document, subscriber.variables, operation_name="Watch")
-        got.append(await frame(client))
-        if _final(got[-1]):
-            got.append(await frame(client))  # its complete
-        else:
-            live.append((client, got))
-    for number, change in enumerate(steps, start=1):
-        if not live:
-            break
+
+    async def step(change: str, number: int) -> None:
         await database_sync_to_async(_change)(change, number)
-        still = []
-        for client, got in live:
-            got.append(await frame(client))
-            if _final(got[-1]):
-                got.append(await frame(client))
-            else:
-                still.append((client, got))
-        live = still
-    for client in clients:
-        await client.disconnect()
-    return frames
+
+    return await serve(support.application(), subscribers, steps, step)
 
 
 #: One viewer with two words (two contexts the hook made for the same user) and
@@ -154,13 +130,7 @@ TWO_WORDS = (
 )
 
 
-@hypothesis_settings(
-    # More for a longer hunt: GQLOBS_DIFFERENTIAL_EXAMPLES=500.
-    max_examples=int(os.environ.get("GQLOBS_DIFFERENTIAL_EXAMPLES", "25")),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@hunt(25)
 @example(scenario=TWO_WORDS)
 @given(scenario=scenarios())
 async def test_every_subscriber_gets_the_frames_it_gets_alone_whatever_its_hooks_context(
@@ -290,12 +260,7 @@ LIST_TWO_WORDS = (
 )
 
 
-@hypothesis_settings(
-    max_examples=int(os.environ.get("GQLOBS_DIFFERENTIAL_EXAMPLES", "25")),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@hunt(25)
 @example(scenario=LIST_TWO_WORDS)
 @given(scenario=list_scenarios())
 async def test_every_list_subscriber_gets_the_frames_it_gets_alone_whatever_its_hooks_context(

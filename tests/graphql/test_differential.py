@@ -18,8 +18,6 @@ receiving the gated ``email`` (``tests/graphql/test_sharing.py`` names each case
 
 from __future__ import annotations
 
-import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -27,15 +25,14 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
-from hypothesis import HealthCheck, example, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gql_observer.core.conf import get_settings
 from gql_observer.graphql import viewers
 from schema_examples.notes.models import Note
 from tests.support import schema as support
-from tests.support.differential import REQUEST_IDS, Clock, Subscriber, connect, frame, literal
+from tests.support.differential import REQUEST_IDS, Clock, Subscriber, hunt, literal, serve
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
 
@@ -183,46 +180,17 @@ def _change(change: str, field: str, step: int) -> None:
     instance.save()
 
 
-def _final(text: str) -> bool:
-    """Whether a ``next`` frame ends its subscription (a delete, or a refusal)."""
-    message = json.loads(text)
-    if message["type"] != "next":
-        return True
-    (envelope,) = message["payload"]["data"].values()
-    return envelope["act"] == "delete" or envelope["st"] not in (200, 201)
-
-
 async def _run(
     application: Any, field: str, subscribers: list[Subscriber], steps: list[str]
 ) -> list[list[str]]:
     """Every frame each subscriber received, in order, subscribing them all, then
     applying ``steps``."""
     await database_sync_to_async(_reset)()
-    clients = [await connect(application, s) for s in subscribers]
-    frames: list[list[str]] = [[] for _ in clients]
-    live = []
-    for client, subscriber, got in zip(clients, subscribers, frames, strict=True):
-        await client.subscribe(subscriber.document, subscriber.variables, operation_name="Watch")
-        got.append(await frame(client))
-        if _final(got[-1]):
-            got.append(await frame(client))  # its complete
-        else:
-            live.append((client, got))
-    for number, change in enumerate(steps):
-        if not live:
-            break
+
+    async def step(change: str, number: int) -> None:
         await database_sync_to_async(_change)(change, field, number)
-        still = []
-        for client, got in live:
-            got.append(await frame(client))
-            if _final(got[-1]):
-                got.append(await frame(client))
-            else:
-                still.append((client, got))
-        live = still
-    for client in clients:
-        await client.disconnect()
-    return frames
+
+    return await serve(application, subscribers, steps, step)
 
 
 #: Served together: watches and planned results (the defaults).
@@ -290,13 +258,7 @@ NESTED_THEN_EXPIRY = (
 )
 
 
-@hypothesis_settings(
-    # More for a longer hunt: GQLOBS_DIFFERENTIAL_EXAMPLES=500.
-    max_examples=int(os.environ.get("GQLOBS_DIFFERENTIAL_EXAMPLES", "40")),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@hunt(40)
 @example(scenario=ANONYMOUS_AFTER_ALICE)
 @example(scenario=NESTED_THEN_EXPIRY)
 @given(scenario=scenarios())

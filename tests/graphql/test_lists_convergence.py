@@ -7,19 +7,18 @@ through graphql-transport-ws."""
 from __future__ import annotations
 
 import asyncio
-import os
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
-from hypothesis import HealthCheck, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from schema_examples.notes.models import Note
 from tests.support.clients import connect
+from tests.support.differential import hunt
 from tests.support.lists import (
     apply,
     list_notes,
@@ -127,18 +126,7 @@ async def _read(reader: Any) -> dict[str, Any]:
     }
 
 
-def _hunt(examples: int) -> Any:
-    """Hypothesis' settings for ``examples`` scripts (more for a longer hunt:
-    GQLOBS_LISTS_EXAMPLES=300)."""
-    return hypothesis_settings(
-        max_examples=int(os.environ.get("GQLOBS_LISTS_EXAMPLES", str(examples))),
-        deadline=None,
-        database=None,
-        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-    )
-
-
-@_hunt(25)
+@hunt(25, "GQLOBS_LISTS_EXAMPLES")
 @given(script=steps)
 async def test_events_applied_to_the_query_converge_on_the_final_query(
     application: Any,
@@ -176,7 +164,7 @@ async def test_events_applied_to_the_query_converge_on_the_final_query(
 ALSO_LIVE = {"username": {"startsWith": "live"}, "NOT": {"username": {"startsWith": "dead-"}}}
 
 
-@_hunt(10)
+@hunt(10, "GQLOBS_LISTS_EXAMPLES")
 @given(script=steps)
 async def test_a_filter_that_joins_its_group_while_writers_write_converges_too(
     application: Any,

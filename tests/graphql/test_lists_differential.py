@@ -43,7 +43,6 @@ fails under that break:
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -51,8 +50,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.hashers import make_password
 from django.contrib.auth.models import User
-from hypothesis import HealthCheck, example, given
-from hypothesis import settings as hypothesis_settings
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from gql_observer.core.conf import get_settings
@@ -63,7 +61,15 @@ from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 from schema_examples.notes.models import Note
 from tests.support import runtime as live
 from tests.support import schema as support
-from tests.support.differential import REQUEST_IDS, Clock, Subscriber, connect, frame, literal
+from tests.support.differential import (
+    REQUEST_IDS,
+    Clock,
+    Subscriber,
+    connect,
+    frame,
+    hunt,
+    literal,
+)
 from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.timeout(300)]
@@ -424,13 +430,7 @@ NOTES_CHANGE_HANDS = (
 )
 
 
-@hypothesis_settings(
-    # More for a longer hunt: GQLOBS_DIFFERENTIAL_EXAMPLES=500.
-    max_examples=int(os.environ.get("GQLOBS_DIFFERENTIAL_EXAMPLES", "30")),
-    deadline=None,
-    database=None,
-    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
-)
+@hunt(30)
 @example(scenario=FOUR_VIEWERS_OF_ONE_SET)
 @example(scenario=NOTES_CHANGE_HANDS)
 @example(scenario=DIFFERENT_SELECTIONS)

@@ -6,20 +6,34 @@ as GraphQL literals."""
 from __future__ import annotations
 
 import json
+import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from channels.db import database_sync_to_async
 from django.conf import settings as django_settings
 from django.contrib.auth.models import User
+from hypothesis import HealthCheck
+from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
 from gql_observer import issue_token
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from tests.support.users import login_session
 
-__all__ = ["REQUEST_IDS", "Clock", "Subscriber", "connect", "frame", "literal"]
+__all__ = [
+    "REQUEST_IDS",
+    "Clock",
+    "Subscriber",
+    "connect",
+    "final",
+    "frame",
+    "hunt",
+    "literal",
+    "serve",
+]
 
 
 class Clock:
@@ -98,3 +112,63 @@ async def frame(client: GraphQLTransportWSCommunicator) -> str:
     assert output["type"] == "websocket.send", output
     text: str = output["text"]
     return text
+
+
+def hunt(examples: int, variable: str = "GQLOBS_DIFFERENTIAL_EXAMPLES") -> Any:
+    """Hypothesis' settings of a hunt through the real app: ``examples`` by
+    default, more for a longer hunt through ``variable`` (e.g. 500); no
+    deadline and no example database (each example is a run of its own)."""
+    return hypothesis_settings(
+        max_examples=int(os.environ.get(variable, str(examples))),
+        deadline=None,
+        database=None,
+        suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+    )
+
+
+def final(text: str) -> bool:
+    """Whether a frame ends its subscription: a ``complete``, a delete or a
+    refusal (the documents select ``action`` and ``responseStatus`` as ``act``
+    and ``st``)."""
+    message = json.loads(text)
+    if message["type"] != "next":
+        return True
+    (envelope,) = message["payload"]["data"].values()
+    return envelope["act"] == "delete" or envelope["st"] not in (200, 201)
+
+
+async def serve(
+    application: Any,
+    subscribers: list[Subscriber],
+    steps: list[Any],
+    step: Callable[[Any, int], Awaitable[None]],
+) -> list[list[str]]:
+    """Every frame each instance subscriber received, in order: all subscribe
+    (one frame each, and its ``complete`` when final), then after each of
+    ``steps`` (``await step(change, number)``) one frame of every subscriber
+    still live."""
+    clients = [await connect(application, s) for s in subscribers]
+    frames: list[list[str]] = [[] for _ in clients]
+    live = []
+    for client, subscriber, got in zip(clients, subscribers, frames, strict=True):
+        await client.subscribe(subscriber.document, subscriber.variables, operation_name="Watch")
+        got.append(await frame(client))
+        if final(got[-1]):
+            got.append(await frame(client))  # its complete
+        else:
+            live.append((client, got))
+    for number, change in enumerate(steps):
+        if not live:
+            break
+        await step(change, number)
+        still = []
+        for client, got in live:
+            got.append(await frame(client))
+            if final(got[-1]):
+                got.append(await frame(client))
+            else:
+                still.append((client, got))
+        live = still
+    for client in clients:
+        await client.disconnect()
+    return frames
