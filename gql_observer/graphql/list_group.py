@@ -71,15 +71,14 @@ class ListGroup:
             group = runtime.list_groups.get(watch.group_key)
             if group is None:
                 group = runtime.list_groups[watch.group_key] = cls(runtime, watch.group_key, watch)
-                group.watches[watch.key] = watch
+                group._add(watch)
                 await group._open()
                 return group
-            group.watches[watch.key] = watch
+            group._add(watch)
             try:
                 await asyncio.shield(group.opened)
             except BaseException:
-                if group.watches.get(watch.key) is watch:
-                    del group.watches[watch.key]
+                group.remove(watch)
                 task = asyncio.current_task()
                 if task is None or task.cancelling():
                     raise
@@ -175,10 +174,18 @@ class ListGroup:
         if sets:
             await sets[0][0][0].fan_out(self.runtime, sets)
 
+    def _add(self, watch: ListWatch) -> None:
+        """From now on the group takes every change for ``watch`` (in its
+        backlog until its set is read), even while the group is still opening."""
+        self.watches[watch.key] = watch
+        watch.group = self
+
     def remove(self, watch: ListWatch) -> None:
-        """``watch`` ended; the group closes with its last watch."""
+        """``watch`` ended (or goes on without this group); the group closes
+        with its last watch once it is open."""
         if self.watches.get(watch.key) is watch:
             del self.watches[watch.key]
+            watch.group = None
             if not self.watches and self.opened.done():
                 self._close()
 

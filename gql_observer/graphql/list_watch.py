@@ -173,13 +173,13 @@ class ListWatch:
         """Join the group, read the set (a commit in between is seen), then
         decide what the group took meanwhile."""
         try:
-            self.group = await ListGroup.enter(self)
+            group = await ListGroup.enter(self)
             work = partial(members, self.definition, self.info, user, self.filters)
             self.held = set(await run(self.runtime.reads, self.definition, work))
             while self.backlog and not self.closed:
                 self.catching_up = True
                 rows, self.backlog = combined(self.backlog), []
-                if not await self.group.handle([self], rows):
+                if not await group.handle([self], rows):
                     self.end(REFUSED)
             self.following = True
         except BaseException as error:
@@ -221,10 +221,8 @@ class ListWatch:
         self.closed = True
         if self.runtime.list_watches.get(self.key) is self:
             del self.runtime.list_watches[self.key]
-        # (Its group may still be opening: it is registered there already.)
-        group = self.group or self.runtime.list_groups.get(self.group_key)
-        if group is not None:
-            group.remove(self)
+        if self.group is not None:  # (also while the group is still opening)
+            self.group.remove(self)
 
 
 M = TypeVar("M", ListMember, Subscriber)
