@@ -67,6 +67,7 @@ class Connection(Listening):
 
     __slots__ = (
         "_closed",
+        "_direct",
         "_init_timer",
         "_ping_timer",
         "_send",
@@ -99,6 +100,11 @@ class Connection(Listening):
         self.scope = scope
         self.settings = settings
         self._send = send
+        #: gql_observer.uvicorn's synchronous write of a text frame, when ``send``
+        #: is that protocol's own (no middleware wraps it): None otherwise.
+        self._direct: Callable[[str], bool] | None = getattr(
+            getattr(send, "__self__", None), "gql_observer_write_text", None
+        )
         self.root_value: Any = None
         self.connection_params: dict[str, Any] | None = None
         self.operations: dict[str, Operation] = {}
@@ -235,6 +241,9 @@ class Connection(Listening):
     async def write_frame(self, frame: str) -> None:
         """Write one ready-encoded frame (no timeout: callers keep their own)."""
         if self._slow or self._closed:
+            return
+        direct = self._direct
+        if direct is not None and direct(frame):
             return
         await self._send({"type": "websocket.send", "text": frame})
 

@@ -28,13 +28,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import struct
 from typing import Any, Final, Literal
 
 import uvicorn
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 from websockets.datastructures import Headers
+from websockets.protocol import State
 
-__all__ = ["SUPPORTED", "Inbox", "WebSocketProtocol", "WritableFlag", "check_version"]
+__all__ = [
+    "SUPPORTED",
+    "Inbox",
+    "WebSocketProtocol",
+    "WritableFlag",
+    "check_version",
+    "text_frame",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -212,6 +221,38 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = Inbox()  # type: ignore[assignment]  # the same interface
         self.writable = WritableFlag(writable.is_set())  # type: ignore[assignment]
 
+    def gql_observer_write_text(self, text: str) -> bool:
+        """Write one text message at once, the bytes uvicorn's ``send`` writes for
+        ``{"type": "websocket.send", "text": text}`` (one unmasked, uncompressed,
+        final text frame), without its coroutine and without websockets' frame
+        objects: a fan-out writes thousands of them in a row.
+
+        Whether it wrote. It writes nothing (the caller then awaits ``send``) when
+        ``send`` would do anything but write at once: the socket pushes back or
+        another write waits for it, the handshake is not over or was answered
+        with HTTP, a close was sent or the client is gone, the connection
+        negotiated an extension (compression) or websockets holds output of its
+        own. :class:`~gql_observer.transport.connection.Connection` finds it on
+        the ``send`` it is given (uvicorn's bound method, no middleware between).
+        """
+        conn = self.conn
+        writable = self.writable
+        if (
+            not writable.is_set()
+            or not writable.holds_nothing  # type: ignore[attr-defined]
+            or not self.handshake_complete
+            or self.initial_response is not None
+            or self.close_sent
+            or self.disconnected
+            or conn.state is not State.OPEN
+            or conn.extensions
+            or conn.writes
+            or conn.expect_continuation_frame
+        ):
+            return False
+        self.transport.write(text_frame(text))
+        return True
+
     def start_keepalive(self) -> None:
         """Called once the handshake's response is written: from then on uvicorn
         reads neither the request nor the response again."""
@@ -226,6 +267,24 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             headers.clear()
         self.request = None  # type: ignore[assignment]
         self.response = None  # type: ignore[assignment]
+
+
+#: The first byte of a final text frame, and the two-byte heads of short ones.
+_FIN_TEXT: Final = 0x81
+_TEXT_HEADS: Final = tuple(bytes((_FIN_TEXT, length)) for length in range(126))
+
+
+def text_frame(text: str) -> bytes:
+    """``text`` as one final, unmasked text frame (RFC 6455 §5.2), as a server
+    writes it: what ``websockets``' ``Frame(Opcode.TEXT, …).serialize(mask=False)``
+    makes without extensions."""
+    data = text.encode()
+    length = len(data)
+    if length < 126:
+        return _TEXT_HEADS[length] + data
+    if length < 65536:
+        return struct.pack("!BBH", _FIN_TEXT, 126, length) + data
+    return struct.pack("!BBQ", _FIN_TEXT, 127, length) + data
 
 
 def _changed(attribute: str, expected: str, found: Any) -> RuntimeError:

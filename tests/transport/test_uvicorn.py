@@ -241,3 +241,104 @@ async def test_a_stalled_client_s_writes_wait_and_resume_through_it(
     await read_to_final(stalled, ids, final)
     assert await lean_server.on_loop(writable) == [True]
     stalled.close()
+
+
+# ---- the direct write of text frames -------------------------------------------------------
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "x",
+        "x" * 125,
+        "x" * 126,
+        "x" * 127,
+        "é" * 62 + "x",  # 125 bytes from 63 characters
+        "é" * 63,  # 126 bytes
+        "x" * 65535,
+        "x" * 65536,
+        "🙂" * 20_000,  # 80,000 bytes
+    ],
+    ids=lambda text: f"{len(text.encode())}B",
+)
+def test_a_text_frame_is_the_bytes_websockets_writes_for_it(text: str) -> None:
+    frame = websockets.frames.Frame(websockets.frames.Opcode.TEXT, text.encode())
+    assert lean.text_frame(text) == frame.serialize(mask=False, extensions=[])
+
+
+def _by_client(server: ThreadServer, *clients: Any) -> list[Any]:
+    """The server's protocol object of each client connection."""
+    ours = {p.client: p for p in _websockets(server)}
+    return [ours[tuple(ws.local_address[:2])] for ws in clients]
+
+
+async def _subscribed(ws: Any, pk: int) -> None:
+    await ws.send(json.dumps({"type": "connection_init"}))
+    assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+    subscribe = {"query": SUBSCRIPTION, "variables": {"pk": pk}}
+    await ws.send(json.dumps({"type": "subscribe", "id": "1", "payload": subscribe}))
+    first = json.loads(await asyncio.wait_for(ws.recv(), 10))
+    assert first["payload"]["data"]["user"]["action"] == "subscribe_instance"
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_frames_are_written_directly_and_through_websockets_where_they_must_be(
+    lean_server: ThreadServer,
+) -> None:
+    """An uncompressed connection gets its frames from the direct write (websockets'
+    ``send_text`` is not called for them); one that negotiated compression gets
+    them from websockets, compressed. Both read the same envelopes."""
+    user = await asyncio.to_thread(create_user)
+    url, protocol = lean_server.ws, ["graphql-transport-ws"]
+    async with (
+        websockets.connect(url, subprotocols=protocol, compression=None) as plain,  # type: ignore[list-item]
+        websockets.connect(url, subprotocols=protocol, compression="deflate") as deflated,  # type: ignore[list-item]
+    ):
+        await _subscribed(plain, user)
+        await _subscribed(deflated, user)
+        calls: collections.Counter[str] = collections.Counter()
+
+        def count_websockets_writes() -> list[bool]:
+            for name, p in zip(
+                ("plain", "deflated"), _by_client(lean_server, plain, deflated), strict=True
+            ):
+                write = p.conn.send_text
+
+                def counted(data: bytes, fin: bool = True, name: str = name, write: Any = write):
+                    calls[name] += 1
+                    write(data, fin)
+
+                p.conn.send_text = counted
+            return [bool(p.conn.extensions) for p in _by_client(lean_server, plain, deflated)]
+
+        assert await lean_server.on_loop(count_websockets_writes) == [False, True]
+        name = await asyncio.to_thread(save_many, user, 1)
+        for ws in (plain, deflated):
+            update = json.loads(await asyncio.wait_for(ws.recv(), 10))
+            assert update["payload"]["data"]["user"]["data"]["username"] == name
+        assert calls == {"deflated": 1}
+
+
+@pytest.mark.django_db(transaction=True)
+async def test_a_long_frame_written_directly_reaches_the_client_whole(
+    lean_server: ThreadServer,
+) -> None:
+    """Frames of every length class (7-bit, 16-bit and 64-bit lengths), written
+    directly between frames websockets writes, arrive whole and in order."""
+    texts = ["a" * 100, "é" * 300, "🙂" * 20_000]
+    async with websockets.connect(
+        lean_server.ws,
+        subprotocols=["graphql-transport-ws"],  # type: ignore[list-item]
+        compression=None,
+        max_size=None,
+    ) as ws:
+        await ws.send(json.dumps({"type": "connection_init"}))
+        assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "connection_ack"}
+
+        def write_directly() -> list[bool]:
+            (p,) = _by_client(lean_server, ws)
+            return [p.gql_observer_write_text(text) for text in texts]
+
+        assert await lean_server.on_loop(write_directly) == [True, True, True]
+        await ws.send(json.dumps({"type": "ping"}))
+        received = [await asyncio.wait_for(ws.recv(), 10) for _ in range(4)]
+    assert received == [*texts, json.dumps({"type": "pong"}, separators=(",", ":"))]
