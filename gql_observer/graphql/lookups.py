@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+import weakref
 from collections.abc import Callable
 from functools import cache
 from typing import Any, Final
@@ -70,7 +71,16 @@ from django.db.models.lookups import Lookup
 from django.db.models.sql.compiler import SQLCompiler
 from django.db.models.sql.where import AND, OR, WhereNode
 
-__all__ = ["EVERYTHING", "NOTHING", "Verdict", "verdict"]
+from gql_observer.graphql.filter_index import (
+    ASCII_LOWER,
+    Hint,
+    both,
+    either,
+    folded,
+    literal_prefix,
+)
+
+__all__ = ["EVERYTHING", "NOTHING", "Verdict", "hint", "verdict"]
 
 #: Whether a row matches: ``True``, ``False`` or ``None`` (SQL's unknown: no match).
 Verdict = Callable[[Model], bool | None]
@@ -105,6 +115,23 @@ def NOTHING(row: Model) -> bool:
     return False
 
 
+#: The hints of verdicts that have one (:mod:`gql_observer.graphql.filter_index`).
+_HINTS: weakref.WeakKeyDictionary[Verdict, frozenset[tuple[str, str, Any]]]
+_HINTS = weakref.WeakKeyDictionary()
+_HINTS[NOTHING] = frozenset()  # no row
+
+
+def hint(verdict: Verdict) -> Hint:
+    """Keys of which every row ``verdict`` matches holds one (``None``: unknown)."""
+    return _HINTS.get(verdict)
+
+
+def _hinted(verdict: Verdict, keys: Hint) -> Verdict:
+    if keys is not None:
+        _HINTS[verdict] = keys
+    return verdict
+
+
 class Unsupported(Exception):
     """A part of the filter that is not one of the pinned forms."""
 
@@ -115,9 +142,6 @@ class _Full(Exception):
 
 class _Empty(Exception):
     pass
-
-
-_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
 
 @cache
@@ -188,6 +212,7 @@ def _connected(parts: list[Verdict], deciding: bool) -> Verdict:
     NULL; else the other truth value."""
     if len(parts) == 1:
         return parts[0]
+    hints = [hint(part) for part in parts]
 
     def connected(row: Model) -> bool | None:
         result: bool | None = not deciding
@@ -199,7 +224,7 @@ def _connected(parts: list[Verdict], deciding: bool) -> Verdict:
                 result = None
         return result
 
-    return connected
+    return _hinted(connected, either(hints) if deciding else both(hints))
 
 
 def _not(part: Verdict) -> Verdict:
@@ -265,9 +290,10 @@ def _leaf(lookup: Lookup[Any], compiler: SQLCompiler, alias: str) -> Verdict:
         return row.__dict__[attname]
 
     if rest == " = %s" and len(values) == 1:
-        return _equal(get, values[0])
+        return _hinted(_equal(get, values[0]), frozenset({(attname, "eq", values[0])}))
     if rest == " IN (" + ", ".join(["%s"] * len(values)) + ")" and values:
-        return _member(get, frozenset(values))
+        keys = frozenset((attname, "eq", value) for value in values)
+        return _hinted(_member(get, frozenset(values)), keys)
     if rest == " IS NULL" and not values:
         return lambda row: get(row) is None
     if rest == " IS NOT NULL" and not values:
@@ -288,9 +314,9 @@ def _leaf(lookup: Lookup[Any], compiler: SQLCompiler, alias: str) -> Verdict:
             and _sqlite_like_folds_ascii_only()
             and not connection.settings_dict.get("OPTIONS", {}).get("init_command")
         ):
-            return _like(get, pattern, fold=True, nul=True)
+            return _like(get, attname, pattern, sqlite=True)
         if vendor == "postgresql" and rest == "::text LIKE %s":
-            return _like(get, pattern, fold=False, nul=False)
+            return _like(get, attname, pattern, sqlite=False)
     raise Unsupported(sql)
 
 
@@ -334,16 +360,16 @@ def _between(get: Callable[[Model], Any], low: Any, high: Any) -> Verdict:
     return between
 
 
-def _like(get: Callable[[Model], Any], pattern: str, *, fold: bool, nul: bool) -> Verdict:
-    """SQL's LIKE with ``\\`` as the escape; ``fold``: ASCII letters match either
-    case (SQLite); ``nul``: the value and the pattern end at a NUL (SQLite reads
-    both as C strings)."""
-    if nul:
+def _like(get: Callable[[Model], Any], attname: str, pattern: str, *, sqlite: bool) -> Verdict:
+    """SQL's LIKE with ``\\`` as the escape; on SQLite ASCII letters match either
+    case and the value and the pattern end at a NUL (SQLite reads both as C
+    strings)."""
+    if sqlite:
         pattern = pattern.split("\0", 1)[0]
     if len(pattern.encode()) > LIKE_LIMIT:
         raise Unsupported("a LIKE pattern SQLite refuses")
-    if fold:
-        pattern = pattern.translate(_ASCII_LOWER)
+    if sqlite:
+        pattern = pattern.translate(ASCII_LOWER)
     regex: list[str] = []
     chars = iter(pattern)
     for char in chars:
@@ -364,10 +390,9 @@ def _like(get: Callable[[Model], Any], pattern: str, *, fold: bool, nul: bool) -
         value = get(row)
         if value is None:
             return None
-        if nul:
-            value = value.split("\0", 1)[0]
-        if fold:
-            value = value.translate(_ASCII_LOWER)
-        return match(value) is not None
+        return match(folded(value) if sqlite else value) is not None
 
-    return like
+    prefix = literal_prefix(pattern)
+    return _hinted(
+        like, frozenset({(attname, "fold" if sqlite else "prefix", prefix)}) if prefix else None
+    )

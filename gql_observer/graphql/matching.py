@@ -2,7 +2,8 @@
 at once: one query per type and row scope (everybody, or each viewer for a
 type with ``get_queryset``) reads the changed rows; each distinct filter is
 decided in Python on the rows read where its lookups allow it exactly
-(:mod:`gql_observer.graphql.lookups`), else by a
+(:mod:`gql_observer.graphql.lookups`; only those the row's own values may
+match are asked, :mod:`gql_observer.graphql.filter_index`), else by a
 ``CASE WHEN <filter> THEN true ELSE false END`` column of that query, at most
 :data:`FILTERS_PER_QUERY` per query. Filters are compiled once
 (:mod:`gql_observer.graphql.conditions`).
@@ -27,7 +28,8 @@ from strawberry import UNSET, Info
 from strawberry_django.filters import apply
 
 from gql_observer.graphql.conditions import Condition, Conditions
-from gql_observer.graphql.lookups import Verdict
+from gql_observer.graphql.filter_index import FilterIndex, Hint
+from gql_observer.graphql.lookups import Verdict, hint
 from gql_observer.graphql.reads import Reads
 from gql_observer.graphql.rows import has_get_queryset, queryset
 from gql_observer.graphql.viewers import Viewer
@@ -81,7 +83,7 @@ def _flags(
     rows it matches: one query for every filter but those that change the
     queryset (up to :data:`FILTERS_PER_QUERY` decided in SQL per query)."""
     whole = _whole(base)
-    decided: list[tuple[Hashable, Verdict]] = []
+    decided: list[tuple[Hashable, Verdict, Hint]] = []
     columns: list[tuple[Hashable, Condition]] = []
     alone: list[Hashable] = []
     matched: dict[Hashable, set[str]] = {key: set() for key in groups}
@@ -89,10 +91,11 @@ def _flags(
         if condition.alone:
             alone.append(key)
         elif condition.verdict is not None and whole:
-            decided.append((key, condition.verdict))
+            decided.append((key, condition.verdict, hint(condition.verdict)))
         else:
             columns.append((key, condition))
     rows: dict[str, Model] = {}
+    index = FilterIndex(decided)
     if decided or columns:
         for start in range(0, max(len(columns), 1), FILTERS_PER_QUERY):
             chunk = columns[start : start + FILTERS_PER_QUERY]
@@ -101,8 +104,9 @@ def _flags(
                 pk = str(row.pk)
                 if pk not in rows:
                     rows[pk] = row
-                    # Decided on the row as read (a join's repeats are the same row).
-                    for key, verdict in decided:
+                    # Decided on the row as read (a join's repeats are the same row),
+                    # by the filters it may match.
+                    for key, verdict in index.candidates(row):
                         if verdict(row) is True:
                             matched[key].add(pk)
                 for name, key in names:
