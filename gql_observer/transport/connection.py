@@ -57,8 +57,7 @@ class Connection(Listening):
     ``info.context``: ``request`` and ``ws`` (this connection: ``.scope``,
     ``.user``, and strawberry's ``channel_layer``, ``channel_name``,
     ``listen_to_channel``), ``user`` and ``connection_params``; one per
-    connection, or one per operation made by ``context_getter``.
-    """
+    connection, or one per operation made by ``context_getter``."""
 
     #: The subprotocol the class speaks.
     subprotocol: ClassVar[str]
@@ -100,11 +99,8 @@ class Connection(Listening):
         self.scope = scope
         self.settings = settings
         self._send = send
-        #: gql_observer.uvicorn's synchronous write of a text frame, when ``send``
-        #: is that protocol's own (no middleware wraps it): None otherwise.
-        self._direct: Callable[[str], bool] | None = getattr(
-            getattr(send, "__self__", None), "gql_observer_write_text", None
-        )
+        # gql_observer.uvicorn's synchronous text write, on its own send alone.
+        self._direct = getattr(getattr(send, "__self__", None), "gql_observer_write_text", None)
         self.root_value: Any = None
         self.connection_params: dict[str, Any] | None = None
         self.operations: dict[str, Operation] = {}
@@ -242,8 +238,7 @@ class Connection(Listening):
         """Write one ready-encoded frame (no timeout: callers keep their own)."""
         if self._slow or self._closed:
             return
-        direct = self._direct
-        if direct is not None and direct(frame):
+        if self._direct is not None and self._direct(frame):
             return
         await self._send({"type": "websocket.send", "text": frame})
 
