@@ -33,7 +33,7 @@ from typing import Any, Final
 
 from django.db.models import Model
 
-__all__ = ["ASCII_LOWER", "FilterIndex", "Hint", "both", "either", "folded", "literal_prefix"]
+__all__ = ["ASCII_LOWER", "FilterIndex", "Hint", "both", "either", "folded"]
 
 #: Keys of which a matching row holds one; ``None``: no such keys are known.
 Hint = frozenset[tuple[str, str, Any]] | None
@@ -63,24 +63,6 @@ def both(hints: Iterable[Hint]) -> Hint:
     return min(known, key=len) if known else None
 
 
-def literal_prefix(pattern: str) -> str:
-    """What every text a LIKE ``pattern`` (``\\`` escaping) matches starts with:
-    its characters up to the first unescaped wildcard."""
-    out: list[str] = []
-    chars = iter(pattern)
-    for char in chars:
-        if char == "\\":
-            escaped = next(chars, None)
-            if escaped is None:
-                break
-            out.append(escaped)
-        elif char in "%_":
-            break
-        else:
-            out.append(char)
-    return "".join(out)
-
-
 Entry = tuple[Hashable, Callable[[Model], Any]]
 
 
@@ -92,7 +74,7 @@ class FilterIndex:
     def __init__(self, filters: Iterable[tuple[Hashable, Callable[[Model], Any], Hint]]) -> None:
         self._always: list[Entry] = []
         self._equal: dict[str, dict[Any, list[Entry]]] = {}
-        # (attname, fold) -> (the prefix lengths, longest first; entries by prefix)
+        # (attname, fold) -> (the distinct prefix lengths; entries by prefix)
         self._prefix: dict[tuple[str, bool], tuple[list[int], dict[str, list[Entry]]]] = {}
         for key, verdict, hint in filters:
             entry = (key, verdict)

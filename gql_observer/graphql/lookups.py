@@ -77,7 +77,6 @@ from gql_observer.graphql.filter_index import (
     both,
     either,
     folded,
-    literal_prefix,
 )
 
 __all__ = ["EVERYTHING", "NOTHING", "Verdict", "hint", "verdict"]
@@ -371,19 +370,20 @@ def _like(get: Callable[[Model], Any], attname: str, pattern: str, *, sqlite: bo
     if sqlite:
         pattern = pattern.translate(ASCII_LOWER)
     regex: list[str] = []
+    prefix = ""  # the literal start, which every text the pattern matches starts with
     chars = iter(pattern)
     for char in chars:
+        if char in "%_":
+            regex.append(".*" if char == "%" else ".")
+            continue
         if char == "\\":
             escaped = next(chars, None)
             if escaped is None:
                 raise Unsupported("a LIKE pattern ending with its escape")
-            regex.append(re.escape(escaped))
-        elif char == "%":
-            regex.append(".*")
-        elif char == "_":
-            regex.append(".")
-        else:
-            regex.append(re.escape(char))
+            char = escaped
+        if len(prefix) == len(regex):  # no wildcard yet
+            prefix += char
+        regex.append(re.escape(char))
     match = re.compile("".join(regex), re.DOTALL).fullmatch
 
     def like(row: Model) -> bool | None:
@@ -392,7 +392,6 @@ def _like(get: Callable[[Model], Any], attname: str, pattern: str, *, sqlite: bo
             return None
         return match(folded(value) if sqlite else value) is not None
 
-    prefix = literal_prefix(pattern)
     return _hinted(
         like, frozenset({(attname, "fold" if sqlite else "prefix", prefix)}) if prefix else None
     )
