@@ -15,7 +15,7 @@ from django.contrib.auth.models import User
 from django.db import DatabaseError, connection, models
 from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from strawberry_django.fields.filter_types import StrFilterLookup
 from strawberry_django.filters import apply
@@ -150,6 +150,29 @@ def test_python_verdicts_equal_the_databases_for_random_rows_and_filters(
         suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
     )
     @given(rows, st.lists(filters, min_size=1, max_size=4))
+    # Rows the index must not skip, whatever the draws: a value after the
+    # start (contains, endsWith), escaped and unescaped wildcards in a prefix,
+    # case (SQLite's LIKE folds it), AND/OR/NOT around hinted parts.
+    @example(
+        [
+            {"name": "ax", "code": "bxa", "n": 1, "flag": True},
+            {"name": "x%y", "code": "A_b", "n": None, "flag": None},
+            {"name": "kx", "code": "K", "n": 2, "flag": False},
+        ],
+        [Q(name__contains="x"), Q(code__endswith="a"), Q(name__startswith="x%")],
+    )
+    @example(
+        [
+            {"name": "A_b", "code": "azb", "n": 1, "flag": True},
+            {"name": "kx", "code": "K", "n": 2, "flag": False},
+        ],
+        [
+            Q(code__startswith="a") & Q(code__contains="z"),
+            Q(name__in=["kx", "z"]) | Q(code__contains="K"),
+            Q(name__startswith="a_") | ~Q(code="K"),
+            Q(name__iexact="KX") | Q(n=2),
+        ],
+    )
     def check(values: list[dict[str, Any]], qs: list[Q]) -> None:
         verdicts: list[tuple[int, Any, Any]] = []
         samples._default_manager.all().delete()
@@ -179,7 +202,38 @@ def test_python_verdicts_equal_the_databases_for_random_rows_and_filters(
     # The differential proves something only where Python decided, and the
     # index's only where it skipped filters.
     assert len(decided) > 300, len(decided)
-    assert skipped > 100, skipped
+    assert skipped > 0, skipped  # 57 to 233 in runs of 300 examples
+
+
+def test_the_filter_index_asks_exactly_the_filters_a_row_may_match(
+    samples: type[Sample],
+) -> None:
+    """Which verdicts the index asks, row by row: those whose hint holds one of
+    the row's values or prefixes, and those without a hint; no other."""
+    filters = {
+        "exact": Q(name="ax"),
+        "in": Q(name__in=["kx", "zz"]),
+        "starts": Q(name__startswith="a"),
+        "escaped": Q(name__startswith="x%"),  # the literal start is "x%"
+        "contains": Q(name__contains="x"),  # no hint: always asked
+        "and": Q(name__startswith="k") & Q(code="K"),
+        "or": Q(name="zz") | Q(code__startswith="b"),
+        "not": ~Q(name="ax"),  # no hint: always asked
+    }
+    samples._default_manager.bulk_create(
+        [samples(name=name, code=code) for name, code in [("ax", "bxa"), ("x%y", "K"), ("kx", "")]]
+    )
+    verdicts = [(key, verdict(samples, q, connection.alias)) for key, q in filters.items()]
+    index = FilterIndex([(key, decide, hint(decide)) for key, decide in verdicts])
+    asked = {
+        row.name: {key for key, _ in index.candidates(row)}
+        for row in samples._default_manager.all()
+    }
+    assert asked == {
+        "ax": {"exact", "starts", "contains", "or", "not"},
+        "x%y": {"escaped", "contains", "not"},
+        "kx": {"in", "contains", "and", "not"},
+    }
 
 
 def _decided(q: Q) -> bool:
