@@ -10,7 +10,7 @@ another: a loader's answer, a row another word lets through."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -130,6 +130,27 @@ TWO_WORDS = (
 )
 
 
+async def _together_as_alone(
+    observer_settings: Callable[..., Any],
+    hook: str,
+    subscribers: list[Subscriber],
+    steps: Any,
+    run: Callable[[list[Subscriber], Any], Awaitable[list[list[str]]]],
+) -> None:
+    """Served together (shared), each subscriber's frames equal those it gets
+    served alone through strawberry (nothing shared), under the context ``hook``."""
+    observer_settings(
+        CONTEXT_GETTER=hook, COHORTS=True, PLANNED_RESULTS=True, SUBSCRIBE_RATE=10_000
+    )
+    together = await run(subscribers, steps)
+    observer_settings(
+        CONTEXT_GETTER=hook, COHORTS=False, PLANNED_RESULTS=False, SUBSCRIBE_RATE=10_000
+    )
+    alone = [(await run([subscriber], steps))[0] for subscriber in subscribers]
+    for subscriber, shared, own in zip(subscribers, together, alone, strict=True):
+        assert shared == own, subscriber
+
+
 @hunt(25)
 @example(scenario=TWO_WORDS)
 @given(scenario=scenarios())
@@ -139,16 +160,7 @@ async def test_every_subscriber_gets_the_frames_it_gets_alone_whatever_its_hooks
     scenario: tuple[str, str, list[Subscriber], list[str]],
 ) -> None:
     hook, _field, subscribers, steps = scenario
-    observer_settings(
-        CONTEXT_GETTER=hook, COHORTS=True, PLANNED_RESULTS=True, SUBSCRIBE_RATE=10_000
-    )
-    together = await _run(subscribers, steps)
-    observer_settings(
-        CONTEXT_GETTER=hook, COHORTS=False, PLANNED_RESULTS=False, SUBSCRIBE_RATE=10_000
-    )
-    alone = [(await _run([subscriber], steps))[0] for subscriber in subscribers]
-    for subscriber, shared, own in zip(subscribers, together, alone, strict=True):
-        assert shared == own, subscriber
+    await _together_as_alone(observer_settings, hook, subscribers, steps, _run)
 
 
 # -- live lists ---------------------------------------------------------------------------
@@ -269,13 +281,4 @@ async def test_every_list_subscriber_gets_the_frames_it_gets_alone_whatever_its_
     scenario: tuple[str, list[Subscriber], list[tuple[Any, ...]]],
 ) -> None:
     hook, subscribers, steps = scenario
-    observer_settings(
-        CONTEXT_GETTER=hook, COHORTS=True, PLANNED_RESULTS=True, SUBSCRIBE_RATE=10_000
-    )
-    together = await _list_run(subscribers, steps)
-    observer_settings(
-        CONTEXT_GETTER=hook, COHORTS=False, PLANNED_RESULTS=False, SUBSCRIBE_RATE=10_000
-    )
-    alone = [(await _list_run([subscriber], steps))[0] for subscriber in subscribers]
-    for subscriber, shared, own in zip(subscribers, together, alone, strict=True):
-        assert shared == own, subscriber
+    await _together_as_alone(observer_settings, hook, subscribers, steps, _list_run)

@@ -188,6 +188,17 @@ async def test_an_anonymous_and_a_signed_in_member_never_see_each_others_fields(
     assert '"email":"changed@x.org","viewer":"test 1"' in mine[5]
 
 
+async def _builds_for_a_create(clients: list[Any], ops: list[str], username: str) -> int:
+    """Create a user every client's subscription ``n`` (its ``requestId``) gets as
+    ``create``; how many frames were built for them all."""
+    before = completion.counts["planned"]
+    pk = (await database_sync_to_async(User.objects.create)(username=username)).pk
+    for n, (client, op) in enumerate(zip(clients, ops, strict=True)):
+        data = {"id": str(pk), "username": username, "email": ""}
+        assert await client.next(op) == row("users", "create", 201, pk, data, n)
+    return int(completion.counts["planned"] - before)
+
+
 async def test_one_frame_is_built_for_every_member_of_a_shape(
     application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
@@ -199,12 +210,7 @@ async def test_one_frame_is_built_for_every_member_of_a_shape(
         assert await client.next(ops[-1]) == row("users", "subscribe_list", 201, None, None, n)
     (watch,) = live.list_watches().values()
     assert {type(m) for m in watch.members} == {ListSubscriber}
-    before = completion.counts["planned"]
-    pk = (await database_sync_to_async(User.objects.create)(username="s-one")).pk
-    for n, (client, op) in enumerate(zip(clients, ops, strict=True)):
-        data = {"id": str(pk), "username": "s-one", "email": ""}
-        assert await client.next(op) == row("users", "create", 201, pk, data, n)
-    assert completion.counts["planned"] - before == 1  # one build, five requestIds
+    assert await _builds_for_a_create(clients, ops, "s-one") == 1  # five requestIds
     for client in clients:
         await client.disconnect()
 
@@ -217,12 +223,7 @@ async def test_a_row_that_enters_several_sets_of_one_group_is_built_once_for_all
     clients = [await connect(application) for _ in filters]
     ops = [await subscribe_users(clients[n], f, rid=n) for n, f in enumerate(filters)]
     assert len(live.list_watches()) == 3 and len(live.list_groups()) == 1
-    before = completion.counts["planned"]
-    pk = (await database_sync_to_async(User.objects.create)(username="s-both")).pk
-    for n, (client, op) in enumerate(zip(clients, ops, strict=True)):
-        data = {"id": str(pk), "username": "s-both", "email": ""}
-        assert await client.next(op) == row("users", "create", 201, pk, data, n)
-    assert completion.counts["planned"] - before == 1  # three sets, one build
+    assert await _builds_for_a_create(clients, ops, "s-both") == 1  # three sets
     for client in clients:
         await client.disconnect()
 

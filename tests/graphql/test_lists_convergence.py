@@ -119,6 +119,18 @@ async def _follow(client: Any, ops: dict[str, str], views: list[dict[str, Any]])
             waiting.discard(message["id"])
 
 
+async def _fresh(observer_settings: Callable[..., Any]) -> tuple[list[int], list[int]]:
+    """Settings for a burst of subscriptions, and the users and notes made anew."""
+    observer_settings(SUBSCRIBE_RATE=10_000)
+    made: tuple[list[int], list[int]] = await database_sync_to_async(_reset)()
+    return made
+
+
+def _writing(script: list[Step], made: tuple[list[int], list[int]]) -> asyncio.Future[None]:
+    """The writer's ``script``, started on Django's thread."""
+    return asyncio.ensure_future(database_sync_to_async(_write)(script, *made))
+
+
 async def _read(reader: Any) -> dict[str, Any]:
     return {
         "users": {u["id"]: u for u in (await list_users(reader, LIVE, ALL))["data"]},
@@ -134,8 +146,7 @@ async def test_events_applied_to_the_query_converge_on_the_final_query(
     observer_settings: Callable[..., Any],
     script: list[Step],
 ) -> None:
-    observer_settings(SUBSCRIBE_RATE=10_000)
-    made_users, made_notes = await database_sync_to_async(_reset)()
+    made = await _fresh(observer_settings)
     subscriber = await connect(application, users[0])
     reader = await connect(application, users[0])
     try:
@@ -146,9 +157,7 @@ async def test_events_applied_to_the_query_converge_on_the_final_query(
         # One client read the Query before the writes (everything else must come
         # from the events), one while the writer writes (the contract's case).
         before = await _read(reader)
-        writer = asyncio.ensure_future(
-            database_sync_to_async(_write)(script, made_users, made_notes)
-        )
+        writer = _writing(script, made)
         during = await _read(reader)
         await writer
         await _follow(subscriber, ops, [before, during])
@@ -175,15 +184,12 @@ async def test_a_filter_that_joins_its_group_while_writers_write_converges_too(
     # The late watch joins the group while the writer holds Django's thread:
     # the group takes the writer's changes meanwhile and the watch decides them
     # after its set is read (its backlog).
-    observer_settings(SUBSCRIBE_RATE=10_000)
-    made_users, made_notes = await database_sync_to_async(_reset)()
+    made = await _fresh(observer_settings)
     early, late, reader = [await connect(application, users[0]) for _ in range(3)]
     try:
         first = await subscribe_users(early, LIVE)
         before = await _read(reader)
-        writer = asyncio.ensure_future(
-            database_sync_to_async(_write)(script, made_users, made_notes)
-        )
+        writer = _writing(script, made)
         second = await subscribe_users(late, ALSO_LIVE)
         read = await list_users(reader, ALSO_LIVE, ALL)
         joined = {u["id"]: u for u in read["data"]}
