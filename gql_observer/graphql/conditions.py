@@ -28,7 +28,8 @@ from strawberry_django.filters import process_filters
 from strawberry_django.settings import strawberry_django_settings
 
 from gql_observer.graphql.documents import BoundedCache
-from gql_observer.graphql.lookups import EVERYTHING, Verdict, verdict
+from gql_observer.graphql.filter_index import Hint
+from gql_observer.graphql.lookups import EVERYTHING, Verdict, hint, verdict
 
 __all__ = ["FILTERS", "QUERIES", "Condition", "Conditions"]
 
@@ -45,9 +46,10 @@ class Condition:
     that returns a queryset): it is applied on its own query. Otherwise ``q``
     is its condition, ``column`` the same as a boolean SQL expression, and
     ``verdict`` decides it in Python on a row read whole (``None``: only SQL
-    can)."""
+    can), ``hint`` says which rows it may match
+    (:mod:`gql_observer.graphql.filter_index`)."""
 
-    __slots__ = ("alone", "column", "kept", "q", "verdict")
+    __slots__ = ("alone", "column", "hint", "kept", "q", "verdict")
 
     #: Where it is kept (:class:`Conditions`: its model, database, filter type
     #: and key), the same for every read; ``None``: compiled for one read.
@@ -57,6 +59,7 @@ class Condition:
         self.alone = q is None
         self.q = q
         self.verdict = verdict
+        self.hint: Hint = None if verdict is None else hint(verdict)
         self.kept = None
         self.column: Any = None
         if q is not None:

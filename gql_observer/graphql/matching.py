@@ -29,7 +29,7 @@ from strawberry_django.filters import apply
 
 from gql_observer.graphql.conditions import Condition, Conditions
 from gql_observer.graphql.filter_index import FilterIndex, Hint
-from gql_observer.graphql.lookups import Verdict, hint
+from gql_observer.graphql.lookups import Verdict
 from gql_observer.graphql.reads import Reads
 from gql_observer.graphql.rows import has_get_queryset, queryset
 from gql_observer.graphql.viewers import Viewer
@@ -91,7 +91,7 @@ def _flags(
         if condition.alone:
             alone.append(key)
         elif condition.verdict is not None and whole:
-            decided.append((key, condition.verdict, hint(condition.verdict)))
+            decided.append((key, condition.verdict, condition.hint))
         else:
             columns.append((key, condition))
     rows: dict[str, Model] = {}
