@@ -1,7 +1,8 @@
 """The filters of live lists, compiled once: each distinct filter's ``Q`` and
-its Python verdict (:mod:`gql_observer.graphql.lookups`) in an LRU, and the
-matching query of a set of filters that only SQL can decide, built once per
-set.
+its Python verdict (:mod:`gql_observer.graphql.lookups`) in an LRU; per set of
+filters, how they are decided (:class:`FilterSet`: in Python through one
+:class:`~gql_observer.graphql.filter_index.FilterIndex`, as columns, or alone)
+and the matching query of those only SQL can decide, each built once per set.
 
 strawberry-django turns a filter input into a ``Q`` (``process_filters``);
 resolving it against the model and compiling it to SQL cost more than reading
@@ -28,15 +29,18 @@ from strawberry_django.filters import process_filters
 from strawberry_django.settings import strawberry_django_settings
 
 from gql_observer.graphql.documents import BoundedCache
-from gql_observer.graphql.filter_index import Hint
+from gql_observer.graphql.filter_index import FilterIndex, Hint
 from gql_observer.graphql.lookups import EVERYTHING, Verdict, hint, verdict
 
-__all__ = ["FILTERS", "QUERIES", "Condition", "Conditions"]
+__all__ = ["FILTERS", "QUERIES", "SETS", "SET_FILTERS", "Condition", "Conditions", "FilterSet"]
 
 #: Compiled filters kept (least recently used first out).
 FILTERS: Final = 4_096
 #: Matching queries kept, one per set of filters SQL decides.
 QUERIES: Final = 256
+#: Sets of filters kept (:class:`FilterSet`), and the filters they may hold in all.
+SETS: Final = 64
+SET_FILTERS: Final = 16_384
 
 
 class Condition:
@@ -142,6 +146,36 @@ def compile_filter(
 _PER_READ: Final = "per read"
 
 
+def whole(base: QuerySet[Any]) -> bool:
+    """Whether ``base`` reads every column of its rows (no ``only``/``defer``):
+    a Python verdict must never load a field on its own."""
+    return base.query.deferred_loading == (frozenset(), True)
+
+
+class FilterSet:
+    """How the filters of one read (by key) are decided on rows read from one
+    kind of base queryset: ``decided`` in Python on the row read (and asked
+    only where ``index`` finds them), ``columns`` as boolean columns of the
+    query, ``alone`` each on a query of its own."""
+
+    __slots__ = ("alone", "columns", "decided", "index", "kept")
+
+    def __init__(self, conditions: dict[Hashable, Condition], whole: bool) -> None:
+        self.decided: list[tuple[Hashable, Verdict, Hint]] = []
+        self.columns: list[tuple[Hashable, Condition]] = []
+        self.alone: list[Hashable] = []
+        for key, condition in conditions.items():
+            if condition.alone:
+                self.alone.append(key)
+            elif condition.verdict is not None and whole:
+                self.decided.append((key, condition.verdict, condition.hint))
+            else:
+                self.columns.append((key, condition))
+        self.index = FilterIndex(self.decided)
+        #: Whether every filter is compiled once for every read (none per read).
+        self.kept = all(c.kept is not None for c in conditions.values())
+
+
 class Conditions:
     """The compiled filters and matching queries of one runtime, each in a
     least-recently-used cache (:class:`~gql_observer.graphql.documents.BoundedCache`,
@@ -150,10 +184,35 @@ class Conditions:
     def __init__(self, filters: int = FILTERS, queries: int = QUERIES) -> None:
         self._conditions: BoundedCache[Hashable, Condition | str] = BoundedCache(filters, filters)
         self._queries: BoundedCache[Hashable, QuerySet[Any]] = BoundedCache(queries, queries)
+        self._sets: BoundedCache[Hashable, FilterSet] = BoundedCache(SETS, SET_FILTERS)
 
     def __len__(self) -> int:
         """Filters compiled and kept."""
         return len(self._conditions)
+
+    def filter_set(
+        self,
+        model: type[Model],
+        groups: dict[Hashable, Any],
+        info: Info | None,
+        base: QuerySet[Any],
+    ) -> FilterSet:
+        """How each of ``groups``' filters (by key) is decided on rows read from
+        ``base``: the same for every read of the same filters on the same model,
+        database and kind of base, so built once (unless a filter is compiled
+        per read, or strawberry-django's deprecated filters are on)."""
+        complete = whole(base)
+        key: Hashable = None
+        if not strawberry_django_settings()["USE_DEPRECATED_FILTERS"]:
+            members = frozenset((k, type(f)) for k, f in groups.items())
+            key = (model._meta.label, base.db, complete, members)
+            found = self._sets.get(key)
+            if found is not None:
+                return found
+        built = FilterSet(self.conditions(model, groups, info, base), complete)
+        if key is not None and built.kept:
+            self._sets.put(key, built, max(len(groups), 1))
+        return built
 
     def conditions(
         self,

@@ -27,9 +27,7 @@ from django.db.models import Model, QuerySet
 from strawberry import UNSET, Info
 from strawberry_django.filters import apply
 
-from gql_observer.graphql.conditions import Condition, Conditions
-from gql_observer.graphql.filter_index import FilterIndex, Hint
-from gql_observer.graphql.lookups import Verdict
+from gql_observer.graphql.conditions import Conditions
 from gql_observer.graphql.reads import Reads
 from gql_observer.graphql.rows import has_get_queryset, queryset
 from gql_observer.graphql.viewers import Viewer
@@ -65,12 +63,6 @@ class Asked:
 Matches = tuple[dict[str, Model], dict[Hashable, set[str]]]
 
 
-def _whole(base: QuerySet[Any]) -> bool:
-    """Whether ``base`` reads every column of its rows (no ``only``/``defer``):
-    a Python verdict must never load a field on its own."""
-    return base.query.deferred_loading == (frozenset(), True)
-
-
 def _flags(
     conditions: Conditions,
     model: type[Model],
@@ -82,21 +74,11 @@ def _flags(
     """The rows of ``base`` among ``pks`` and, per filter key, the keys of the
     rows it matches: one query for every filter but those that change the
     queryset (up to :data:`FILTERS_PER_QUERY` decided in SQL per query)."""
-    whole = _whole(base)
-    decided: list[tuple[Hashable, Verdict, Hint]] = []
-    columns: list[tuple[Hashable, Condition]] = []
-    alone: list[Hashable] = []
+    found = conditions.filter_set(model, groups, info, base)
+    columns, index = found.columns, found.index
     matched: dict[Hashable, set[str]] = {key: set() for key in groups}
-    for key, condition in conditions.conditions(model, groups, info, base).items():
-        if condition.alone:
-            alone.append(key)
-        elif condition.verdict is not None and whole:
-            decided.append((key, condition.verdict, condition.hint))
-        else:
-            columns.append((key, condition))
     rows: dict[str, Model] = {}
-    index = FilterIndex(decided)
-    if decided or columns:
+    if found.decided or columns:
         for start in range(0, max(len(columns), 1), FILTERS_PER_QUERY):
             chunk = columns[start : start + FILTERS_PER_QUERY]
             names = [(f"gqlobs_f{i}", key) for i, (key, _) in enumerate(chunk)]
@@ -112,7 +94,7 @@ def _flags(
                 for name, key in names:
                     if getattr(row, name):
                         matched[key].add(pk)
-    for key in alone:
+    for key in found.alone:
         for row in apply(groups[key], base.filter(pk__in=pks), info):
             pk = str(row.pk)
             rows.setdefault(pk, row)

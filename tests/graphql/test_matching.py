@@ -303,6 +303,29 @@ def test_a_filter_with_a_method_of_its_own_is_compiled_for_every_read(
     assert conditions.conditions(User, {"own": own}, None, base)["own"] is not first
 
 
+def test_a_set_of_filters_is_sorted_and_indexed_once_per_kind_of_base(
+    users: list[User],
+) -> None:
+    conditions = Conditions()
+    base = User.objects.all()
+    a, b = (UserFilter(username={"exact": name}) for name in "ab")  # type: ignore[call-arg]
+    both = conditions.filter_set(User, {"a": a, "b": b}, None, base)
+    assert [key for key, _, _ in both.decided] == ["a", "b"] and both.kept
+    # The same filters, in another order, on another base that reads whole rows.
+    again = conditions.filter_set(User, {"b": b, "a": a}, None, User.objects.filter(id__gt=0))
+    assert again is both
+    # Another set, or a base that defers a field (no verdict may load it), is another.
+    assert conditions.filter_set(User, {"a": a}, None, base) is not both
+    deferred = conditions.filter_set(User, {"a": a, "b": b}, None, User.objects.only("id"))
+    assert deferred is not both and not deferred.decided
+    assert [key for key, _ in deferred.columns] == ["a", "b"]
+    # A filter compiled per read makes its whole set built per read.
+    own = OwnFilter(initial="t")  # type: ignore[call-arg]
+    per_read = conditions.filter_set(User, {"a": a, "own": own}, None, base)
+    assert not per_read.kept
+    assert conditions.filter_set(User, {"a": a, "own": own}, None, base) is not per_read
+
+
 # -- through the protocol ----------------------------------------------------------
 
 
