@@ -1120,7 +1120,7 @@ async def start_layer(run: Run, layer: str, systems: list[System], scenario: str
     # One Redis db per system of this run that uses the layer (the floors do not), numbered
     # from --redis-db-base: Redis has 16.
     chosen = {s.key for s in systems}
-    on_redis = [key for key in ORDER if key in chosen and key not in ("F", "U", "Ul")]
+    on_redis = [key for key in ORDER if key in chosen and key not in ("F", "U", "Ul", "LU", "LUr")]
     for key in ORDER:
         redis_urls[key] = (
             f"{args.redis_url.rstrip('/')}/{args.redis_db_base + on_redis.index(key)}"

@@ -1,10 +1,27 @@
 """Live lists side by side (issue 18's L1 and L2): gql_observer (P0) against DCRF's
 ``model_observer`` with a group per filter (P1) and strawberry's channels recipe with a group
-per filter (P2), in the fan-out benchmark's harness (systems.py, fanout.py's servers, layers and
-databases, loadgen.py's client worker). A tool, not a test.
+per filter (P2), next to the floors LU and LUr, in the fan-out benchmark's harness (systems.py,
+fanout.py's servers, layers and databases, loadgen.py's client worker). A tool, not a test.
 
   python -m tests.benchmarks.lists_fanout --quick                 # L1, L2; inmem and redis
   python -m tests.benchmarks.lists_fanout --quick --layers inmem --scenarios L1
+  python -m tests.benchmarks.lists_fanout --quick --systems LU,LUr,P0
+
+LU (``lists_floor.py``) is what the machine allows a Django server: a bare ASGI app under U's
+uvicorn command line, on P0's websocket protocol and its direct frame write, that runs the
+same ``User.objects.create`` loop in a view thread on the
+peers' database settings and writes each created row's frame, encoded once, to the
+subscribers of the filters it matches (``matching_keys``). It reads nothing back after the
+commit, has no filter engine, no channel layer and no GraphQL library, so it ignores the
+layer (it runs under each, to appear in each table). The report gives every system's
+deliveries/s as a multiple of LU's; LU is not a peer, the targets stay P0 against P1 and P2,
+and the targets table says for each whether the floors themselves reach it (a target above
+LU's figure is out of any Django server's reach on this machine).
+LUr is LU plus what gql_observer's contract adds: each frame carries the row as read after its
+commit, one ``User.objects.filter(pk__in=...)`` per batch of created pks on Django's one sync
+thread (while the creates go on in the view thread), so it is the floor of a server that sends
+committed state; the report gives P0, P1 and P2 as multiples of it too (only P0 sends
+committed state: the peers send the values ``save()`` had, so they may pass it).
 
 Every system gets ``--subscribers`` (1,000) list subscribers over ``--filters`` (100) distinct
 filters (``peers/list_filters.py``: filter k = username starts with ``f<k>-`` OR e-mail is
@@ -77,7 +94,16 @@ LIST_SUBSCRIPTION = (
     "{ users(filters: $filters, requestId: $requestId) "
     "{ action responseStatus requestId pk data { id username email } } }"
 )
-KEYS = ("P0", "P1", "P2")
+KEYS = ("LU", "LUr", "P0", "P1", "P2")
+#: the floors the others are measured against (not peers: the targets leave them out), each
+#: measuring the systems after it in KEYS, and what it does (the caption of its table)
+FLOORS = {
+    "LU": "the same creates in a view thread, each row's frame written to its filters' "
+    "subscribers, nothing read back, no filter engine, no channel layer",
+    "LUr": "LU plus the read after commit a server that sends committed state needs: one "
+    "`User.objects.filter(pk__in=...)` per batch of created pks on Django's sync thread, each "
+    "frame built from the row as read; only P0 sends committed state, the peers may pass it",
+}
 LOG_DIR = Path("/tmp/gqlo-lists-logs")
 
 
@@ -392,6 +418,42 @@ def summarise(run: fanout.Run) -> list[dict[str, Any]]:
     return out
 
 
+def floor_lines(
+    args: argparse.Namespace, by: dict[tuple[str, str, str], Any], key: str
+) -> list[str]:
+    """The systems after floor ``key`` in KEYS, their deliveries/s as a multiple of its (same
+    scenario and layer), when it was measured: how much of what the machine allows a Django
+    server doing that much each one gets."""
+    others = [k for k in KEYS[KEYS.index(key) + 1 :] if k in args.systems]
+    floors = [(s, layer) for s in args.scenarios for layer in args.layers if (s, layer, key) in by]
+    if not floors or not others:
+        return []
+    lines = [
+        "",
+        f"{key}, a floor (`lists_floor.py`: {FLOORS[key]}): deliveries/s of each system as a "
+        "multiple of its.",
+        "",
+        f"| scenario | layer | {key} deliveries/s | {key} from save() ms | "
+        + " | ".join(f"{k} / {key}" for k in others)
+        + " |",
+        "|---|---|---|---|" + "---|" * len(others),
+    ]
+    for scenario, layer in floors:
+        floor = by[(scenario, layer, key)]
+        cells = [
+            f"{by[(scenario, layer, k)]['per_s'] / floor['per_s']:.2f}x"
+            if (scenario, layer, k) in by
+            else "—"
+            for k in others
+        ]
+        lines.append(
+            f"| {scenario} | {layer} | {floor['per_s']:,.0f} | {floor['from_save_ms']:.1f} | "
+            + " | ".join(cells)
+            + " |"
+        )
+    return lines
+
+
 def markdown(run: fanout.Run, rows: list[dict[str, Any]]) -> str:
     args, info = run.args, run.info
     limit = 1 + math.ceil(args.filters / 500)
@@ -419,12 +481,14 @@ def markdown(run: fanout.Run, rows: list[dict[str, Any]]) -> str:
             f"| {r['writes_ms']:.1f} | {r['tail_ms']:.1f} "
             f"| {r['per_s']:,.0f} | {r['queries_per_save']:.2f} |"
         )
+    by = {(r["scenario"], r["layer"], r["key"]): r for r in rows if "per_s" in r}
+    for floor in FLOORS:
+        lines += floor_lines(args, by, floor)
     lines += [
         "",
         "| target | layer | P0 | better peer | ratio | result |",
         "|---|---|---|---|---|---|",
     ]
-    by = {(r["scenario"], r["layer"], r["key"]): r for r in rows if "per_s" in r}
     for scenario in args.scenarios:
         for layer in args.layers:
             p0 = by.get((scenario, layer, "P0"))
@@ -439,6 +503,18 @@ def markdown(run: fanout.Run, rows: list[dict[str, Any]]) -> str:
                 f"| {p0['per_s']:,.0f} | {best['key']} {best['per_s']:,.0f} | {ratio:.1f}x "
                 f"| {'pass' if ratio >= 10 else 'MISS'} |"
             )
+            for key in FLOORS:
+                floor = by.get((scenario, layer, key))
+                if floor is None:
+                    continue
+                # What the target asks of P0, next to what the floor itself reaches.
+                due = 10 * best["per_s"]
+                lines.append(
+                    f"| {scenario}: 10x the better peer within {key}'s reach | {layer} "
+                    f"| {key} {floor['per_s']:,.0f} | 10x {best['key']} {due:,.0f} "
+                    f"| {floor['per_s'] / due:.2f}x "
+                    f"| {'yes' if floor['per_s'] >= due else 'NO: above the floor'} |"
+                )
             q = p0["queries_per_save"]
             lines.append(
                 f"| {scenario} P0 queries per change <= {limit} | {layer} | {q:.2f} | | "

@@ -166,6 +166,22 @@ SYSTEMS: dict[str, System] = {
         module_args=(*UVICORN, "tests.benchmarks.asgi_floor:application"),
         uses_database=False,
     ),
+    # the live-lists floor (lists_fanout.py's L1, L2): U's uvicorn command line on P0's
+    # websocket protocol, Django's ORM on the peers' settings and database for the
+    # creates, nothing else
+    "LU": System(
+        key="LU",
+        label="LU live-lists floor (bare ASGI app + Django ORM creates, uvicorn)",
+        ws_path="/graphql/",
+        client="gql",
+        trigger="get",
+        python=main_python(),
+        module_args=(*UVICORN, "tests.benchmarks.lists_floor:application"),
+        django_settings="tests.benchmarks.peers.settings",
+        # P0's websocket protocol, whose direct frame write LU uses as P0 does: the
+        # cheapest write there is here, so that no system writes its frames for less
+        uvicorn_ws=LEAN_WS,
+    ),
     "P0": System(
         key="P0",
         label="P0 gql_observer (uvicorn, --ws gql_observer.uvicorn:WebSocketProtocol)",
@@ -220,13 +236,21 @@ SYSTEMS["Ul"] = replace(
     label="U on gql_observer.uvicorn's websocket protocol, as P0",
     uvicorn_ws=LEAN_WS,
 )
+# LU plus the read after commit that gql_observer's contract requires (one per batch of pks):
+# the floor of a server that sends committed state
+SYSTEMS["LUr"] = replace(
+    SYSTEMS["LU"],
+    key="LUr",
+    label="LUr live-lists floor with the read after commit (LU + one read per batch of rows)",
+    extra_env={"BENCH_LIST_READ": "1"},
+)
 SYSTEMS["P0x2"] = replace(
     SYSTEMS["P0"],
     key="P0x2",
     label="P0 gql_observer, two server processes behind one Redis",
     processes=2,
 )
-ORDER = ("F", "U", "Ul", "P0", "P0s", "P0l", "P0x2", "P1", "P2")
+ORDER = ("F", "U", "Ul", "LU", "LUr", "P0", "P0s", "P0l", "P0x2", "P1", "P2")
 #: What runs without --systems: P0x2 only when asked (it doubles P0's share of the machine),
-#: P0s, P0l and Ul too.
+#: P0s, P0l and Ul too. LU and LUr are the live-lists benchmark's (lists_fanout.py).
 DEFAULT_SYSTEMS = ("F", "U", "P0", "P1", "P2")

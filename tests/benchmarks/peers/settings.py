@@ -3,7 +3,7 @@
 BENCH_DATABASE_URL  dj-database-url string (default: a SQLite file in /tmp)
 BENCH_REDIS_URL     redis://127.0.0.1:6379/<db>; unset = InMemoryChannelLayer
 BENCH_REDIS_LAYER   "pubsub": channels_redis's RedisPubSubChannelLayer (default: RedisChannelLayer)
-BENCH_SYSTEM        "P1" or "P2" (only changes which apps are installed)
+BENCH_SYSTEM        "P1", "P2", "LU" or "LUr" (only changes which apps are installed)
 CONN_MAX_AGE        seconds a database connection is kept (default 60: persistent, the
                     peers' best case; with Django's default 0, DCRF's read per subscriber
                     would open a new PostgreSQL connection each time)
