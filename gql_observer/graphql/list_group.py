@@ -54,6 +54,8 @@ class ListGroup:
         # The first watch's: a group's watches share the viewer where it matters
         # (a scoped type), and the rows' queryset is everybody's where it does not.
         self.info, self.viewer = first.info, first.viewer
+        #: Its filters may read who asks: its reads are never shared with another viewer's.
+        self.personal = first.personal
         self.watches: dict[Hashable, ListWatch] = {}
         self.subscription: RowsSubscription | None = None
         self.opened: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -151,7 +153,14 @@ class ListGroup:
         if reread:
             filters = {watch.filter_key: watch.filters for watch in watches}
             read, matched = await matching(
-                self.runtime.conditions, reads, definition, self.info, self.viewer, filters, reread
+                self.runtime.conditions,
+                reads,
+                definition,
+                self.info,
+                self.viewer,
+                filters,
+                reread,
+                personal=self.personal,
             )
         sets = [(watch.held, matched.get(watch.filter_key, _NONE)) for watch in watches]
         verdicts = partial(decide, definition, user, rows, read, sets)

@@ -35,6 +35,7 @@ from strawberry import Info
 
 from gql_observer.fanout.delivery import Waiting
 from gql_observer.fanout.rowsets import Rows, combined
+from gql_observer.graphql.conditions import reusable
 from gql_observer.graphql.list_group import CLOSED, REFUSED, ListGroup
 from gql_observer.graphql.listing import BadFilter, Change, members, run
 from gql_observer.graphql.matching import filter_key
@@ -152,8 +153,12 @@ class ListWatch:
         info: Info,
         viewer: Viewer,
         filters: Any,
+        personal: bool = False,
     ) -> None:
         self.runtime, self.key, self.group_key = runtime, key, group_key
+        #: Its filter uses a method of the application's own, which may read who
+        #: asks (``info``): its set is the viewer's own even for a type that is not.
+        self.personal = personal
         self.definition, self.info, self.viewer, self.filters = definition, info, viewer, filters
         #: ``filter_key(filters)``, kept: every batch of changes asks with it.
         self.filter_key = filter_key(filters)
@@ -241,9 +246,12 @@ async def join(
     ``filters`` as ``viewer`` sees it, started if there is none; raises what
     its first read raised (:class:`~gql_observer.graphql.listing.BadFilter`).
     With ``COHORTS`` off every subscriber has a watch (and a group) of its own."""
-    scope = viewer if definition.scoped else None
+    # A filter method of the application's own may read ``info`` (who asks), as
+    # ``get_queryset`` may: its watch and group are the viewer's, as for a scoped type.
+    personal = not reusable(filters)
+    scope = viewer if definition.scoped or personal else None
     key: Hashable = (definition.list_name, scope, filter_key(filters))
-    group_key: Hashable = (definition.list_name, scope)
+    group_key: Hashable = (definition.list_name, scope, personal)
     if not runtime.settings.cohorts:
         alone = object()  # nobody else's keys
         key, group_key = (key, alone), (group_key, alone)
@@ -251,7 +259,7 @@ async def join(
         watch = runtime.list_watches.get(key)
         if watch is None:
             watch = runtime.list_watches[key] = ListWatch(
-                runtime, key, group_key, definition, info, viewer, filters
+                runtime, key, group_key, definition, info, viewer, filters, personal
             )
             member = make(watch)
             watch.members.add(member)

@@ -124,12 +124,15 @@ def matching(
     viewer: Viewer,
     filters: dict[Hashable, Any],
     pks: list[str],
+    personal: bool = False,
 ) -> asyncio.Future[Matches]:
     """The rows among ``pks`` that exist and are in the type's queryset (as
     ``viewer`` sees it), and per key of ``filters`` (``filter_key`` of each
     filter input, which the caller keeps: printing a filter input costs more
-    than the rest of an ask) the keys of those the filter matches."""
-    scope = viewer.identity if has_get_queryset(definition) else None
+    than the rest of an ask) the keys of those the filter matches. The reads of
+    one type and viewer scope are coalesced: a ``personal`` ask (a filter that
+    may read who asks) is only ever read with the asks of the same viewer."""
+    scope = viewer.identity if has_get_queryset(definition) or personal else None
     batch = reads.batch(
         ("list rows", definition.field_name, scope),
         lambda: partial(_fetch, conditions, definition, info),

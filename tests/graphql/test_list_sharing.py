@@ -279,7 +279,7 @@ async def test_the_filters_of_one_list_share_one_group_one_viewers_notes_another
     groups = live.list_groups()
     assert sorted(len(g.watches) for g in groups.values()) == [2, 2, 3]
     (everybody,) = [g for g in groups.values() if g.definition.list_name == "users"]
-    assert everybody.key == ("users", None)
+    assert everybody.key == ("users", None, False)
     hub = live.hub()
     family = model_group("gqlobs", "auth.user")
     assert len(hub.groups[family]) == 1  # one hub subscription for three filters
@@ -357,3 +357,33 @@ def _create(*usernames: str) -> None:
         for username in usernames:
             User.objects.create(username=username)
     connection.close()
+
+
+ME = {"me": True}
+
+
+async def test_a_filter_that_reads_who_asks_is_decided_for_each_viewer(
+    app: Any, users: list[User], observer_settings: Callable[..., Any]
+) -> None:
+    """``members(filters: {me: true})`` is the same filter input for everyone, but a
+    filter method that reads ``info`` may mean another set for each viewer: each
+    viewer's list holds their own row, is told of their own saves only, and
+    equals what the Query gives that viewer."""
+    observer_settings(SUBSCRIBE_RATE=10_000)
+    alice, bob = await connect(app, users[0]), await connect(app, users[1])
+    ops = []
+    for client in (alice, bob):
+        ops.append(await client.subscribe(MEMBERS, {"filters": ME, "rid": "me"}))
+        assert (await client.next(ops[-1]))["members"]["action"] == "subscribe_list"
+    for n, (client, op) in enumerate(zip((alice, bob), ops, strict=True)):
+        await save_user(users[n].pk, email=f"me-{n}@x.org")
+        got = (await client.next(op))["members"]
+        assert (got["action"], got["pk"], got["data"]["email"]) == (
+            "update",
+            str(users[n].pk),
+            f"me-{n}@x.org",
+        )
+        for other in (alice, bob):
+            assert await next_after_ping(other) == PONG  # nobody else's row, to no one
+    for client in (alice, bob):
+        await client.disconnect()

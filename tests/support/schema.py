@@ -16,6 +16,7 @@ from typing import Any
 import strawberry
 import strawberry_django
 from django.contrib.auth.models import User
+from django.db.models import Q
 from strawberry.extensions import SchemaExtension
 from strawberry.permission import BasePermission
 from strawberry_django.auth.utils import get_current_user
@@ -119,9 +120,16 @@ class BookType:
 
 @strawberry_django.filter_type(User, lookups=True)
 class MemberFilter:
-    """``members(filters: {username: {startsWith: "s-"}})``."""
+    """``members(filters: {username: {startsWith: "s-"}})``, and ``{me: true}``: a
+    filter method of the application's own that reads who asks (``info``)."""
 
     username: strawberry.auto
+
+    @strawberry_django.filter_field
+    def me(self, info: strawberry.Info, value: bool, prefix: str) -> Q:
+        """Only the viewer's own row (``true``), as a page for that viewer holds it."""
+        user = get_current_user(info)
+        return Q(**{f"{prefix}pk": user.pk if user.is_authenticated else None}) if value else Q()
 
 
 class Gate:
