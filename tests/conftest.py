@@ -8,9 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from asgiref.sync import SyncToAsync
 from django.contrib.auth.models import User
 from django.core.management.color import no_style
-from django.db import connection
+from django.db import connection, connections
 
 from gql_observer.graphql import runtime
 from gql_observer.testing import GraphQLTransportWSCommunicator
@@ -39,6 +40,16 @@ def _no_password_hash_leaves(
     yield
     leaked = _sent_frames.leaked()
     assert not leaked, f"{request.node.nodeid} was sent password hashes, in: {leaked[:3]}"
+
+
+@pytest.fixture(scope="session")
+def django_db_setup(django_db_setup: None) -> Iterator[None]:
+    """pytest-django's test databases, dropped at the end once Django's one sync
+    thread (where the server's reads run, outside any request) has closed its
+    connections: PostgreSQL refuses to drop a database still in use, and each
+    run would leave its ``test_gqlobs_<pid>`` behind."""
+    yield
+    SyncToAsync.single_thread_executor.submit(connections.close_all).result()
 
 
 @pytest.fixture(scope="session")
