@@ -97,6 +97,9 @@ class Settings:
     list_page_size: int = 100
     #: Most rows of a list Query page (a larger ``limit`` is cut to it).
     list_max_page_size: int = 1000
+    #: Serve regular-expression lookups in list filters on SQLite, where Django
+    #: runs them in the server process (Python's ``re``, holding the GIL).
+    list_regex_on_sqlite: bool = False
 
     @classmethod
     def from_mapping(cls, options: Mapping[str, Any]) -> Settings:

@@ -105,6 +105,29 @@ def reusable(filters: Any) -> bool:
     return True
 
 
+#: strawberry-django's regular-expression lookups (Python names).
+REGEX_LOOKUPS: Final = frozenset({"regex", "i_regex"})
+
+
+def uses_regex(filters: Any) -> bool:
+    """Whether ``filters`` asks one of strawberry-django's regular-expression
+    lookups (``regex``, ``iRegex``) anywhere, with a value."""
+    if isinstance(filters, list):
+        return any(uses_regex(value) for value in filters)
+    if not has_object_definition(filters):
+        return False
+    library = _library(type(filters))
+    for field in filters.__strawberry_definition__.fields:
+        value = getattr(filters, field.python_name, UNSET)
+        if value is UNSET or value is None:
+            continue
+        if library and field.python_name in REGEX_LOOKUPS:
+            return True
+        if uses_regex(value):
+            return True
+    return False
+
+
 def _compiled(base: QuerySet[Any], annotations: dict[str, Any]) -> dict[str, Any]:
     """``annotations`` as the SQL they compile to on ``base``, so that a read
     compiles none of them again; the same expressions where one needs a join

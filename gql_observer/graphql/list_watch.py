@@ -37,7 +37,7 @@ from gql_observer.fanout.delivery import Waiting
 from gql_observer.fanout.rowsets import Rows, combined
 from gql_observer.graphql.conditions import reusable
 from gql_observer.graphql.list_group import CLOSED, REFUSED, ListGroup
-from gql_observer.graphql.listing import BadFilter, Change, members, run
+from gql_observer.graphql.listing import BadFilter, Change, members, refused, run
 from gql_observer.graphql.matching import filter_key
 from gql_observer.graphql.viewers import Viewer
 from gql_observer.observe.definition import ObservedDefinition
@@ -246,6 +246,9 @@ async def join(
     ``filters`` as ``viewer`` sees it, started if there is none; raises what
     its first read raised (:class:`~gql_observer.graphql.listing.BadFilter`).
     With ``COHORTS`` off every subscriber has a watch (and a group) of its own."""
+    why = refused(runtime.settings, definition, filters)
+    if why is not None:
+        raise BadFilter(why)
     # A filter method of the application's own may read ``info`` (who asks), as
     # ``get_queryset`` may: its watch and group are the viewer's, as for a scoped type.
     personal = not reusable(filters)

@@ -18,11 +18,14 @@ from typing import Any, Final, Literal, TypeVar
 import strawberry_django
 from asgiref.sync import sync_to_async
 from django.core.exceptions import FieldError, ValidationError
+from django.db import connections, router
 from django.db.models import Model, QuerySet
 from strawberry import Info
 
+from gql_observer.core.conf import Settings
 from gql_observer.core.db import retrying, unit_of_work
 from gql_observer.fanout.rowsets import Rows
+from gql_observer.graphql.conditions import uses_regex
 from gql_observer.graphql.envelope import CREATED, DELETED, OK
 from gql_observer.graphql.reads import Reads
 from gql_observer.graphql.rows import deleted_instance, queryset
@@ -31,6 +34,7 @@ from gql_observer.graphql.visibility import allowed, deleted_verdict
 from gql_observer.observe.definition import ObservedDefinition
 
 __all__ = [
+    "REGEX_REFUSED",
     "STATUS",
     "BadFilter",
     "Change",
@@ -38,6 +42,7 @@ __all__ = [
     "decide",
     "members",
     "page",
+    "refused",
     "resynced",
     "run",
 ]
@@ -49,7 +54,24 @@ CHUNK: Final = 500
 
 
 class BadFilter(Exception):
-    """The database refused the filter (a value its field cannot hold)."""
+    """The database refused the filter (a value its field cannot hold), or it
+    is not served (:func:`refused`)."""
+
+
+#: Why a filter with a regular expression is refused (see :func:`refused`).
+REGEX_REFUSED = "regular expressions are not served here."
+
+
+def refused(settings: Settings, definition: ObservedDefinition, filters: Any) -> str | None:
+    """Why ``filters`` is refused before any read, or ``None``: a regular
+    expression where Django runs it in the server process (SQLite's ``REGEXP``
+    is Python's ``re``, under the interpreter lock: one backtracking pattern
+    holds every connection), unless ``LIST_REGEX_ON_SQLITE``."""
+    if settings.list_regex_on_sqlite or not uses_regex(filters):
+        return None
+    if connections[router.db_for_read(definition.model)].vendor != "sqlite":
+        return None
+    return REGEX_REFUSED
 
 
 #: A list message's ``responseStatus``, by action.

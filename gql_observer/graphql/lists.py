@@ -37,7 +37,7 @@ from gql_observer.graphql.envelope import (
     list_envelope_type,
     row_envelope_type,
 )
-from gql_observer.graphql.listing import STATUS, BadFilter, checked, page, run
+from gql_observer.graphql.listing import STATUS, BadFilter, checked, page, refused, run
 from gql_observer.graphql.runtime import current
 from gql_observer.graphql.viewers import viewer_of
 from gql_observer.observe.definition import ObservedDefinition
@@ -91,6 +91,9 @@ def list_query_field(definition: ObservedDefinition) -> StrawberryField:
         if not ok:
             return answer(UNAUTHORIZED, request_id, [], list(ERRORS[UNAUTHORIZED]))
         offset, limit = bounds
+        why = refused(runtime.settings, definition, filters)
+        if why is not None:
+            return answer(BAD_REQUEST, request_id, [], [f"Invalid filters: {why}"])
         work = partial(page, definition, info, user, filters, offset, limit)
         try:
             rows = await run(runtime.reads, definition, work)

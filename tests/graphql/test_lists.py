@@ -137,6 +137,60 @@ async def test_a_filter_value_the_field_cannot_hold_answers_400_and_serves_on(
     assert (await list_users(client, {"id": {"exact": "2"}}))["data"] == [user(2, "test 2")]
 
 
+#: A backtracking regular expression, anywhere in a filter; the test first writes
+#: a row that takes Python's ``re`` seconds to refuse (each ``a`` more doubles it).
+BACKTRACKING = "^(a+)+$"
+REGEX_FILTERS = [
+    {"username": {"regex": BACKTRACKING}},
+    {"email": {"iRegex": BACKTRACKING}},
+    {"id": {"exact": "1"}, "OR": {"NOT": {"username": {"regex": BACKTRACKING}}}},
+]
+
+
+@pytest.mark.parametrize("filters", REGEX_FILTERS)
+async def test_a_regular_expression_is_refused_on_sqlite_and_served_on_postgresql(
+    client: GraphQLTransportWSCommunicator,
+    users: list[User],
+    observer_settings: Callable[..., Any],
+    filters: dict[str, Any],
+) -> None:
+    """On SQLite Django runs ``REGEXP`` in Python, in the server process, under
+    its interpreter lock: one backtracking pattern against a row the client
+    wrote would hold every connection. It is refused (400) before any read,
+    unless ``LIST_REGEX_ON_SQLITE``; PostgreSQL runs regular expressions itself
+    and serves them."""
+    from django.db import connection
+
+    await make_user("a" * 24 + "!", "a" * 24 + "!@x")
+    served = connection.vendor != "sqlite"
+    answer = await list_users(client, filters)
+    op = await client.subscribe(SUBSCRIBE_USERS, {"filters": filters, "rid": 2})
+    first = (await client.next(op))["users"]
+    if served:
+        assert answer["responseStatus"] == 200, answer
+        assert (first["action"], first["responseStatus"]) == ("subscribe_list", 201)
+        await client.complete(op)
+    else:
+        assert answer == {
+            "action": "list",
+            "errors": ["Invalid filters: regular expressions are not served here."],
+            "responseStatus": 400,
+            "requestId": 1,
+            "data": [],
+        }
+        assert (first["action"], first["responseStatus"], first["errors"]) == (
+            "subscribe_list",
+            400,
+            ["Invalid filters: regular expressions are not served here."],
+        )
+        await client.expect_complete(op)
+        # Served on, as before; and where every client is trusted, served.
+        assert (await list_users(client, {"id": {"exact": "2"}}))["data"] == [user(2, "test 2")]
+        observer_settings(LIST_REGEX_ON_SQLITE=True)
+        harmless = {"username": {"regex": "^test [12]$"}}
+        assert [u["id"] for u in (await list_users(client, harmless))["data"]] == ["1", "2"]
+
+
 async def test_owner_only_notes_list_only_the_viewers_own(
     application: Any, users: list[User]
 ) -> None:

@@ -408,7 +408,7 @@ def mixed(k: int) -> dict[str, Any]:
 async def test_filters_only_sql_decides_are_columns_of_the_same_one_query(
     application: Any, users: list[User], observer_settings: Callable[..., Any]
 ) -> None:
-    observer_settings(SUBSCRIBE_RATE=10_000)
+    observer_settings(SUBSCRIBE_RATE=10_000, LIST_REGEX_ON_SQLITE=True)
     subscribers = await _hundred_subscribers(application, mixed)
     (client, op33), (_, op34) = subscribers[33], subscribers[34]
     with library_queries() as queries:
