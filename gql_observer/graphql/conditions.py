@@ -109,23 +109,24 @@ def reusable(filters: Any) -> bool:
 REGEX_LOOKUPS: Final = frozenset({"regex", "i_regex"})
 
 
-def uses_regex(filters: Any) -> bool:
-    """Whether ``filters`` asks one of strawberry-django's regular-expression
-    lookups (``regex``, ``iRegex``) anywhere, with a value."""
+def regexes(filters: Any) -> list[Any]:
+    """The values of strawberry-django's regular-expression lookups (``regex``,
+    ``iRegex``) anywhere in ``filters``."""
     if isinstance(filters, list):
-        return any(uses_regex(value) for value in filters)
+        return [found for value in filters for found in regexes(value)]
     if not has_object_definition(filters):
-        return False
+        return []
     library = _library(type(filters))
+    found: list[Any] = []
     for field in filters.__strawberry_definition__.fields:
         value = getattr(filters, field.python_name, UNSET)
         if value is UNSET or value is None:
             continue
         if library and field.python_name in REGEX_LOOKUPS:
-            return True
-        if uses_regex(value):
-            return True
-    return False
+            found.append(value)
+        else:
+            found += regexes(value)
+    return found
 
 
 def _compiled(base: QuerySet[Any], annotations: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ rows of a batch are read for every subscriber of the loop at once
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final, Literal, TypeVar
@@ -18,14 +19,14 @@ from typing import Any, Final, Literal, TypeVar
 import strawberry_django
 from asgiref.sync import sync_to_async
 from django.core.exceptions import FieldError, ValidationError
-from django.db import connections, router
+from django.db import DataError, connections, router
 from django.db.models import Model, QuerySet
 from strawberry import Info
 
 from gql_observer.core.conf import Settings
 from gql_observer.core.db import retrying, unit_of_work
 from gql_observer.fanout.rowsets import Rows
-from gql_observer.graphql.conditions import uses_regex
+from gql_observer.graphql.conditions import regexes
 from gql_observer.graphql.envelope import CREATED, DELETED, OK
 from gql_observer.graphql.reads import Reads
 from gql_observer.graphql.rows import deleted_instance, queryset
@@ -54,8 +55,9 @@ CHUNK: Final = 500
 
 
 class BadFilter(Exception):
-    """The database refused the filter (a value its field cannot hold), or it
-    is not served (:func:`refused`)."""
+    """The database refused the filter (a value its field cannot hold, text
+    PostgreSQL cannot hold such as a NUL, a regular expression that does not
+    compile), or it is not served (:func:`refused`)."""
 
 
 #: Why a filter with a regular expression is refused (see :func:`refused`).
@@ -66,12 +68,20 @@ def refused(settings: Settings, definition: ObservedDefinition, filters: Any) ->
     """Why ``filters`` is refused before any read, or ``None``: a regular
     expression where Django runs it in the server process (SQLite's ``REGEXP``
     is Python's ``re``, under the interpreter lock: one backtracking pattern
-    holds every connection), unless ``LIST_REGEX_ON_SQLITE``."""
-    if settings.list_regex_on_sqlite or not uses_regex(filters):
+    holds every connection), unless ``LIST_REGEX_ON_SQLITE``; with it, one that
+    does not compile (SQLite would report it as an ``OperationalError``, which
+    reads retry as an unreachable database)."""
+    patterns = regexes(filters)
+    if not patterns or connections[router.db_for_read(definition.model)].vendor != "sqlite":
         return None
-    if connections[router.db_for_read(definition.model)].vendor != "sqlite":
-        return None
-    return REGEX_REFUSED
+    if not settings.list_regex_on_sqlite:
+        return REGEX_REFUSED
+    for pattern in patterns:
+        try:
+            re.compile(str(pattern))
+        except re.error as error:
+            return f"the regular expression {str(pattern)!r} does not compile: {error}."
+    return None
 
 
 #: A list message's ``responseStatus``, by action.
@@ -142,7 +152,7 @@ def page(
                 found.append(row)
             seen += 1
         return found
-    except (ValidationError, ValueError, TypeError, FieldError) as error:
+    except (ValidationError, ValueError, TypeError, FieldError, DataError) as error:
         raise BadFilter(str(error)) from error
 
 
@@ -162,7 +172,7 @@ def members(
         if definition.permission is None and pks is None:
             return {str(pk): None for pk in rows.values_list("pk", flat=True)}
         return {str(row.pk): row for row in _permitted(definition, user, rows)}
-    except (ValidationError, ValueError, TypeError, FieldError) as error:
+    except (ValidationError, ValueError, TypeError, FieldError, DataError) as error:
         raise BadFilter(str(error)) from error
 
 

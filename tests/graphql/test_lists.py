@@ -191,6 +191,48 @@ async def test_a_regular_expression_is_refused_on_sqlite_and_served_on_postgresq
         assert [u["id"] for u in (await list_users(client, harmless))["data"]] == ["1", "2"]
 
 
+NUL = "PostgreSQL text fields cannot contain NUL"
+
+
+@pytest.mark.parametrize(
+    ("filters", "on_sqlite", "on_postgresql"),
+    [
+        # PostgreSQL's text cannot hold a NUL; SQLite's can (and none matches).
+        ({"email": {"exact": "a\u0000b"}}, None, NUL),
+        ({"username": {"startsWith": "a\u0000"}}, None, NUL),
+        # A regular expression that does not compile (served on SQLite by the setting).
+        ({"username": {"iRegex": "("}}, "does not compile", "invalid regular expression"),
+    ],
+)
+async def test_a_filter_the_database_cannot_run_answers_400_not_an_error(
+    client: GraphQLTransportWSCommunicator,
+    observer_settings: Callable[..., Any],
+    filters: dict[str, Any],
+    on_sqlite: str | None,
+    on_postgresql: str,
+) -> None:
+    """What the database refuses to run (not only what Django refuses to
+    convert) is a bad filter: 400 with the database's reason, on the Query and
+    on the Subscription, never a masked error, and the client is served on."""
+    from django.db import connection
+
+    observer_settings(LIST_REGEX_ON_SQLITE=True)
+    reason = on_sqlite if connection.vendor == "sqlite" else on_postgresql
+    answer = await list_users(client, filters)
+    op = await client.subscribe(SUBSCRIBE_USERS, {"filters": filters, "rid": 2})
+    first = (await client.next(op))["users"]
+    if reason is None:
+        assert (answer["responseStatus"], answer["data"]) == (200, [])
+        assert (first["action"], first["responseStatus"]) == ("subscribe_list", 201)
+        await client.complete(op)
+    else:
+        assert answer["responseStatus"] == 400 and answer["data"] == [], answer
+        assert answer["errors"][0].startswith("Invalid filters: ") and reason in answer["errors"][0]
+        assert (first["responseStatus"], first["errors"]) == (400, answer["errors"])
+        await client.expect_complete(op)
+    assert (await list_users(client, {"id": {"exact": "2"}}))["data"] == [user(2, "test 2")]
+
+
 async def test_owner_only_notes_list_only_the_viewers_own(
     application: Any, users: list[User]
 ) -> None:
