@@ -47,6 +47,14 @@ def normalize_pk(definition: ObservedDefinition, value: object) -> object | None
         low, high = connections[alias].ops.integer_field_range(field.get_internal_type())
         if (low is not None and python_value < low) or (high is not None and python_value > high):
             return None
+    # Nor does text PostgreSQL cannot hold: it would refuse the whole read, and
+    # the reads of one kind are coalesced (everybody else's with it).
+    if (
+        isinstance(python_value, str)
+        and "\0" in python_value
+        and connections[router.db_for_read(definition.model)].vendor == "postgresql"
+    ):
+        return None
     return python_value
 
 

@@ -117,6 +117,44 @@ async def test_a_pk_beyond_any_row_answers_404_like_any_pk_that_names_nothing(
     await client.expect_complete(op)
 
 
+NAMED = "{ named(pk: $pk) { action responseStatus errors data { id username } } }"
+
+
+@pytest.mark.db_matrix
+async def test_text_no_row_can_hold_names_nothing_and_fails_nobody_elses_read(
+    users: list[User],
+) -> None:
+    """A NUL in a text lookup (``named`` is found by username): PostgreSQL would
+    refuse the whole query, and the reads of one type are coalesced, so a
+    stranger's subscription read with it would fail too. It names nothing: 404,
+    never read; the subscription beside it is served."""
+    from tests.support import schema as support
+    from tests.support.clients import connect
+
+    app = support.application()
+    stranger, other = await connect(app), await connect(app)
+    query = await stranger.subscribe("query ($pk: ID!) " + NAMED, {"pk": "test\u00001"})
+    assert (await stranger.next(query))["named"] == {
+        "action": "retrieve",
+        "responseStatus": 404,
+        "errors": ["Not found."],
+        "data": None,
+    }
+    await stranger.expect_complete(query)
+    document = "subscription ($pk: ID!) " + NAMED
+    bad, good = await asyncio.gather(  # asked together: one coalesced read
+        stranger.subscribe(document, {"pk": "test\u00001"}),
+        other.subscribe(document, {"pk": "test 1"}),
+    )
+    assert (await stranger.next(bad))["named"]["responseStatus"] == 404
+    assert (await other.next(good))["named"]["responseStatus"] == 201
+    await save_user(1, email="named@x.org")
+    changed = (await other.next(good))["named"]
+    assert (changed["action"], changed["data"]) == ("update", {"id": "1", "username": "test 1"})
+    await stranger.disconnect()
+    await other.disconnect()
+
+
 async def test_malformed_pk_answers_404_not_a_crash(client: GraphQLTransportWSCommunicator) -> None:
     op = await client.subscribe(SUBSCRIBE_USER, {"pk": "abc", "rid": 8})
     assert (await client.next(op))["user"]["responseStatus"] == 404

@@ -118,6 +118,12 @@ class BookType:
     owner: AuthorType
 
 
+@gql_observer.observe(User, name="named", lookup="username")
+@strawberry_django.type(User, name="NamedType", fields=["id", "username"])
+class NamedType:
+    """A user found by username (a text lookup): ``named(pk: "test 1")``."""
+
+
 @strawberry_django.filter_type(User, lookups=True)
 class MemberFilter:
     """``members(filters: {username: {startsWith: "s-"}})``, and ``{me: true}``: a
