@@ -124,6 +124,12 @@ class Batch(Generic[V]):
                         partial(self.fetch, values, plan), retry_window, "read", self.label
                     )
                 except BaseException as error:
+                    if isinstance(error, Exception) and len(waiting) > 1:
+                        # One ask may have failed the query of all (a value, a
+                        # filter the database refuses): each is read alone, so
+                        # that only its own fails.
+                        await self._alone(waiting, plan, retry_window)
+                        continue
                     for _, _, future in waiting:
                         if not future.done():
                             future.set_exception(error)
@@ -143,6 +149,34 @@ class Batch(Generic[V]):
             self.running = False
             if not self.waiting:
                 self.owner.done(self)
+
+    async def _alone(
+        self,
+        waiting: list[tuple[Any, bool, asyncio.Future[Any]]],
+        plan: ReadPlan | None,
+        retry_window: float,
+    ) -> None:
+        """Answer each of ``waiting`` by a read of its own values (after a read
+        of them all failed): a failure is only its own."""
+        for index, (asked, many, future) in enumerate(waiting):
+            if future.done():
+                continue
+            try:
+                answers = await retrying(
+                    partial(self.fetch, list(asked) if many else [asked], plan),
+                    retry_window,
+                    "read",
+                    self.label,
+                )
+            except Exception as error:
+                future.set_exception(error)
+                continue
+            except BaseException as error:  # cancelled: nobody left is answered
+                for _, _, left in waiting[index:]:
+                    if not left.done():
+                        left.set_exception(error)
+                raise
+            future.set_result({v: answers[v] for v in asked} if many else answers[asked])
 
 
 class Reads:

@@ -1,0 +1,57 @@
+"""Coalesced reads (:class:`gql_observer.graphql.reads.Batch`): what several asks
+share is one query, but a failure is only the failing ask's own."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from gql_observer.core.conf import get_settings
+from gql_observer.graphql.reads import Reads
+from tests.support.waiting import wait_until
+
+
+def _reads_of(calls: list[list[str]]) -> tuple[Reads, Any]:
+    """A ``Reads`` and one kind of read on it whose fetch records each call and
+    fails (as a database refusing a value would) when it is asked for "bad"."""
+
+    def fetch(values: list[str], plan: object) -> dict[str, str]:
+        calls.append(list(values))
+        if "bad" in values:
+            raise ValueError("the database refused 'bad'")
+        return {value: value.upper() for value in values}
+
+    reads = Reads(get_settings())
+    return reads, lambda: reads.batch(("test",), lambda: fetch, "test values")
+
+
+async def test_asks_of_one_kind_share_one_read() -> None:
+    calls: list[list[str]] = []
+    reads, batch = _reads_of(calls)
+    answers = await asyncio.gather(batch().ask("a"), batch().ask_all(["b", "c"]))
+    assert answers == ["A", {"b": "B", "c": "C"}]
+    assert calls == [["a", "b", "c"]]
+    await wait_until(lambda: len(reads) == 0, 5, "the kind gone once nothing is left to read")
+
+
+async def test_an_ask_that_fails_the_shared_read_fails_alone() -> None:
+    """One client's value that the database refuses must not fail the others'
+    reads coalesced with it: they are read again, each alone."""
+    calls: list[list[str]] = []
+    reads, batch = _reads_of(calls)
+    outcomes = await asyncio.gather(
+        batch().ask("a"),
+        batch().ask("bad"),
+        batch().ask_all(["b", "c"]),
+        return_exceptions=True,
+    )
+    assert outcomes[0] == "A" and outcomes[2] == {"b": "B", "c": "C"}
+    assert isinstance(outcomes[1], ValueError)
+    assert calls == [["a", "bad", "b", "c"], ["a"], ["bad"], ["b", "c"]]
+    # A failure with nobody beside it is not read again.
+    with pytest.raises(ValueError, match="refused"):
+        await batch().ask("bad")
+    assert calls[-1] == ["bad"] and len(calls) == 5
+    await wait_until(lambda: len(reads) == 0, 5, "the kind gone once nothing is left to read")
