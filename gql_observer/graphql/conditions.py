@@ -32,15 +32,19 @@ from gql_observer.graphql.documents import BoundedCache
 from gql_observer.graphql.filter_index import FilterIndex, Hint
 from gql_observer.graphql.lookups import EVERYTHING, Verdict, hint, verdict
 
-__all__ = ["FILTERS", "QUERIES", "SETS", "SET_FILTERS", "Condition", "Conditions", "FilterSet"]
+__all__ = ["FILTERS", "FILTER_TEXT", "QUERIES", "SETS", "Condition", "Conditions", "FilterSet"]
 
 #: Compiled filters kept (least recently used first out).
 FILTERS: Final = 4_096
 #: Matching queries kept, one per set of filters SQL decides.
 QUERIES: Final = 256
-#: Sets of filters kept (:class:`FilterSet`), and the filters they may hold in all.
+#: Sets of filters kept (:class:`FilterSet`).
 SETS: Final = 64
-SET_FILTERS: Final = 16_384
+#: Characters the filters kept may print to, in all (and, apart, the filters of
+#: the sets kept): a compiled filter takes some 25 times its text (an ``inList``
+#: of 9,000 ids prints to 99 KB and takes 2.6 MB), and a client chooses the
+#: text, so the caches are bounded in it, not only in entries.
+FILTER_TEXT: Final = 4 * 1024 * 1024
 
 
 class Condition:
@@ -170,6 +174,12 @@ def compile_filter(
 _PER_READ: Final = "per read"
 
 
+def _text(key: Hashable) -> int:
+    """What a filter's key (``matching.filter_key``: its type's name and how its
+    value prints) weighs in the caches: the characters it prints to."""
+    return len(key[1]) if isinstance(key, tuple) and len(key) == 2 else len(repr(key))
+
+
 def whole(base: QuerySet[Any]) -> bool:
     """Whether ``base`` reads every column of its rows (no ``only``/``defer``):
     a Python verdict must never load a field on its own."""
@@ -201,14 +211,17 @@ class FilterSet:
 
 
 class Conditions:
-    """The compiled filters and matching queries of one runtime, each in a
-    least-recently-used cache (:class:`~gql_observer.graphql.documents.BoundedCache`,
-    bounded in entries)."""
+    """The compiled filters, matching queries and sets of filters of one
+    runtime, each in a least-recently-used cache
+    (:class:`~gql_observer.graphql.documents.BoundedCache`), bounded in entries
+    and, for filters, in the text they print to (``text``)."""
 
-    def __init__(self, filters: int = FILTERS, queries: int = QUERIES) -> None:
-        self._conditions: BoundedCache[Hashable, Condition | str] = BoundedCache(filters, filters)
+    def __init__(
+        self, filters: int = FILTERS, queries: int = QUERIES, text: int = FILTER_TEXT
+    ) -> None:
+        self._conditions: BoundedCache[Hashable, Condition | str] = BoundedCache(filters, text)
         self._queries: BoundedCache[Hashable, QuerySet[Any]] = BoundedCache(queries, queries)
-        self._sets: BoundedCache[Hashable, FilterSet] = BoundedCache(SETS, SET_FILTERS)
+        self._sets: BoundedCache[Hashable, FilterSet] = BoundedCache(SETS, text)
 
     def __len__(self) -> int:
         """Filters compiled and kept."""
@@ -235,7 +248,7 @@ class Conditions:
                 return found
         built = FilterSet(self.conditions(model, groups, info, base), complete)
         if key is not None and built.kept:
-            self._sets.put(key, built, max(len(groups), 1))
+            self._sets.put(key, built, sum(map(_text, groups)) or 1)
         return built
 
     def conditions(
@@ -269,7 +282,7 @@ class Conditions:
                     empty: QuerySet[Any] = QuerySet(model=model, using=using)
                     found = compile_filter(model, filters, None, empty, using)
                     found.kept = cache_key
-                self._conditions.put(cache_key, found, 1)
+                self._conditions.put(cache_key, found, _text(key))
             out[key] = (
                 found
                 if isinstance(found, Condition)

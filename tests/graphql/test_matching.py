@@ -17,7 +17,7 @@ from django.db.models import Q
 from django.test.utils import CaptureQueriesContext
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
-from strawberry_django.fields.filter_types import StrFilterLookup
+from strawberry_django.fields.filter_types import FilterLookup, StrFilterLookup
 from strawberry_django.filters import apply
 
 from gql_observer.graphql.conditions import Conditions, reusable
@@ -279,6 +279,32 @@ def test_a_filter_is_compiled_once_and_the_least_recently_used_goes_first(
     assert len(conditions) == 2
     assert conditions.conditions(User, {"a": a}, None, base)["a"] is first
     assert conditions.conditions(User, {"b": b}, None, base)["b"] is not first
+
+
+def test_the_filters_kept_are_bounded_in_the_text_clients_send_too(
+    users: list[User],
+) -> None:
+    """A client chooses how big a filter is (an ``inList`` of thousands of ids
+    compiles to megabytes): what is kept after its subscription ends is bounded
+    in the filters' text, not only in their number."""
+    conditions = Conditions(text=20_000)
+    base = User.objects.all()
+    small = UserFilter(username={"exact": "a"})  # type: ignore[call-arg]
+    ids = FilterLookup(in_list=[str(n) for n in range(5_000)])  # type: ignore[call-arg]
+    big = UserFilter(id=ids)  # type: ignore[call-arg]
+    keys = {name: filter_key(f) for name, f in (("small", small), ("big", big))}
+    assert len(keys["big"][1]) > 20_000 > len(keys["small"][1])  # type: ignore[index]
+    first = conditions.conditions(User, {keys["small"]: small}, None, base)[keys["small"]]
+    heavy = conditions.conditions(User, {keys["big"]: big}, None, base)[keys["big"]]
+    assert heavy.verdict is not None  # compiled and served, only not kept
+    assert conditions.conditions(User, {keys["big"]: big}, None, base)[keys["big"]] is not heavy
+    assert conditions.conditions(User, {keys["small"]: small}, None, base)[keys["small"]] is first
+    assert len(conditions) == 1
+    # Nor is a set of filters that prints to more than the bound.
+    both = {keys["small"]: small, keys["big"]: big}
+    assert conditions.filter_set(User, both, None, base) is not conditions.filter_set(
+        User, both, None, base
+    )
 
 
 @strawberry_django.filter_type(User, lookups=True)
