@@ -89,8 +89,10 @@ UNFILTERED.kept = "unfiltered"
 
 def reusable(filters: Any) -> bool:
     """Whether ``filters`` gives the same ``Q`` whatever the request: no filter
-    method of the application's own anywhere in it (strawberry-django's own
-    lookups, such as ``range``, only read their values)."""
+    method of the application's own that strawberry-django would call anywhere
+    in it (an object ``filter`` method always; a field's method when the input
+    sets the field), since such a method may read ``info`` or the queryset.
+    strawberry-django's own lookups, such as ``range``, only read their values."""
     if isinstance(filters, list):
         return all(reusable(value) for value in filters)
     if not has_object_definition(filters):
@@ -100,7 +102,11 @@ def reusable(filters: Any) -> bool:
         if callable(getattr(filters, "filter", None)):
             return False
         for field in definition.fields:
-            if isinstance(field, FilterOrderField) and field.filter_order_resolver is not None:
+            if (
+                isinstance(field, FilterOrderField)
+                and field.filter_order_resolver is not None
+                and getattr(filters, field.name, UNSET) is not UNSET
+            ):
                 return False
     for field in definition.fields:
         value = getattr(filters, field.name, UNSET)

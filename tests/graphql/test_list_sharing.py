@@ -367,14 +367,23 @@ async def test_a_filter_that_reads_who_asks_is_decided_for_each_viewer(
 ) -> None:
     """``members(filters: {me: true})`` is the same filter input for everyone, but a
     filter method that reads ``info`` may mean another set for each viewer: each
-    viewer's list holds their own row, is told of their own saves only, and
-    equals what the Query gives that viewer."""
+    viewer's list is what the Query gives that viewer (their own row), and is
+    told of their own saves only. An input that leaves the method out is
+    shared by every viewer, as before."""
     observer_settings(SUBSCRIBE_RATE=10_000)
     alice, bob = await connect(app, users[0]), await connect(app, users[1])
+    query = "query ($f: MemberFilter) { members(filters: $f) { data { id } } }"
     ops = []
-    for client in (alice, bob):
+    for n, client in enumerate((alice, bob)):
+        page = await client.subscribe(query, {"f": ME})
+        assert (await client.next(page))["members"]["data"] == [{"id": str(users[n].pk)}]
+        await client.expect_complete(page)
         ops.append(await client.subscribe(MEMBERS, {"filters": ME, "rid": "me"}))
         assert (await client.next(ops[-1]))["members"]["action"] == "subscribe_list"
+        shared = await client.subscribe(MEMBERS, {"filters": S, "rid": "s"})
+        assert (await client.next(shared))["members"]["action"] == "subscribe_list"
+    keys = sorted((k[0], k[1] is None, k[2]) for k in live.list_groups())
+    assert keys == [("members", False, True), ("members", False, True), ("members", True, False)]
     for n, (client, op) in enumerate(zip((alice, bob), ops, strict=True)):
         await save_user(users[n].pk, email=f"me-{n}@x.org")
         got = (await client.next(op))["members"]

@@ -322,6 +322,9 @@ def test_a_filter_with_a_method_of_its_own_is_compiled_for_every_read(
     own = OwnFilter(initial="t")  # type: ignore[call-arg]
     assert not reusable(own)
     assert reusable(UserFilter(username={"startsWith": "t"}))  # type: ignore[call-arg]
+    # The method is strawberry-django's to call only when the input sets its field.
+    assert reusable(OwnFilter(username={"exact": "t"}))  # type: ignore[call-arg]
+    assert not reusable(UserFilter(OR=own))  # type: ignore[call-arg]
     conditions = Conditions()
     base = User.objects.all()
     first = conditions.conditions(User, {"own": own}, None, base)["own"]
