@@ -10,6 +10,7 @@ from typing import Any, Final, Generic, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.core.exceptions import ValidationError
+from django.db import InterfaceError, OperationalError
 from django.db.models import Model
 from strawberry import Info
 
@@ -124,10 +125,15 @@ class Batch(Generic[V]):
                         partial(self.fetch, values, plan), retry_window, "read", self.label
                     )
                 except BaseException as error:
-                    if isinstance(error, Exception) and len(waiting) > 1:
+                    if (
+                        isinstance(error, Exception)
+                        and not isinstance(error, (OperationalError, InterfaceError))
+                        and len(waiting) > 1
+                    ):
                         # One ask may have failed the query of all (a value, a
                         # filter the database refuses): each is read alone, so
-                        # that only its own fails.
+                        # that only its own fails. Not a database still out of
+                        # reach after the retry window: that is everybody's.
                         await self._alone(waiting, plan, retry_window)
                         continue
                     for _, _, future in waiting:

@@ -7,23 +7,27 @@ import asyncio
 from typing import Any
 
 import pytest
+from django.db import OperationalError
 
 from gql_observer.core.conf import get_settings
 from gql_observer.graphql.reads import Reads
 from tests.support.waiting import wait_until
 
 
-def _reads_of(calls: list[list[str]]) -> tuple[Reads, Any]:
+def _reads_of(calls: list[list[str]], retry_window: float = 30.0) -> tuple[Reads, Any]:
     """A ``Reads`` and one kind of read on it whose fetch records each call and
-    fails (as a database refusing a value would) when it is asked for "bad"."""
+    fails when it is asked for "bad" (as a database refusing a value would) or
+    for "down" (as a database out of reach would)."""
 
     def fetch(values: list[str], plan: object) -> dict[str, str]:
         calls.append(list(values))
         if "bad" in values:
             raise ValueError("the database refused 'bad'")
+        if "down" in values:
+            raise OperationalError("connection refused")
         return {value: value.upper() for value in values}
 
-    reads = Reads(get_settings())
+    reads = Reads(get_settings().replace(read_retry_window=retry_window))
     return reads, lambda: reads.batch(("test",), lambda: fetch, "test values")
 
 
@@ -54,4 +58,16 @@ async def test_an_ask_that_fails_the_shared_read_fails_alone() -> None:
     with pytest.raises(ValueError, match="refused"):
         await batch().ask("bad")
     assert calls[-1] == ["bad"] and len(calls) == 5
+    await wait_until(lambda: len(reads) == 0, 5, "the kind gone once nothing is left to read")
+
+
+async def test_a_database_out_of_reach_fails_everybody_once() -> None:
+    """A read that still cannot reach the database after ``READ_RETRY_WINDOW``
+    is everybody's failure: the asks are not read again one by one (each would
+    wait out the window again)."""
+    calls: list[list[str]] = []
+    reads, batch = _reads_of(calls, retry_window=0.3)
+    outcomes = await asyncio.gather(batch().ask("a"), batch().ask("down"), return_exceptions=True)
+    assert all(isinstance(outcome, OperationalError) for outcome in outcomes)
+    assert calls and all(call == ["a", "down"] for call in calls)  # retried together only
     await wait_until(lambda: len(reads) == 0, 5, "the kind gone once nothing is left to read")
