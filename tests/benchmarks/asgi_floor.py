@@ -22,7 +22,7 @@ import json
 import re
 import time
 from collections import defaultdict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -41,6 +41,34 @@ def envelope(pk: str, username: str | None, action: str, status: int) -> str:
     data = None if username is None else {"id": pk, "username": username, "email": ""}
     user = {"action": action, "responseStatus": status, "data": data}
     return json.dumps(user, separators=(",", ":"))[1:] + "}}}"
+
+
+def prefix(op_id: Any, field: str, rid: Any) -> str:
+    """A client's ``next`` frame of ``field`` up to and including its ``requestId``."""
+    return (
+        f'{{"id":{json.dumps(op_id)},"type":"next","payload":'
+        f'{{"data":{{"{field}":{{"requestId":{json.dumps(rid)},'
+    )
+
+
+async def messages(receive: Receive, send: Send) -> AsyncIterator[dict[str, Any]]:
+    """Accept a graphql-transport-ws connection and yield its client's messages,
+    answering ``connection_init`` (``connection_ack``) and ``ping`` (``pong``)
+    itself, until the client goes."""
+    await receive()  # websocket.connect
+    await send({"type": "websocket.accept", "subprotocol": "graphql-transport-ws"})
+    while True:
+        event = await receive()
+        if event["type"] == "websocket.disconnect":
+            return
+        message = json.loads(event.get("text") or "{}")
+        kind = message.get("type")
+        if kind == "connection_init":
+            await send({"type": "websocket.send", "text": '{"type":"connection_ack"}'})
+        elif kind == "ping":
+            await send({"type": "websocket.send", "text": '{"type":"pong"}'})
+        else:
+            yield message
 
 
 async def _respond(send: Send, body: dict[str, Any]) -> None:
@@ -70,30 +98,17 @@ async def http(scope: dict[str, Any], receive: Receive, send: Send) -> None:
 
 
 async def websocket(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-    await receive()  # websocket.connect
-    await send({"type": "websocket.accept", "subprotocol": "graphql-transport-ws"})
     pk: str | None = None
     try:
-        while True:
-            event = await receive()
-            if event["type"] == "websocket.disconnect":
-                return
-            message = json.loads(event.get("text") or "{}")
-            if message.get("type") == "connection_init":
-                await send({"type": "websocket.send", "text": '{"type":"connection_ack"}'})
-            elif message.get("type") == "subscribe":
+        async for message in messages(receive, send):
+            if message.get("type") == "subscribe":
                 variables = message["payload"].get("variables") or {}
                 found = PK.search(message["payload"]["query"])
                 pk = str(variables.get("pk") or (found.group(1) if found else "1"))
-                prefix = (
-                    f'{{"id":{json.dumps(message["id"])},"type":"next","payload":'
-                    f'{{"data":{{"user":{{"requestId":{json.dumps(variables.get("requestId", 1))},'
-                )
+                head = prefix(message["id"], "user", variables.get("requestId", 1))
                 first = envelope(pk, None, "subscribe_instance", 201)
-                await send({"type": "websocket.send", "text": f"{prefix}{first}"})
-                CLIENTS[pk][send] = prefix
-            elif message.get("type") == "ping":
-                await send({"type": "websocket.send", "text": '{"type":"pong"}'})
+                await send({"type": "websocket.send", "text": f"{head}{first}"})
+                CLIENTS[pk][send] = head
     finally:
         if pk is not None:
             CLIENTS[pk].pop(send, None)

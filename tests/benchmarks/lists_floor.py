@@ -89,7 +89,7 @@ from asgiref.sync import ThreadSensitiveContext, sync_to_async  # noqa: E402
 from django.contrib.auth.models import User  # noqa: E402
 from django.db import close_old_connections  # noqa: E402
 
-from tests.benchmarks.asgi_floor import PK, Receive, Send, envelope  # noqa: E402
+from tests.benchmarks.asgi_floor import PK, Receive, Send, envelope, messages, prefix  # noqa: E402
 from tests.benchmarks.peers.list_filters import key_of, l2_username, matching_keys  # noqa: E402
 from tests.benchmarks.peers.urls import save_burst  # noqa: E402
 
@@ -102,14 +102,6 @@ LISTS: defaultdict[int, dict[Send, str]] = defaultdict(dict)
 INSTANCES: defaultdict[str, dict[Send, str]] = defaultdict(dict)
 #: LUr: each created row is read again after its commit, and its frame built from that read
 READ_AFTER_COMMIT: Final = os.environ.get("BENCH_LIST_READ") == "1"
-
-
-def prefix(op_id: Any, field: str, rid: Any) -> str:
-    """A client's ``next`` frame up to and including its ``requestId``."""
-    return (
-        f'{{"id":{json.dumps(op_id)},"type":"next","payload":'
-        f'{{"data":{{"{field}":{{"requestId":{json.dumps(rid)},'
-    )
 
 
 def list_envelope(action: str, pk: int | None, data: dict[str, str] | None) -> str:
@@ -295,19 +287,11 @@ async def http(scope: dict[str, Any], receive: Receive, send: Send) -> None:
 
 
 async def websocket(scope: dict[str, Any], receive: Receive, send: Send) -> None:
-    await receive()  # websocket.connect
-    await send({"type": "websocket.accept", "subprotocol": "graphql-transport-ws"})
     joined: dict[Send, str] | None = None  # the clients this one is among
     try:
-        while True:
-            event = await receive()
-            if event["type"] == "websocket.disconnect":
-                return
-            message = json.loads(event.get("text") or "{}")
+        async for message in messages(receive, send):
             kind = message.get("type")
-            if kind == "connection_init":
-                await send({"type": "websocket.send", "text": '{"type":"connection_ack"}'})
-            elif kind == "subscribe":
+            if kind == "subscribe":
                 if joined is not None:
                     joined.pop(send, None)
                 payload = message["payload"]
@@ -335,8 +319,6 @@ async def websocket(scope: dict[str, Any], receive: Receive, send: Send) -> None
             elif kind == "complete" and joined is not None:
                 joined.pop(send, None)
                 joined = None
-            elif kind == "ping":
-                await send({"type": "websocket.send", "text": '{"type":"pong"}'})
     finally:
         if joined is not None:
             joined.pop(send, None)
