@@ -143,10 +143,7 @@ class Batch(Generic[V]):
                         raise
                     continue
                 for asked, many, future in waiting:
-                    if not future.done():
-                        future.set_result(
-                            {v: answers[v] for v in asked} if many else answers[asked]
-                        )
+                    _answer(future, asked, many, answers)
                 # Linger: in a burst, what is asked during the window is read together.
                 wait = started + window - loop.time()
                 if wait > 0:
@@ -182,7 +179,13 @@ class Batch(Generic[V]):
                     if not left.done():
                         left.set_exception(error)
                 raise
-            future.set_result({v: answers[v] for v in asked} if many else answers[asked])
+            _answer(future, asked, many, answers)
+
+
+def _answer(future: asyncio.Future[Any], asked: Any, many: bool, answers: dict[Any, Any]) -> None:
+    """Give ``future`` (an ask of ``asked``: many values or one) its answer."""
+    if not future.done():
+        future.set_result({v: answers[v] for v in asked} if many else answers[asked])
 
 
 class Reads:
