@@ -26,7 +26,12 @@ committed state: the peers send the values ``save()`` had, so they may pass it).
 Every system gets ``--subscribers`` (1,000) list subscribers over ``--filters`` (100) distinct
 filters (``peers/list_filters.py``: filter k = username starts with ``f<k>-`` OR e-mail is
 ``g<k // 10>@x``), each its own requestId (a millisecond timestamp + its slot), sent as
-variables of one named document (P0, P2) or as DCRF's ``request_id`` (P1).
+variables of one named document (P0, P2) or as DCRF's ``request_id`` (P1). By default
+(``--viewers signed-in``) every subscriber is a different logged-in user, s + 1 for slot s,
+as real screens are: a gql_observer token in ``connection_init`` for P0, a session cookie at
+the peer's ``ws_auth_path`` (DCRF's consumer with ``IsAuthenticated``) for P1 and P2; the
+floors authenticate nobody. ``--viewers anonymous`` is what the runs before 2026-12-07's
+third session measured.
 L1: one ``User.objects.create`` with e-mail ``g<j>@x`` (through ``GET /bench/create/`` on the
 server): it enters the 10 filters of group j, so 10 x 10 subscribers get one frame each.
 L2: one request that creates ``--burst`` (1,000) users, the i-th entering filter ``i % 100``:
@@ -139,21 +144,33 @@ class ListWorker(Worker):
         self.lsubs: list[ListSub] = []
         self.ltally = Tally()
 
-    async def _subscribe(self, k: int, rid: int, timeout: float) -> ClientConnection:
+    async def _subscribe(
+        self, k: int, rid: int, timeout: float, credential: str | None = None
+    ) -> ClientConnection:
+        """Subscribe to filter ``k`` with requestId ``rid``; ``credential``: the viewer's
+        token (sent in ``connection_init``) or session key (the handshake's cookie, at the
+        system's ``ws_auth_path``), as ``credential_kind`` says; ``None``: anonymous."""
         gql = self.system.client == "gql"
+        path, headers, init = self.system.ws_path, None, {}
+        if credential is not None and self.credential_kind == "session":
+            path = self.system.ws_auth_path or path
+            headers = {"Cookie": f"{self.cookie_name}={credential}"}
+        elif credential is not None:
+            init = {"token": credential}
         ws = await connect(
-            f"ws://127.0.0.1:{self.port}{self.system.ws_path}",
+            f"ws://127.0.0.1:{self.port}{path}",
             subprotocols=["graphql-transport-ws"] if gql else None,  # type: ignore[list-item]
             compression=None,
             ping_interval=None,
             open_timeout=timeout,
             close_timeout=2,
             max_queue=None,
+            additional_headers=headers,
         )
         try:
             async with asyncio.timeout(timeout):
                 if gql:
-                    await ws.send(json.dumps({"type": "connection_init", "payload": {}}))
+                    await ws.send(json.dumps({"type": "connection_init", "payload": init}))
                     if json.loads(await ws.recv()).get("type") != "connection_ack":
                         raise RuntimeError("no connection_ack")
                     payload = {
@@ -203,16 +220,32 @@ class ListWorker(Worker):
         except ConnectionClosed:
             pass
 
-    async def lconnect(self, n: int, filters: int, timeout: float) -> dict[str, Any]:
+    async def lconnect(
+        self, n: int, filters: int, timeout: float, signed_in: bool = False
+    ) -> dict[str, Any]:
+        """Top up to ``n`` list subscribers, slot s on filter ``s % filters`` with its own
+        requestId; ``signed_in``: slot s is user s + 1, with the credential the server gives
+        (the floors, which authenticate nobody, get none)."""
         start = time.monotonic()
         sem = asyncio.Semaphore(32)
         errors: list[str] = []
+        if signed_in and self.system.key not in FLOORS:
+            try:
+                await self.fetch_credentials(n)
+            except Exception as exc:
+                return {
+                    "connected": len(self.lsubs),
+                    "failed": n,
+                    "first_error": f"credentials: {type(exc).__name__}: {exc}"[:300],
+                    "secs": round(time.monotonic() - start, 3),
+                }
 
         async def one(slot: int) -> None:
             async with sem:
                 k, rid = slot % filters, self.rid_base + slot
+                credential = self.credentials[slot] if self.credentials else None
                 try:
-                    ws = await self._subscribe(k, rid, timeout)
+                    ws = await self._subscribe(k, rid, timeout, credential)
                 except Exception as exc:
                     errors.append(f"{type(exc).__name__}: {exc}"[:300])
                     return
@@ -226,6 +259,7 @@ class ListWorker(Worker):
             "failed": len(errors),
             "first_error": errors[0] if errors else None,
             "secs": round(time.monotonic() - start, 3),
+            "viewers": self.credential_kind or "anonymous",
         }
 
     async def lsave(
@@ -279,7 +313,9 @@ class ListWorker(Worker):
 
 async def handle(worker: ListWorker, name: str, cmd: dict[str, Any]) -> dict[str, Any]:
     if name == "lconnect":
-        return await worker.lconnect(cmd["n"], cmd["filters"], cmd["timeout"])
+        return await worker.lconnect(
+            cmd["n"], cmd["filters"], cmd["timeout"], bool(cmd.get("signed_in"))
+        )
     if name == "lsave":
         rows = [(str(name), str(email)) for name, email in cmd["rows"]]
         return await worker.lsave(cmd["marker"], cmd["query"], rows, cmd["timeout"], cmd["settle"])
@@ -322,7 +358,12 @@ async def run_layer(run: fanout.Run, layer: str, systems: list[Any]) -> None:
             )
         for key, w in list(workers.items()):  # one at a time: connecting is CPU-bound
             res = await w.call(
-                600, cmd="lconnect", n=args.subscribers, filters=args.filters, timeout=60
+                600,
+                cmd="lconnect",
+                n=args.subscribers,
+                filters=args.filters,
+                timeout=60,
+                signed_in=args.viewers == "signed-in",
             )
             log(f"{key}/{layer}: {res}")
             if res["connected"] < args.subscribers:
@@ -460,7 +501,8 @@ def markdown(run: fanout.Run, rows: list[dict[str, Any]]) -> str:
     lines = [
         f"Machine: {info.get('cpu', '?')}, {info.get('nproc', '?')} cores; commit "
         f"{info.get('commit', '?')}; database {args.db}; {args.subscribers} subscribers over "
-        f"{args.filters} filters; L1: {args.saves} saves per system (after 1 unrecorded), "
+        f"{args.filters} filters, {args.viewers} viewers; L1: {args.saves} saves per system "
+        "(after 1 unrecorded), "
         f"L2: {args.bursts} bursts of {args.burst} creates. Command: `python -m "
         f"tests.benchmarks.lists_fanout {' '.join(sys.argv[1:])}`.",
         "",
@@ -547,6 +589,13 @@ def parse_args() -> argparse.Namespace:
         default=0.3,
         help="s after the last frame, then the server's statement count is read",
     )
+    p.add_argument(
+        "--viewers",
+        choices=("signed-in", "anonymous"),
+        default="signed-in",
+        help="signed-in (default): subscriber s is user s + 1 (a gql_observer token in "
+        "connection_init for P0, a session cookie for the peers); anonymous: nobody signs in",
+    )
     p.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
     p.add_argument("--pg-url", default="postgres://postgres@127.0.0.1:5432/test")
     p.add_argument("--redis-url", default="redis://127.0.0.1:6379")
@@ -560,7 +609,8 @@ def parse_args() -> argparse.Namespace:
     args.saves = args.saves or (5 if args.quick else 15)
     args.bursts = args.bursts or (2 if args.quick else 5)
     # what fanout.start_layer and prepare_databases read
-    args.users, args.conn_max_age, args.db_pool = 1, 60, True
+    args.users = args.subscribers if args.viewers == "signed-in" else 1
+    args.conn_max_age, args.db_pool = 60, True
     args.schema_prefix = "lists"  # its own PostgreSQL schemas: it adds users to them
     args.tmp = tempfile.mkdtemp(prefix="gqlo-lists-")
     return args
