@@ -166,8 +166,11 @@ class ListGroup:
         verdicts = partial(decide, definition, user, rows, read, sets)
         if definition.permission is None:
             decided = verdicts()
-        else:  # the hook may query (user.has_perm)
-            decided = await run(reads, definition, verdicts)
+        else:  # the hook may query (user.has_perm): on Django's thread, one hop
+            # for every group this change reached (one group per viewer)
+            decided = await reads.call(
+                ("decide", definition.field_name), definition.model._meta.label, verdicts
+            )
         await self._hand(list(zip(watches, decided, strict=True)))
         return True
 

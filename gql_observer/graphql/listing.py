@@ -214,7 +214,11 @@ def decide(
     not in a set yields nothing for it; deletes come first, then the rest, each
     in the order the rows changed. The work is the size of what each list
     holds of the changed rows and what its filter matched, not of the batch
-    times the lists."""
+    times the lists.
+
+    The sets are updated only once every decision is made: when the hook (or
+    reading a deleted row's last values through it) raises, nothing changed,
+    and the same call may be made again (a database out of reach is retried)."""
     order = {pk: n for n, pk in enumerate(rows.changed)}
     deleted = {pk for pk, delivery in rows.changed.items() if delivery.action == "delete"}
     kept = order.keys() - deleted
@@ -222,10 +226,13 @@ def decide(
     last: dict[str, Model | None] = {}
     allowed: dict[str, bool] = {}
     out: list[list[Change]] = []
+    # Per set: the keys it takes in and the keys it lets go, applied at the end.
+    journal: list[tuple[set[str], list[str], list[str]]] = []
     for held, matched in sets:
         changes: list[Change] = []
-        for pk in sorted(held & deleted, key=rank) if deleted else ():
-            held.discard(pk)
+        taken: list[str] = []
+        gone = sorted(held & deleted, key=rank) if deleted else []
+        for pk in gone:
             if pk not in last:
                 last[pk] = _last(definition, user, rows, pk)
             changes.append(Change("delete", pk, last[pk]))
@@ -238,11 +245,15 @@ def decide(
                 row = row if allowed[pk] else None
             if row is not None:
                 changes.append(Change("update" if pk in held else "create", pk, row))
-                held.add(pk)
+                taken.append(pk)
             elif pk in held:
-                held.discard(pk)
+                gone.append(pk)
                 changes.append(Change("delete", pk, None))
+        journal.append((held, taken, gone))
         out.append(changes)
+    for held, taken, gone in journal:
+        held.difference_update(gone)
+        held.update(taken)
     return out
 
 

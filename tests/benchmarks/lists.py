@@ -2,6 +2,7 @@
 demo's ASGI application, in-memory channel layer, SQLite): a tool, not a test.
 
     python tests/benchmarks/lists.py [--subscribers 1000] [--filters 100] [--burst 1000]
+                                     [--owners 1000 [--changes 11]]
 
 L1: ``--subscribers`` list subscribers of ``users`` spread over ``--filters``
 distinct filters (filter k: username starts with ``f<k>-``, or the e-mail of
@@ -11,6 +12,9 @@ subscriber's frame, and the database queries the server ran for it.
 L2: a burst of ``--burst`` creates, one per filter in turn (username
 ``f<k>-<n>``): the time until every subscriber got every create of its
 filter, and the queries per create.
+L3 (``--owners``): that many signed-in viewers, each subscribed to their own
+``notes`` (owner-only through a ``permission`` hook: a list group per viewer);
+a note created for one, then given to another: the time to those frames.
 
 Side by side with the peers (DCRF's ``model_observer``, strawberry's
 group-per-filter recipe) over real sockets: ``python -m tests.benchmarks.lists_fanout``.
@@ -32,7 +36,7 @@ def _filter(k: int) -> dict[str, Any]:
     return {"username": {"startsWith": f"f{k}-"}, "OR": {"email": {"exact": f"g{k // 10}@x"}}}
 
 
-async def run(subscribers: int, filters: int, burst: int) -> None:
+async def run(subscribers: int, filters: int, burst: int, owners: int, changes: int) -> None:
     from channels.db import database_sync_to_async
     from django.contrib.auth.models import User
     from django.db import connection
@@ -107,7 +111,67 @@ async def run(subscribers: int, filters: int, burst: int) -> None:
     )
     for client in clients:
         await client.disconnect()
+    if owners:
+        await owner_lists(application, owners, changes)
     await close_runtime()
+
+
+async def owner_lists(application: Any, owners: int, changes: int) -> None:
+    """L3: ``owners`` signed-in viewers, each subscribed to their own ``notes``
+    (owner-only through the demo's ``permission`` hook, so one list group per
+    viewer); ``changes`` times a note is created for one of them, then given to
+    another: the time from ``save()`` to the frames of those it concerns (the
+    others get nothing), and the statements per change."""
+    import statistics
+
+    from channels.db import database_sync_to_async
+    from django.contrib.auth.models import User
+
+    from gql_observer import issue_token
+    from gql_observer.testing import GraphQLTransportWSCommunicator
+    from schema_examples.notes.models import Note
+    from tests.support.clients import library_queries
+    from tests.support.lists import SUBSCRIBE_NOTES
+
+    users = await database_sync_to_async(
+        lambda: [User.objects.create(username=f"owner-{n}") for n in range(owners)]
+    )()
+    viewers = []
+    for user in users:
+        token = await database_sync_to_async(issue_token)(user)
+        client = GraphQLTransportWSCommunicator(application, timeout=60)
+        await client.connect()
+        await client.init({"token": token})
+        op = await client.subscribe(SUBSCRIBE_NOTES, {"filters": None})
+        await client.next(op)
+        viewers.append((client, op))
+    print(f"L3: {owners} viewers subscribed to their own notes")
+    created, given, statements = [], [], []
+    for n in range(changes + 1):
+        first, second = n % owners, (n + owners // 2) % owners
+        with library_queries() as queries:
+            began = time.perf_counter()
+            note = await database_sync_to_async(Note.objects.create)(owner=users[first], title="t")
+            await viewers[first][0].next(viewers[first][1])
+            took = time.perf_counter() - began
+            note.owner = users[second]
+            began = time.perf_counter()
+            await database_sync_to_async(note.save)()
+            await viewers[first][0].next(viewers[first][1])
+            await viewers[second][0].next(viewers[second][1])
+            moved = time.perf_counter() - began
+        if n:  # the first is a warm-up
+            created.append(took)
+            given.append(moved)
+            statements.append(len(queries) / 2)
+    print(
+        f"L3: a note created for one viewer: median {statistics.median(created) * 1000:.1f} ms "
+        f"to its frame; given to another: {statistics.median(given) * 1000:.1f} ms to both "
+        f"frames; {statistics.median(statements):.1f} statements per change "
+        f"(medians of {changes})"
+    )
+    for client, _ in viewers:
+        await client.disconnect()
 
 
 def main() -> None:
@@ -115,6 +179,10 @@ def main() -> None:
     parser.add_argument("--subscribers", type=int, default=1000)
     parser.add_argument("--filters", type=int, default=100)
     parser.add_argument("--burst", type=int, default=1000)
+    parser.add_argument(
+        "--owners", type=int, default=0, help="L3: viewers of owner-only lists (0: no L3)"
+    )
+    parser.add_argument("--changes", type=int, default=11, help="L3: changes measured")
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     tmp = tempfile.mkdtemp(prefix="gqlobs-lists-")
@@ -141,7 +209,7 @@ def main() -> None:
     with connection.cursor() as cursor:  # the disk must not decide the figures
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=OFF")
-    asyncio.run(run(args.subscribers, args.filters, args.burst))
+    asyncio.run(run(args.subscribers, args.filters, args.burst, args.owners, args.changes))
 
 
 if __name__ == "__main__":

@@ -1,5 +1,6 @@
-"""Coalesced reads (:class:`gql_observer.graphql.reads.Batch`): what several asks
-share is one query, but a failure is only the failing ask's own."""
+"""Coalesced reads (:class:`gql_observer.graphql.reads.Batch`) and calls
+(:class:`~gql_observer.graphql.reads.Calls`): what several asks share is one
+query or one hop to Django's thread, but a failure is only the failing ask's own."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 from django.db import OperationalError
 
 from gql_observer.core.conf import get_settings
+from gql_observer.graphql import reads as reads_module
 from gql_observer.graphql.reads import Reads
 from tests.support.waiting import wait_until
 
@@ -71,3 +73,44 @@ async def test_a_database_out_of_reach_fails_everybody_once() -> None:
     assert all(isinstance(outcome, OperationalError) for outcome in outcomes)
     assert calls and all(call == ["a", "down"] for call in calls)  # retried together only
     await wait_until(lambda: len(reads) == 0, 5, "the kind gone once nothing is left to read")
+
+
+async def test_calls_of_one_kind_share_one_hop_and_each_fails_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Calls on Django's thread (:class:`gql_observer.graphql.reads.Calls`):
+    those asked together are made in one hop, a failing one fails alone, and
+    one the database was out of reach for is made again (only it)."""
+    hops: list[int] = []
+    each = reads_module._each
+
+    def counted(works: list[Any]) -> Any:
+        hops.append(len(works))
+        return each(works)
+
+    monkeypatch.setattr(reads_module, "_each", counted)
+    reads = Reads(get_settings().replace(read_retry_window=30.0))
+    made: list[str] = []
+    out_of_reach = [2]  # the "down" call fails this many times, then works
+
+    def call(name: str) -> Any:
+        def work() -> str:
+            made.append(name)
+            if name == "bad":
+                raise ValueError("a bug in a permission hook")
+            if name == "down" and out_of_reach[0]:
+                out_of_reach[0] -= 1
+                raise OperationalError("connection refused")
+            return name.upper()
+
+        return reads.call(("verdicts",), "test values", work)
+
+    outcomes = await asyncio.gather(
+        call("a"), call("bad"), call("down"), call("b"), return_exceptions=True
+    )
+    assert outcomes[0] == "A" and outcomes[2] == "DOWN" and outcomes[3] == "B"
+    assert isinstance(outcomes[1], ValueError)
+    # One hop for all four, then the one out of reach alone, twice more.
+    assert made == ["a", "bad", "down", "b", "down", "down"]
+    assert hops == [4, 1, 1]
+    await wait_until(lambda: len(reads) == 0, 5, "the kind gone once nothing is left to call")

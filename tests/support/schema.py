@@ -1,9 +1,10 @@
 """Observed types whose fields may or may not be shared between viewers, for the
 sharing tests: plain columns, fields behind permission classes (strawberry's and
 strawberry-django's), resolvers that read the context, and a type whose
-``get_queryset`` depends on the viewer, and a live list (``members``) with
-gated fields. ``application()`` serves them all; with
-``counting=True`` its schema also has an extension that counts operations."""
+``get_queryset`` depends on the viewer, a live list (``members``) with
+gated fields, and an owner-only list whose hook a test can break (``ledger``).
+``application()`` serves them all; with ``counting=True`` its schema also has
+an extension that counts operations."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from typing import Any
 import strawberry
 import strawberry_django
 from django.contrib.auth.models import User
+from django.db import OperationalError
 from django.db.models import Q
 from strawberry.extensions import SchemaExtension
 from strawberry.permission import BasePermission
@@ -25,6 +27,7 @@ from strawberry_django.permissions import IsAuthenticated, IsStaff
 import gql_observer
 from gql_observer.graphql.schema import default_extensions
 from schema_examples.notes.models import Note
+from schema_examples.notes.schema import NoteFilter, is_owner
 
 
 class SignedIn(BasePermission):
@@ -186,6 +189,38 @@ class MemberType:
             entered.set()
             await opened.wait()
         return "open"
+
+
+class Hook:
+    """What ``ledger``'s permission hook does besides allowing a note's owner:
+    raise for one viewer (``broken_for``, a username: a bug in the hook), or
+    raise once per note in ``blips`` as a database that is out of reach for a
+    moment does (``OperationalError``)."""
+
+    broken_for: str | None = None
+    blips: set[int] = set()
+
+    @classmethod
+    def reset(cls) -> None:
+        cls.broken_for, cls.blips = None, set()
+
+
+def owned(user: Any, note: Note) -> bool:
+    """``ledger``'s permission hook: the owner's, unless :class:`Hook` says otherwise."""
+    if Hook.broken_for is not None and getattr(user, "username", None) == Hook.broken_for:
+        raise RuntimeError("a bug in a permission hook")
+    if note.pk in Hook.blips:
+        Hook.blips.discard(note.pk)
+        raise OperationalError("the database is out of reach for a moment")
+    return is_owner(user, note)
+
+
+@gql_observer.observe(
+    Note, name="ledgerNote", list_name="ledger", permission=owned, filters=NoteFilter
+)
+@strawberry_django.type(Note, name="LedgerNoteType", fields=["id", "title"])
+class LedgerNoteType:
+    """An owner-only note list through a hook a test can break (:class:`Hook`)."""
 
 
 #: Operations the counting extension saw, by the viewer's username.
