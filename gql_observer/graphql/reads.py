@@ -14,6 +14,7 @@ from django.db import InterfaceError, OperationalError
 from django.db.models import Model
 from strawberry import Info
 
+from gql_observer.core.calls import Calls
 from gql_observer.core.conf import Settings
 from gql_observer.core.db import retrying, unit_of_work
 from gql_observer.core.statements import read_both
@@ -28,7 +29,7 @@ from gql_observer.graphql.viewers import (
 )
 from gql_observer.observe.definition import ObservedDefinition
 
-__all__ = ["READ_TASK", "Batch", "Calls", "Reads"]
+__all__ = ["READ_TASK", "Batch", "Reads"]
 
 V = TypeVar("V")
 
@@ -182,87 +183,6 @@ class Batch(Generic[V]):
             _answer(future, asked, many, answers)
 
 
-class Calls:
-    """Calls of one kind on Django's sync thread, coalesced: what is asked
-    before a hop starts, or while one runs, is made in the next hop, one hop
-    for all of them, and each call fails alone. A change that concerns a
-    thousand viewers' lists costs one hop to the thread, not a thousand.
-
-    A call that fails because the database cannot be reached is made again,
-    as reads are, for ``READ_RETRY_WINDOW`` (so a call must change nothing
-    when it raises). No window lingers between hops: the calls are what
-    follows reads that already did."""
-
-    __slots__ = ("_task", "hop", "key", "label", "owner", "waiting")
-
-    def __init__(self, owner: Reads, key: Hashable, label: str) -> None:
-        self.owner, self.key, self.label = owner, key, label
-        self.hop = sync_to_async(unit_of_work(_each), thread_sensitive=True)
-        #: Who waits for the next hop: (the call, its future).
-        self.waiting: list[tuple[Callable[[], Any], asyncio.Future[Any]]] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def call(self, work: Callable[[], V]) -> asyncio.Future[V]:
-        """``work()``'s result, made on Django's sync thread."""
-        future: asyncio.Future[V] = asyncio.get_running_loop().create_future()
-        self.waiting.append((work, future))
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._run())
-            self._task.set_name(READ_TASK)
-        return future
-
-    async def _run(self) -> None:
-        try:
-            while self.waiting:
-                left, self.waiting = self.waiting, []
-                try:
-                    await retrying(
-                        partial(self._attempt, left), self.owner.retry_window, "read", self.label
-                    )
-                except BaseException as error:
-                    for _, future in left:
-                        if not future.done():
-                            future.set_exception(error)
-                    if isinstance(error, asyncio.CancelledError):
-                        raise
-        finally:
-            self._task = None
-            if not self.waiting:
-                self.owner.done(self)
-
-    async def _attempt(self, left: list[tuple[Callable[[], Any], asyncio.Future[Any]]]) -> None:
-        """One hop for every call in ``left``: each answered, or failed with its
-        own error; those the database was out of reach for stay in ``left``,
-        and the first such error is raised (to be retried)."""
-        outcomes = await self.hop([work for work, _ in left])
-        unreachable: BaseException | None = None
-        still = []
-        for (work, future), (value, error) in zip(left, outcomes, strict=True):
-            if future.done():
-                continue
-            if error is None:
-                future.set_result(value)
-            elif isinstance(error, (OperationalError, InterfaceError)):
-                still.append((work, future))
-                unreachable = unreachable or error
-            else:
-                future.set_exception(error)
-        left[:] = still
-        if unreachable is not None:
-            raise unreachable
-
-
-def _each(works: list[Callable[[], Any]]) -> list[tuple[Any, Exception | None]]:
-    """Each of ``works`` made: its result, or the error it raised."""
-    outcomes: list[tuple[Any, Exception | None]] = []
-    for work in works:
-        try:
-            outcomes.append((work(), None))
-        except Exception as error:
-            outcomes.append((None, error))
-    return outcomes
-
-
 def _answer(future: asyncio.Future[Any], asked: Any, many: bool, answers: dict[Any, Any]) -> None:
     """Give ``future`` (an ask of ``asked``: many values or one) its answer."""
     if not future.done():
@@ -302,7 +222,7 @@ class Reads:
         reads in the logs."""
         found = self._batches.get(key)
         if found is None:
-            found = self._batches[key] = Calls(self, key, label)
+            found = self._batches[key] = Calls(key, label, self.retry_window, self.done, READ_TASK)
         assert isinstance(found, Calls)
         return found.call(work)
 

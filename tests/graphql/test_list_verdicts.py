@@ -14,7 +14,7 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from gql_observer.graphql import reads
+from gql_observer.core import calls
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
 from tests.support import schema as support
@@ -52,13 +52,13 @@ def app() -> Iterator[Any]:
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many calls each hop of coalesced calls to Django's thread made."""
     made: list[int] = []
-    each = reads._each
+    each = calls._each
 
     def counted(works: list[Any]) -> Any:
         made.append(len(works))
         return each(works)
 
-    monkeypatch.setattr(reads, "_each", counted)
+    monkeypatch.setattr(calls, "_each", counted)
     return made
 
 

@@ -1,5 +1,5 @@
 """Coalesced reads (:class:`gql_observer.graphql.reads.Batch`) and calls
-(:class:`~gql_observer.graphql.reads.Calls`): what several asks share is one
+(:class:`~gql_observer.core.calls.Calls`): what several asks share is one
 query or one hop to Django's thread, but a failure is only the failing ask's own."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from django.db import OperationalError
 
+from gql_observer.core import calls as calls_module
 from gql_observer.core.conf import get_settings
-from gql_observer.graphql import reads as reads_module
 from gql_observer.graphql.reads import Reads
 from tests.support.waiting import wait_until
 
@@ -78,17 +78,17 @@ async def test_a_database_out_of_reach_fails_everybody_once() -> None:
 async def test_calls_of_one_kind_share_one_hop_and_each_fails_alone(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Calls on Django's thread (:class:`gql_observer.graphql.reads.Calls`):
+    """Calls on Django's thread (:class:`gql_observer.core.calls.Calls`):
     those asked together are made in one hop, a failing one fails alone, and
     one the database was out of reach for is made again (only it)."""
     hops: list[int] = []
-    each = reads_module._each
+    each = calls_module._each
 
     def counted(works: list[Any]) -> Any:
         hops.append(len(works))
         return each(works)
 
-    monkeypatch.setattr(reads_module, "_each", counted)
+    monkeypatch.setattr(calls_module, "_each", counted)
     reads = Reads(get_settings().replace(read_retry_window=30.0))
     made: list[str] = []
     out_of_reach = [2]  # the "down" call fails this many times, then works
