@@ -230,15 +230,9 @@ class ListWorker(Worker):
         sem = asyncio.Semaphore(32)
         errors: list[str] = []
         if signed_in and self.system.key not in FLOORS:
-            try:
-                await self.fetch_credentials(n)
-            except Exception as exc:
-                return {
-                    "connected": len(self.lsubs),
-                    "failed": n,
-                    "first_error": f"credentials: {type(exc).__name__}: {exc}"[:300],
-                    "secs": round(time.monotonic() - start, 3),
-                }
+            failed = await self.credentials_or_failure(n, len(self.lsubs), start)
+            if failed is not None:
+                return failed
 
         async def one(slot: int) -> None:
             async with sem:

@@ -182,6 +182,22 @@ class Worker:
         self.credential_kind = reply["kind"]
         self.cookie_name = reply.get("cookie") or "sessionid"
 
+    async def credentials_or_failure(
+        self, n: int, connected: int, start: float
+    ) -> dict[str, Any] | None:
+        """``fetch_credentials(n)``; ``None``, or what ``connect`` answers when it failed
+        (``connected`` subscribers so far, started at ``start``)."""
+        try:
+            await self.fetch_credentials(n)
+        except Exception as exc:
+            return {
+                "connected": connected,
+                "failed": n,
+                "first_error": f"credentials: {type(exc).__name__}: {exc}"[:300],
+                "secs": round(time.monotonic() - start, 3),
+            }
+        return None
+
     # ---- subscribing -------------------------------------------------------------------
     async def _open(
         self,
@@ -350,15 +366,9 @@ class Worker:
         errors: list[str] = []
         sem = asyncio.Semaphore(concurrency)
         if spec.get("auth") and self.system.uses_database:
-            try:
-                await self.fetch_credentials(n)
-            except Exception as exc:
-                return {
-                    "connected": len(self.subs),
-                    "failed": n,
-                    "first_error": f"credentials: {type(exc).__name__}: {exc}"[:300],
-                    "secs": round(time.monotonic() - start, 3),
-                }
+            failed = await self.credentials_or_failure(n, len(self.subs), start)
+            if failed is not None:
+                return failed
         auth = bool(spec.get("auth")) and bool(self.credentials)
 
         def slot_pk(slot: int) -> str:

@@ -15,11 +15,11 @@ from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.db import transaction
 
-from gql_observer.core import calls
 from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 from schema_examples.notes.models import Note
 from tests.support import schema as support
 from tests.support.clients import PONG, connect, next_after_ping
+from tests.support.hops import count_hops
 from tests.support.lists import apply
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
@@ -54,15 +54,7 @@ def app() -> Iterator[Any]:
 @pytest.fixture
 def hops(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """How many calls each hop of coalesced calls to Django's thread made."""
-    made: list[int] = []
-    each = calls._each
-
-    def counted(works: list[Any]) -> Any:
-        made.append(len(works))
-        return each(works)
-
-    monkeypatch.setattr(calls, "_each", counted)
-    return made
+    return count_hops(monkeypatch)
 
 
 async def _viewers(app: Any, n: int) -> list[tuple[User, GraphQLTransportWSCommunicator, str]]:

@@ -10,9 +10,9 @@ from typing import Any
 import pytest
 from django.db import OperationalError
 
-from gql_observer.core import calls as calls_module
 from gql_observer.core.conf import get_settings
 from gql_observer.graphql.reads import Reads
+from tests.support.hops import count_hops
 from tests.support.waiting import wait_until
 
 
@@ -81,14 +81,7 @@ async def test_calls_of_one_kind_share_one_hop_and_each_fails_alone(
     """Calls on Django's thread (:class:`gql_observer.core.calls.Calls`):
     those asked together are made in one hop, a failing one fails alone, and
     one the database was out of reach for is made again (only it)."""
-    hops: list[int] = []
-    each = calls_module._each
-
-    def counted(works: list[Any]) -> Any:
-        hops.append(len(works))
-        return each(works)
-
-    monkeypatch.setattr(calls_module, "_each", counted)
+    hops = count_hops(monkeypatch)
     reads = Reads(get_settings().replace(read_retry_window=30.0))
     made: list[str] = []
     out_of_reach = [2]  # the "down" call fails this many times, then works
