@@ -2,7 +2,7 @@
 demo's ASGI application, in-memory channel layer, SQLite): a tool, not a test.
 
     python tests/benchmarks/lists.py [--subscribers 1000] [--filters 100] [--burst 1000]
-                                     [--owners 1000 [--changes 11]]
+                                     [--owners 1000 [--changes 11] [--rule hook|queryset]]
 
 L1: ``--subscribers`` list subscribers of ``users`` spread over ``--filters``
 distinct filters (filter k: username starts with ``f<k>-``, or the e-mail of
@@ -13,7 +13,8 @@ L2: a burst of ``--burst`` creates, one per filter in turn (username
 ``f<k>-<n>``): the time until every subscriber got every create of its
 filter, and the queries per create.
 L3 (``--owners``): that many signed-in viewers, each subscribed to their own
-``notes`` (owner-only through a ``permission`` hook: a list group per viewer);
+notes (owner-only through the demo's ``permission`` hook, or with ``--rule
+queryset`` through a type's ``get_queryset``: a list group per viewer);
 a note created for one, then given to another: the time to those frames.
 
 Side by side with the peers (DCRF's ``model_observer``, strawberry's
@@ -36,7 +37,9 @@ def _filter(k: int) -> dict[str, Any]:
     return {"username": {"startsWith": f"f{k}-"}, "OR": {"email": {"exact": f"g{k // 10}@x"}}}
 
 
-async def run(subscribers: int, filters: int, burst: int, owners: int, changes: int) -> None:
+async def run(
+    subscribers: int, filters: int, burst: int, owners: int, changes: int, rule: str
+) -> None:
     from channels.db import database_sync_to_async
     from django.contrib.auth.models import User
     from django.db import connection
@@ -112,16 +115,18 @@ async def run(subscribers: int, filters: int, burst: int, owners: int, changes: 
     for client in clients:
         await client.disconnect()
     if owners:
-        await owner_lists(application, owners, changes)
+        await owner_lists(application, owners, changes, rule)
     await close_runtime()
 
 
-async def owner_lists(application: Any, owners: int, changes: int) -> None:
-    """L3: ``owners`` signed-in viewers, each subscribed to their own ``notes``
-    (owner-only through the demo's ``permission`` hook, so one list group per
-    viewer); ``changes`` times a note is created for one of them, then given to
-    another: the time from ``save()`` to the frames of those it concerns (the
-    others get nothing), and the statements per change."""
+async def owner_lists(application: Any, owners: int, changes: int, rule: str) -> None:
+    """L3: ``owners`` signed-in viewers, each subscribed to their own notes:
+    ``rule`` "hook", the demo's ``notes`` (owner-only through its ``permission``
+    hook); "queryset", the test schema's ``ownNotes`` (through the type's
+    ``get_queryset``); either way one list group per viewer. ``changes`` times a
+    note is created for one of them, then given to another: the time from
+    ``save()`` to the frames of those it concerns (the others get nothing), and
+    the statements per change."""
     import statistics
 
     from channels.db import database_sync_to_async
@@ -133,6 +138,13 @@ async def owner_lists(application: Any, owners: int, changes: int) -> None:
     from tests.support.clients import library_queries
     from tests.support.lists import SUBSCRIBE_NOTES
 
+    document = SUBSCRIBE_NOTES
+    if rule == "queryset":
+        from tests.support.schema import application as test_application
+
+        application = test_application()
+        document = "subscription { ownNotes(requestId: 1) { action pk data { id title } } }"
+
     users = await database_sync_to_async(
         lambda: [User.objects.create(username=f"owner-{n}") for n in range(owners)]
     )()
@@ -142,10 +154,10 @@ async def owner_lists(application: Any, owners: int, changes: int) -> None:
         client = GraphQLTransportWSCommunicator(application, timeout=60)
         await client.connect()
         await client.init({"token": token})
-        op = await client.subscribe(SUBSCRIBE_NOTES, {"filters": None})
+        op = await client.subscribe(document)
         await client.next(op)
         viewers.append((client, op))
-    print(f"L3: {owners} viewers subscribed to their own notes")
+    print(f"L3: {owners} viewers subscribed to their own notes (rule: {rule})")
     created, given, statements = [], [], []
     for n in range(changes + 1):
         first, second = n % owners, (n + owners // 2) % owners
@@ -183,6 +195,12 @@ def main() -> None:
         "--owners", type=int, default=0, help="L3: viewers of owner-only lists (0: no L3)"
     )
     parser.add_argument("--changes", type=int, default=11, help="L3: changes measured")
+    parser.add_argument(
+        "--rule",
+        choices=("hook", "queryset"),
+        default="hook",
+        help="L3: who sees a note: the demo's permission hook, or a get_queryset",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     tmp = tempfile.mkdtemp(prefix="gqlobs-lists-")
@@ -209,7 +227,9 @@ def main() -> None:
     with connection.cursor() as cursor:  # the disk must not decide the figures
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA synchronous=OFF")
-    asyncio.run(run(args.subscribers, args.filters, args.burst, args.owners, args.changes))
+    asyncio.run(
+        run(args.subscribers, args.filters, args.burst, args.owners, args.changes, args.rule)
+    )
 
 
 if __name__ == "__main__":

@@ -66,10 +66,11 @@ class ProfileType:
         return _locale(info)
 
 
-@gql_observer.observe(Note, name="ownNote")
+@gql_observer.observe(Note, name="ownNote", list_name="ownNotes", filters=NoteFilter)
 @strawberry_django.type(Note, name="OwnNoteType", fields=["id", "title", "body"])
 class OwnNoteType:
-    """A note as its owner's queryset holds it: other viewers' querysets are empty."""
+    """A note as its owner's queryset holds it: other viewers' querysets are empty
+    (and the list of one's own notes, ``ownNotes``)."""
 
     @classmethod
     def get_queryset(cls, queryset: Any, info: strawberry.Info, **kwargs: Any) -> Any:
@@ -81,6 +82,20 @@ class OwnNoteType:
     @strawberry_django.field
     def viewer(self, info: strawberry.Info) -> str:
         return _username(info)
+
+
+@gql_observer.observe(Note, name="penNote", list_name="penNotes", filters=NoteFilter)
+@strawberry_django.type(Note, name="PenNoteType", fields=["id", "title", "body"])
+class PenNoteType:
+    """``ownNote`` again, its viewer's notes found through a join (the owner's
+    username), as a ``get_queryset`` that names another table does."""
+
+    @classmethod
+    def get_queryset(cls, queryset: Any, info: strawberry.Info, **kwargs: Any) -> Any:
+        user = get_current_user(info)
+        if not user.is_authenticated:
+            return queryset.none()
+        return queryset.filter(owner__username=user.username)
 
 
 def anybody(user: Any, note: Note) -> bool:
