@@ -1,8 +1,10 @@
 """Live lists, L1 and L2 of issue 18, for gql_observer alone (in one process, the
-demo's ASGI application, in-memory channel layer, SQLite): a tool, not a test.
+demo's ASGI application, in-memory channel layer, SQLite or ``--database-url``'s
+PostgreSQL): a tool, not a test.
 
     python tests/benchmarks/lists.py [--subscribers 1000] [--filters 100] [--burst 1000]
-                                     [--owners 1000 [--changes 11] [--rule hook|queryset]]
+                                     [--owners 1000 [--changes 11] [--rule hook|queryset]
+                                      [--scopes-alone]] [--database-url postgres://...]
 
 L1: ``--subscribers`` list subscribers of ``users`` spread over ``--filters``
 distinct filters (filter k: username starts with ``f<k>-``, or the e-mail of
@@ -84,8 +86,9 @@ async def run(
     def write() -> None:
         # A writer thread of its own (not the server's sync thread, which reads).
         nonlocal written
-        with connection.cursor() as cursor:
-            cursor.execute("PRAGMA synchronous=OFF")
+        if connection.vendor == "sqlite":
+            with connection.cursor() as cursor:
+                cursor.execute("PRAGMA synchronous=OFF")
         try:
             for n in range(burst):
                 User.objects.create(username=f"f{n % filters}-{n}")
@@ -201,11 +204,23 @@ def main() -> None:
         default="hook",
         help="L3: who sees a note: the demo's permission hook, or a get_queryset",
     )
+    parser.add_argument(
+        "--database-url",
+        default=None,
+        help="a PostgreSQL database the run may empty (its users and notes are truncated "
+        "first); default: a new SQLite file",
+    )
+    parser.add_argument(
+        "--scopes-alone",
+        action="store_true",
+        help="L3 with --rule queryset: read each viewer's rows on its own (COMBINE_SCOPES "
+        "off, the path before 2026-12-07's third session)",
+    )
     args = parser.parse_args()
     sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
     tmp = tempfile.mkdtemp(prefix="gqlobs-lists-")
     os.environ["DJANGO_SETTINGS_MODULE"] = "schema_examples.settings"
-    os.environ["DATABASE_URL"] = f"sqlite:///{tmp}/bench.sqlite3"
+    os.environ["DATABASE_URL"] = args.database_url or f"sqlite:///{tmp}/bench.sqlite3"
     os.environ.pop("REDIS_URL", None)
     os.environ["ALLOWED_HOSTS"] = "testserver"  # the in-process communicators' host
     import django
@@ -224,9 +239,16 @@ def main() -> None:
     call_command("migrate", interactive=False, verbosity=0)
     from django.db import connection
 
-    with connection.cursor() as cursor:  # the disk must not decide the figures
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=OFF")
+    with connection.cursor() as cursor:
+        if connection.vendor == "sqlite":  # the disk must not decide the figures
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=OFF")
+        else:
+            cursor.execute("TRUNCATE notes_note, auth_user CASCADE")
+    if args.scopes_alone:
+        from gql_observer.graphql import matching
+
+        matching.COMBINE_SCOPES = False
     asyncio.run(
         run(args.subscribers, args.filters, args.burst, args.owners, args.changes, args.rule)
     )
