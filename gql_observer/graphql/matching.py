@@ -175,7 +175,9 @@ def _fetch_scopes(
 def _narrows(base: QuerySet[Any], plain: QuerySet[Any]) -> bool:
     """Whether ``base`` reads the same rows as ``plain`` (the default manager's,
     which must read whole model rows itself), only fewer of them: then a row
-    of ``plain`` that ``base`` holds is the row ``base`` reads."""
+    of ``plain`` that ``base`` holds is the row ``base`` reads. (No annotation,
+    extra select or table, ``select_related``, ``values``, ``only``/``defer``,
+    prefetch, ``distinct`` on fields, slice or union.)"""
     query = base.query
     return (
         base.model is plain.model
@@ -185,6 +187,7 @@ def _narrows(base: QuerySet[Any], plain: QuerySet[Any]) -> bool:
         and not getattr(base, "_prefetch_related_lookups", ())
         and not query.annotations
         and not query.extra
+        and not query.extra_tables
         and not query.select_related
         and not query.select
         and not query.distinct_fields

@@ -12,7 +12,7 @@ import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
 from django.db import transaction
-from django.db.models import Exists
+from django.db.models import Exists, Value
 from django.db.models.expressions import RawSQL
 
 from gql_observer.graphql import matching
@@ -162,3 +162,24 @@ def test_a_viewers_condition_is_a_column_unless_it_names_another_table() -> None
     assert isinstance(matching._holds(notes.filter(owner__username="x")), Exists)
     assert matching._holds(notes.none()) is None
     assert matching._holds(notes) is not None  # every row
+
+
+def test_only_a_queryset_that_narrows_the_rows_is_read_with_others() -> None:
+    notes = Note.objects.all()
+    assert matching._narrows(notes, notes)
+    assert matching._narrows(notes.filter(owner__username="x").exclude(title="y"), notes)
+    assert matching._narrows(notes.distinct().order_by("-pk"), notes)
+    others = [
+        notes.annotate(mine=Value(True)),
+        notes.select_related("owner"),
+        notes.only("title"),
+        notes.defer("body"),
+        notes.values("pk"),
+        notes.prefetch_related("owner"),
+        notes.extra(tables=["auth_user"]),
+        notes.extra(select={"one": "1"}),
+        notes[:5],
+        notes.union(notes),
+        notes.using("elsewhere"),  # another database (never queried here)
+    ]
+    assert not any(matching._narrows(queryset, notes) for queryset in others)
