@@ -11,7 +11,6 @@ from typing import Any
 import pytest
 from channels.db import database_sync_to_async
 from django.contrib.auth.models import User
-from django.db import transaction
 from django.db.models import Exists, Value
 from django.db.models.expressions import RawSQL
 
@@ -20,6 +19,7 @@ from gql_observer.testing import GraphQLTransportWSCommunicator, settle
 from schema_examples.notes.models import Note
 from tests.support import schema as support
 from tests.support.clients import PONG, connect, library_queries
+from tests.support.notes import change_notes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
 
@@ -67,25 +67,6 @@ async def _run(seed: int, viewers: int, name: str, field: str) -> tuple[list[lis
     made: list[int] = []
     alive: list[Note] = []
 
-    def step() -> None:
-        with transaction.atomic():
-            for _ in range(draw.randint(1, 3)):
-                kind = draw.random()
-                if kind < 0.15 and alive:
-                    alive.pop(draw.randrange(len(alive))).delete()
-                elif kind < 0.45 or not alive:
-                    title = draw.choice(("a", "b")) + str(draw.random())
-                    note = Note.objects.create(owner=draw.choice(users), title=title)
-                    alive.append(note)
-                    made.append(note.pk)
-                else:
-                    note = draw.choice(alive)
-                    if draw.random() < 0.5:
-                        note.owner = draw.choice(users)
-                    else:
-                        note.title = draw.choice(("a", "b")) + str(draw.random())
-                    note.save()
-
     def index(frame: dict[str, Any]) -> dict[str, Any]:
         out = dict(frame)
         if out["pk"] is not None:
@@ -98,7 +79,7 @@ async def _run(seed: int, viewers: int, name: str, field: str) -> tuple[list[lis
     statements = []
     for _ in range(20):
         with library_queries() as queries:
-            await database_sync_to_async(step)()
+            await database_sync_to_async(change_notes)(draw, users, alive, made)
             for n, (client, op) in enumerate(clients):
                 seen[n].append([index(frame) for frame in await _frames(client, op, field)])
         statements.append(sum(1 for sql in queries.statements if "notes_note" in sql))

@@ -21,6 +21,7 @@ from tests.support import schema as support
 from tests.support.clients import PONG, connect, next_after_ping
 from tests.support.hops import count_hops
 from tests.support.lists import apply
+from tests.support.notes import change_notes
 
 pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.db_matrix]
 
@@ -173,24 +174,8 @@ async def test_transactions_of_transfers_with_interrupted_verdicts_converge(
     held: list[dict[str, Any]] = [{} for _ in viewers]
     alive: list[Note] = []
 
-    def transaction_of_changes() -> None:
-        with transaction.atomic():
-            for _ in range(draw.randint(1, 3)):
-                kind = draw.random()
-                if kind < 0.15 and alive:
-                    alive.pop(draw.randrange(len(alive))).delete()
-                elif kind < 0.4 or not alive:
-                    owner = draw.choice(owners)
-                    alive.append(Note.objects.create(owner=owner, title=f"new {draw.random()}"))
-                else:
-                    note = draw.choice(alive)
-                    note.owner, note.title = draw.choice(owners), f"now {draw.random()}"
-                    if draw.random() < 0.3:
-                        support.Hook.blips.add(note.pk)
-                    note.save()
-
     for _ in range(25):
-        await database_sync_to_async(transaction_of_changes)()
+        await database_sync_to_async(change_notes)(draw, owners, alive, [], support.Hook.blips)
     await settle()
     for (_, client, op), view in zip(viewers, held, strict=True):
         await client.send({"type": "ping"})

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import random
 from typing import Any
 
 from channels.db import database_sync_to_async
+from django.db import transaction
 
 from gql_observer.testing import GraphQLTransportWSCommunicator
 from schema_examples.notes.models import Note
@@ -14,6 +16,7 @@ __all__ = [
     "NOT_FOUND",
     "SUBSCRIBE_NOTE",
     "UNAUTHORIZED",
+    "change_notes",
     "edit_note",
     "note_envelope",
     "subscribe_note",
@@ -54,3 +57,35 @@ def edit_note(note: Note, **changes: Any) -> None:
     for name, value in changes.items():
         setattr(fresh, name, value)
     fresh.save()
+
+
+def change_notes(
+    draw: random.Random,
+    owners: list[Any],
+    alive: list[Note],
+    made: list[int],
+    marked: set[int] | None = None,
+) -> None:
+    """One transaction of one to three random changes of ``owners``' notes (run it
+    on Django's thread): a delete, a create (a title starting "a" or "b"), a
+    transfer or a new title. ``alive`` holds the notes that exist, ``made`` the
+    pks of every note made; three changed notes in ten go into ``marked``."""
+    with transaction.atomic():
+        for _ in range(draw.randint(1, 3)):
+            kind = draw.random()
+            if kind < 0.15 and alive:
+                alive.pop(draw.randrange(len(alive))).delete()
+            elif kind < 0.45 or not alive:
+                title = draw.choice(("a", "b")) + str(draw.random())
+                note = Note.objects.create(owner=draw.choice(owners), title=title)
+                alive.append(note)
+                made.append(note.pk)
+            else:
+                note = draw.choice(alive)
+                if draw.random() < 0.5:
+                    note.owner = draw.choice(owners)
+                else:
+                    note.title = draw.choice(("a", "b")) + str(draw.random())
+                if marked is not None and draw.random() < 0.3:
+                    marked.add(note.pk)
+                note.save()
