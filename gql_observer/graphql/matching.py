@@ -211,19 +211,21 @@ def _together(
     # Per viewer, its rows' values as the query that found them read them.
     held: list[list[tuple[Any, ...]]] = [[] for _ in together]
     for start in range(0, len(together), SCOPES_PER_QUERY):
-        chunk = together[start : start + SCOPES_PER_QUERY]
-        columns = {}
-        for n, (base, _, _, _) in enumerate(chunk):
+        # The viewers of this query that may hold rows, and their columns.
+        viewers, columns = [], {}
+        for n, (base, _, _, _) in enumerate(together[start : start + SCOPES_PER_QUERY]):
             column = _holds(base)
             if column is not None:
+                viewers.append(start + n)
                 columns[f"gqlobs_s{n}"] = column
         if not columns:
             continue
         read = plain.filter(pk__in=pks).order_by().annotate(**columns)
         for row in read.values_list(*names, *columns):
-            for n, name in enumerate(columns, len(names)):
-                if row[n]:
-                    held[start + int(name[len("gqlobs_s") :])].append(row[: len(names)])
+            values = row[: len(names)]
+            for viewer, holds in zip(viewers, row[len(names) :], strict=True):
+                if holds:
+                    held[viewer].append(values)
     out: dict[Asked, Matches] = {}
     for (_, found, keys, asks), mine in zip(together, held, strict=True):
         rows = {str(values[at]): model.from_db(plain.db, names, values) for values in mine}

@@ -195,14 +195,15 @@ class Reads:
     def __init__(self, settings: Settings) -> None:
         self.window = settings.read_batch_window
         self.retry_window = settings.read_retry_window
-        self._batches: dict[Hashable, Batch[Any] | Calls] = {}
+        self._batches: dict[Hashable, Batch[Any]] = {}
+        self._calls: dict[Hashable, Calls] = {}
         self._users = UserRows()
         #: The users of each kind of joint read (each remembers its own viewers).
         self._joint_users: dict[Hashable, UserRows] = {}
 
     def __len__(self) -> int:
-        """Kinds of reads going on."""
-        return len(self._batches)
+        """Kinds of reads (and of calls) going on."""
+        return len(self._batches) + len(self._calls)
 
     def batch(
         self,
@@ -210,26 +211,29 @@ class Reads:
         fetch: Callable[[], Callable[[list[Any], ReadPlan | None], dict[Any, V]]],
         label: str,
     ) -> Batch[V]:
-        found = self._batches.get(key)
+        found: Batch[V] | None = self._batches.get(key)
         if found is None:
             found = self._batches[key] = Batch(self, key, fetch(), label)
-        assert isinstance(found, Batch)
         return found
 
     def call(self, key: Hashable, label: str, work: Callable[[], V]) -> asyncio.Future[V]:
         """``work()`` on Django's sync thread, in one hop with the other calls of
         kind ``key`` asked meanwhile (:class:`Calls`); ``label`` names what it
         reads in the logs."""
-        found = self._batches.get(key)
+        found = self._calls.get(key)
         if found is None:
-            found = self._batches[key] = Calls(key, label, self.retry_window, self.done, READ_TASK)
-        assert isinstance(found, Calls)
+            found = self._calls[key] = Calls(key, label, self.retry_window, self._called, READ_TASK)
         return found.call(work)
 
-    def done(self, batch: Batch[Any] | Calls) -> None:
+    def done(self, batch: Batch[Any]) -> None:
         """``batch`` has nothing left to read."""
         if self._batches.get(batch.key) is batch:
             del self._batches[batch.key]
+
+    def _called(self, calls: Calls) -> None:
+        """``calls`` has nothing left to make."""
+        if self._calls.get(calls.key) is calls:
+            del self._calls[calls.key]
 
     def rows(
         self,
