@@ -139,27 +139,39 @@ async def owner_lists(application: Any, owners: int, changes: int, rule: str) ->
     from gql_observer.testing import GraphQLTransportWSCommunicator
     from schema_examples.notes.models import Note
     from tests.support.clients import library_queries
-    from tests.support.lists import SUBSCRIBE_NOTES
 
-    document = SUBSCRIBE_NOTES
+    # Each viewer its own requestId (a millisecond timestamp and its slot), as
+    # real clients send them.
+    field = "notes"
     if rule == "queryset":
         from tests.support.schema import application as test_application
 
         application = test_application()
-        document = "subscription { ownNotes(requestId: 1) { action pk data { id title } } }"
+        field = "ownNotes"
+    document = (
+        f"subscription ($rid: JSON) {{ {field}(requestId: $rid) "
+        "{ action requestId pk data { id title } } }"
+    )
+    rid_base = int(time.time() * 1000)
 
     users = await database_sync_to_async(
         lambda: [User.objects.create(username=f"owner-{n}") for n in range(owners)]
     )()
     viewers = []
-    for user in users:
+    for slot, user in enumerate(users):
         token = await database_sync_to_async(issue_token)(user)
         client = GraphQLTransportWSCommunicator(application, timeout=60)
         await client.connect()
         await client.init({"token": token})
-        op = await client.subscribe(document)
+        op = await client.subscribe(document, {"rid": rid_base + slot})
         await client.next(op)
         viewers.append((client, op))
+
+    async def frame(slot: int) -> None:
+        client, op = viewers[slot]
+        got = (await client.next(op))[field]
+        assert got["requestId"] == rid_base + slot, got  # its own, nobody else's
+
     print(f"L3: {owners} viewers subscribed to their own notes (rule: {rule})")
     created, given, statements = [], [], []
     for n in range(changes + 1):
@@ -167,13 +179,13 @@ async def owner_lists(application: Any, owners: int, changes: int, rule: str) ->
         with library_queries() as queries:
             began = time.perf_counter()
             note = await database_sync_to_async(Note.objects.create)(owner=users[first], title="t")
-            await viewers[first][0].next(viewers[first][1])
+            await frame(first)
             took = time.perf_counter() - began
             note.owner = users[second]
             began = time.perf_counter()
             await database_sync_to_async(note.save)()
-            await viewers[first][0].next(viewers[first][1])
-            await viewers[second][0].next(viewers[second][1])
+            await frame(first)
+            await frame(second)
             moved = time.perf_counter() - began
         if n:  # the first is a warm-up
             created.append(took)
